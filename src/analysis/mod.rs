@@ -1,0 +1,4 @@
+//! Numbers computed from embeddings: similarity matrices, neighbours. Knows nothing about models
+//! or terminals; works on plain `f32` vectors.
+
+pub mod similarity;

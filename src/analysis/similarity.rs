@@ -1,0 +1,56 @@
+//! Cosine similarity between sentence vectors.
+
+/// Cosine similarity of two vectors, accumulated in f64; 0 when either vector is all zeros
+/// (norms are floored at 1e-12, as `sentence_transformers.util.cos_sim` does).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        dot += x as f64 * y as f64;
+        na += x as f64 * x as f64;
+        nb += y as f64 * y as f64;
+    }
+    let denom = na.sqrt().max(1e-12) * nb.sqrt().max(1e-12);
+    (dot / denom) as f32
+}
+
+/// The N x N matrix of cosine similarities, row-major.
+pub fn cosine_matrix(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let n = vectors.len();
+    let mut m = vec![vec![0f32; n]; n];
+    for i in 0..n {
+        for j in i..n {
+            let c = cosine(&vectors[i], &vectors[j]);
+            m[i][j] = c;
+            m[j][i] = c;
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_by_hand() {
+        assert!((cosine(&[1., 0.], &[0., 1.])).abs() < 1e-7);
+        assert!((cosine(&[1., 2.], &[2., 4.]) - 1.0).abs() < 1e-7);
+        assert!((cosine(&[1., 0.], &[-1., 0.]) + 1.0).abs() < 1e-7);
+        // 3-4-5 triangle: cos = (3*4) / (5 * 4) = 0.6
+        assert!((cosine(&[3., 4.], &[4., 0.]) - 0.6).abs() < 1e-7);
+        assert_eq!(cosine(&[0., 0.], &[1., 1.]), 0.0);
+    }
+
+    #[test]
+    fn matrix_is_symmetric_with_unit_diagonal() {
+        let v = vec![vec![1., 2., 3.], vec![-1., 0.5, 2.], vec![0.3, 0.3, -0.1]];
+        let m = cosine_matrix(&v);
+        for i in 0..3 {
+            assert!((m[i][i] - 1.0).abs() < 1e-6);
+            for j in 0..3 {
+                assert_eq!(m[i][j], m[j][i]);
+            }
+        }
+    }
+}

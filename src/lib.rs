@@ -1,0 +1,10 @@
+//! sbert-tui: explore sentence embeddings and fine-tune sentence-embedding models in the terminal.
+//!
+//! - [`model`]: text to vectors (the sentence-transformers folder format, encoder, pooling).
+//! - [`analysis`]: similarity matrices and other numbers computed from vectors.
+//! - [`cli`]: the headless commands.
+
+pub mod analysis;
+pub mod cli;
+pub mod model;
+pub mod text;

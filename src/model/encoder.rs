@@ -1,0 +1,294 @@
+//! The whole sentence-transformers pipeline: tokenizer, transformer, pooling, Dense, Normalize.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+
+use super::bert::{Bert, EncoderInput};
+use super::dense::Dense;
+use super::device::{DeviceChoice, describe};
+use super::error::{ModelError, Result};
+use super::folder::{ModelLayout, Stage};
+use super::layers::Mode;
+use super::pooling::{PoolingSpec, mask_from_lengths, normalize};
+use super::tokenize::{TextTokenizer, Tokenized};
+
+/// Choices made when loading a model, each overriding what the folder says.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub device: DeviceChoice,
+    /// Replaces the model's pooling.
+    pub pooling: Option<PoolingSpec>,
+    /// Replaces the model's `max_seq_length`.
+    pub max_seq_length: Option<usize>,
+}
+
+/// What a loaded model is, for status lines, logs and `--help`-style summaries.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub folder: PathBuf,
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub layers: usize,
+    /// Width of the final sentence vector.
+    pub embedding_dim: usize,
+    pub max_seq_length: usize,
+    pub pooling: PoolingSpec,
+    pub dense_layers: usize,
+    pub normalize: bool,
+    pub device: String,
+    /// Names in the checkpoint that the encoder does not use (warned about, not fatal).
+    pub unexpected_weights: Vec<String>,
+}
+
+enum LoadedStage {
+    Pooling(PoolingSpec),
+    Dense(Dense),
+    Normalize,
+}
+
+/// A sentence encoder that embeds text exactly as `SentenceTransformer.encode` does.
+pub struct SentenceEncoder {
+    info: ModelInfo,
+    tokenizer: TextTokenizer,
+    transformer: Bert,
+    stages: Vec<LoadedStage>,
+    device: Device,
+}
+
+impl SentenceEncoder {
+    /// Loads a sentence-transformers (or plain Hugging Face BERT) folder.
+    pub fn load(folder: &Path, options: &LoadOptions) -> Result<Self> {
+        let layout = ModelLayout::read(folder)?;
+        let device = options.device.open()?;
+        let transformer = Bert::load(&layout.transformer_dir, &device)?;
+        let hidden = transformer.hidden_size();
+
+        let max_seq_length = options
+            .max_seq_length
+            .unwrap_or(layout.max_seq_length)
+            .min(transformer.max_tokens());
+        if max_seq_length < 2 {
+            return Err(ModelError::Invalid(format!(
+                "max_seq_length {max_seq_length} leaves no room for text"
+            )));
+        }
+        let tokenizer = TextTokenizer::load(
+            &layout.transformer_dir,
+            max_seq_length,
+            layout.do_lower_case,
+        )?;
+
+        let mut stages = Vec::new();
+        let mut dim = hidden;
+        let mut pooling = None;
+        for stage in &layout.stages {
+            match stage {
+                Stage::Pooling(spec) => {
+                    let spec = options.pooling.clone().unwrap_or_else(|| spec.clone());
+                    dim = spec.output_dim(hidden);
+                    pooling = Some(spec.clone());
+                    stages.push(LoadedStage::Pooling(spec));
+                }
+                Stage::Dense {
+                    dir,
+                    config,
+                    activation,
+                } => {
+                    if config.in_features != dim {
+                        return Err(ModelError::config(
+                            dir.join("config.json"),
+                            format!(
+                                "Dense expects {} inputs but the previous module gives {dim}{}",
+                                config.in_features,
+                                if options.pooling.is_some() {
+                                    " (the --pooling override changed the width)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ));
+                    }
+                    dim = config.out_features;
+                    stages.push(LoadedStage::Dense(Dense::load(
+                        dir,
+                        config,
+                        *activation,
+                        &device,
+                    )?));
+                }
+                Stage::Normalize => stages.push(LoadedStage::Normalize),
+            }
+        }
+        let config = transformer.config();
+        let info = ModelInfo {
+            folder: folder.to_path_buf(),
+            model_type: config.model_type.clone().unwrap_or_default(),
+            hidden_size: hidden,
+            layers: config.num_hidden_layers,
+            embedding_dim: dim,
+            max_seq_length,
+            pooling: pooling.expect("ModelLayout guarantees a Pooling stage"),
+            dense_layers: stages
+                .iter()
+                .filter(|s| matches!(s, LoadedStage::Dense(_)))
+                .count(),
+            normalize: layout.normalizes(),
+            device: describe(&device),
+            unexpected_weights: transformer.unexpected_weights().to_vec(),
+        };
+        Ok(Self {
+            info,
+            tokenizer,
+            transformer,
+            stages,
+            device,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn transformer(&self) -> &Bert {
+        &self.transformer
+    }
+
+    /// Every trainable variable map: the transformer's, then each Dense module's.
+    pub fn varmaps(&self) -> Vec<&VarMap> {
+        let mut maps = vec![self.transformer.varmap()];
+        maps.extend(self.stages.iter().filter_map(|s| match s {
+            LoadedStage::Dense(d) => Some(d.varmap()),
+            _ => None,
+        }));
+        maps
+    }
+
+    /// Tokenizes texts with this model's settings.
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Tokenized>> {
+        self.tokenizer.encode(texts)
+    }
+
+    /// Pads tokenized texts into one batch (right padding).
+    pub fn batch(&self, items: &[&Tokenized]) -> Result<EncoderInput> {
+        let seq = items.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
+        let b = items.len();
+        let pad = self.tokenizer.pad_id();
+        let mut ids = vec![pad; b * seq];
+        let mut type_ids = vec![0u32; b * seq];
+        let mut lengths = Vec::with_capacity(b);
+        for (row, t) in items.iter().enumerate() {
+            ids[row * seq..row * seq + t.ids.len()].copy_from_slice(&t.ids);
+            type_ids[row * seq..row * seq + t.type_ids.len()].copy_from_slice(&t.type_ids);
+            lengths.push(t.ids.len());
+        }
+        Ok(EncoderInput {
+            ids: Tensor::from_vec(ids, (b, seq), &self.device)?,
+            type_ids: Tensor::from_vec(type_ids, (b, seq), &self.device)?,
+            mask: mask_from_lengths(&lengths, seq, &self.device)?,
+            lengths,
+        })
+    }
+
+    /// Token vectors `[b, seq, hidden]` of a batch.
+    pub fn token_embeddings(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
+        Ok(self.transformer.forward(input, mode)?)
+    }
+
+    /// Sentence vectors `[b, dim]`: transformer, then every module after it. Differentiable when
+    /// `mode.grad` is set.
+    pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
+        let tokens = self.token_embeddings(input, mode)?;
+        self.after_transformer(tokens, &input.mask, mode)
+    }
+
+    fn after_transformer(&self, tokens: Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
+        let mut x = tokens;
+        for stage in &self.stages {
+            x = match stage {
+                LoadedStage::Pooling(spec) => spec.forward(&x, mask)?,
+                LoadedStage::Dense(d) => d.forward(&x, mode.grad)?,
+                LoadedStage::Normalize => normalize(&x)?,
+            };
+        }
+        Ok(x)
+    }
+
+    /// Embeds texts in batches sorted by length (less padding), returning vectors in input order.
+    /// `progress(done, total)` is called after each batch.
+    pub fn encode<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        self.encode_with(texts, batch_size, progress, |input| {
+            self.forward(input, Mode::EVAL)
+        })
+    }
+
+    /// Pools with `spec` over the model's token vectors (skipping Dense and Normalize): the
+    /// reference fixtures hold every pooling mode computed this way.
+    pub fn encode_pooled<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        spec: &PoolingSpec,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        self.encode_with(texts, batch_size, &mut |_, _| {}, |input| {
+            let tokens = self.token_embeddings(input, Mode::EVAL)?;
+            Ok(spec.forward(&tokens, &input.mask)?)
+        })
+    }
+
+    /// Token vectors of each text, without padding: `[text][token][hidden]`.
+    pub fn encode_tokens<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let tokenized = self.tokenize(texts)?;
+        tokenized
+            .iter()
+            .map(|t| {
+                let input = self.batch(&[t])?;
+                let out = self.token_embeddings(&input, Mode::EVAL)?.squeeze(0)?;
+                Ok(out.to_dtype(DType::F32)?.to_vec2()?)
+            })
+            .collect()
+    }
+
+    fn encode_with<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize, usize),
+        run: impl Fn(&EncoderInput) -> Result<Tensor>,
+    ) -> Result<Vec<Vec<f32>>> {
+        if batch_size == 0 {
+            return Err(ModelError::Invalid("batch size must be at least 1".into()));
+        }
+        let tokenized = self.tokenize(texts)?;
+        let mut order: Vec<usize> = (0..tokenized.len()).collect();
+        // Longest first (stable), so each batch pads to a similar length.
+        order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].ids.len()));
+        let mut out = vec![Vec::new(); tokenized.len()];
+        let mut done = 0;
+        for chunk in order.chunks(batch_size) {
+            let items: Vec<&Tokenized> = chunk.iter().map(|&i| &tokenized[i]).collect();
+            let input = self.batch(&items)?;
+            let vectors = run(&input)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+            done += chunk.len();
+            progress(done, tokenized.len());
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,264 @@
+//! Small building blocks shared by the encoders: linear, layer norm, embedding, dropout.
+//!
+//! Each takes a [`Mode`]. In evaluation mode the weights are detached from the autograd graph and
+//! the fused kernels (which have no backward pass in candle) are used; in training mode the
+//! differentiable compositions are used and dropout draws masks from our own seeded generator.
+
+use std::sync::Mutex;
+
+use candle_core::{D, Device, Tensor};
+use candle_nn::VarBuilder;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How a forward pass runs.
+#[derive(Clone, Copy)]
+pub struct Mode<'a> {
+    /// Dropout is active, with masks from this generator; `None` means no dropout.
+    pub dropout: Option<&'a DropoutRng>,
+    /// Keep the autograd graph: a backward pass will follow.
+    pub grad: bool,
+}
+
+impl<'a> Mode<'a> {
+    /// Inference: no dropout, no graph.
+    pub const EVAL: Mode<'static> = Mode {
+        dropout: None,
+        grad: false,
+    };
+
+    /// Training with dropout on.
+    pub fn train(rng: &'a DropoutRng) -> Self {
+        Mode {
+            dropout: Some(rng),
+            grad: true,
+        }
+    }
+
+    /// Training with dropout off (deterministic; for checks against a reference).
+    pub fn train_without_dropout() -> Mode<'static> {
+        Mode {
+            dropout: None,
+            grad: true,
+        }
+    }
+
+    /// The parameter as seen by this pass: detached in evaluation so no graph is built.
+    pub fn param(&self, t: &Tensor) -> Tensor {
+        if self.grad { t.clone() } else { t.detach() }
+    }
+
+    /// Inverted dropout with probability `p` when dropout is on; identity otherwise.
+    pub fn dropout(&self, x: &Tensor, p: f64) -> candle_core::Result<Tensor> {
+        match self.dropout {
+            Some(rng) if p > 0.0 => x.broadcast_mul(&rng.mask(x.dims(), p, x.device())?),
+            _ => Ok(x.clone()),
+        }
+    }
+
+    pub fn softmax_last_dim(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if self.grad {
+            candle_nn::ops::softmax(x, D::Minus1)
+        } else {
+            candle_nn::ops::softmax_last_dim(x)
+        }
+    }
+}
+
+/// Seeded generator for dropout masks, so a run is reproducible on CPU.
+pub struct DropoutRng(Mutex<ChaCha8Rng>);
+
+impl DropoutRng {
+    pub fn new(seed: u64) -> Self {
+        Self(Mutex::new(ChaCha8Rng::seed_from_u64(seed)))
+    }
+
+    /// A mask of `0` (dropped, probability `p`) and `1 / (1 - p)` (kept).
+    pub fn mask(&self, dims: &[usize], p: f64, device: &Device) -> candle_core::Result<Tensor> {
+        if !(0.0..1.0).contains(&p) {
+            candle_core::bail!("dropout probability must be in [0, 1), got {p}");
+        }
+        let n: usize = dims.iter().product();
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let p = p as f32;
+        let mut rng = self.0.lock().expect("dropout rng poisoned");
+        let data: Vec<f32> = (0..n)
+            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+            .collect();
+        Tensor::from_vec(data, dims, device)
+    }
+}
+
+/// `y = x W^T + b`, weights named `weight` and `bias` as in `torch.nn.Linear`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> candle_core::Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        self.forward(x, mode.grad)
+    }
+
+    /// Works on any leading shape: `[..., in]` -> `[..., out]`.
+    pub fn forward(&self, x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
+        let (w, b) = if grad {
+            (self.weight.clone(), self.bias.clone())
+        } else {
+            (self.weight.detach(), self.bias.as_ref().map(Tensor::detach))
+        };
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("at least one dimension");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+        let y = match b {
+            Some(b) => y.broadcast_add(&b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("at least one dimension") = w.dim(0)?;
+        y.reshape(out_dims)
+    }
+}
+
+/// Layer normalisation over the last dimension (`weight` and `bias`).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        if !mode.grad {
+            // Fused kernel; no backward pass, so only in evaluation.
+            return candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.weight.detach(),
+                &self.bias.detach(),
+                self.eps as f32,
+            );
+        }
+        let hidden = x.dim(D::Minus1)? as f64;
+        let mean = (x.sum_keepdim(D::Minus1)? / hidden)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = (centred.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// A lookup table (`weight` of shape `[n, dim]`).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    weight: Tensor,
+}
+
+impl Embedding {
+    pub fn load(vb: VarBuilder, n: usize, dim: usize) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get((n, dim), "weight")?,
+        })
+    }
+
+    /// `ids` of any shape -> `[..., dim]`.
+    pub fn forward(&self, ids: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        let w = mode.param(&self.weight);
+        let mut dims = ids.dims().to_vec();
+        dims.push(w.dim(1)?);
+        w.index_select(&ids.flatten_all()?, 0)?.reshape(dims)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+
+    #[test]
+    fn dropout_is_seeded_scaled_and_off_in_eval() {
+        let x = Tensor::ones((64, 64), DType::F32, &Device::Cpu).unwrap();
+        let a = DropoutRng::new(7);
+        let b = DropoutRng::new(7);
+        let ya = Mode::train(&a).dropout(&x, 0.25).unwrap();
+        let yb = Mode::train(&b).dropout(&x, 0.25).unwrap();
+        let va: Vec<f32> = ya.flatten_all().unwrap().to_vec1().unwrap();
+        let vb: Vec<f32> = yb.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(va, vb, "same seed, same mask");
+        let dropped = va.iter().filter(|&&v| v == 0.0).count() as f64 / va.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.03, "dropped {dropped}");
+        assert!(
+            va.iter()
+                .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6)
+        );
+        let again: Vec<f32> = Mode::train(&a)
+            .dropout(&x, 0.25)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_ne!(va, again, "the generator moves on");
+        let eval: Vec<f32> = Mode::EVAL
+            .dropout(&x, 0.25)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(eval.iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn fused_and_differentiable_layer_norm_agree() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2., (3, 5, 8), &dev).unwrap();
+        let ln = LayerNorm {
+            weight: Tensor::randn(1f32, 0.1, 8, &dev).unwrap(),
+            bias: Tensor::randn(0f32, 0.1, 8, &dev).unwrap(),
+            eps: 1e-12,
+        };
+        let a = ln.forward(&x, Mode::EVAL).unwrap();
+        let b = ln.forward(&x, Mode::train_without_dropout()).unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
+}

@@ -1,0 +1,27 @@
+//! Text to vectors: the sentence-transformers folder format, the encoder, pooling, Dense and
+//! Normalize, model sources and devices. Knows nothing about terminals.
+
+pub mod bert;
+pub mod dense;
+pub mod device;
+pub mod encoder;
+pub mod error;
+pub mod folder;
+pub mod layers;
+pub mod pooling;
+pub mod source;
+pub mod tokenize;
+pub mod weights;
+
+pub use device::DeviceChoice;
+pub use encoder::{LoadOptions, ModelInfo, SentenceEncoder};
+pub use error::{ModelError, Result};
+pub use layers::{DropoutRng, Mode};
+pub use pooling::{PoolingMode, PoolingSpec};
+pub use source::{DEFAULT_MODEL, SourceOptions};
+
+/// Finds a model by `--model` (folder or Hub id) and loads it.
+pub fn load(spec: &str, source: &SourceOptions, options: &LoadOptions) -> Result<SentenceEncoder> {
+    let resolved = source::resolve(spec, source)?;
+    SentenceEncoder::load(&resolved.folder, options)
+}

@@ -1,0 +1,121 @@
+//! Text to token ids with the model's `tokenizer.json`.
+//!
+//! Truncation is set from the model's `max_seq_length` and padding is done by the batcher, so
+//! whatever `tokenizer.json` says about either is ignored (all-MiniLM-L6-v2's says 128 where the
+//! model uses 256).
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use super::error::{ModelError, Result};
+
+/// One tokenized text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokenized {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    /// True when tokens were cut off at `max_seq_length`.
+    pub truncated: bool,
+}
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_len: usize,
+    lowercase: bool,
+    pad_id: u32,
+}
+
+impl TextTokenizer {
+    /// Reads `tokenizer.json` from `dir`. `lowercase` lower-cases text first
+    /// (`do_lower_case` in `sentence_bert_config.json`).
+    pub fn load(dir: &Path, max_len: usize, lowercase: bool) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(ModelError::MissingFile {
+                folder: dir.to_path_buf(),
+                what: "tokenizer.json (save the tokenizer with a recent transformers version)"
+                    .into(),
+            });
+        }
+        let mut inner = Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let pad_id = inner
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| {
+                ["[PAD]", "<pad>", "<PAD>"]
+                    .iter()
+                    .find_map(|t| inner.token_to_id(t))
+            })
+            .unwrap_or(0);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| ModelError::Tokenizer {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        inner.with_padding(None);
+        Ok(Self {
+            inner,
+            max_len,
+            lowercase,
+            pad_id,
+        })
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Tokenizes each text (special tokens added, truncated to `max_seq_length`).
+    pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Tokenized>> {
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                if self.lowercase {
+                    t.as_ref().to_lowercase()
+                } else {
+                    t.as_ref().to_string()
+                }
+            })
+            .collect();
+        let encodings = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| Tokenized {
+                truncated: !e.get_overflowing().is_empty(),
+                ids: e.get_ids().to_vec(),
+                type_ids: e.get_type_ids().to_vec(),
+            })
+            .collect())
+    }
+
+    /// The token strings of one text, for display.
+    pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
+        let text = if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_string()
+        };
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        Ok(enc.get_tokens().to_vec())
+    }
+}

