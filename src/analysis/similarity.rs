@@ -46,10 +46,10 @@ mod tests {
     fn matrix_is_symmetric_with_unit_diagonal() {
         let v = vec![vec![1., 2., 3.], vec![-1., 0.5, 2.], vec![0.3, 0.3, -0.1]];
         let m = cosine_matrix(&v);
-        for i in 0..3 {
-            assert!((m[i][i] - 1.0).abs() < 1e-6);
-            for j in 0..3 {
-                assert_eq!(m[i][j], m[j][i]);
+        for (i, row) in m.iter().enumerate() {
+            assert!((row[i] - 1.0).abs() < 1e-6);
+            for (j, &v) in row.iter().enumerate() {
+                assert_eq!(v, m[j][i]);
             }
         }
     }

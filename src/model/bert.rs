@@ -83,7 +83,11 @@ impl BertConfig {
             path: path.to_path_buf(),
             source: e,
         })?;
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(ModelError::config(
                 path,
                 format!(
@@ -92,13 +96,13 @@ impl BertConfig {
                 ),
             ));
         }
-        if let Some(kind) = &config.position_embedding_type {
-            if kind != "absolute" {
-                return Err(ModelError::config(
-                    path,
-                    format!("position_embedding_type `{kind}` is not supported (only absolute)"),
-                ));
-            }
+        if let Some(kind) = &config.position_embedding_type
+            && kind != "absolute"
+        {
+            return Err(ModelError::config(
+                path,
+                format!("position_embedding_type `{kind}` is not supported (only absolute)"),
+            ));
         }
         HiddenAct::parse(&config.hidden_act).ok_or_else(|| {
             ModelError::config(
@@ -179,13 +183,13 @@ impl Embeddings {
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         let (b, seq) = input.ids.dims2()?;
         let positions = self.position_ids(&input.lengths, b, seq, input.ids.device())?;
-        if let Some(max) = positions_needed(self.position_offset, seq) {
-            if max > self.position.rows() {
-                candle_core::bail!(
-                    "sequence of {seq} tokens needs {max} positions, the model has {}",
-                    self.position.rows()
-                );
-            }
+        if let Some(max) = positions_needed(self.position_offset, seq)
+            && max > self.position.rows()
+        {
+            candle_core::bail!(
+                "sequence of {seq} tokens needs {max} positions, the model has {}",
+                self.position.rows()
+            );
         }
         let x = self.word.forward(&input.ids, mode)?;
         let x = (x + self.position.forward(&positions, mode)?)?;

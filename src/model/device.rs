@@ -58,15 +58,17 @@ impl DeviceChoice {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Auto => {
-                if cfg!(feature = "cuda") && candle_core::utils::cuda_is_available() {
-                    if let Ok(d) = Device::new_cuda(0) {
-                        return Ok(d);
-                    }
+                if cfg!(feature = "cuda")
+                    && candle_core::utils::cuda_is_available()
+                    && let Ok(d) = Device::new_cuda(0)
+                {
+                    return Ok(d);
                 }
-                if cfg!(feature = "metal") && candle_core::utils::metal_is_available() {
-                    if let Ok(d) = Device::new_metal(0) {
-                        return Ok(d);
-                    }
+                if cfg!(feature = "metal")
+                    && candle_core::utils::metal_is_available()
+                    && let Ok(d) = Device::new_metal(0)
+                {
+                    return Ok(d);
                 }
                 Ok(Device::Cpu)
             }

@@ -244,7 +244,7 @@ fn read_tokenizer_max_length(path: &Path) -> Result<Option<usize>> {
     let v: Value = read_json(path)?;
     Ok(v.get("model_max_length")
         .and_then(Value::as_f64)
-        .filter(|&n| n >= 1.0 && n < 1e9)
+        .filter(|&n| (1.0..1e9).contains(&n))
         .map(|n| n as usize))
 }
 

@@ -173,15 +173,15 @@ impl Backend {
             let shape = shape.cloned().unwrap_or_else(|| Shape::from(()));
             return Tensor::zeros(shape, dtype, dev);
         };
-        if let Some(shape) = shape {
-            if t.shape() != shape {
-                state.problems.lock().expect("poisoned").push(format!(
-                    "weight `{name}` has shape {:?} in the file but the config implies {:?}",
-                    t.dims(),
-                    shape.dims()
-                ));
-                return Tensor::zeros(shape, dtype, dev);
-            }
+        if let Some(shape) = shape
+            && t.shape() != shape
+        {
+            state.problems.lock().expect("poisoned").push(format!(
+                "weight `{name}` has shape {:?} in the file but the config implies {:?}",
+                t.dims(),
+                shape.dims()
+            ));
+            return Tensor::zeros(shape, dtype, dev);
         }
         let var = Var::from_tensor(&t.to_dtype(dtype)?.to_device(dev)?)?;
         let tensor = var.as_tensor().clone();

@@ -1,0 +1,111 @@
+//! Properties of the encoder that hold for any model: batching does not change results, dropout
+//! is real in training mode and absent in evaluation mode.
+
+mod common;
+
+use common::*;
+use sbert_tui::model::{DropoutRng, Mode};
+
+const SENTENCES: [&str; 6] = [
+    "short",
+    "A man is playing a guitar on the stage tonight.",
+    "",
+    "机器学习是我的爱好。",
+    "Emoji test 🙂🚀",
+    "long sentence with many repeated words sentence with many repeated words and more",
+];
+
+fn one_by_one(enc: &sbert_tui::model::SentenceEncoder) -> Vec<Vec<f32>> {
+    SENTENCES
+        .iter()
+        .map(|s| enc.encode(&[s], 1, &mut |_, _| {}).unwrap().remove(0))
+        .collect()
+}
+
+#[test]
+fn a_sentence_alone_equals_the_same_sentence_in_a_padded_batch_tiny() {
+    let enc = tiny();
+    let batched = enc.encode(&SENTENCES, 6, &mut |_, _| {}).unwrap();
+    assert_close(&batched, &one_by_one(&enc), 1e-5, "batched vs single");
+    // Batch sizes that split the length-sorted order differently give the same vectors, in order.
+    let in_threes = enc.encode(&SENTENCES, 4, &mut |_, _| {}).unwrap();
+    assert_close(&batched, &in_threes, 1e-5, "batch 6 vs 4");
+}
+
+#[test]
+fn a_sentence_alone_equals_the_same_sentence_in_a_padded_batch_minilm() {
+    let enc = minilm();
+    let batched = enc.encode(&SENTENCES, 6, &mut |_, _| {}).unwrap();
+    assert_close(&batched, &one_by_one(&enc), 1e-5, "batched vs single");
+}
+
+#[test]
+fn progress_reports_every_batch() {
+    let enc = tiny();
+    let mut seen = Vec::new();
+    enc.encode(&SENTENCES, 4, &mut |done, total| seen.push((done, total)))
+        .unwrap();
+    assert_eq!(seen, vec![(4, 6), (6, 6)]);
+}
+
+#[test]
+fn dropout_changes_outputs_in_training_mode_only() {
+    let enc = tiny();
+    let tokenized = enc.tokenize(&SENTENCES).unwrap();
+    let items: Vec<_> = tokenized.iter().collect();
+    let input = enc.batch(&items).unwrap();
+    let run = |mode| -> Vec<Vec<f32>> { enc.forward(&input, mode).unwrap().to_vec2().unwrap() };
+
+    let eval_a = run(Mode::EVAL);
+    let eval_b = run(Mode::EVAL);
+    assert_eq!(eval_a, eval_b, "evaluation mode is deterministic");
+    assert_close(
+        &run(Mode::train_without_dropout()),
+        &eval_a,
+        1e-5,
+        "no-dropout training pass",
+    );
+
+    let rng = DropoutRng::new(42);
+    let train_a = run(Mode::train(&rng));
+    let train_b = run(Mode::train(&rng));
+    assert!(
+        max_abs_diff(&train_a, &eval_a, "train vs eval") > 1e-3,
+        "dropout must change outputs"
+    );
+    assert!(
+        max_abs_diff(&train_a, &train_b, "two train passes") > 1e-3,
+        "two dropout passes differ"
+    );
+
+    // The same seed reproduces the same masks.
+    let again = DropoutRng::new(42);
+    assert_eq!(run(Mode::train(&again)), train_a);
+}
+
+#[test]
+fn gradients_reach_every_weight_in_training_mode() {
+    let enc = tiny();
+    let tokenized = enc.tokenize(&SENTENCES[..3]).unwrap();
+    let items: Vec<_> = tokenized.iter().collect();
+    let input = enc.batch(&items).unwrap();
+    let rng = DropoutRng::new(1);
+    let loss = enc
+        .forward(&input, Mode::train(&rng))
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    let mut without = Vec::new();
+    for map in enc.varmaps() {
+        for (name, var) in map.data().lock().unwrap().iter() {
+            if grads.get(var.as_tensor()).is_none() && !name.starts_with("pooler.") {
+                without.push(name.clone());
+            }
+        }
+    }
+    without.sort();
+    assert!(without.is_empty(), "weights without gradient: {without:?}");
+}
