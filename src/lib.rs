@@ -3,8 +3,10 @@
 //! - [`model`]: text to vectors (the sentence-transformers folder format, encoder, pooling).
 //! - [`analysis`]: similarity matrices and other numbers computed from vectors.
 //! - [`cli`]: the headless commands.
+//! - [`tui`]: the terminal UI (knows the model only through its messages).
 
 pub mod analysis;
 pub mod cli;
 pub mod model;
 pub mod text;
+pub mod tui;

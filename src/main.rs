@@ -5,14 +5,11 @@ use sbert_tui::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let Some(command) = args.command else {
-        eprintln!(
-            "sbert-tui: the terminal UI is not built yet; use a subcommand (encode, similarity, info). \
-             See `sbert-tui --help`."
-        );
-        return ExitCode::from(2);
+    let result = match args.command {
+        Some(command) => cli::run(command),
+        None => cli::run_ui(args.ui),
     };
-    match cli::run(command) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -28,9 +28,38 @@ pub fn cosine_matrix(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
     m
 }
 
+/// The `k` rows most similar to row `i` of a similarity matrix (itself excluded), best first.
+pub fn top_neighbours(matrix: &[Vec<f32>], i: usize, k: usize) -> Vec<(usize, f32)> {
+    let Some(row) = matrix.get(i) else {
+        return Vec::new();
+    };
+    let mut others: Vec<(usize, f32)> = row
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(j, _)| j != i)
+        .collect();
+    others.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    others.truncate(k);
+    others
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn neighbours_best_first_without_self() {
+        let m = vec![
+            vec![1.0, 0.2, 0.9, -0.5],
+            vec![0.2, 1.0, 0.1, 0.0],
+            vec![0.9, 0.1, 1.0, 0.3],
+            vec![-0.5, 0.0, 0.3, 1.0],
+        ];
+        assert_eq!(top_neighbours(&m, 0, 2), vec![(2, 0.9), (1, 0.2)]);
+        assert_eq!(top_neighbours(&m, 3, 10).len(), 3);
+        assert!(top_neighbours(&m, 9, 2).is_empty());
+    }
 
     #[test]
     fn cosine_by_hand() {

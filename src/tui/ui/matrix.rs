@@ -1,0 +1,214 @@
+//! The similarity pane: an N x N heat map with the value in each cell, row and column labels, a
+//! legend, and the two sentences under the cursor. It scrolls when N exceeds the screen.
+
+use ratatui::Frame;
+use ratatui::layout::{Position, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+
+use super::scroll_offset;
+use crate::text;
+use crate::tui::app::{App, ModelState, Pane};
+use crate::tui::theme::{SHADE_BOUNDS, SHADES, Theme, shade};
+
+/// Columns per cell: " 0.83 " plus a separator (or a shade glyph without colour).
+const CELL: usize = 7;
+/// Rows under the grid: the cursor's two sentences and the legend.
+const FOOTER: usize = 2;
+
+struct Grid {
+    inner: Rect,
+    label_w: usize,
+    rows: usize,
+    cols: usize,
+    row0: usize,
+    col0: usize,
+}
+
+fn grid(app: &App, area: Rect, n: usize) -> Grid {
+    let inner = Block::bordered().inner(area);
+    let label_w = (inner.width as usize / 3).clamp(4, 22);
+    let cols = (inner.width as usize).saturating_sub(label_w) / CELL;
+    let rows = (inner.height as usize).saturating_sub(1 + FOOTER);
+    let row = app.selected.min(n.saturating_sub(1));
+    let col = app.matrix_col.min(n.saturating_sub(1));
+    Grid {
+        inner,
+        label_w,
+        rows,
+        cols,
+        row0: scroll_offset(row, n, rows),
+        col0: scroll_offset(col, n, cols),
+    }
+}
+
+/// The cell (row, column) under a click.
+pub fn hit(app: &App, area: Rect, at: Position) -> Option<(usize, usize)> {
+    let n = app.analysis.as_ref()?.texts.len();
+    let g = grid(app, area, n);
+    let x = at.x.checked_sub(g.inner.x)? as usize;
+    let y = at.y.checked_sub(g.inner.y + 1)? as usize;
+    if x < g.label_w || y >= g.rows {
+        return None;
+    }
+    let (r, c) = (g.row0 + y, g.col0 + (x - g.label_w) / CELL);
+    (r < n && c < n && (x - g.label_w) / CELL < g.cols).then_some((r, c))
+}
+
+fn cell_text(theme: &Theme, v: f32) -> String {
+    if theme.color {
+        format!(" {v:>5.2} ")
+    } else {
+        format!("{}{v:>5.2} ", shade(v))
+    }
+}
+
+pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let focused = app.focus == Pane::Matrix;
+    let n = app.analysis.as_ref().map_or(0, |a| a.texts.len());
+    let updating = if app.pending { " · updating…" } else { "" };
+    let block = Block::bordered()
+        .title(if app.analysis.is_some() {
+            format!(" Similarity · cosine · {n} × {n}{updating} ")
+        } else {
+            " Similarity · cosine ".to_string()
+        })
+        .border_style(theme.border(focused));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(a) = &app.analysis else {
+        let msg = match &app.model {
+            ModelState::Loading { message, .. } => message.clone(),
+            ModelState::Failed { error, .. } => format!("model failed to load: {error}"),
+            ModelState::Ready(_) => "embedding…".into(),
+        };
+        frame.render_widget(Paragraph::new(msg).wrap(Default::default()), inner);
+        return;
+    };
+    if n == 0 {
+        frame.render_widget(
+            Paragraph::new(Line::styled("No sentences.", theme.dim())),
+            inner,
+        );
+        return;
+    }
+    let g = grid(app, area, n);
+    if g.rows < n || g.cols < n {
+        // Say which part of the matrix is on screen.
+        let shown = format!(
+            " rows {}–{} · cols {}–{} of {n} ",
+            g.row0,
+            (g.row0 + g.rows).min(n) - 1,
+            g.col0,
+            (g.col0 + g.cols.max(1)).min(n) - 1
+        );
+        let w = text::width(&shown) as u16;
+        if area.width > w + 2 {
+            frame.render_widget(
+                Paragraph::new(Span::styled(shown, theme.dim())),
+                Rect::new(area.right() - w - 1, area.y, w, 1),
+            );
+        }
+    }
+    let row = app.selected.min(n - 1);
+    let col = app.matrix_col.min(n - 1);
+    let mut lines = Vec::new();
+
+    // Header: column indices.
+    let mut header = vec![Span::raw(" ".repeat(g.label_w))];
+    for j in (g.col0..n).take(g.cols) {
+        let style = if j == col || j == row {
+            theme.selected()
+        } else {
+            theme.dim()
+        };
+        header.push(Span::styled(format!("{j:>6} "), style));
+    }
+    lines.push(Line::from(header));
+
+    for i in (g.row0..n).take(g.rows) {
+        let label_style = if i == row {
+            theme.selected()
+        } else {
+            Style::new()
+        };
+        let label = text::pad(
+            &format!("{i:>2} {}", a.texts[i]),
+            g.label_w.saturating_sub(1),
+        );
+        let mut spans = vec![Span::styled(format!("{label} "), label_style)];
+        for j in (g.col0..n).take(g.cols) {
+            let v = a.matrix[i][j];
+            let mut style = theme.heat(v);
+            if i == row && j == col {
+                style =
+                    style.add_modifier(Modifier::REVERSED | Modifier::BOLD | Modifier::UNDERLINED);
+            }
+            spans.push(Span::styled(cell_text(theme, v), style));
+        }
+        lines.push(Line::from(spans));
+    }
+    let body_h = (1 + g.rows.min(n)) as u16;
+    frame.render_widget(
+        Paragraph::new(lines),
+        Rect {
+            height: body_h.min(inner.height),
+            ..inner
+        },
+    );
+
+    // Footer: the two sentences under the cursor, then the legend.
+    let width = inner.width as usize;
+    let footer_y = inner.y + inner.height.saturating_sub(FOOTER as u16);
+    if inner.height as usize > FOOTER {
+        let value = format!(" = {:.4}", a.matrix[row][col]);
+        let room = width.saturating_sub(text::width(&value) + 12) / 2;
+        let pair = Line::from(vec![
+            Span::styled(format!("[{row}] "), theme.selected()),
+            Span::raw(text::clip(&a.texts[row], room)),
+            Span::raw(" ↔ "),
+            Span::styled(format!("[{col}] "), theme.selected()),
+            Span::raw(text::clip(&a.texts[col], room)),
+            Span::styled(value, Style::new().add_modifier(Modifier::BOLD)),
+        ]);
+        frame.render_widget(
+            Paragraph::new(pair),
+            Rect::new(inner.x, footer_y, inner.width, 1),
+        );
+        frame.render_widget(
+            Paragraph::new(legend(theme)),
+            Rect::new(inner.x, footer_y + 1, inner.width, 1),
+        );
+    }
+}
+
+fn legend(theme: &Theme) -> Line<'static> {
+    let mut spans = vec![Span::styled("legend ", theme.dim())];
+    if theme.color {
+        spans.push(Span::raw("-1 "));
+        for (v, style) in theme.heat_stops() {
+            spans.push(Span::styled(format!("{v:>5.1}"), style));
+        }
+        spans.push(Span::raw(" +1"));
+    } else {
+        let mut lower = "<".to_string();
+        for (i, glyph) in SHADES.iter().enumerate() {
+            let range = match i {
+                0 => format!("{lower}{:.1}", SHADE_BOUNDS[0]),
+                i if i < SHADES.len() - 1 => {
+                    format!("{:.1}-{:.1}", SHADE_BOUNDS[i - 1], SHADE_BOUNDS[i])
+                }
+                _ => format!("≥{:.1}", SHADE_BOUNDS[i - 1]),
+            };
+            let shown = if *glyph == ' ' {
+                "blank".to_string()
+            } else {
+                glyph.to_string()
+            };
+            spans.push(Span::raw(format!("{shown} {range}  ")));
+            lower.clear();
+        }
+    }
+    Line::from(spans)
+}

@@ -1,0 +1,97 @@
+//! Drawing: a pure function of the app state. One file per pane.
+
+pub mod details;
+pub mod help;
+pub mod map;
+pub mod matrix;
+pub mod sentences;
+pub mod status;
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::app::{App, Mode};
+use super::theme::Theme;
+
+/// Smallest terminal the layout fits in.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+
+pub struct Areas {
+    pub sentences: Rect,
+    pub matrix: Rect,
+    pub map: Rect,
+    pub details: Rect,
+    pub status: Rect,
+}
+
+pub fn layout(area: Rect) -> Areas {
+    let [main, status] = Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(main);
+    let [sentences, matrix] =
+        Layout::horizontal([Constraint::Percentage(38), Constraint::Percentage(62)]).areas(top);
+    let [map, details] =
+        Layout::horizontal([Constraint::Percentage(64), Constraint::Percentage(36)]).areas(bottom);
+    Areas {
+        sentences,
+        matrix,
+        map,
+        details,
+        status,
+    }
+}
+
+/// First visible index of a list of `len` items shown `view` at a time, so that `cursor` is
+/// visible (the view scrolls only when the cursor would leave it).
+pub fn scroll_offset(cursor: usize, len: usize, view: usize) -> usize {
+    if view == 0 || len <= view {
+        return 0;
+    }
+    cursor.saturating_sub(view - 1).min(len - view)
+}
+
+pub fn draw(app: &App, frame: &mut Frame) {
+    let area = frame.area();
+    let theme = Theme { color: app.color };
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "Terminal too small: {}×{}. sbert-tui needs at least {MIN_WIDTH}×{MIN_HEIGHT}. Enlarge the window, or press q to quit.",
+            area.width, area.height
+        );
+        frame.render_widget(
+            Paragraph::new(msg)
+                .wrap(Wrap { trim: true })
+                .alignment(Alignment::Center),
+            area,
+        );
+        return;
+    }
+    let areas = layout(area);
+    sentences::draw(app, &theme, frame, areas.sentences);
+    matrix::draw(app, &theme, frame, areas.matrix);
+    map::draw(app, &theme, frame, areas.map);
+    details::draw(app, &theme, frame, areas.details);
+    status::draw(app, &theme, frame, areas.status);
+    match &app.mode {
+        Mode::Help => help::draw_help(&theme, frame, area),
+        Mode::Demo { selected } => help::draw_demo(&theme, frame, area, *selected),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scroll_keeps_the_cursor_visible() {
+        assert_eq!(scroll_offset(0, 100, 10), 0);
+        assert_eq!(scroll_offset(9, 100, 10), 0);
+        assert_eq!(scroll_offset(10, 100, 10), 1);
+        assert_eq!(scroll_offset(99, 100, 10), 90);
+        assert_eq!(scroll_offset(5, 3, 10), 0);
+        assert_eq!(scroll_offset(5, 10, 0), 0);
+    }
+}

@@ -1,0 +1,115 @@
+//! The sentences pane: the list (with the sentence being typed) and the input line.
+
+use ratatui::Frame;
+use ratatui::layout::{Position, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+
+use super::scroll_offset;
+use crate::text;
+use crate::tui::app::{App, EditTarget, Mode, Pane};
+use crate::tui::theme::Theme;
+
+/// Rows of the list inside `area` (the input line takes two rows while typing).
+fn list_area(app: &App, area: Rect) -> Rect {
+    let inner = Block::bordered().inner(area);
+    let reserved = if matches!(app.mode, Mode::Editing(..)) {
+        2
+    } else {
+        0
+    };
+    Rect {
+        height: inner.height.saturating_sub(reserved),
+        ..inner
+    }
+}
+
+/// Which sentence a click at `at` lands on.
+pub fn hit(app: &App, area: Rect, at: Position) -> Option<usize> {
+    let list = list_area(app, area);
+    if !list.contains(at) {
+        return None;
+    }
+    let n = app.sentences.len();
+    let i = scroll_offset(app.selected, n, list.height as usize) + (at.y - list.y) as usize;
+    (i < n).then_some(i)
+}
+
+pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let texts = app.texts();
+    let focused = app.focus == Pane::Sentences;
+    let block = Block::bordered()
+        .title(format!(" Sentences ({}) ", texts.len()))
+        .border_style(theme.border(focused));
+    let list = list_area(app, area);
+    frame.render_widget(block, area);
+    if list.width == 0 {
+        return;
+    }
+
+    let truncated = |i: usize| {
+        app.analysis
+            .as_ref()
+            .filter(|a| a.texts.get(i) == texts.get(i))
+            .and_then(|a| a.tokens.get(i))
+            .is_some_and(|t| t.1)
+    };
+    let editing_row = match &app.mode {
+        Mode::Editing(EditTarget::Sentence(i), _) => Some(*i),
+        Mode::Editing(EditTarget::NewSentence, e) if !e.text().is_empty() => Some(texts.len() - 1),
+        _ => None,
+    };
+    let height = list.height as usize;
+    let offset = scroll_offset(app.selected, texts.len(), height);
+    let width = list.width as usize;
+    let mut lines: Vec<Line> = Vec::new();
+    if texts.is_empty() {
+        lines.push(Line::styled("No sentences yet.", theme.dim()));
+        lines.push(Line::styled(
+            "a: add one · D: demo sets · o: open a file",
+            theme.dim(),
+        ));
+    }
+    for (i, t) in texts.iter().enumerate().skip(offset).take(height) {
+        let selected = i == app.selected;
+        let marker = if selected { "▶" } else { " " };
+        let cut = if truncated(i) { "✂" } else { "" };
+        let prefix = format!("{marker}{i:>2} {cut}");
+        let room = width.saturating_sub(text::width(&prefix));
+        let mut style = if selected {
+            theme.selected()
+        } else {
+            Style::new()
+        };
+        if editing_row == Some(i) {
+            style = style.add_modifier(Modifier::ITALIC);
+        }
+        lines.push(Line::from(vec![
+            Span::styled(prefix, style),
+            Span::styled(text::clip(t, room), style),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), list);
+
+    if let Mode::Editing(target, editor) = &app.mode {
+        let inner = Block::bordered().inner(area);
+        let y = inner.y + inner.height.saturating_sub(2);
+        let label = format!("{}: ", target.prompt());
+        let hint = Rect::new(inner.x, y, inner.width, 1);
+        frame.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled(label, theme.border(true)),
+                Span::styled("Enter accept · Esc cancel", theme.dim()),
+            ])),
+            hint,
+        );
+        let input = Rect::new(inner.x, y + 1, inner.width, 1);
+        let field = input.width.saturating_sub(2) as usize;
+        let (shown, col) = editor.view(field);
+        frame.render_widget(Paragraph::new(format!("> {shown}")), input);
+        if input.height > 0 && input.width > 2 {
+            frame.set_cursor_position(Position::new(input.x + 2 + col as u16, input.y));
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The status bar: model, device, dimension, pooling, max sequence length, and what is running.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::text;
+use crate::tui::app::{App, ModelState};
+use crate::tui::theme::Theme;
+
+pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let sep = Span::styled(" │ ", theme.dim());
+    let mut spans: Vec<Span> = Vec::new();
+    match &app.model {
+        ModelState::Ready(m) => {
+            let name = m
+                .name
+                .rsplit(['/', '\\'])
+                .find(|s| !s.is_empty())
+                .unwrap_or(&m.name);
+            spans.push(Span::styled(
+                text::clip(name, 28),
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
+            for part in [
+                m.device.clone(),
+                format!("dim {}", m.dim),
+                format!("pooling {}", m.pooling),
+                format!("max {} tokens", m.max_seq_length),
+            ] {
+                spans.push(sep.clone());
+                spans.push(Span::raw(part));
+            }
+            spans.push(sep.clone());
+            let activity = if app.pending {
+                "embedding…".to_string()
+            } else {
+                match app.last_embed_ms {
+                    Some(ms) => format!("ready ({ms:.0} ms)"),
+                    None => "ready".to_string(),
+                }
+            };
+            spans.push(Span::raw(activity));
+        }
+        ModelState::Loading { message, .. } => spans.push(Span::raw(message.clone())),
+        ModelState::Failed { error, .. } => spans.push(Span::styled(
+            format!("model failed: {}", text::sanitize(error)),
+            theme.error(),
+        )),
+    }
+    if let Some(s) = &app.status
+        && !(matches!(app.model, ModelState::Failed { .. }) && s.error)
+    {
+        spans.push(sep.clone());
+        let style = if s.error { theme.error() } else { theme.dim() };
+        let mark = if s.error { "! " } else { "" };
+        spans.push(Span::styled(
+            format!("{mark}{}", text::sanitize(&s.text)),
+            style,
+        ));
+    }
+    let help = "? help · q quit";
+    let [left, right] = Layout::horizontal([
+        Constraint::Min(0),
+        Constraint::Length(text::width(help) as u16 + 1),
+    ])
+    .areas(area);
+    frame.render_widget(Paragraph::new(Line::from(spans)), left);
+    frame.render_widget(Paragraph::new(Span::styled(help, theme.dim())), right);
+}

@@ -1,0 +1,441 @@
+//! The explorer driven by hand: worker messages are constructed here (no model runs), keys are
+//! fed as events, and frames are drawn on ratatui's `TestBackend` and compared with snapshots.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use sbert_tui::tui::app::{App, EditTarget, Mode, ModelState, Pane};
+use sbert_tui::tui::messages::{Embedded, ModelSummary, Request, WorkerEvent};
+use sbert_tui::tui::ui;
+
+/// A stand-in embedding: letter counts (a..z) plus length, so similar spellings are similar.
+fn fake_vector(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 27];
+    for c in text.to_lowercase().chars() {
+        if c.is_ascii_lowercase() {
+            v[(c as u8 - b'a') as usize] += 1.0;
+        } else if !c.is_whitespace() {
+            v[(c as u32 % 26) as usize] += 0.5;
+        }
+    }
+    v[26] = text.chars().count() as f32 / 10.0;
+    v
+}
+
+fn summary() -> ModelSummary {
+    ModelSummary {
+        name: "sentence-transformers/all-MiniLM-L6-v2".into(),
+        device: "cpu".into(),
+        dim: 27,
+        pooling: "mean".into(),
+        max_seq_length: 256,
+        normalize: true,
+    }
+}
+
+/// Answers every pending request as the worker would; returns how many texts were embedded.
+fn serve(app: &mut App) -> usize {
+    let mut embedded = 0;
+    loop {
+        let requests = app.take_requests();
+        if requests.is_empty() {
+            return embedded;
+        }
+        for r in requests {
+            let event = match r {
+                Request::Load { generation, .. } | Request::SetPooling { generation, .. } => {
+                    WorkerEvent::Loaded {
+                        generation,
+                        model: summary(),
+                    }
+                }
+                Request::Embed {
+                    id,
+                    generation,
+                    texts,
+                } => {
+                    embedded += texts.len();
+                    WorkerEvent::Embedded {
+                        id,
+                        generation,
+                        items: texts
+                            .into_iter()
+                            .map(|t| Embedded {
+                                vector: fake_vector(&t),
+                                tokens: t.split_whitespace().count() + 2,
+                                truncated: t.len() > 200,
+                                text: t,
+                            })
+                            .collect(),
+                        millis: 12.0,
+                    }
+                }
+            };
+            app.on_worker(event);
+        }
+    }
+}
+
+fn ready_app(sentences: &[&str], color: bool) -> App {
+    let mut app = App::new(sentences.iter().map(|s| s.to_string()).collect(), color);
+    app.load_model("sentence-transformers/all-MiniLM-L6-v2", None);
+    serve(&mut app);
+    app
+}
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+fn code(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+fn type_str(app: &mut App, s: &str) {
+    for c in s.chars() {
+        app.on_key(key(c));
+    }
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    app.size = ratatui::layout::Rect::new(0, 0, w, h);
+    terminal.draw(|f| ui::draw(app, f)).unwrap();
+    terminal
+}
+
+const TYPICAL: [&str; 6] = [
+    "A man is playing a guitar.",
+    "A person plays an instrument.",
+    "Someone strums a guitar.",
+    "A woman is slicing an onion.",
+    "The stock market fell today.",
+    "Share prices dropped sharply.",
+];
+
+#[test]
+fn snapshot_typical() {
+    let mut app = ready_app(&TYPICAL, true);
+    insta::assert_snapshot!(render(&mut app, 110, 32).backend());
+}
+
+#[test]
+fn snapshot_no_color_uses_glyphs() {
+    let mut app = ready_app(&TYPICAL, false);
+    app.focus = Pane::Matrix;
+    app.on_key(key('j'));
+    app.on_key(key('l'));
+    app.on_key(key('l'));
+    let t = render(&mut app, 110, 32);
+    // No cell carries a colour.
+    for cell in t.backend().buffer().content() {
+        assert_eq!(cell.fg, ratatui::style::Color::Reset);
+        assert_eq!(cell.bg, ratatui::style::Color::Reset);
+    }
+    insta::assert_snapshot!(t.backend());
+}
+
+#[test]
+fn snapshot_cjk_and_emoji() {
+    let mut app = ready_app(
+        &[
+            "我喜欢机器学习。",
+            "机器学习是我的爱好。",
+            "今天天气很好。",
+            "Emoji test 🙂🚀 done",
+            "naïve café",
+        ],
+        true,
+    );
+    app.on_key(key('j'));
+    insta::assert_snapshot!(render(&mut app, 100, 30).backend());
+}
+
+#[test]
+fn snapshot_loading_before_the_model_arrives() {
+    let mut app = App::new(TYPICAL.iter().map(|s| s.to_string()).collect(), true);
+    app.load_model("sentence-transformers/all-MiniLM-L6-v2", None);
+    insta::assert_snapshot!(render(&mut app, 100, 24).backend());
+}
+
+#[test]
+fn snapshot_editing_and_help() {
+    let mut app = ready_app(&TYPICAL[..3], true);
+    app.on_key(key('a'));
+    type_str(&mut app, "A guitarist on stage");
+    serve(&mut app);
+    insta::assert_snapshot!("editing", render(&mut app, 100, 26).backend());
+    app.on_key(code(KeyCode::Esc));
+    app.on_key(key('?'));
+    insta::assert_snapshot!("help", render(&mut app, 100, 45).backend());
+}
+
+#[test]
+fn snapshot_too_few_for_a_map() {
+    let mut app = ready_app(&TYPICAL[..2], true);
+    insta::assert_snapshot!(render(&mut app, 90, 24).backend());
+}
+
+#[test]
+fn degenerate_sizes_do_not_panic() {
+    let mut app = ready_app(&TYPICAL, true);
+    for (w, h) in [
+        (0, 0),
+        (1, 1),
+        (20, 5),
+        (59, 16),
+        (60, 15),
+        (60, 16),
+        (61, 17),
+        (200, 16),
+    ] {
+        render(&mut app, w, h);
+    }
+    app.on_key(key('?'));
+    for (w, h) in [(0, 0), (1, 1), (20, 5), (60, 16)] {
+        render(&mut app, w, h);
+    }
+    let mut empty = ready_app(&[], true);
+    for (w, h) in [(0, 0), (60, 16), (100, 30)] {
+        render(&mut empty, w, h);
+    }
+    insta::assert_snapshot!("too_small_20x5", render(&mut app, 20, 5).backend());
+}
+
+#[test]
+fn control_characters_and_escapes_never_reach_the_screen() {
+    let mut app = ready_app(
+        &["evil \x1b[2J\x1b]0;title\x07 text", "tab\there", "ok"],
+        true,
+    );
+    let t = render(&mut app, 100, 24);
+    for cell in t.backend().buffer().content() {
+        assert!(
+            !cell.symbol().chars().any(|c| c.is_control()),
+            "{:?}",
+            cell.symbol()
+        );
+    }
+}
+
+#[test]
+fn typing_one_sentence_embeds_only_that_sentence() {
+    let mut app = ready_app(&TYPICAL, true);
+    assert_eq!(app.analysis.as_ref().unwrap().texts.len(), 6);
+    app.on_key(key('a'));
+    app.on_key(key('x'));
+    assert_eq!(serve(&mut app), 1, "only the new text is embedded");
+    assert_eq!(
+        app.analysis.as_ref().unwrap().texts.len(),
+        7,
+        "the draft shows live"
+    );
+    app.on_key(key('y'));
+    assert_eq!(serve(&mut app), 1);
+    app.on_key(code(KeyCode::Backspace));
+    assert_eq!(serve(&mut app), 0, "'x' is cached");
+    app.on_key(code(KeyCode::Enter));
+    assert_eq!(serve(&mut app), 0);
+    assert_eq!(app.sentences.len(), 7);
+    // Reordering needs no embedding at all.
+    app.on_key(key('K'));
+    assert_eq!(serve(&mut app), 0);
+    assert_eq!(app.sentences[5], "x");
+    assert_eq!(app.analysis.as_ref().unwrap().texts[5], "x");
+}
+
+#[test]
+fn stale_results_are_dropped() {
+    let mut app = ready_app(&TYPICAL[..3], true);
+    app.on_key(key('a'));
+    app.on_key(key('x'));
+    let first = app.take_requests();
+    app.on_key(key('y'));
+    let second = app.take_requests();
+    let (
+        Request::Embed {
+            id: id1,
+            generation,
+            ..
+        },
+        Request::Embed { id: id2, .. },
+    ) = (&first[0], &second[0])
+    else {
+        panic!("{first:?} {second:?}")
+    };
+    assert!(id2 > id1);
+    // The answer to the first request arrives after the second was sent: ignored.
+    app.on_worker(WorkerEvent::Embedded {
+        id: *id1,
+        generation: *generation,
+        items: vec![Embedded {
+            text: "x".into(),
+            vector: fake_vector("x"),
+            tokens: 3,
+            truncated: false,
+        }],
+        millis: 1.0,
+    });
+    assert_eq!(app.dropped_results, 1);
+    assert!(!app.cached("x"));
+    assert!(app.pending);
+    // A result from an older model generation is ignored too.
+    app.on_worker(WorkerEvent::Embedded {
+        id: *id2,
+        generation: generation - 1,
+        items: vec![],
+        millis: 1.0,
+    });
+    assert_eq!(app.dropped_results, 2);
+    app.on_worker(WorkerEvent::Embedded {
+        id: *id2,
+        generation: *generation,
+        items: vec![Embedded {
+            text: "xy".into(),
+            vector: fake_vector("xy"),
+            tokens: 3,
+            truncated: false,
+        }],
+        millis: 1.0,
+    });
+    assert!(!app.pending);
+    assert_eq!(app.analysis.as_ref().unwrap().texts.last().unwrap(), "xy");
+}
+
+#[test]
+fn pooling_switch_re_embeds_everything_and_a_refusal_keeps_the_old_model() {
+    let mut app = ready_app(&TYPICAL[..3], true);
+    app.on_key(key('p'));
+    let reqs = app.take_requests();
+    assert!(
+        matches!(&reqs[0], Request::SetPooling { pooling, .. } if pooling == "max"),
+        "mean is followed by max: {reqs:?}"
+    );
+    let generation = app.generation;
+    app.on_worker(WorkerEvent::LoadFailed {
+        generation,
+        error: "Dense expects 32".into(),
+    });
+    assert!(matches!(app.model, ModelState::Ready(_)));
+    assert!(app.status.as_ref().unwrap().error);
+    assert_eq!(
+        serve(&mut app),
+        3,
+        "the cache was cleared with the generation"
+    );
+}
+
+#[test]
+fn a_failed_model_says_why() {
+    let mut app = App::new(vec!["a".into()], true);
+    app.load_model("./nope", None);
+    let generation = app.generation;
+    app.on_worker(WorkerEvent::LoadFailed {
+        generation,
+        error: "model folder `./nope` does not exist".into(),
+    });
+    let t = render(&mut app, 100, 24);
+    let screen: String = t
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| c.symbol())
+        .collect();
+    assert!(screen.contains("model failed: model folder `./nope` does not exist"));
+}
+
+#[test]
+fn editing_deleting_and_moving() {
+    let mut app = ready_app(&["one", "two", "three"], true);
+    app.on_key(key('j'));
+    app.on_key(key('e'));
+    assert!(matches!(&app.mode, Mode::Editing(EditTarget::Sentence(1), e) if e.text() == "two"));
+    type_str(&mut app, " more");
+    app.on_key(code(KeyCode::Enter));
+    assert_eq!(app.sentences, ["one", "two more", "three"]);
+    app.on_key(key('J'));
+    assert_eq!(app.sentences, ["one", "three", "two more"]);
+    assert_eq!(app.selected, 2);
+    app.on_key(key('d'));
+    assert_eq!(app.sentences, ["one", "three"]);
+    assert_eq!(app.selected, 1);
+    // An empty new sentence is not kept.
+    app.on_key(key('a'));
+    app.on_key(code(KeyCode::Enter));
+    assert_eq!(app.sentences.len(), 2);
+    assert!(app.status.as_ref().unwrap().error);
+    // q while typing is a letter; Ctrl-C always quits.
+    app.on_key(key('a'));
+    app.on_key(key('q'));
+    assert!(!app.quit);
+    app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(app.quit);
+}
+
+#[test]
+fn paste_adds_lines_or_types_into_the_line() {
+    let mut app = ready_app(&["one"], true);
+    app.on_paste("first pasted\n\nsecond pasted\n");
+    assert_eq!(app.sentences, ["one", "first pasted", "second pasted"]);
+    app.on_key(key('a'));
+    app.on_paste("multi\nline");
+    assert!(matches!(&app.mode, Mode::Editing(_, e) if e.text() == "multi line"));
+}
+
+#[test]
+fn demo_sets_open_save_and_clicks() {
+    let mut app = ready_app(&["one"], true);
+    app.on_key(key('D'));
+    app.on_key(key('j'));
+    app.on_key(code(KeyCode::Enter));
+    assert!(app.sentences.iter().any(|s| s.contains("not good")));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("saved.txt");
+    app.on_key(key('w'));
+    app.on_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    type_str(&mut app, path.to_str().unwrap());
+    app.on_key(code(KeyCode::Enter));
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(saved.lines().count(), app.sentences.len());
+
+    let mut other = ready_app(&["x"], true);
+    other.on_key(key('o'));
+    type_str(&mut other, path.to_str().unwrap());
+    other.on_key(code(KeyCode::Enter));
+    serve(&mut other);
+    assert_eq!(other.sentences, app.sentences);
+    other.on_key(key('o'));
+    type_str(&mut other, "/no/such/file.txt");
+    other.on_key(code(KeyCode::Enter));
+    assert!(
+        other
+            .status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("cannot open /no/such/file.txt")
+    );
+
+    // A click on the third row of the list selects the third sentence.
+    render(&mut other, 100, 30);
+    let areas = ui::layout(other.size);
+    other.on_mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: areas.sentences.x + 5,
+        row: areas.sentences.y + 3,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(other.selected, 2);
+    // A click on a matrix cell selects that pair.
+    other.on_mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        // Inside the border: the label column (a third of the width), then cells of 7.
+        column: areas.matrix.x + 1 + (areas.matrix.width - 2) / 3 + 7 + 2,
+        row: areas.matrix.y + 1 + 1 + 3,
+        modifiers: KeyModifiers::NONE,
+    });
+    assert_eq!(other.focus, Pane::Matrix);
+    assert_eq!((other.selected, other.matrix_col), (3, 1));
+}
