@@ -127,6 +127,10 @@ pub fn run(options: TuiOptions) -> Result<()> {
             started.elapsed().as_secs_f64() * 1000.0
         )?;
     }
+    // Test hook: proves the panic path restores the terminal (tests/tui_e2e.rs).
+    if std::env::var_os("SBERT_TUI_TEST_PANIC").is_some() {
+        panic!("test panic after the first frame");
+    }
     event_loop(&mut app, &rx, &requests, &mut terminal, trace.as_mut())
 }
 
