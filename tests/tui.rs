@@ -439,3 +439,28 @@ fn demo_sets_open_save_and_clicks() {
     assert_eq!(other.focus, Pane::Matrix);
     assert_eq!((other.selected, other.matrix_col), (3, 1));
 }
+
+#[test]
+fn a_model_that_fails_to_load_leaves_the_old_one_in_use() {
+    let mut app = ready_app(&TYPICAL[..3], true);
+    app.on_key(key('m'));
+    app.on_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    type_str(&mut app, "./nope");
+    app.on_key(code(KeyCode::Enter));
+    let reqs = app.take_requests();
+    assert!(matches!(&reqs[0], Request::Load { spec, .. } if spec == "./nope"));
+    let generation = app.generation;
+    app.on_worker(WorkerEvent::LoadFailed {
+        generation,
+        error: "model folder `./nope` does not exist".into(),
+    });
+    assert!(matches!(&app.model, ModelState::Ready(m) if m.name.ends_with("all-MiniLM-L6-v2")));
+    assert!(
+        app.status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("still using sentence-transformers/all-MiniLM-L6-v2")
+    );
+    assert_eq!(serve(&mut app), 3);
+}

@@ -11,9 +11,21 @@ use std::time::{Duration, Instant};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 
 /// Starts the binary in a 40 x 120 pseudo-terminal.
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Box<dyn portable_pty::Child + Send + Sync>, Screen, Box<dyn Write + Send>) {
+fn spawn(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (
+    Box<dyn portable_pty::Child + Send + Sync>,
+    Screen,
+    Box<dyn Write + Send>,
+) {
     let pair = native_pty_system()
-        .openpty(PtySize { rows: 40, cols: 120, pixel_width: 0, pixel_height: 0 })
+        .openpty(PtySize {
+            rows: 40,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
         .unwrap();
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_sbert-tui"));
     cmd.args(args);
@@ -73,7 +85,10 @@ impl Screen {
             if pred(&text) {
                 return text;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}; screen:\n{text}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}; screen:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -83,16 +98,28 @@ impl Screen {
 fn type_a_fourth_sentence_and_see_a_four_by_four_matrix() {
     let dir = tempfile::tempdir().unwrap();
     let sentences = dir.path().join("three.txt");
-    std::fs::write(&sentences, "The cat sleeps.\nA dog runs in the park.\n机器学习很有趣。\n").unwrap();
+    std::fs::write(
+        &sentences,
+        "The cat sleeps.\nA dog runs in the park.\n机器学习很有趣。\n",
+    )
+    .unwrap();
 
     let tiny = common::fixture("tiny-bert-st");
     let (mut child, screen, mut keys) = spawn(
-        &["--model", tiny.to_str().unwrap(), "--sentences", sentences.to_str().unwrap()],
+        &[
+            "--model",
+            tiny.to_str().unwrap(),
+            "--sentences",
+            sentences.to_str().unwrap(),
+        ],
         &[],
     );
 
     let text = screen.wait_for("a 3 x 3 matrix", |s| s.contains("3 × 3"));
-    assert!(text.contains("机器学习很有趣。"), "CJK shows as typed:\n{text}");
+    assert!(
+        text.contains("机器学习很有趣。"),
+        "CJK shows as typed:\n{text}"
+    );
 
     keys.write_all(b"a").unwrap();
     keys.write_all("a fourth sentence".as_bytes()).unwrap();
@@ -101,11 +128,19 @@ fn type_a_fourth_sentence_and_see_a_four_by_four_matrix() {
     keys.write_all(b"\r").unwrap();
     keys.flush().unwrap();
     let text = screen.wait_for("the committed fourth row", |s| {
-        s.contains("4 × 4") && s.lines().any(|l| l.contains(" 3 a fourth") && l.contains("1.00"))
+        s.contains("4 × 4")
+            && s.lines()
+                .any(|l| l.contains(" 3 a fourth") && l.contains("1.00"))
     });
     // The fourth row holds four values.
-    let row = text.lines().find(|l| l.contains("││ 3 a fourth")).expect("matrix row 3");
-    let values = row.split_whitespace().filter(|w| w.parse::<f32>().is_ok()).count();
+    let row = text
+        .lines()
+        .find(|l| l.contains("││ 3 a fourth"))
+        .expect("matrix row 3");
+    let values = row
+        .split_whitespace()
+        .filter(|w| w.parse::<f32>().is_ok())
+        .count();
     assert!(values >= 4, "{row}");
 
     keys.write_all(b"q").unwrap();
@@ -115,21 +150,34 @@ fn type_a_fourth_sentence_and_see_a_four_by_four_matrix() {
     std::thread::sleep(Duration::from_millis(100));
     let raw = screen.1.lock().unwrap();
     let tail = String::from_utf8_lossy(&raw[raw.len().saturating_sub(200)..]).to_string();
-    assert!(tail.contains("\x1b[?1049l"), "left the alternate screen: {tail:?}");
-    assert!(tail.contains("\x1b[?2004l"), "bracketed paste off: {tail:?}");
+    assert!(
+        tail.contains("\x1b[?1049l"),
+        "left the alternate screen: {tail:?}"
+    );
+    assert!(
+        tail.contains("\x1b[?2004l"),
+        "bracketed paste off: {tail:?}"
+    );
 }
 
 #[test]
 fn a_panic_restores_the_terminal_before_the_message() {
     let tiny = common::fixture("tiny-bert-st");
-    let (mut child, screen, _keys) =
-        spawn(&["--model", tiny.to_str().unwrap()], &[("SBERT_TUI_TEST_PANIC", "1")]);
+    let (mut child, screen, _keys) = spawn(
+        &["--model", tiny.to_str().unwrap()],
+        &[("SBERT_TUI_TEST_PANIC", "1")],
+    );
     let status = wait_exit(&mut child);
     assert!(!status.success());
     std::thread::sleep(Duration::from_millis(200));
     let raw = screen.1.lock().unwrap();
     let out = String::from_utf8_lossy(&raw).to_string();
     let restored = out.find("\x1b[?1049l").expect("left the alternate screen");
-    let message = out.find("test panic after the first frame").expect("panic message shown");
-    assert!(restored < message, "the terminal is restored before the message is printed");
+    let message = out
+        .find("test panic after the first frame")
+        .expect("panic message shown");
+    assert!(
+        restored < message,
+        "the terminal is restored before the message is printed"
+    );
 }

@@ -166,7 +166,11 @@ impl App {
         self.generation += 1;
         self.cache.clear();
         self.pending = false;
-        self.previous_model = None;
+        // If the load fails, the worker keeps the model it had; so does the UI.
+        self.previous_model = match &self.model {
+            ModelState::Ready(m) => Some(m.clone()),
+            _ => None,
+        };
         self.model = ModelState::Loading {
             spec: spec.to_string(),
             message: format!("loading {spec}…"),
@@ -277,14 +281,15 @@ impl App {
                 self.refresh();
             }
             WorkerEvent::LoadFailed { generation, error } if generation == self.generation => {
-                self.set_status(error.clone(), true);
                 match self.previous_model.take() {
-                    // A pooling change was refused: the old model is still loaded.
+                    // A pooling change or another model was refused: the old one is still loaded.
                     Some(prev) => {
+                        self.set_status(format!("{error} (still using {})", prev.name), true);
                         self.model = ModelState::Ready(prev);
                         self.refresh();
                     }
                     None => {
+                        self.set_status(error.clone(), true);
                         let spec = match &self.model {
                             ModelState::Loading { spec, .. } => spec.clone(),
                             _ => String::new(),

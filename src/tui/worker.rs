@@ -60,7 +60,8 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, device: mo
             pooling: pool,
         }) = load
         {
-            encoder = None;
+            // The current model stays until the new one has loaded, so a failed load leaves
+            // the explorer working.
             if !send(WorkerEvent::Progress {
                 generation,
                 message: format!("loading {spec}…"),

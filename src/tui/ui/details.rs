@@ -32,21 +32,22 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let i = app.selected.min(a.texts.len() - 1);
     let width = inner.width as usize;
     let (tokens, cut) = a.tokens[i];
+    let info = if cut {
+        Span::styled(
+            format!("✂ cut at the model's limit of {tokens} tokens"),
+            theme.error(),
+        )
+    } else {
+        Span::styled(format!("{tokens} tokens"), theme.dim())
+    };
     let mut lines = vec![
         Line::from(vec![
             Span::styled(format!("[{i}] "), theme.selected()),
-            Span::raw(text::sanitize(&a.texts[i])),
+            info,
         ]),
-        Line::styled(
-            if cut {
-                format!("✂ longer than the model's limit: cut at {tokens} tokens")
-            } else {
-                format!("{tokens} tokens")
-            },
-            if cut { theme.error() } else { theme.dim() },
-        ),
+        Line::raw(text::sanitize(&a.texts[i])),
     ];
-    let first = text::width(&format!("[{i}] {}", text::sanitize(&a.texts[i])));
+    let first = text::width(&text::sanitize(&a.texts[i]));
     let wrapped = first.div_ceil(width.max(1)).max(1) + 1;
     let head_h = (wrapped as u16).min(inner.height / 2 + 1);
     let head = Paragraph::new(lines.clone()).wrap(Wrap { trim: false });
