@@ -9,4 +9,5 @@ pub mod analysis;
 pub mod cli;
 pub mod model;
 pub mod text;
+pub mod train;
 pub mod tui;

@@ -28,6 +28,10 @@ pub struct LoadOptions {
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub folder: PathBuf,
+    /// Folder of the Transformer module (config, tokenizer files), usually `folder` itself.
+    pub transformer_dir: PathBuf,
+    /// `do_lower_case` of `sentence_bert_config.json`.
+    pub do_lower_case: bool,
     pub model_type: String,
     pub hidden_size: usize,
     pub layers: usize,
@@ -40,6 +44,13 @@ pub struct ModelInfo {
     pub device: String,
     /// Names in the checkpoint that the encoder does not use (warned about, not fatal).
     pub unexpected_weights: Vec<String>,
+}
+
+/// A module after the transformer, as the saver sees it.
+pub enum StageRef<'a> {
+    Pooling(&'a PoolingSpec),
+    Dense(&'a Dense),
+    Normalize,
 }
 
 enum LoadedStage {
@@ -124,6 +135,8 @@ impl SentenceEncoder {
         let config = transformer.config();
         let info = ModelInfo {
             folder: folder.to_path_buf(),
+            transformer_dir: layout.transformer_dir.clone(),
+            do_lower_case: layout.do_lower_case,
             model_type: config.model_type.clone().unwrap_or_default(),
             hidden_size: hidden,
             layers: config.num_hidden_layers,
@@ -191,6 +204,18 @@ impl SentenceEncoder {
 
     pub fn transformer(&self) -> &Bert {
         &self.transformer
+    }
+
+    /// The modules after the transformer, in order.
+    pub fn stages(&self) -> Vec<StageRef<'_>> {
+        self.stages
+            .iter()
+            .map(|s| match s {
+                LoadedStage::Pooling(p) => StageRef::Pooling(p),
+                LoadedStage::Dense(d) => StageRef::Dense(d),
+                LoadedStage::Normalize => StageRef::Normalize,
+            })
+            .collect()
     }
 
     /// Every trainable variable map: the transformer's, then each Dense module's.

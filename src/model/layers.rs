@@ -73,6 +73,19 @@ impl DropoutRng {
         Self(Mutex::new(ChaCha8Rng::seed_from_u64(seed)))
     }
 
+    /// Where the generator is in its stream, for checkpoints.
+    pub fn position(&self) -> u128 {
+        self.0.lock().expect("dropout rng poisoned").get_word_pos()
+    }
+
+    /// Moves the generator to a saved position (the seed must be the same).
+    pub fn set_position(&self, pos: u128) {
+        self.0
+            .lock()
+            .expect("dropout rng poisoned")
+            .set_word_pos(pos)
+    }
+
     /// A mask of `0` (dropped, probability `p`) and `1 / (1 - p)` (kept).
     pub fn mask(&self, dims: &[usize], p: f64, device: &Device) -> candle_core::Result<Tensor> {
         if !(0.0..1.0).contains(&p) {

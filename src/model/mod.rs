@@ -9,6 +9,7 @@ pub mod error;
 pub mod folder;
 pub mod layers;
 pub mod pooling;
+pub mod save;
 pub mod source;
 pub mod tokenize;
 pub mod weights;

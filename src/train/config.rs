@@ -1,0 +1,220 @@
+//! Everything that defines a training run. Saved in each checkpoint so `--resume` continues the
+//! same run.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::losses::{LossKind, TripletDistance};
+use crate::model::{DeviceChoice, PoolingSpec};
+
+/// (De)serialises a type through its `Display` / `FromStr` form.
+mod as_string {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_string {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        Option::<String>::deserialize(d)?
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+impl std::fmt::Display for TripletDistance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TripletDistance::Euclidean => "euclidean",
+            TripletDistance::Cosine => "cosine",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Base model: folder or Hub id.
+    pub model: String,
+    pub data: PathBuf,
+    #[serde(with = "as_string")]
+    pub loss: LossKind,
+    #[serde(with = "opt_string", default)]
+    pub pooling: Option<PoolingSpec>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    /// Gradient-norm clipping; `None` turns it off.
+    pub max_grad_norm: Option<f64>,
+    pub max_seq_length: Option<usize>,
+    pub seed: u64,
+    #[serde(with = "as_string")]
+    pub device: DeviceChoice,
+    pub eval: Option<PathBuf>,
+    /// Evaluate every N steps (besides each epoch's end); `None`: epoch ends only.
+    pub eval_steps: Option<usize>,
+    /// Teacher model for the `mse` (distillation) loss.
+    pub teacher: Option<String>,
+    pub output: PathBuf,
+    /// Save a checkpoint every N steps; `None`: only when stopped.
+    pub checkpoint_steps: Option<usize>,
+    pub keep_checkpoints: usize,
+    #[serde(with = "as_string")]
+    pub triplet_distance: TripletDistance,
+    /// Margin for triplet / contrastive losses (default: the library's for the distance).
+    pub margin: Option<f64>,
+    /// Scale for mnr / cosent / angle / simcse (default 20).
+    pub scale: Option<f64>,
+    /// Dropout during training (the model's own probabilities). Off makes steps deterministic.
+    pub dropout: bool,
+}
+
+impl TrainConfig {
+    /// A run with the library's usual defaults.
+    pub fn new(model: &str, data: PathBuf, loss: LossKind, output: PathBuf) -> Self {
+        Self {
+            model: model.to_string(),
+            data,
+            loss,
+            pooling: None,
+            epochs: 1,
+            batch_size: 16,
+            lr: 2e-5,
+            warmup_ratio: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+            max_seq_length: None,
+            seed: 42,
+            device: DeviceChoice::Auto,
+            eval: None,
+            eval_steps: None,
+            teacher: None,
+            output,
+            checkpoint_steps: None,
+            keep_checkpoints: 2,
+            triplet_distance: TripletDistance::Euclidean,
+            margin: None,
+            scale: None,
+            dropout: true,
+        }
+    }
+
+    /// Checks the numbers before anything is loaded.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |field: &str, why: &str| Err(format!("{field}: {why}"));
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch size", "must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("learning rate", "must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad("warm-up ratio", "must be in [0, 1)");
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("weight decay", "must be 0 or more");
+        }
+        if self.max_grad_norm.is_some_and(|n| !(n > 0.0)) {
+            return bad("max grad norm", "must be positive");
+        }
+        if self.max_seq_length.is_some_and(|n| n < 2) {
+            return bad("max sequence length", "must be at least 2");
+        }
+        if matches!(
+            self.loss,
+            LossKind::Mnr | LossKind::MnrSymmetric | LossKind::SimCse
+        ) && self.batch_size < 2
+        {
+            return bad(
+                "batch size",
+                "in-batch negatives need a batch of at least 2",
+            );
+        }
+        if self.loss == LossKind::Mse && self.teacher.is_none() {
+            return bad(
+                "teacher",
+                "the mse (distillation) loss needs --teacher MODEL",
+            );
+        }
+        if self.loss != LossKind::Mse && self.teacher.is_some() {
+            return bad("teacher", "only the mse loss uses a teacher");
+        }
+        if self.checkpoint_steps == Some(0) || self.eval_steps == Some(0) {
+            return bad(
+                "steps",
+                "checkpoint and evaluation intervals must be at least 1",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut c = TrainConfig::new("m", "d.csv".into(), LossKind::MnrSymmetric, "out".into());
+        c.pooling = Some("cls".parse().unwrap());
+        c.device = DeviceChoice::Cuda(1);
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains("\"loss\":\"mnr-symmetric\""), "{text}");
+        let back: TrainConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.loss, LossKind::MnrSymmetric);
+        assert_eq!(back.device, DeviceChoice::Cuda(1));
+        assert_eq!(back.pooling.unwrap().to_string(), "cls");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = TrainConfig::new("m", "d.csv".into(), LossKind::Cosine, "out".into());
+        assert!(c.validate().is_ok());
+        c.warmup_ratio = 1.5;
+        assert_eq!(
+            c.validate().unwrap_err(),
+            "warm-up ratio: must be in [0, 1)"
+        );
+        c.warmup_ratio = 0.1;
+        c.loss = LossKind::Mse;
+        assert!(c.validate().unwrap_err().contains("--teacher"));
+    }
+}

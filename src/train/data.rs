@@ -1,0 +1,638 @@
+//! Training and evaluation data: CSV, TSV and JSON Lines with a header. The columns say what the
+//! rows are; every error names the file, the line and the column.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::losses::LossKind;
+
+/// What a data file holds, decided by its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    /// `sentence1, sentence2, score`: similarity scores (0-5 scaled to [0, 1]).
+    ScoredPairs,
+    /// `sentence1, sentence2, label`: 1 for similar, 0 for dissimilar.
+    LabeledPairs,
+    /// `premise, hypothesis, label`: entailment / neutral / contradiction (or 0 / 1 / 2).
+    Nli,
+    /// `anchor, positive` or `query, passage`: positive pairs.
+    Pairs,
+    /// `anchor, positive, negative`.
+    Triplets,
+    /// A single `text` (or `sentence`) column: unlabelled sentences.
+    Texts,
+}
+
+impl DataKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            DataKind::ScoredPairs => "scored pairs (sentence1, sentence2, score)",
+            DataKind::LabeledPairs => "labelled pairs (sentence1, sentence2, label 0/1)",
+            DataKind::Nli => "NLI pairs (premise, hypothesis, label)",
+            DataKind::Pairs => "positive pairs (anchor, positive)",
+            DataKind::Triplets => "triplets (anchor, positive, negative)",
+            DataKind::Texts => "sentences (text)",
+        }
+    }
+
+    /// The losses that fit this kind of data.
+    pub fn losses(self) -> &'static [LossKind] {
+        use LossKind as L;
+        match self {
+            DataKind::ScoredPairs => &[L::Cosine, L::CoSent, L::Angle],
+            DataKind::LabeledPairs => &[L::Contrastive, L::OnlineContrastive, L::Cosine, L::CoSent],
+            DataKind::Nli => &[L::Softmax],
+            DataKind::Pairs => &[L::Mnr, L::MnrSymmetric],
+            DataKind::Triplets => &[L::Triplet, L::Mnr, L::MnrSymmetric],
+            DataKind::Texts => &[L::SimCse, L::Mse],
+        }
+    }
+}
+
+/// Which columns a loss needs, for the refusal message.
+pub fn columns_for(loss: LossKind) -> &'static str {
+    use LossKind as L;
+    match loss {
+        L::Cosine | L::CoSent | L::Angle => "sentence1, sentence2, score",
+        L::Contrastive | L::OnlineContrastive => "sentence1, sentence2, label (0 or 1)",
+        L::Softmax => "premise, hypothesis, label",
+        L::Triplet => "anchor, positive, negative",
+        L::Mnr | L::MnrSymmetric => "anchor, positive[, negative] (or query, passage)",
+        L::SimCse | L::Mse => "text (one sentence per row)",
+    }
+}
+
+/// NLI classes in the order of the Hugging Face SNLI / MNLI datasets.
+pub const NLI_LABELS: [&str; 3] = ["entailment", "neutral", "contradiction"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Example {
+    Scored {
+        a: String,
+        b: String,
+        score: f32,
+    },
+    Labeled {
+        a: String,
+        b: String,
+        label: f32,
+    },
+    Nli {
+        premise: String,
+        hypothesis: String,
+        label: u32,
+    },
+    Pair {
+        anchor: String,
+        positive: String,
+    },
+    Triplet {
+        anchor: String,
+        positive: String,
+        negative: String,
+    },
+    Text(String),
+}
+
+impl Example {
+    /// The texts of this example, column by column.
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            Example::Scored { a, b, .. } | Example::Labeled { a, b, .. } => vec![a, b],
+            Example::Nli {
+                premise,
+                hypothesis,
+                ..
+            } => vec![premise, hypothesis],
+            Example::Pair { anchor, positive } => vec![anchor, positive],
+            Example::Triplet {
+                anchor,
+                positive,
+                negative,
+            } => vec![anchor, positive, negative],
+            Example::Text(t) => vec![t],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub path: PathBuf,
+    pub kind: DataKind,
+    pub columns: Vec<String>,
+    pub examples: Vec<Example>,
+    /// True when scores were on a 0-5 scale and were divided by 5.
+    pub scores_scaled: bool,
+}
+
+/// A bad data file: where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(col) = &self.column {
+            write!(f, ": column `{col}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for DataError {}
+
+struct Ctx<'a> {
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &self,
+        line: Option<usize>,
+        column: Option<&str>,
+        message: impl Into<String>,
+    ) -> DataError {
+        DataError {
+            path: self.path.to_path_buf(),
+            line,
+            column: column.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+/// Column layouts, most specific first: (kind, required columns).
+const LAYOUTS: &[(DataKind, &[&str])] = &[
+    (DataKind::ScoredPairs, &["sentence1", "sentence2", "score"]),
+    (DataKind::LabeledPairs, &["sentence1", "sentence2", "label"]),
+    (DataKind::Nli, &["premise", "hypothesis", "label"]),
+    (DataKind::Triplets, &["anchor", "positive", "negative"]),
+    (DataKind::Pairs, &["anchor", "positive"]),
+    (DataKind::Pairs, &["query", "passage"]),
+    (DataKind::Texts, &["text"]),
+    (DataKind::Texts, &["sentence"]),
+];
+
+fn detect(columns: &[String]) -> Option<(DataKind, &'static [&'static str])> {
+    LAYOUTS
+        .iter()
+        .find(|(_, need)| need.iter().all(|n| columns.iter().any(|c| c == n)))
+        .map(|&(k, need)| (k, need))
+}
+
+fn layouts_help() -> String {
+    LAYOUTS
+        .iter()
+        .map(|(_, need)| need.join(","))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Reads a CSV (`.csv`), TSV (`.tsv`, `.tab`) or JSON Lines (`.jsonl`) file.
+pub fn load(path: &Path) -> Result<Dataset, DataError> {
+    let ctx = Ctx { path };
+    let bytes =
+        std::fs::read(path).map_err(|e| ctx.err(None, None, format!("cannot read: {e}")))?;
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ctx.err(
+            None,
+            None,
+            "the file is empty (expected a header line, then rows)",
+        ));
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (columns, rows) = match ext.as_str() {
+        "jsonl" | "ndjson" => read_jsonl(&ctx, &bytes)?,
+        "tsv" | "tab" => read_delimited(&ctx, &bytes, b'\t')?,
+        "csv" | "txt" | "" => read_delimited(&ctx, &bytes, b',')?,
+        other => {
+            return Err(ctx.err(
+                None,
+                None,
+                format!("unknown file type `.{other}` (use .csv, .tsv or .jsonl)"),
+            ));
+        }
+    };
+    build(&ctx, columns, rows)
+}
+
+/// One row: line number and the value of each column (by name).
+type Row = (usize, HashMap<String, String>);
+
+fn strip_bom(s: &str) -> &str {
+    s.strip_prefix('\u{feff}').unwrap_or(s)
+}
+
+fn read_delimited(
+    ctx: &Ctx,
+    bytes: &[u8],
+    delimiter: u8,
+) -> Result<(Vec<String>, Vec<Row>), DataError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .quoting(delimiter != b'\t')
+        .from_reader(bytes);
+    let mut records = reader.byte_records();
+    let utf8 = |field: &[u8], line: usize| {
+        std::str::from_utf8(field).map(str::to_string).map_err(|e| {
+            ctx.err(
+                Some(line),
+                None,
+                format!("invalid UTF-8 at byte {} of a field", e.valid_up_to() + 1),
+            )
+        })
+    };
+    let header = records
+        .next()
+        .ok_or_else(|| ctx.err(None, None, "the file is empty"))?
+        .map_err(|e| ctx.err(Some(1), None, e.to_string()))?;
+    let columns: Vec<String> = header
+        .iter()
+        .map(|f| utf8(f, 1).map(|s| strip_bom(&s).trim().to_ascii_lowercase()))
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::new();
+    for rec in records {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map(|p| p.line() as usize);
+            ctx.err(line, None, e.to_string())
+        })?;
+        let line = rec.position().map_or(0, |p| p.line() as usize);
+        if rec.len() == 1 && rec.get(0).is_some_and(|f| f.is_empty()) {
+            continue; // a blank line
+        }
+        if rec.len() != columns.len() {
+            return Err(ctx.err(
+                Some(line),
+                None,
+                format!("{} fields, but the header has {}", rec.len(), columns.len()),
+            ));
+        }
+        let mut row = HashMap::new();
+        for (name, field) in columns.iter().zip(rec.iter()) {
+            row.insert(name.clone(), utf8(field, line)?);
+        }
+        rows.push((line, row));
+    }
+    Ok((columns, rows))
+}
+
+fn read_jsonl(ctx: &Ctx, bytes: &[u8]) -> Result<(Vec<String>, Vec<Row>), DataError> {
+    let mut columns: Option<Vec<String>> = None;
+    let mut rows = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        let text = std::str::from_utf8(raw).map_err(|e| {
+            ctx.err(
+                Some(line),
+                None,
+                format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+            )
+        })?;
+        let text = strip_bom(text.trim_end_matches('\r'));
+        if text.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ctx.err(Some(line), None, format!("invalid JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| ctx.err(Some(line), None, "expected a JSON object"))?;
+        let names = columns
+            .get_or_insert_with(|| obj.keys().map(|k| k.trim().to_ascii_lowercase()).collect());
+        let mut row = HashMap::new();
+        for (k, v) in obj {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => (*b as u8).to_string(),
+                serde_json::Value::Null => String::new(),
+                _ => return Err(ctx.err(Some(line), Some(k), "expected a string or a number")),
+            };
+            row.insert(k.trim().to_ascii_lowercase(), v);
+        }
+        for name in names.iter() {
+            if !row.contains_key(name) {
+                return Err(ctx.err(Some(line), Some(name), "missing in this record"));
+            }
+        }
+        rows.push((line, row));
+    }
+    Ok((columns.unwrap_or_default(), rows))
+}
+
+fn build(ctx: &Ctx, columns: Vec<String>, rows: Vec<Row>) -> Result<Dataset, DataError> {
+    let Some((kind, _)) = detect(&columns) else {
+        let near: Option<String> = LAYOUTS.iter().find_map(|(_, need)| {
+            let have = need
+                .iter()
+                .filter(|n| columns.iter().any(|c| c == *n))
+                .count();
+            (have > 0 && have < need.len()).then(|| {
+                let missing: Vec<&str> = need
+                    .iter()
+                    .filter(|n| !columns.iter().any(|c| c == *n))
+                    .copied()
+                    .collect();
+                format!(
+                    "missing column `{}` (for {})",
+                    missing.join("`, `"),
+                    need.join(",")
+                )
+            })
+        });
+        let message = near.unwrap_or_else(|| {
+            format!(
+                "columns {} match no known layout; expected one of: {}",
+                columns.join(","),
+                layouts_help()
+            )
+        });
+        return Err(ctx.err(Some(1), None, message));
+    };
+    if rows.is_empty() {
+        return Err(ctx.err(None, None, "no rows after the header"));
+    }
+    let text = |row: &Row, col: &str| -> Result<String, DataError> {
+        let v = row.1.get(col).cloned().unwrap_or_default();
+        if v.trim().is_empty() {
+            return Err(ctx.err(Some(row.0), Some(col), "is empty"));
+        }
+        Ok(v)
+    };
+    let number = |row: &Row, col: &str| -> Result<f32, DataError> {
+        let v = row.1.get(col).map(|s| s.trim()).unwrap_or("");
+        v.parse::<f32>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| ctx.err(Some(row.0), Some(col), format!("`{v}` is not a number")))
+    };
+    let mut examples = Vec::with_capacity(rows.len());
+    let mut scores_scaled = false;
+    match kind {
+        DataKind::ScoredPairs => {
+            let mut raw = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let s = number(row, "score")?;
+                if !(0.0..=5.0).contains(&s) {
+                    return Err(ctx.err(
+                        Some(row.0),
+                        Some("score"),
+                        format!("{s} is outside 0-5 (or 0-1)"),
+                    ));
+                }
+                raw.push((text(row, "sentence1")?, text(row, "sentence2")?, s));
+            }
+            scores_scaled = raw.iter().any(|r| r.2 > 1.0);
+            let div = if scores_scaled { 5.0 } else { 1.0 };
+            examples.extend(raw.into_iter().map(|(a, b, s)| Example::Scored {
+                a,
+                b,
+                score: s / div,
+            }));
+        }
+        DataKind::LabeledPairs => {
+            for row in &rows {
+                let label = number(row, "label")?;
+                if label != 0.0 && label != 1.0 {
+                    return Err(ctx.err(
+                        Some(row.0),
+                        Some("label"),
+                        format!("`{label}` must be 0 or 1"),
+                    ));
+                }
+                examples.push(Example::Labeled {
+                    a: text(row, "sentence1")?,
+                    b: text(row, "sentence2")?,
+                    label,
+                });
+            }
+        }
+        DataKind::Nli => {
+            for row in &rows {
+                let raw = row
+                    .1
+                    .get("label")
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .unwrap_or_default();
+                let label = NLI_LABELS
+                    .iter()
+                    .position(|l| *l == raw)
+                    .or_else(|| raw.parse::<usize>().ok().filter(|&n| n < 3))
+                    .ok_or_else(|| {
+                        ctx.err(
+                            Some(row.0),
+                            Some("label"),
+                            format!("unknown label `{raw}` (expected entailment, neutral, contradiction, or 0, 1, 2)"),
+                        )
+                    })?;
+                examples.push(Example::Nli {
+                    premise: text(row, "premise")?,
+                    hypothesis: text(row, "hypothesis")?,
+                    label: label as u32,
+                });
+            }
+        }
+        DataKind::Triplets => {
+            for row in &rows {
+                examples.push(Example::Triplet {
+                    anchor: text(row, "anchor")?,
+                    positive: text(row, "positive")?,
+                    negative: text(row, "negative")?,
+                });
+            }
+        }
+        DataKind::Pairs => {
+            let (a, b) = if columns.iter().any(|c| c == "anchor") {
+                ("anchor", "positive")
+            } else {
+                ("query", "passage")
+            };
+            for row in &rows {
+                examples.push(Example::Pair {
+                    anchor: text(row, a)?,
+                    positive: text(row, b)?,
+                });
+            }
+        }
+        DataKind::Texts => {
+            let col = if columns.iter().any(|c| c == "text") {
+                "text"
+            } else {
+                "sentence"
+            };
+            for row in &rows {
+                examples.push(Example::Text(text(row, col)?));
+            }
+        }
+    }
+    Ok(Dataset {
+        path: ctx.path.to_path_buf(),
+        kind,
+        columns,
+        examples,
+        scores_scaled,
+    })
+}
+
+impl Dataset {
+    /// Refuses a loss that does not fit the columns, naming what it needs.
+    pub fn check_loss(&self, loss: LossKind) -> Result<(), String> {
+        if self.kind.losses().contains(&loss) {
+            return Ok(());
+        }
+        Err(format!(
+            "loss `{loss}` needs the columns {}, but {} holds {}; losses that fit this data: {}",
+            columns_for(loss),
+            self.path.display(),
+            self.kind.describe(),
+            self.kind
+                .losses()
+                .iter()
+                .map(|l| l.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(name: &str, content: &[u8]) -> Result<Dataset, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        load(&p).map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
+    }
+
+    #[test]
+    fn scored_pairs_scale_0_to_5() {
+        let d = load_str(
+            "s.csv",
+            b"sentence1,sentence2,score\na,b,5.0\nc,\"d, e\",2.5\n",
+        )
+        .unwrap();
+        assert_eq!(d.kind, DataKind::ScoredPairs);
+        assert!(d.scores_scaled);
+        assert_eq!(
+            d.examples[1],
+            Example::Scored {
+                a: "c".into(),
+                b: "d, e".into(),
+                score: 0.5
+            }
+        );
+        let d = load_str("s.csv", b"sentence1,sentence2,score\na,b,0.9\n").unwrap();
+        assert!(!d.scores_scaled);
+    }
+
+    #[test]
+    fn every_kind_is_detected() {
+        let k = |name: &str, c: &[u8]| load_str(name, c).unwrap().kind;
+        assert_eq!(
+            k(
+                "n.csv",
+                b"premise,hypothesis,label\na,b,entailment\nc,d,2\n"
+            ),
+            DataKind::Nli
+        );
+        assert_eq!(
+            k("t.tsv", b"anchor\tpositive\tnegative\na\tb\tc\n"),
+            DataKind::Triplets
+        );
+        assert_eq!(
+            k("p.jsonl", b"{\"query\": \"q\", \"passage\": \"p\"}\n"),
+            DataKind::Pairs
+        );
+        assert_eq!(k("x.csv", b"text\nhello\n"), DataKind::Texts);
+        assert_eq!(
+            k("l.csv", b"sentence1,sentence2,label\na,b,1\n"),
+            DataKind::LabeledPairs
+        );
+        assert_eq!(
+            k("x.csv", b"id,sentence\n1,hello\n"),
+            DataKind::Texts,
+            "extra columns are ignored"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let e = |name: &str, c: &[u8]| load_str(name, c).unwrap_err();
+        assert_eq!(
+            e("e.csv", b""),
+            "DIR/e.csv: the file is empty (expected a header line, then rows)"
+        );
+        assert_eq!(
+            e("h.csv", b"sentence1,sentence2,score\n"),
+            "DIR/h.csv: no rows after the header"
+        );
+        assert_eq!(
+            e("m.csv", b"sentence1,sentence2\na,b\n"),
+            "DIR/m.csv:1: missing column `score` (for sentence1,sentence2,score)"
+        );
+        assert_eq!(
+            e("n.csv", b"sentence1,sentence2,score\na,b,3\nc,d,high\n"),
+            "DIR/n.csv:3: column `score`: `high` is not a number"
+        );
+        assert_eq!(
+            e("l.csv", b"premise,hypothesis,label\na,b,maybe\n"),
+            "DIR/l.csv:2: column `label`: unknown label `maybe` (expected entailment, neutral, contradiction, or 0, 1, 2)"
+        );
+        assert_eq!(
+            e("r.csv", b"sentence1,sentence2,score\na,b,3\nc,d\n"),
+            "DIR/r.csv:3: 2 fields, but the header has 3"
+        );
+        assert_eq!(
+            e("u.csv", b"sentence1,sentence2,score\na,b\xff,3\n"),
+            "DIR/u.csv:2: invalid UTF-8 at byte 2 of a field"
+        );
+        assert_eq!(
+            e("x.csv", b"foo,bar\n1,2\n"),
+            "DIR/x.csv:1: columns foo,bar match no known layout; expected one of: sentence1,sentence2,score | sentence1,sentence2,label | premise,hypothesis,label | anchor,positive,negative | anchor,positive | query,passage | text | sentence"
+        );
+        assert_eq!(
+            e("j.jsonl", b"{\"text\": \"a\"}\n{\"txt\": \"b\"}\n"),
+            "DIR/j.jsonl:2: column `text`: missing in this record"
+        );
+        assert_eq!(
+            e("s.csv", b"sentence1,sentence2,score\na,,3\n"),
+            "DIR/s.csv:2: column `sentence2`: is empty"
+        );
+        assert_eq!(
+            e("o.csv", b"sentence1,sentence2,score\na,b,7\n"),
+            "DIR/o.csv:2: column `score`: 7 is outside 0-5 (or 0-1)"
+        );
+    }
+
+    #[test]
+    fn a_loss_that_does_not_fit_is_refused_with_the_columns_it_needs() {
+        let d = load_str("s.csv", b"sentence1,sentence2,score\na,b,3\n").unwrap();
+        assert!(d.check_loss(LossKind::Cosine).is_ok());
+        let msg = d.check_loss(LossKind::Softmax).unwrap_err();
+        assert!(
+            msg.starts_with("loss `softmax` needs the columns premise, hypothesis, label, but "),
+            "{msg}"
+        );
+        assert!(msg.ends_with("holds scored pairs (sentence1, sentence2, score); losses that fit this data: cosine, cosent, angle"), "{msg}");
+    }
+}

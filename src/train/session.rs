@@ -1,0 +1,331 @@
+//! One optimisation step at a time: the model, the loss, the optimizer and the dropout generator.
+//! The training loop (`run.rs`) drives it; tests drive it directly.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::data::Example;
+use super::losses::{self, LossKind, TripletDistance};
+use super::optim::{AdamW, AdamWConfig, Param, clip_grad_norm, decays};
+use crate::model::{DropoutRng, Mode, ModelError, Result, SentenceEncoder};
+
+/// Loss settings beyond its kind.
+#[derive(Debug, Clone, Copy)]
+pub struct LossSetup {
+    pub kind: LossKind,
+    pub triplet_distance: TripletDistance,
+    pub margin: Option<f64>,
+    pub scale: Option<f64>,
+}
+
+impl LossSetup {
+    pub fn new(kind: LossKind) -> Self {
+        Self {
+            kind,
+            triplet_distance: TripletDistance::Euclidean,
+            margin: None,
+            scale: None,
+        }
+    }
+
+    fn scale(&self) -> f64 {
+        self.scale.unwrap_or(losses::MNR_SCALE)
+    }
+
+    fn margin(&self) -> f64 {
+        self.margin.unwrap_or(match self.kind {
+            LossKind::Triplet => match self.triplet_distance {
+                TripletDistance::Euclidean => losses::TRIPLET_MARGIN_EUCLIDEAN,
+                TripletDistance::Cosine => losses::TRIPLET_MARGIN_COSINE,
+            },
+            _ => losses::CONTRASTIVE_MARGIN,
+        })
+    }
+
+    /// The arguments as the model card states them.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            LossKind::Cosine => "loss_fct=MSELoss".into(),
+            LossKind::CoSent | LossKind::Angle => {
+                format!("scale={}", self.scale.unwrap_or(losses::COSENT_SCALE))
+            }
+            LossKind::Mnr | LossKind::MnrSymmetric | LossKind::SimCse => {
+                format!("scale={}, similarity_fct=cos_sim", self.scale())
+            }
+            LossKind::Triplet => format!(
+                "distance_metric={}, triplet_margin={}",
+                self.triplet_distance,
+                self.margin()
+            ),
+            LossKind::Contrastive | LossKind::OnlineContrastive => {
+                format!("distance_metric=cosine_distance, margin={}", self.margin())
+            }
+            LossKind::Softmax => "concatenation=(u, v, |u-v|), num_labels=3".into(),
+            LossKind::Mse => "targets=teacher embeddings".into(),
+        }
+    }
+}
+
+/// The softmax loss's classifier: trained along, never saved into the model.
+pub struct Classifier {
+    pub weight: Var,
+    pub bias: Var,
+}
+
+impl Classifier {
+    /// `nn.Linear(3 * dim, 3)` initialisation: uniform in ±1/sqrt(fan_in), from our seed.
+    pub fn new(dim: usize, classes: usize, seed: u64, device: &Device) -> Result<Self> {
+        let fan_in = 3 * dim;
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c1a5);
+        let mut uniform =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let w = Tensor::from_vec(uniform(classes * fan_in), (classes, fan_in), device)?;
+        let b = Tensor::from_vec(uniform(classes), classes, device)?;
+        Ok(Self {
+            weight: Var::from_tensor(&w)?,
+            bias: Var::from_tensor(&b)?,
+        })
+    }
+
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        HashMap::from([
+            ("weight".to_string(), self.weight.as_tensor().clone()),
+            ("bias".to_string(), self.bias.as_tensor().clone()),
+        ])
+    }
+
+    pub fn load(&self, saved: &HashMap<String, Tensor>) -> Result<()> {
+        for (name, var) in [("weight", &self.weight), ("bias", &self.bias)] {
+            let t = saved.get(name).ok_or_else(|| {
+                ModelError::Invalid(format!("checkpoint classifier lacks `{name}`"))
+            })?;
+            var.set(&t.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    pub loss: f64,
+    /// Gradient norm before clipping (when clipping is on).
+    pub grad_norm: Option<f64>,
+    /// Sentences that went through the encoder.
+    pub sentences: usize,
+}
+
+/// Why a step could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("the loss is {0}")]
+    NonFinite(f64),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+impl From<candle_core::Error> for StepError {
+    fn from(e: candle_core::Error) -> Self {
+        StepError::Model(e.into())
+    }
+}
+
+pub struct Session {
+    pub encoder: SentenceEncoder,
+    pub setup: LossSetup,
+    pub classifier: Option<Classifier>,
+    /// Teacher vectors by text, for distillation.
+    pub targets: Option<HashMap<String, Vec<f32>>>,
+    pub optimizer: AdamW,
+    pub dropout: Option<DropoutRng>,
+    pub max_grad_norm: Option<f64>,
+}
+
+/// Every trainable variable of the encoder (and classifier), named as in the checkpoint files:
+/// `0.<transformer weight>`, `<module index>.<dense weight>`, `classifier.<name>`.
+pub fn parameters(encoder: &SentenceEncoder, classifier: Option<&Classifier>) -> Vec<Param> {
+    let mut params = Vec::new();
+    for (i, map) in encoder.varmaps().into_iter().enumerate() {
+        let data = map.data().lock().expect("varmap poisoned");
+        for (name, var) in data.iter() {
+            let name = format!("{i}.{name}");
+            params.push(Param {
+                decay: decays(&name),
+                name,
+                var: var.clone(),
+            });
+        }
+    }
+    if let Some(c) = classifier {
+        for (name, var) in [
+            ("classifier.weight", &c.weight),
+            ("classifier.bias", &c.bias),
+        ] {
+            params.push(Param {
+                name: name.into(),
+                var: var.clone(),
+                decay: decays(name),
+            });
+        }
+    }
+    params.sort_by(|a, b| a.name.cmp(&b.name));
+    params
+}
+
+impl Session {
+    /// Sets up training of `encoder` with `setup`. `dropout_seed` turns dropout on.
+    pub fn new(
+        encoder: SentenceEncoder,
+        setup: LossSetup,
+        adamw: AdamWConfig,
+        dropout_seed: Option<u64>,
+        seed: u64,
+        max_grad_norm: Option<f64>,
+    ) -> Result<Self> {
+        let classifier = if setup.kind == LossKind::Softmax {
+            Some(Classifier::new(
+                encoder.info().embedding_dim,
+                3,
+                seed,
+                encoder.device(),
+            )?)
+        } else {
+            None
+        };
+        let optimizer = AdamW::new(parameters(&encoder, classifier.as_ref()), adamw);
+        Ok(Self {
+            encoder,
+            setup,
+            classifier,
+            targets: None,
+            optimizer,
+            dropout: dropout_seed.map(DropoutRng::new),
+            max_grad_norm,
+        })
+    }
+
+    /// Embeds the columns of `batch` in one forward pass (training mode) and splits them again.
+    fn embed_columns(&self, batch: &[&Example]) -> Result<Vec<Tensor>> {
+        let n = batch.len();
+        let mut columns: Vec<Vec<&str>> = Vec::new();
+        for (row, ex) in batch.iter().enumerate() {
+            let mut texts = ex.texts();
+            if self.setup.kind == LossKind::SimCse {
+                // The same sentence twice: the two dropout masks make the two views.
+                texts = vec![texts[0], texts[0]];
+            }
+            if row == 0 {
+                columns = vec![Vec::with_capacity(n); texts.len()];
+            }
+            for (c, t) in texts.into_iter().enumerate() {
+                columns[c].push(t);
+            }
+        }
+        let all: Vec<&str> = columns.iter().flatten().copied().collect();
+        let tokenized = self.encoder.tokenize(&all)?;
+        let refs: Vec<_> = tokenized.iter().collect();
+        let input = self.encoder.batch(&refs)?;
+        let mode = match &self.dropout {
+            Some(rng) => Mode::train(rng),
+            None => Mode::train_without_dropout(),
+        };
+        let emb = self.encoder.forward(&input, mode)?;
+        (0..columns.len())
+            .map(|c| Ok(emb.narrow(0, c * n, n)?))
+            .collect()
+    }
+
+    fn loss(&self, batch: &[&Example], cols: &[Tensor]) -> Result<Tensor> {
+        let dev = cols[0].device();
+        let floats = |f: &dyn Fn(&Example) -> f32| -> Result<Tensor> {
+            let v: Vec<f32> = batch.iter().map(|e| f(e)).collect();
+            Ok(losses::labels_tensor(&v, dev)?)
+        };
+        let score = |e: &Example| match e {
+            Example::Scored { score, .. } => *score,
+            Example::Labeled { label, .. } => *label,
+            _ => f32::NAN,
+        };
+        let s = &self.setup;
+        let cosent_scale = s.scale.unwrap_or(losses::COSENT_SCALE);
+        let docs: Vec<&Tensor> = cols[1..].iter().collect();
+        let loss = match s.kind {
+            LossKind::Cosine => losses::cosine_loss(&cols[0], &cols[1], &floats(&score)?)?,
+            LossKind::CoSent => {
+                losses::cosent_loss(&cols[0], &cols[1], &floats(&score)?, cosent_scale)?
+            }
+            LossKind::Angle => {
+                losses::angle_loss(&cols[0], &cols[1], &floats(&score)?, cosent_scale)?
+            }
+            LossKind::Contrastive => {
+                losses::contrastive_loss(&cols[0], &cols[1], &floats(&score)?, s.margin())?
+            }
+            LossKind::OnlineContrastive => {
+                losses::online_contrastive_loss(&cols[0], &cols[1], &floats(&score)?, s.margin())?
+            }
+            LossKind::Triplet => {
+                losses::triplet_loss(&cols[0], &cols[1], &cols[2], s.triplet_distance, s.margin())?
+            }
+            LossKind::Mnr | LossKind::SimCse => losses::mnr_loss(&cols[0], &docs, s.scale())?,
+            LossKind::MnrSymmetric => losses::mnr_symmetric_loss(&cols[0], &docs, s.scale())?,
+            LossKind::Softmax => {
+                let c = self.classifier.as_ref().expect("softmax has a classifier");
+                let labels: Vec<u32> = batch
+                    .iter()
+                    .map(|e| match e {
+                        Example::Nli { label, .. } => *label,
+                        _ => 0,
+                    })
+                    .collect();
+                let labels = Tensor::new(labels, dev)?;
+                losses::softmax_loss(
+                    &cols[0],
+                    &cols[1],
+                    &labels,
+                    c.weight.as_tensor(),
+                    c.bias.as_tensor(),
+                )?
+            }
+            LossKind::Mse => {
+                let targets = self.targets.as_ref().expect("mse has teacher targets");
+                let rows: Vec<f32> = batch
+                    .iter()
+                    .flat_map(|e| targets[e.texts()[0]].iter().copied())
+                    .collect();
+                let t = Tensor::from_vec(rows, cols[0].dims(), dev)?;
+                losses::mse_loss(&cols[0], &t)?
+            }
+        };
+        Ok(loss)
+    }
+
+    /// Forward, loss, backward, clipping and one AdamW update at learning rate `lr`. A
+    /// non-finite loss is reported before anything is updated.
+    pub fn step(
+        &mut self,
+        batch: &[&Example],
+        lr: f64,
+    ) -> std::result::Result<StepOutcome, StepError> {
+        let cols = self.embed_columns(batch)?;
+        let loss = self.loss(batch, &cols)?;
+        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !value.is_finite() {
+            return Err(StepError::NonFinite(value));
+        }
+        let mut grads = loss.backward()?;
+        let grad_norm = match self.max_grad_norm {
+            Some(max) => Some(clip_grad_norm(&mut grads, self.optimizer.params(), max)?),
+            None => None,
+        };
+        self.optimizer.step(&grads, lr)?;
+        Ok(StepOutcome {
+            loss: value,
+            grad_norm,
+            sentences: batch.len() * cols.len(),
+        })
+    }
+}

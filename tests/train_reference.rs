@@ -1,0 +1,69 @@
+//! Six AdamW steps on the tiny model against `tests/fixtures/tiny_train_reference.json`
+//! (sentence-transformers 6.2.0: dropout 0, CosineSimilarityLoss with score / 5, AdamW lr 1e-3,
+//! betas (0.9, 0.999), eps 1e-8, weight decay 0 over all parameters, no schedule, no clipping).
+
+mod common;
+
+use common::*;
+use sbert_tui::train::data::Example;
+use sbert_tui::train::losses::LossKind;
+use sbert_tui::train::optim::AdamWConfig;
+use sbert_tui::train::session::{LossSetup, Session};
+
+#[test]
+fn six_adamw_steps_reproduce_python() {
+    let r = json("tiny_train_reference.json");
+    let batches: Vec<Vec<Example>> = r["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b.as_array()
+                .unwrap()
+                .iter()
+                .map(|row| Example::Scored {
+                    a: row[0].as_str().unwrap().into(),
+                    b: row[1].as_str().unwrap().into(),
+                    score: row[2].as_f64().unwrap() as f32 / 5.0,
+                })
+                .collect()
+        })
+        .collect();
+    let adamw = AdamWConfig {
+        weight_decay: 0.0,
+        ..AdamWConfig::default()
+    };
+    let mut session = Session::new(
+        tiny(),
+        LossSetup::new(LossKind::Cosine),
+        adamw,
+        None,
+        0,
+        None,
+    )
+    .unwrap();
+    let want: Vec<f64> = r["loss_per_step"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    for (step, want) in want.iter().enumerate() {
+        let batch: Vec<&Example> = batches[step % 3].iter().collect();
+        let got = session.step(&batch, 1e-3).unwrap().loss;
+        assert!(
+            (got - want).abs() <= 1e-5,
+            "step {step}: loss {got} vs {want}"
+        );
+    }
+    let after = session
+        .encoder
+        .encode(&strings(&r["sentences_after"]), 8, &mut |_, _| {})
+        .unwrap();
+    assert_close(
+        &after,
+        &matrix(&r["embedding_after"]),
+        1e-4,
+        "embeddings after six steps",
+    );
+}
