@@ -3,6 +3,7 @@
 
 pub mod input;
 pub mod output;
+pub mod train;
 
 use std::io::{self, Write};
 
@@ -59,6 +60,11 @@ pub enum Command {
     Similarity(SimilarityArgs),
     /// Load a model and describe it: architecture, pooling, dimensions, limits.
     Info(InfoArgs),
+    /// Fine-tune a model on a CSV / TSV / JSON Lines file and save it for Python and for us.
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a model on a data file: Spearman / Pearson for scored pairs, accuracy for
+    /// triplets and labelled pairs, accuracy@1 / MRR@10 for positive pairs.
+    Eval(train::EvalArgs),
 }
 
 /// Which model, and how to run it.
@@ -183,6 +189,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Encode(args) => encode(args),
         Command::Similarity(args) => similarity(args),
         Command::Info(args) => info(args),
+        Command::Train(args) => train::train(*args),
+        Command::Eval(args) => train::eval(args),
     };
     match result {
         Err(e) if is_broken_pipe(&e) => Ok(()),

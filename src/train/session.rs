@@ -209,7 +209,7 @@ impl Session {
     }
 
     /// Embeds the columns of `batch` in one forward pass (training mode) and splits them again.
-    fn embed_columns(&self, batch: &[&Example]) -> Result<Vec<Tensor>> {
+    pub fn embed_columns(&self, batch: &[&Example]) -> Result<Vec<Tensor>> {
         let n = batch.len();
         let mut columns: Vec<Vec<&str>> = Vec::new();
         for (row, ex) in batch.iter().enumerate() {

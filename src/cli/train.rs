@@ -1,0 +1,275 @@
+//! `train` and `eval`.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{MatrixFormat, ModelArgs};
+use crate::model::{self, DeviceChoice, PoolingSpec};
+use crate::train::config::TrainConfig;
+use crate::train::events::TrainEvent;
+use crate::train::losses::{LossKind, TripletDistance};
+use crate::train::run::{self, Outcome};
+use crate::train::{data, eval as evaluators};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Base model: folder or Hugging Face Hub id.
+    #[arg(short, long, env = "SBERT_TUI_MODEL", default_value = model::DEFAULT_MODEL)]
+    pub model: String,
+    /// Training data: .csv, .tsv or .jsonl with a header (see the README for the columns).
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Loss: cosine, cosent, angle, mse, softmax, triplet, mnr, mnr-symmetric, simcse,
+    /// contrastive, online-contrastive.
+    #[arg(long, required_unless_present = "resume")]
+    pub loss: Option<LossKind>,
+    /// Folder for the fine-tuned model, its log and checkpoints.
+    #[arg(short, long, required_unless_present = "resume")]
+    pub output: Option<PathBuf>,
+    /// Pooling, replacing the model's.
+    #[arg(long)]
+    pub pooling: Option<PoolingSpec>,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// Share of the steps spent warming the learning rate up.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// AdamW weight decay (never on biases and LayerNorm).
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Gradient-norm clipping (0 turns it off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Device: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Evaluation data, evaluated before training, at each epoch's end and every --eval-steps.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    #[arg(long)]
+    pub eval_steps: Option<usize>,
+    /// Teacher model for the mse (distillation) loss.
+    #[arg(long)]
+    pub teacher: Option<String>,
+    /// Save a checkpoint every N steps (a checkpoint is always saved when the run is stopped).
+    #[arg(long)]
+    pub checkpoint_steps: Option<usize>,
+    /// How many checkpoints to keep.
+    #[arg(long, default_value_t = 2)]
+    pub keep_checkpoints: usize,
+    /// Distance for the triplet loss: euclidean or cosine.
+    #[arg(long, default_value = "euclidean")]
+    pub triplet_distance: TripletDistance,
+    /// Margin for triplet and contrastive losses (default: the library's).
+    #[arg(long)]
+    pub margin: Option<f64>,
+    /// Scale for mnr, mnr-symmetric, simcse, cosent, angle (default 20).
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Train without dropout (deterministic steps).
+    #[arg(long)]
+    pub no_dropout: bool,
+    /// Continue a run from a checkpoint folder (or a run's output folder: its newest checkpoint).
+    /// The run's saved settings are used.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        let mut c = TrainConfig::new(
+            &self.model,
+            self.data.clone().expect("required by clap"),
+            self.loss.expect("required by clap"),
+            self.output.clone().expect("required by clap"),
+        );
+        c.pooling = self.pooling.clone();
+        c.epochs = self.epochs;
+        c.batch_size = self.batch_size;
+        c.lr = self.lr;
+        c.warmup_ratio = self.warmup_ratio;
+        c.weight_decay = self.weight_decay;
+        c.max_grad_norm = (self.max_grad_norm > 0.0).then_some(self.max_grad_norm);
+        c.max_seq_length = self.max_seq_length;
+        c.seed = self.seed;
+        c.device = self.device;
+        c.eval = self.eval.clone();
+        c.eval_steps = self.eval_steps;
+        c.teacher = self.teacher.clone();
+        c.checkpoint_steps = self.checkpoint_steps;
+        c.keep_checkpoints = self.keep_checkpoints;
+        c.triplet_distance = self.triplet_distance;
+        c.margin = self.margin;
+        c.scale = self.scale;
+        c.dropout = !self.no_dropout;
+        c
+    }
+}
+
+fn format_metrics(m: &[(String, f64)]) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let (config, resume) = match &args.resume {
+        Some(dir) => {
+            let ckpt = run::find_checkpoint(dir)?;
+            (run::saved_config(&ckpt)?, Some(ckpt))
+        }
+        None => (args.config(), None),
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                eprintln!("\nstopping now, without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping at the end of this step and saving a checkpoint (Ctrl-C again to quit at once)");
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} steps · {msg} · eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut sink = |e: &TrainEvent| match e {
+        TrainEvent::Started {
+            total_steps,
+            examples,
+            data_kind,
+            loss,
+            device,
+            start_step,
+            ..
+        } => {
+            bar.set_length(*total_steps as u64);
+            bar.set_position(*start_step as u64);
+            bar.println(format!(
+                "training: {examples} rows of {data_kind}, loss {loss}, {total_steps} steps on {device}{}",
+                if *start_step > 0 { format!(", continuing from step {start_step}") } else { String::new() }
+            ));
+        }
+        TrainEvent::Step {
+            step,
+            loss,
+            learning_rate,
+            sentences_per_second,
+            ..
+        } => {
+            bar.set_position(*step as u64);
+            bar.set_message(format!(
+                "loss {loss:.4} · lr {learning_rate:.2e} · {sentences_per_second:.0} sent/s"
+            ));
+        }
+        TrainEvent::Eval { step, metrics, .. } => {
+            bar.println(format!("step {step}: {}", format_metrics(metrics)))
+        }
+        TrainEvent::Checkpoint { path, .. } => {
+            bar.println(format!("checkpoint: {}", path.display()))
+        }
+        TrainEvent::Failed { .. } | TrainEvent::Cancelled { .. } | TrainEvent::Finished { .. } => {
+            bar.finish_and_clear()
+        }
+    };
+    let outcome = run::train(config.clone(), resume.as_deref(), &mut sink, &cancel)?;
+    match outcome {
+        Outcome::Finished { output, metrics } => {
+            eprintln!("saved the fine-tuned model to {}", output.display());
+            if !metrics.is_empty() {
+                eprintln!("final evaluation: {}", format_metrics(&metrics));
+            }
+            Ok(())
+        }
+        Outcome::Cancelled { step, checkpoint } => {
+            match checkpoint {
+                Some(p) => eprintln!(
+                    "stopped after step {step}; checkpoint {} (continue with: sbert-tui train --resume {})",
+                    p.display(),
+                    config.output.display()
+                ),
+                None => eprintln!("stopped after step {step}"),
+            }
+            std::process::exit(130);
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Data to evaluate on: scored pairs, labelled pairs, pairs (query/passage) or triplets.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(short, long, value_enum, default_value_t = MatrixFormat::Table)]
+    pub format: MatrixFormat,
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let dataset = data::load(&args.data)?;
+    if evaluators::primary_metric(dataset.kind).is_none() || dataset.kind == data::DataKind::Nli {
+        bail!(
+            "{}: {} cannot be evaluated without a trained classifier or labels; use scored pairs, labelled pairs, pairs or triplets",
+            args.data.display(),
+            dataset.kind.describe()
+        );
+    }
+    let encoder = args.model.load()?;
+    let metrics = evaluators::evaluate(&encoder, &dataset, None, args.batch_size)?;
+    let mut out = io::stdout().lock();
+    match args.format {
+        MatrixFormat::Table => {
+            writeln!(
+                out,
+                "{} rows of {}",
+                dataset.examples.len(),
+                dataset.kind.describe()
+            )?;
+            for (k, v) in &metrics {
+                writeln!(out, "{k:<32} {v:.4}")?;
+            }
+        }
+        MatrixFormat::Json => {
+            let map: serde_json::Map<String, serde_json::Value> = metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect();
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({
+                    "model": args.model.model,
+                    "data": args.data,
+                    "kind": dataset.kind.describe(),
+                    "rows": dataset.examples.len(),
+                    "metrics": map,
+                }),
+            )?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
