@@ -152,7 +152,7 @@ impl TrainConfig {
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad("weight decay", "must be 0 or more");
         }
-        if self.max_grad_norm.is_some_and(|n| !(n > 0.0)) {
+        if self.max_grad_norm.is_some_and(|n| n.is_nan() || n <= 0.0) {
             return bad("max grad norm", "must be positive");
         }
         if self.max_seq_length.is_some_and(|n| n < 2) {

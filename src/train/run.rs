@@ -358,18 +358,18 @@ pub fn train(
             32,
         )?))
     };
-    if global_step == 0 {
-        if let Some(m) = evaluate(&session)? {
-            evals.push((0, m.clone()));
-            emit(
-                TrainEvent::Eval {
-                    step: 0,
-                    epoch: 0.0,
-                    metrics: m,
-                },
-                &mut log,
-            )?;
-        }
+    if global_step == 0
+        && let Some(m) = evaluate(&session)?
+    {
+        evals.push((0, m.clone()));
+        emit(
+            TrainEvent::Eval {
+                step: 0,
+                epoch: 0.0,
+                metrics: m,
+            },
+            &mut log,
+        )?;
     }
 
     let started = Instant::now();
@@ -438,18 +438,19 @@ pub fn train(
             )?;
             let next = (epoch, b + 1);
             let at_epoch_end = b + 1 == batches.len();
-            if config.eval_steps.is_some_and(|k| global_step % k == 0) && !at_epoch_end {
-                if let Some(m) = evaluate(&session)? {
-                    evals.push((global_step, m.clone()));
-                    emit(
-                        TrainEvent::Eval {
-                            step: global_step,
-                            epoch: progress(global_step),
-                            metrics: m,
-                        },
-                        &mut log,
-                    )?;
-                }
+            if config.eval_steps.is_some_and(|k| global_step % k == 0)
+                && !at_epoch_end
+                && let Some(m) = evaluate(&session)?
+            {
+                evals.push((global_step, m.clone()));
+                emit(
+                    TrainEvent::Eval {
+                        step: global_step,
+                        epoch: progress(global_step),
+                        metrics: m,
+                    },
+                    &mut log,
+                )?;
             }
             let cancelled = cancel.load(Ordering::SeqCst);
             let due = config

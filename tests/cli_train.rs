@@ -1,0 +1,181 @@
+//! `train` and `eval` as a user runs them: Ctrl-C saves a checkpoint and `--resume` continues,
+//! bad data gets one line naming file, line and column, `eval` prints the metrics.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sbert-tui"));
+    c.env("HF_HUB_OFFLINE", "1");
+    c
+}
+
+fn sample(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample_data")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_continues_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let tiny = fixture("tiny-bert-st");
+    let child = bin()
+        .args([
+            "train",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--data",
+            &sample("scored-pairs.csv"),
+        ])
+        .args([
+            "--loss",
+            "cosine",
+            "--epochs",
+            "400",
+            "--batch-size",
+            "4",
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is training (the log has steps), then interrupt it.
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+        if log.lines().filter(|l| l.contains("\"step\"")).count() > 5 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no steps logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("continue with: sbert-tui train --resume"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "cancelled");
+    let stopped_at = last["step"].as_u64().unwrap();
+    assert!(last["checkpoint"].as_str().unwrap().contains("checkpoint-"));
+
+    // Resume with the saved settings: it starts where it stopped (tests/train_run.rs checks that
+    // a resumed run ends with the same model as an uninterrupted one); interrupt it again.
+    let mut child = bin()
+        .args(["train", "--resume", out.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let started: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["event"] == "started")
+            .collect();
+        if started.len() == 2 {
+            assert_eq!(started[1]["start_step"].as_u64().unwrap(), stopped_at);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "did not resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+}
+
+#[test]
+fn bad_training_data_is_one_line_naming_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.csv");
+    std::fs::write(&data, "sentence1,sentence2,score\na,b,4\nc,d,very\n").unwrap();
+    let out = bin()
+        .args([
+            "train",
+            "--model",
+            fixture("tiny-bert-st").to_str().unwrap(),
+        ])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--loss",
+            "cosine",
+            "--output",
+        ])
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bad.csv:3: column `score`: `very` is not a number"),
+        "{err}"
+    );
+    assert!(!dir.path().join("o").exists());
+}
+
+#[test]
+fn eval_prints_metrics_for_each_kind() {
+    let tiny = fixture("tiny-bert-st");
+    for (file, metric) in [
+        ("scored-pairs-dev.csv", "spearman_cosine"),
+        ("triplets-dev.csv", "cosine_accuracy"),
+        ("retrieval.jsonl", "mrr@10"),
+        ("labeled-pairs.csv", "cosine_accuracy_best_threshold"),
+    ] {
+        let out = bin()
+            .args([
+                "eval",
+                "--model",
+                tiny.to_str().unwrap(),
+                "--data",
+                &sample(file),
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let m = v["metrics"][metric].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&m), "{file}: {m}");
+    }
+    let out = bin()
+        .args([
+            "eval",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--data",
+            &sample("texts.csv"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be evaluated"));
+}
