@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 if [ ! -x .venv-ref/bin/python ]; then
   echo "setting up the Python reference in .venv-ref (a few GB, once)..." >&2
   python3 -m venv .venv-ref
-  .venv-ref/bin/pip install -q sentence-transformers
+  .venv-ref/bin/pip install -q "sentence-transformers[train]"
 fi
 
 cargo build -q --release

@@ -38,15 +38,8 @@ pub struct Cli {
 /// Without a subcommand: the terminal UI.
 #[derive(Debug, Clone, Args)]
 pub struct UiArgs {
-    /// Model folder or Hugging Face Hub id.
-    #[arg(short, long, env = "SBERT_TUI_MODEL", default_value = model::DEFAULT_MODEL)]
-    pub model: String,
-    /// Pooling, overriding the model's (as for `encode`).
-    #[arg(long)]
-    pub pooling: Option<PoolingSpec>,
-    /// Device: auto, cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Sentences to start with, one per line (default: the first demo set).
     #[arg(short, long)]
     pub sentences: Option<std::path::PathBuf>,
@@ -176,9 +169,10 @@ pub fn run_ui(args: UiArgs) -> Result<()> {
         None => crate::tui::demo::DEMO_SETS[0].sentences(),
     };
     crate::tui::run(crate::tui::TuiOptions {
-        model: args.model,
-        pooling: args.pooling.map(|p| p.to_string()),
-        device: args.device,
+        model: args.model.model,
+        pooling: args.model.pooling.map(|p| p.to_string()),
+        device: args.model.device,
+        max_seq_length: args.model.max_seq_length,
         sentences,
     })
 }

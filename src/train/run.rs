@@ -180,6 +180,39 @@ impl Log {
     }
 }
 
+/// Sends each event to the caller and to the log.
+struct Reporter<'a> {
+    log: Log,
+    sink: &'a mut dyn FnMut(&TrainEvent),
+}
+
+impl Reporter<'_> {
+    fn emit(&mut self, event: TrainEvent) -> Result<(), TrainError> {
+        self.log.write(&event)?;
+        (self.sink)(&event);
+        Ok(())
+    }
+
+    /// Records and reports an evaluation, when there was one.
+    fn eval(
+        &mut self,
+        metrics: Option<Metrics>,
+        step: usize,
+        epoch: f64,
+        evals: &mut Vec<(usize, Metrics)>,
+    ) -> Result<(), TrainError> {
+        if let Some(metrics) = metrics {
+            evals.push((step, metrics.clone()));
+            self.emit(TrainEvent::Eval {
+                step,
+                epoch,
+                metrics,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Loads the model a run starts from (or continues).
 fn load_encoder(spec: &str, config: &TrainConfig) -> Result<SentenceEncoder, TrainError> {
     let mut source = SourceOptions::from_env();
@@ -323,25 +356,20 @@ pub fn train(
             config.output.display()
         )));
     }
-    let mut log = Log::open(&config.output, resume.is_some())?;
-    let mut emit = |event: TrainEvent, log: &mut Log| -> Result<(), TrainError> {
-        log.write(&event)?;
-        sink(&event);
-        Ok(())
+    let mut report = Reporter {
+        log: Log::open(&config.output, resume.is_some())?,
+        sink,
     };
-    emit(
-        TrainEvent::Started {
-            total_steps,
-            steps_per_epoch,
-            epochs: config.epochs,
-            examples: n,
-            data_kind: dataset.kind.describe().into(),
-            loss: config.loss.name().into(),
-            device: device_name,
-            start_step: global_step,
-        },
-        &mut log,
-    )?;
+    report.emit(TrainEvent::Started {
+        total_steps,
+        steps_per_epoch,
+        epochs: config.epochs,
+        examples: n,
+        data_kind: dataset.kind.describe().into(),
+        loss: config.loss.name().into(),
+        device: device_name,
+        start_step: global_step,
+    })?;
 
     let evaluate = |session: &Session| -> Result<Option<Metrics>, TrainError> {
         let Some(set) = &eval_set else {
@@ -358,18 +386,8 @@ pub fn train(
             32,
         )?))
     };
-    if global_step == 0
-        && let Some(m) = evaluate(&session)?
-    {
-        evals.push((0, m.clone()));
-        emit(
-            TrainEvent::Eval {
-                step: 0,
-                epoch: 0.0,
-                metrics: m,
-            },
-            &mut log,
-        )?;
+    if global_step == 0 {
+        report.eval(evaluate(&session)?, 0, 0.0, &mut evals)?;
     }
 
     let started = Instant::now();
@@ -399,23 +417,17 @@ pub fn train(
                         epoch + 1,
                         config.output.display()
                     );
-                    emit(
-                        TrainEvent::Failed {
-                            step: global_step,
-                            message: message.clone(),
-                        },
-                        &mut log,
-                    )?;
+                    report.emit(TrainEvent::Failed {
+                        step: global_step,
+                        message: message.clone(),
+                    })?;
                     return Err(TrainError::NonFinite(message));
                 }
                 Err(StepError::Model(e)) => {
-                    emit(
-                        TrainEvent::Failed {
-                            step: global_step,
-                            message: e.to_string(),
-                        },
-                        &mut log,
-                    )?;
+                    report.emit(TrainEvent::Failed {
+                        step: global_step,
+                        message: e.to_string(),
+                    })?;
                     return Err(e.into());
                 }
             };
@@ -423,33 +435,24 @@ pub fn train(
             sentences_done += outcome.sentences;
             losses.push((global_step, outcome.loss));
             let elapsed = started.elapsed().as_secs_f64();
-            emit(
-                TrainEvent::Step {
-                    step: global_step,
-                    total_steps,
-                    epoch: progress(global_step),
-                    loss: outcome.loss,
-                    learning_rate: lr,
-                    grad_norm: outcome.grad_norm,
-                    sentences_per_second: sentences_done as f64 / elapsed.max(1e-9),
-                    elapsed_seconds: elapsed,
-                },
-                &mut log,
-            )?;
+            report.emit(TrainEvent::Step {
+                step: global_step,
+                total_steps,
+                epoch: progress(global_step),
+                loss: outcome.loss,
+                learning_rate: lr,
+                grad_norm: outcome.grad_norm,
+                sentences_per_second: sentences_done as f64 / elapsed.max(1e-9),
+                elapsed_seconds: elapsed,
+            })?;
             let next = (epoch, b + 1);
             let at_epoch_end = b + 1 == batches.len();
-            if config.eval_steps.is_some_and(|k| global_step % k == 0)
-                && !at_epoch_end
-                && let Some(m) = evaluate(&session)?
-            {
-                evals.push((global_step, m.clone()));
-                emit(
-                    TrainEvent::Eval {
-                        step: global_step,
-                        epoch: progress(global_step),
-                        metrics: m,
-                    },
-                    &mut log,
+            if config.eval_steps.is_some_and(|k| global_step % k == 0) && !at_epoch_end {
+                report.eval(
+                    evaluate(&session)?,
+                    global_step,
+                    progress(global_step),
+                    &mut evals,
                 )?;
             }
             let cancelled = cancel.load(Ordering::SeqCst);
@@ -472,23 +475,17 @@ pub fn train(
                     losses: losses.clone(),
                 };
                 let path = save_checkpoint(&session, &state, &dataset)?;
-                emit(
-                    TrainEvent::Checkpoint {
-                        step: global_step,
-                        path: path.clone(),
-                    },
-                    &mut log,
-                )?;
+                report.emit(TrainEvent::Checkpoint {
+                    step: global_step,
+                    path: path.clone(),
+                })?;
                 last_checkpoint = Some(path);
             }
             if cancelled {
-                emit(
-                    TrainEvent::Cancelled {
-                        step: global_step,
-                        checkpoint: last_checkpoint.clone(),
-                    },
-                    &mut log,
-                )?;
+                report.emit(TrainEvent::Cancelled {
+                    step: global_step,
+                    checkpoint: last_checkpoint.clone(),
+                })?;
                 return Ok(Outcome::Cancelled {
                     step: global_step,
                     checkpoint: last_checkpoint,
@@ -497,17 +494,12 @@ pub fn train(
         }
         batch_start = 0;
         epoch += 1;
-        if let Some(m) = evaluate(&session)? {
-            evals.push((global_step, m.clone()));
-            emit(
-                TrainEvent::Eval {
-                    step: global_step,
-                    epoch: progress(global_step),
-                    metrics: m,
-                },
-                &mut log,
-            )?;
-        }
+        report.eval(
+            evaluate(&session)?,
+            global_step,
+            progress(global_step),
+            &mut evals,
+        )?;
     }
 
     let final_metrics = evals.last().map(|e| e.1.clone()).unwrap_or_default();
@@ -529,15 +521,12 @@ pub fn train(
         |w| write_model(&session.encoder, w, Some(&card)),
     )?;
     // The log file moved with the folder: reopen it to record the end.
-    let mut log = Log::open(&config.output, true)?;
-    emit(
-        TrainEvent::Finished {
-            step: global_step,
-            output: config.output.clone(),
-            metrics: final_metrics.clone(),
-        },
-        &mut log,
-    )?;
+    report.log = Log::open(&config.output, true)?;
+    report.emit(TrainEvent::Finished {
+        step: global_step,
+        output: config.output.clone(),
+        metrics: final_metrics.clone(),
+    })?;
     Ok(Outcome::Finished {
         output: config.output.clone(),
         metrics: final_metrics,

@@ -36,6 +36,7 @@ pub struct TuiOptions {
     pub model: String,
     pub pooling: Option<String>,
     pub device: DeviceChoice,
+    pub max_seq_length: Option<usize>,
     pub sentences: Vec<String>,
 }
 
@@ -87,7 +88,12 @@ impl Drop for TerminalGuard {
 /// Runs the explorer until the user quits.
 pub fn run(options: TuiOptions) -> Result<()> {
     let (tx, rx) = channel::<AppEvent>();
-    let requests = worker::spawn(tx.clone(), AppEvent::Worker, options.device);
+    let requests = worker::spawn(
+        tx.clone(),
+        AppEvent::Worker,
+        options.device,
+        options.max_seq_length,
+    );
     let mut app = App::new(options.sentences, theme::Theme::from_env().color);
     app.load_model(&options.model, options.pooling);
 

@@ -14,11 +14,19 @@ pub fn spawn<E: Send + 'static>(
     send: Sender<E>,
     wrap: fn(WorkerEvent) -> E,
     device: model::DeviceChoice,
+    max_seq_length: Option<usize>,
 ) -> Sender<Request> {
     let (tx, rx) = channel::<Request>();
     std::thread::Builder::new()
         .name("embedding-worker".into())
-        .spawn(move || run(rx, move |e| send.send(wrap(e)).is_ok(), device))
+        .spawn(move || {
+            run(
+                rx,
+                move |e| send.send(wrap(e)).is_ok(),
+                device,
+                max_seq_length,
+            )
+        })
         .expect("spawn the embedding worker");
     tx
 }
@@ -36,7 +44,12 @@ fn summary(name: &str, enc: &SentenceEncoder) -> ModelSummary {
 }
 
 /// The worker loop, separate from the thread so tests can drive it.
-pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, device: model::DeviceChoice) {
+pub fn run(
+    rx: Receiver<Request>,
+    send: impl Fn(WorkerEvent) -> bool,
+    device: model::DeviceChoice,
+    max_seq_length: Option<usize>,
+) {
     let mut encoder: Option<(String, SentenceEncoder)> = None;
     while let Ok(first) = rx.recv() {
         // Drain what has queued up meanwhile: only the newest of each kind matters.
@@ -79,7 +92,7 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, device: mo
                     let options = LoadOptions {
                         device,
                         pooling,
-                        max_seq_length: None,
+                        max_seq_length,
                     };
                     model::load(&spec, &source, &options).map_err(|e| e.to_string())
                 });
@@ -199,6 +212,7 @@ mod tests {
                 true
             },
             model::DeviceChoice::Cpu,
+            None,
         );
         events.into_inner().unwrap()
     }
