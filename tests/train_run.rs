@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use sbert_tui::model::{LoadOptions, SentenceEncoder};
@@ -13,7 +12,7 @@ use sbert_tui::train::data::{self, Example};
 use sbert_tui::train::events::TrainEvent;
 use sbert_tui::train::losses::LossKind;
 use sbert_tui::train::optim::AdamWConfig;
-use sbert_tui::train::run::{self, Outcome, TrainError};
+use sbert_tui::train::run::{self, Outcome, StopSignal, TrainError};
 use sbert_tui::train::session::{LossSetup, Session};
 
 fn sample(name: &str) -> PathBuf {
@@ -37,8 +36,7 @@ fn config(data: &str, loss: LossKind, out: &Path) -> TrainConfig {
 
 fn run(c: TrainConfig) -> (Result<Outcome, TrainError>, Vec<TrainEvent>) {
     let mut events = Vec::new();
-    let cancel = AtomicBool::new(false);
-    let r = run::train(c, None, &mut |e| events.push(e.clone()), &cancel);
+    let r = run::train(c, None, &mut |e| events.push(e.clone()), &StopSignal::new());
     (r, events)
 }
 
@@ -117,7 +115,7 @@ fn a_stopped_run_resumes_to_the_same_model_as_an_uninterrupted_one() {
     // The same run, stopped after step 23 (inside the second epoch), then resumed.
     let part = dir.path().join("part");
     c.output = part.clone();
-    let cancel = AtomicBool::new(false);
+    let stop = StopSignal::new();
     let mut steps = 0;
     let r = run::train(
         c.clone(),
@@ -126,11 +124,11 @@ fn a_stopped_run_resumes_to_the_same_model_as_an_uninterrupted_one() {
             if let TrainEvent::Step { step, .. } = e {
                 steps = *step;
                 if *step == 23 {
-                    cancel.store(true, Ordering::SeqCst);
+                    stop.stop(true);
                 }
             }
         },
-        &cancel,
+        &stop,
     )
     .unwrap();
     let Outcome::Cancelled {
@@ -153,7 +151,7 @@ fn a_stopped_run_resumes_to_the_same_model_as_an_uninterrupted_one() {
         saved,
         Some(&found),
         &mut |e| events.push(e.clone()),
-        &AtomicBool::new(false),
+        &StopSignal::new(),
     )
     .unwrap();
     assert!(matches!(r, Outcome::Finished { .. }));
@@ -341,4 +339,30 @@ fn simcse_views_differ_only_with_dropout() {
         max_abs_diff(&a, &b, "views") < 1e-6,
         "no dropout, no second view"
     );
+}
+
+#[test]
+fn a_stop_without_checkpoint_saves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stop = StopSignal::new();
+    let r = run::train(
+        config("scored-pairs.csv", LossKind::Cosine, &out),
+        None,
+        &mut |e| {
+            if matches!(e, TrainEvent::Step { step: 3, .. }) {
+                stop.stop(false);
+            }
+        },
+        &stop,
+    )
+    .unwrap();
+    assert_eq!(
+        r,
+        Outcome::Cancelled {
+            step: 3,
+            checkpoint: None
+        }
+    );
+    assert!(!out.join("checkpoints").exists());
 }

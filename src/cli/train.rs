@@ -3,7 +3,6 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -136,14 +135,15 @@ pub fn train(args: TrainArgs) -> Result<()> {
         }
         None => (args.config(), None),
     };
-    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(run::StopSignal::new());
     {
-        let cancel = cancel.clone();
+        let stop = stop.clone();
         ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::SeqCst) {
+            if stop.requested().is_some() {
                 eprintln!("\nstopping now, without a checkpoint");
                 std::process::exit(130);
             }
+            stop.stop(true);
             eprintln!("\nstopping at the end of this step and saving a checkpoint (Ctrl-C again to quit at once)");
         })
         .context("cannot install the Ctrl-C handler")?;
@@ -193,7 +193,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
             bar.finish_and_clear()
         }
     };
-    let outcome = run::train(config.clone(), resume.as_deref(), &mut sink, &cancel)?;
+    let outcome = run::train(config.clone(), resume.as_deref(), &mut sink, &stop)?;
     match outcome {
         Outcome::Finished { output, metrics } => {
             eprintln!("saved the fine-tuned model to {}", output.display());

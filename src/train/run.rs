@@ -12,7 +12,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -30,6 +30,38 @@ use super::optim::{AdamWConfig, linear_schedule};
 use super::session::{LossSetup, Session, StepError};
 use crate::model::save::{write_folder_atomically, write_model};
 use crate::model::{self, LoadOptions, SentenceEncoder, SourceOptions};
+
+/// A request to stop a run at the end of the current step, shared with the thread that runs it.
+#[derive(Debug, Default)]
+pub struct StopSignal(AtomicU8);
+
+impl StopSignal {
+    const RUN: u8 = 0;
+    const KEEP: u8 = 1;
+    const DISCARD: u8 = 2;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the run to stop; `keep_checkpoint` saves where it was first.
+    pub fn stop(&self, keep_checkpoint: bool) {
+        let v = if keep_checkpoint {
+            Self::KEEP
+        } else {
+            Self::DISCARD
+        };
+        self.0.store(v, Ordering::SeqCst);
+    }
+
+    /// `Some(keep_checkpoint)` once a stop was asked for.
+    pub fn requested(&self) -> Option<bool> {
+        match self.0.load(Ordering::SeqCst) {
+            Self::RUN => None,
+            v => Some(v == Self::KEEP),
+        }
+    }
+}
 
 /// Why a run ended without a model.
 #[derive(Debug, thiserror::Error)]
@@ -229,12 +261,12 @@ fn load_encoder(spec: &str, config: &TrainConfig) -> Result<SentenceEncoder, Tra
 }
 
 /// Runs (or, with `resume`, continues) a training run. Every event goes to `sink` and to
-/// `OUTPUT/metrics.jsonl`. `cancel` is checked after every step.
+/// `OUTPUT/metrics.jsonl`. `stop` is checked after every step.
 pub fn train(
     config: TrainConfig,
     resume: Option<&Path>,
     sink: &mut dyn FnMut(&TrainEvent),
-    cancel: &AtomicBool,
+    stop: &StopSignal,
 ) -> Result<Outcome, TrainError> {
     config.validate().map_err(TrainError::Config)?;
     let dataset = data::load(&config.data)?;
@@ -455,11 +487,11 @@ pub fn train(
                     &mut evals,
                 )?;
             }
-            let cancelled = cancel.load(Ordering::SeqCst);
+            let stop_request = stop.requested();
             let due = config
                 .checkpoint_steps
                 .is_some_and(|k| global_step % k == 0);
-            if due || cancelled {
+            if due || stop_request == Some(true) {
                 let state = TrainerState {
                     global_step,
                     epoch: if at_epoch_end { next.0 + 1 } else { next.0 },
@@ -481,7 +513,7 @@ pub fn train(
                 })?;
                 last_checkpoint = Some(path);
             }
-            if cancelled {
+            if stop_request.is_some() {
                 report.emit(TrainEvent::Cancelled {
                     step: global_step,
                     checkpoint: last_checkpoint.clone(),
