@@ -1,108 +1,13 @@
 //! The explorer driven by hand: worker messages are constructed here (no model runs), keys are
 //! fed as events, and frames are drawn on ratatui's `TestBackend` and compared with snapshots.
 
+mod common;
+
+use common::tui_support::*;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
 use sbert_tui::tui::app::{App, EditTarget, Mode, ModelState, Pane};
-use sbert_tui::tui::messages::{Embedded, ModelSummary, Request, WorkerEvent};
+use sbert_tui::tui::messages::{Embedded, Request, Slot, WorkerEvent};
 use sbert_tui::tui::ui;
-
-/// A stand-in embedding: letter counts (a..z) plus length, so similar spellings are similar.
-fn fake_vector(text: &str) -> Vec<f32> {
-    let mut v = vec![0f32; 27];
-    for c in text.to_lowercase().chars() {
-        if c.is_ascii_lowercase() {
-            v[(c as u8 - b'a') as usize] += 1.0;
-        } else if !c.is_whitespace() {
-            v[(c as u32 % 26) as usize] += 0.5;
-        }
-    }
-    v[26] = text.chars().count() as f32 / 10.0;
-    v
-}
-
-fn summary() -> ModelSummary {
-    ModelSummary {
-        name: "sentence-transformers/all-MiniLM-L6-v2".into(),
-        device: "cpu".into(),
-        dim: 27,
-        pooling: "mean".into(),
-        max_seq_length: 256,
-        normalize: true,
-    }
-}
-
-/// Answers every pending request as the worker would; returns how many texts were embedded.
-fn serve(app: &mut App) -> usize {
-    let mut embedded = 0;
-    loop {
-        let requests = app.take_requests();
-        if requests.is_empty() {
-            return embedded;
-        }
-        for r in requests {
-            let event = match r {
-                Request::Load { generation, .. } | Request::SetPooling { generation, .. } => {
-                    WorkerEvent::Loaded {
-                        generation,
-                        model: summary(),
-                    }
-                }
-                Request::Embed {
-                    id,
-                    generation,
-                    texts,
-                } => {
-                    embedded += texts.len();
-                    WorkerEvent::Embedded {
-                        id,
-                        generation,
-                        items: texts
-                            .into_iter()
-                            .map(|t| Embedded {
-                                vector: fake_vector(&t),
-                                tokens: t.split_whitespace().count() + 2,
-                                truncated: t.len() > 200,
-                                text: t,
-                            })
-                            .collect(),
-                        millis: 12.0,
-                    }
-                }
-            };
-            app.on_worker(event);
-        }
-    }
-}
-
-fn ready_app(sentences: &[&str], color: bool) -> App {
-    let mut app = App::new(sentences.iter().map(|s| s.to_string()).collect(), color);
-    app.load_model("sentence-transformers/all-MiniLM-L6-v2", None);
-    serve(&mut app);
-    app
-}
-
-fn key(c: char) -> KeyEvent {
-    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
-}
-
-fn code(c: KeyCode) -> KeyEvent {
-    KeyEvent::new(c, KeyModifiers::NONE)
-}
-
-fn type_str(app: &mut App, s: &str) {
-    for c in s.chars() {
-        app.on_key(key(c));
-    }
-}
-
-fn render(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
-    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
-    app.size = ratatui::layout::Rect::new(0, 0, w, h);
-    terminal.draw(|f| ui::draw(app, f)).unwrap();
-    terminal
-}
 
 const TYPICAL: [&str; 6] = [
     "A man is playing a guitar.",
@@ -266,6 +171,7 @@ fn stale_results_are_dropped() {
     assert!(id2 > id1);
     // The answer to the first request arrives after the second was sent: ignored.
     app.on_worker(WorkerEvent::Embedded {
+        slot: Slot::Base,
         id: *id1,
         generation: *generation,
         items: vec![Embedded {
@@ -278,9 +184,10 @@ fn stale_results_are_dropped() {
     });
     assert_eq!(app.dropped_results, 1);
     assert!(!app.cached("x"));
-    assert!(app.pending);
+    assert!(app.pending());
     // A result from an older model generation is ignored too.
     app.on_worker(WorkerEvent::Embedded {
+        slot: Slot::Base,
         id: *id2,
         generation: generation - 1,
         items: vec![],
@@ -288,6 +195,7 @@ fn stale_results_are_dropped() {
     });
     assert_eq!(app.dropped_results, 2);
     app.on_worker(WorkerEvent::Embedded {
+        slot: Slot::Base,
         id: *id2,
         generation: *generation,
         items: vec![Embedded {
@@ -298,7 +206,7 @@ fn stale_results_are_dropped() {
         }],
         millis: 1.0,
     });
-    assert!(!app.pending);
+    assert!(!app.pending());
     assert_eq!(app.analysis.as_ref().unwrap().texts.last().unwrap(), "xy");
 }
 
@@ -311,12 +219,13 @@ fn pooling_switch_re_embeds_everything_and_a_refusal_keeps_the_old_model() {
         matches!(&reqs[0], Request::SetPooling { pooling, .. } if pooling == "max"),
         "mean is followed by max: {reqs:?}"
     );
-    let generation = app.generation;
+    let generation = app.base.generation;
     app.on_worker(WorkerEvent::LoadFailed {
+        slot: Slot::Base,
         generation,
         error: "Dense expects 32".into(),
     });
-    assert!(matches!(app.model, ModelState::Ready(_)));
+    assert!(matches!(app.base.model, ModelState::Ready(_)));
     assert!(app.status.as_ref().unwrap().error);
     assert_eq!(
         serve(&mut app),
@@ -329,8 +238,9 @@ fn pooling_switch_re_embeds_everything_and_a_refusal_keeps_the_old_model() {
 fn a_failed_model_says_why() {
     let mut app = App::new(vec!["a".into()], true);
     app.load_model("./nope", None);
-    let generation = app.generation;
+    let generation = app.base.generation;
     app.on_worker(WorkerEvent::LoadFailed {
+        slot: Slot::Base,
         generation,
         error: "model folder `./nope` does not exist".into(),
     });
@@ -449,12 +359,15 @@ fn a_model_that_fails_to_load_leaves_the_old_one_in_use() {
     app.on_key(code(KeyCode::Enter));
     let reqs = app.take_requests();
     assert!(matches!(&reqs[0], Request::Load { spec, .. } if spec == "./nope"));
-    let generation = app.generation;
+    let generation = app.base.generation;
     app.on_worker(WorkerEvent::LoadFailed {
+        slot: Slot::Base,
         generation,
         error: "model folder `./nope` does not exist".into(),
     });
-    assert!(matches!(&app.model, ModelState::Ready(m) if m.name.ends_with("all-MiniLM-L6-v2")));
+    assert!(
+        matches!(&app.base.model, ModelState::Ready(m) if m.name.ends_with("all-MiniLM-L6-v2"))
+    );
     assert!(
         app.status
             .as_ref()
@@ -463,4 +376,11 @@ fn a_model_that_fails_to_load_leaves_the_old_one_in_use() {
             .contains("still using sentence-transformers/all-MiniLM-L6-v2")
     );
     assert_eq!(serve(&mut app), 3);
+}
+
+#[test]
+fn t_opens_the_training_pane() {
+    let mut app = ready_app(&TYPICAL[..3], true);
+    app.on_key(key('t'));
+    assert_eq!(app.screen, sbert_tui::tui::app::Screen::Training);
 }

@@ -1,5 +1,6 @@
-//! The explorer's state and how it changes: keys, mouse, paste and worker messages in; requests
-//! for the worker out. Pure and synchronous, so tests drive it by hand.
+//! The app's state and how it changes: keys, mouse, paste, worker and training messages in;
+//! requests for the embedding worker and effects (start / stop a run, read a data file) out.
+//! Pure and synchronous, so tests drive it by hand.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,11 +11,14 @@ use ratatui::layout::{Position, Rect};
 use crate::analysis::pca::{PcaBasis, PcaError};
 use crate::analysis::similarity::cosine_matrix;
 use crate::model::PoolingMode;
+use crate::train::config::TrainConfig;
+use crate::train::events::TrainEvent;
 
 use super::demo::DEMO_SETS;
 use super::editor::LineEditor;
 use super::keys::{self, Action, Context};
-use super::messages::{Embedded, ModelSummary, Request, WorkerEvent};
+use super::messages::{Embedded, ModelSummary, Request, Slot, WorkerEvent};
+use super::training::{DataSummary, FieldId, Form, RunStatus, RunView, next_output};
 use super::ui;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,30 @@ impl Pane {
     }
 }
 
+/// The explorer, or the training pane (the explorer keeps working while a run trains).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    Explorer,
+    Training,
+}
+
+/// Which part of the training screen has the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainFocus {
+    /// The form, or the selected run when the form is closed.
+    Main,
+    History,
+}
+
+/// What the similarity pane shows once a fine-tuned model is loaded next to the base model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatrixView {
+    Base,
+    Tuned,
+    /// Fine-tuned minus base.
+    Difference,
+}
+
 /// What the input line is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EditTarget {
@@ -44,6 +72,9 @@ pub enum EditTarget {
     OpenPath,
     SavePath,
     ModelSpec,
+    /// A fine-tuned model (or checkpoint) to compare with the base model.
+    TunedSpec,
+    Field(FieldId),
 }
 
 impl EditTarget {
@@ -54,8 +85,19 @@ impl EditTarget {
             EditTarget::OpenPath => "open file",
             EditTarget::SavePath => "save to file",
             EditTarget::ModelSpec => "model (folder or Hub id)",
+            EditTarget::TunedSpec => "compare with (fine-tuned folder or checkpoint)",
+            EditTarget::Field(f) => f.label(),
         }
     }
+}
+
+/// A question that needs an answer before going on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Stop the running training run.
+    StopRun,
+    /// Quit while a run is training.
+    QuitDuringRun,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +106,7 @@ pub enum Mode {
     Editing(EditTarget, LineEditor),
     Help,
     Demo { selected: usize },
+    Confirm(Confirm),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,23 +116,131 @@ pub enum ModelState {
     Failed { spec: String, error: String },
 }
 
-/// Everything the panes show, computed once per change of the sentences' vectors.
+/// What the app asks of the world besides embeddings.
 #[derive(Debug, Clone)]
-pub struct Analysis {
-    pub texts: Vec<String>,
+pub enum Effect {
+    StartTraining(Box<TrainConfig>),
+    StopTraining {
+        keep_checkpoint: bool,
+    },
+    /// Read a data file for the form (kind, rows, preview).
+    InspectData {
+        path: String,
+        eval: bool,
+    },
+}
+
+/// One model's vectors for the current sentences.
+#[derive(Debug, Clone)]
+pub struct Side {
     pub vectors: Vec<Vec<f32>>,
     /// Tokens per text and whether it was cut at the model's max sequence length.
     pub tokens: Vec<(usize, bool)>,
     pub matrix: Vec<Vec<f32>>,
+}
+
+/// Everything the panes show, computed once per change of the sentences' vectors.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub texts: Vec<String>,
+    pub base: Side,
+    /// The fine-tuned model's side, when one is loaded.
+    pub tuned: Option<Side>,
+    /// Fitted on the base model's vectors; the fine-tuned ones are drawn in the same basis.
     pub pca: Result<PcaBasis, PcaError>,
-    /// Coordinates of each text in the PCA basis (empty without a basis).
     pub coords: Vec<Vec<f64>>,
+    /// The fine-tuned vectors in the base basis (empty when the widths differ).
+    pub tuned_coords: Vec<Vec<f64>>,
+}
+
+impl Analysis {
+    /// The similarity matrix of `view` (base when nothing else is available).
+    pub fn matrix(&self, view: MatrixView) -> Vec<Vec<f32>> {
+        match (view, &self.tuned) {
+            (MatrixView::Tuned, Some(t)) => t.matrix.clone(),
+            (MatrixView::Difference, Some(t)) => t
+                .matrix
+                .iter()
+                .zip(&self.base.matrix)
+                .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
+                .collect(),
+            _ => self.base.matrix.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusMessage {
     pub text: String,
     pub error: bool,
+}
+
+/// One model as the app tracks it: its state, and the vectors it has given.
+#[derive(Debug, Clone)]
+pub struct ModelSlot {
+    pub model: ModelState,
+    /// Changes whenever the model or its pooling changes; older results are ignored.
+    pub generation: u64,
+    pub pending: bool,
+    cache: HashMap<String, Embedded>,
+    last_request: u64,
+    requested: Vec<String>,
+    previous_model: Option<ModelSummary>,
+}
+
+impl ModelSlot {
+    fn new() -> Self {
+        Self {
+            model: ModelState::Loading {
+                spec: String::new(),
+                message: "starting…".into(),
+            },
+            generation: 0,
+            pending: false,
+            cache: HashMap::new(),
+            last_request: 0,
+            requested: Vec::new(),
+            previous_model: None,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        matches!(self.model, ModelState::Ready(_))
+    }
+
+    fn forget(&mut self) {
+        self.generation += 1;
+        self.cache.clear();
+        self.pending = false;
+    }
+
+    /// The texts this slot has no vector for.
+    fn missing(&self, texts: &[String]) -> Vec<String> {
+        let mut missing: Vec<String> = Vec::new();
+        for t in texts {
+            if !self.cache.contains_key(t) && !missing.contains(t) {
+                missing.push(t.clone());
+            }
+        }
+        missing
+    }
+
+    fn side(&self, texts: &[String]) -> Side {
+        let items: Vec<&Embedded> = texts.iter().map(|t| &self.cache[t]).collect();
+        let vectors: Vec<Vec<f32>> = items.iter().map(|e| e.vector.clone()).collect();
+        Side {
+            tokens: items.iter().map(|e| (e.tokens, e.truncated)).collect(),
+            matrix: cosine_matrix(&vectors),
+            vectors,
+        }
+    }
+
+    fn trim_cache(&mut self, keep: &[String]) {
+        if self.cache.len() > 512 {
+            let keep: std::collections::HashSet<&String> = keep.iter().collect();
+            self.cache.retain(|k, _| keep.contains(k));
+        }
+    }
 }
 
 pub struct App {
@@ -102,12 +253,13 @@ pub struct App {
     pub mode: Mode,
     /// 0: PC1 / PC2, 1: PC2 / PC3.
     pub components: usize,
-    pub model: ModelState,
-    /// Changes whenever the model or its pooling changes; older results are ignored.
-    pub generation: u64,
+    /// The model being explored.
+    pub base: ModelSlot,
+    /// A fine-tuned model shown next to it.
+    pub tuned: Option<ModelSlot>,
+    pub view: MatrixView,
     pub analysis: Option<Analysis>,
     pub status: Option<StatusMessage>,
-    pub pending: bool,
     pub last_embed_ms: Option<f64>,
     pub color: bool,
     pub quit: bool,
@@ -115,11 +267,19 @@ pub struct App {
     pub size: Rect,
     /// Results that arrived too late to matter (for tests and diagnostics).
     pub dropped_results: usize,
-    cache: HashMap<String, Embedded>,
-    last_request: u64,
-    requested: Vec<String>,
-    previous_model: Option<ModelSummary>,
+    pub screen: Screen,
+    pub form: Form,
+    /// The form is shown (else the selected run).
+    pub form_open: bool,
+    pub train_focus: TrainFocus,
+    /// Every run of this session, oldest first.
+    pub runs: Vec<RunView>,
+    /// The run shown in the training pane.
+    pub run_selected: usize,
+    /// Quit as soon as the running run has stopped.
+    pub quit_after_stop: bool,
     outbox: Vec<Request>,
+    effects: Vec<Effect>,
 }
 
 impl App {
@@ -131,55 +291,119 @@ impl App {
             focus: Pane::Sentences,
             mode: Mode::Normal,
             components: 0,
-            model: ModelState::Loading {
-                spec: String::new(),
-                message: "starting…".into(),
-            },
-            generation: 0,
+            base: ModelSlot::new(),
+            tuned: None,
+            view: MatrixView::Base,
             analysis: None,
             status: None,
-            pending: false,
             last_embed_ms: None,
             color,
             quit: false,
             size: Rect::default(),
             dropped_results: 0,
-            cache: HashMap::new(),
-            last_request: 0,
-            requested: Vec::new(),
-            previous_model: None,
+            screen: Screen::Explorer,
+            form: Form::new("", next_output(Path::new("runs"))),
+            form_open: true,
+            train_focus: TrainFocus::Main,
+            runs: Vec::new(),
+            run_selected: 0,
+            quit_after_stop: false,
             outbox: Vec::new(),
+            effects: Vec::new(),
         }
     }
 
-    /// Requests for the worker, in order; empties the outbox.
+    /// Requests for the embedding worker, in order; empties the outbox.
     pub fn take_requests(&mut self) -> Vec<Request> {
         std::mem::take(&mut self.outbox)
     }
 
-    pub fn cached(&self, text: &str) -> bool {
-        self.cache.contains_key(text)
+    /// Effects for the training side, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
     }
 
-    /// Starts loading a model; everything embedded so far is forgotten.
+    pub fn cached(&self, text: &str) -> bool {
+        self.base.cache.contains_key(text)
+    }
+
+    /// True while any model is embedding.
+    pub fn pending(&self) -> bool {
+        self.base.pending || self.tuned.as_ref().is_some_and(|t| t.pending)
+    }
+
+    /// The run that is training now, if any.
+    pub fn active_run(&self) -> Option<&RunView> {
+        self.runs.iter().rev().find(|r| r.status.is_active())
+    }
+
+    fn slot_mut(&mut self, slot: Slot) -> Option<&mut ModelSlot> {
+        match slot {
+            Slot::Base => Some(&mut self.base),
+            Slot::Tuned => self.tuned.as_mut(),
+        }
+    }
+
+    /// Starts loading the model to explore; everything embedded so far is forgotten.
     pub fn load_model(&mut self, spec: &str, pooling: Option<String>) {
-        self.generation += 1;
-        self.cache.clear();
-        self.pending = false;
+        if self.form.get(FieldId::Model).is_empty() || self.runs.is_empty() {
+            self.form.set(FieldId::Model, spec.to_string());
+        }
+        let s = &mut self.base;
+        s.forget();
         // If the load fails, the worker keeps the model it had; so does the UI.
-        self.previous_model = match &self.model {
+        s.previous_model = match &s.model {
             ModelState::Ready(m) => Some(m.clone()),
             _ => None,
         };
-        self.model = ModelState::Loading {
+        s.model = ModelState::Loading {
             spec: spec.to_string(),
             message: format!("loading {spec}…"),
         };
         self.outbox.push(Request::Load {
-            generation: self.generation,
+            slot: Slot::Base,
+            generation: s.generation,
             spec: spec.to_string(),
             pooling,
         });
+    }
+
+    /// Loads a fine-tuned model (or checkpoint) next to the base model, with the base model's
+    /// pooling, and shows the difference.
+    pub fn load_tuned(&mut self, spec: &str) {
+        let mut slot = self.tuned.take().unwrap_or_else(ModelSlot::new);
+        slot.forget();
+        slot.model = ModelState::Loading {
+            spec: spec.to_string(),
+            message: format!("loading {spec}…"),
+        };
+        let pooling = match &self.base.model {
+            ModelState::Ready(m) => Some(m.pooling.clone()),
+            _ => None,
+        };
+        self.outbox.push(Request::Load {
+            slot: Slot::Tuned,
+            generation: slot.generation,
+            spec: spec.to_string(),
+            pooling,
+        });
+        self.tuned = Some(slot);
+        self.view = MatrixView::Difference;
+        self.screen = Screen::Explorer;
+        self.set_status(
+            format!("loading {spec} to compare with the base model…"),
+            false,
+        );
+    }
+
+    fn unload_tuned(&mut self) {
+        if self.tuned.take().is_some() {
+            self.outbox.push(Request::Unload { slot: Slot::Tuned });
+            self.view = MatrixView::Base;
+            self.analysis = None;
+            self.set_status("comparison closed", false);
+            self.refresh();
+        }
     }
 
     fn set_status(&mut self, text: impl Into<String>, error: bool) {
@@ -206,127 +430,258 @@ impl App {
         texts
     }
 
-    /// Asks for the vectors that are missing, or rebuilds the analysis when none are.
+    /// Asks each model for the vectors it lacks, or rebuilds the analysis when none are missing.
     fn refresh(&mut self) {
-        let ModelState::Ready(_) = self.model else {
+        if !self.base.ready() {
             return;
-        };
-        let texts = self.texts();
-        let mut missing: Vec<String> = Vec::new();
-        for t in &texts {
-            if !self.cache.contains_key(t) && !missing.contains(t) {
-                missing.push(t.clone());
-            }
         }
-        if !missing.is_empty() {
-            if self.pending && missing == self.requested {
-                return; // already asked
+        let texts = self.texts();
+        let mut waiting = false;
+        for slot in [Slot::Base, Slot::Tuned] {
+            let Some(s) = (match slot {
+                Slot::Base => Some(&mut self.base),
+                Slot::Tuned => self.tuned.as_mut().filter(|t| t.ready()),
+            }) else {
+                continue;
+            };
+            let missing = s.missing(&texts);
+            if missing.is_empty() {
+                s.pending = false;
+                continue;
             }
-            self.last_request += 1;
-            self.pending = true;
-            self.requested = missing.clone();
+            waiting = true;
+            if s.pending && missing == s.requested {
+                continue; // already asked
+            }
+            s.last_request += 1;
+            s.pending = true;
+            s.requested = missing.clone();
             self.outbox.push(Request::Embed {
-                id: self.last_request,
-                generation: self.generation,
+                slot,
+                id: s.last_request,
+                generation: s.generation,
                 texts: missing,
             });
+        }
+        if waiting {
             return;
         }
-        self.pending = false;
-        if self.analysis.as_ref().is_some_and(|a| a.texts == texts) {
+        let tuned_ready = self.tuned.as_ref().is_some_and(|t| t.ready());
+        if self
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.texts == texts && a.tuned.is_some() == tuned_ready)
+        {
             return;
         }
         self.analysis = Some(self.analyse(texts));
-        // Typing leaves a trail of prefixes in the cache; keep it bounded.
-        if self.cache.len() > 512 {
-            let keep: std::collections::HashSet<String> = self.texts().into_iter().collect();
-            self.cache.retain(|k, _| keep.contains(k));
-        }
     }
 
-    fn analyse(&self, texts: Vec<String>) -> Analysis {
-        let items: Vec<&Embedded> = texts.iter().map(|t| &self.cache[t]).collect();
-        let vectors: Vec<Vec<f32>> = items.iter().map(|e| e.vector.clone()).collect();
-        let tokens = items.iter().map(|e| (e.tokens, e.truncated)).collect();
-        let matrix = cosine_matrix(&vectors);
-        let pca = PcaBasis::fit(&vectors);
-        let coords = pca
+    fn analyse(&mut self, texts: Vec<String>) -> Analysis {
+        let base = self.base.side(&texts);
+        let tuned = self
+            .tuned
             .as_ref()
-            .map(|b| b.project(&vectors))
-            .unwrap_or_default();
+            .filter(|t| t.ready())
+            .map(|t| t.side(&texts));
+        let pca = PcaBasis::fit(&base.vectors);
+        let (coords, tuned_coords) = match &pca {
+            Ok(b) => (
+                b.project(&base.vectors),
+                tuned
+                    .as_ref()
+                    .map(|t| b.project(&t.vectors))
+                    .unwrap_or_default(),
+            ),
+            Err(_) => (Vec::new(), Vec::new()),
+        };
+        self.base.trim_cache(&texts);
+        if let Some(t) = self.tuned.as_mut() {
+            t.trim_cache(&texts);
+        }
         Analysis {
             texts,
-            vectors,
-            tokens,
-            matrix,
+            base,
+            tuned,
             pca,
             coords,
+            tuned_coords,
         }
     }
 
     pub fn on_worker(&mut self, event: WorkerEvent) {
+        let slot = match &event {
+            WorkerEvent::Progress { slot, .. }
+            | WorkerEvent::Loaded { slot, .. }
+            | WorkerEvent::LoadFailed { slot, .. }
+            | WorkerEvent::Embedded { slot, .. }
+            | WorkerEvent::EmbedFailed { slot, .. } => *slot,
+        };
+        let Some(s) = self.slot_mut(slot) else {
+            self.dropped_results += 1;
+            return;
+        };
         match event {
             WorkerEvent::Progress {
                 generation,
                 message,
-            } if generation == self.generation => {
-                if let ModelState::Loading { message: m, .. } = &mut self.model {
+                ..
+            } if generation == s.generation => {
+                if let ModelState::Loading { message: m, .. } = &mut s.model {
                     *m = message;
                 }
             }
-            WorkerEvent::Loaded { generation, model } if generation == self.generation => {
-                self.status = None;
-                self.model = ModelState::Ready(model);
-                self.previous_model = None;
+            WorkerEvent::Loaded {
+                generation, model, ..
+            } if generation == s.generation => {
+                s.model = ModelState::Ready(model);
+                s.previous_model = None;
+                if slot == Slot::Tuned {
+                    self.set_status(
+                        "comparing: v switches base / fine-tuned / difference",
+                        false,
+                    );
+                } else {
+                    self.status = None;
+                }
                 self.refresh();
             }
-            WorkerEvent::LoadFailed { generation, error } if generation == self.generation => {
-                match self.previous_model.take() {
-                    // A pooling change or another model was refused: the old one is still loaded.
-                    Some(prev) => {
-                        self.set_status(format!("{error} (still using {})", prev.name), true);
-                        self.model = ModelState::Ready(prev);
-                        self.refresh();
-                    }
-                    None => {
-                        self.set_status(error.clone(), true);
-                        let spec = match &self.model {
-                            ModelState::Loading { spec, .. } => spec.clone(),
-                            _ => String::new(),
-                        };
-                        self.model = ModelState::Failed { spec, error };
-                    }
+            WorkerEvent::LoadFailed {
+                generation, error, ..
+            } if generation == s.generation => match s.previous_model.take() {
+                // A pooling change or another model was refused: the old one is still loaded.
+                Some(prev) => {
+                    let msg = format!("{error} (still using {})", prev.name);
+                    s.model = ModelState::Ready(prev);
+                    self.set_status(msg, true);
+                    self.refresh();
                 }
-            }
+                None if slot == Slot::Tuned => {
+                    self.tuned = None;
+                    self.view = MatrixView::Base;
+                    self.set_status(format!("cannot compare: {error}"), true);
+                }
+                None => {
+                    let spec = match &s.model {
+                        ModelState::Loading { spec, .. } => spec.clone(),
+                        _ => String::new(),
+                    };
+                    s.model = ModelState::Failed {
+                        spec,
+                        error: error.clone(),
+                    };
+                    self.set_status(error, true);
+                }
+            },
             WorkerEvent::Embedded {
                 id,
                 generation,
                 items,
                 millis,
+                ..
             } => {
-                if generation != self.generation || id != self.last_request {
+                if generation != s.generation || id != s.last_request {
                     self.dropped_results += 1;
                     return;
                 }
                 for item in items {
-                    self.cache.insert(item.text.clone(), item);
+                    s.cache.insert(item.text.clone(), item);
                 }
-                self.pending = false;
+                s.pending = false;
                 self.last_embed_ms = Some(millis);
                 self.refresh();
             }
-            WorkerEvent::EmbedFailed { id, error } if id == self.last_request => {
-                self.pending = false;
-                self.set_status(error, true);
+            WorkerEvent::EmbedFailed { id, error, .. } => {
+                if id == s.last_request {
+                    s.pending = false;
+                    self.set_status(error, true);
+                }
             }
             _ => {} // an event about an older generation
         }
     }
 
+    /// An event from the training run.
+    pub fn on_train(&mut self, event: &TrainEvent) {
+        let Some(run) = self.runs.iter_mut().rev().find(|r| r.status.is_active()) else {
+            return;
+        };
+        let stopping = run.status == RunStatus::Stopping;
+        run.on_event(event);
+        if stopping && run.status == RunStatus::Running {
+            run.status = RunStatus::Stopping;
+        }
+        let id = run.id;
+        match event {
+            TrainEvent::Started {
+                total_steps,
+                device,
+                ..
+            } => self.set_status(format!("run {id}: {total_steps} steps on {device}"), false),
+            TrainEvent::Finished {
+                output, metrics, ..
+            } => {
+                let m = metrics
+                    .first()
+                    .map(|(k, v)| format!(" · {k} {v:.4}"))
+                    .unwrap_or_default();
+                self.set_status(
+                    format!(
+                        "run {id} finished: {}{m} · l loads it next to the base model",
+                        output.display()
+                    ),
+                    false,
+                );
+            }
+            TrainEvent::Failed { message, .. } => {
+                self.set_status(format!("run {id} failed: {message}"), true)
+            }
+            TrainEvent::Cancelled { checkpoint, .. } => {
+                let kept = checkpoint
+                    .as_ref()
+                    .map_or("no checkpoint".to_string(), |p| {
+                        format!("checkpoint {}", p.display())
+                    });
+                self.set_status(format!("run {id} stopped · {kept}"), false);
+            }
+            _ => {}
+        }
+        if matches!(
+            event,
+            TrainEvent::Finished { .. } | TrainEvent::Failed { .. } | TrainEvent::Cancelled { .. }
+        ) && self.quit_after_stop
+        {
+            self.quit = true;
+        }
+    }
+
+    /// The training thread ended with an error before it could report one (for example, the
+    /// model could not be loaded).
+    pub fn on_train_error(&mut self, message: &str) {
+        if let Some(run) = self.runs.iter_mut().rev().find(|r| r.status.is_active()) {
+            run.status = RunStatus::Failed(message.to_string());
+            let id = run.id;
+            self.set_status(format!("run {id} failed: {message}"), true);
+        }
+        if self.quit_after_stop {
+            self.quit = true;
+        }
+    }
+
+    /// A data file asked for by the form was read.
+    pub fn on_data(&mut self, path: &str, eval: bool, result: Result<DataSummary, String>) {
+        self.form.data_inspected(path, result, eval);
+    }
+
     fn context(&self) -> Context {
-        match self.mode {
-            Mode::Editing(..) => Context::Editing,
-            _ => self.focus.context(),
+        match (&self.mode, self.screen) {
+            (Mode::Editing(..), _) => Context::Editing,
+            (_, Screen::Explorer) => self.focus.context(),
+            (_, Screen::Training) => match (self.train_focus, self.form_open) {
+                (TrainFocus::History, _) => Context::History,
+                (TrainFocus::Main, true) => Context::Form,
+                (TrainFocus::Main, false) => Context::Run,
+            },
         }
     }
 
@@ -334,9 +689,11 @@ impl App {
         match &mut self.mode {
             Mode::Help => {
                 if keys::is_ctrl_c(&ev) {
-                    self.quit = true;
+                    self.request_quit();
                 }
-                self.mode = Mode::Normal;
+                if !matches!(self.mode, Mode::Confirm(_)) {
+                    self.mode = Mode::Normal;
+                }
                 return;
             }
             Mode::Demo { selected } => {
@@ -356,6 +713,31 @@ impl App {
                 }
                 return;
             }
+            Mode::Confirm(what) => {
+                let what = *what;
+                self.mode = Mode::Normal;
+                let keep = match ev.code {
+                    KeyCode::Char('k') | KeyCode::Char('y') => Some(true),
+                    KeyCode::Char('d') => Some(false),
+                    _ if keys::is_ctrl_c(&ev) => {
+                        // Ctrl-C twice: quit now, the run stops without a checkpoint.
+                        self.effects.push(Effect::StopTraining {
+                            keep_checkpoint: false,
+                        });
+                        self.quit = true;
+                        return;
+                    }
+                    _ => None, // c, Esc, anything else: carry on
+                };
+                if let Some(keep) = keep {
+                    self.stop_run(keep);
+                    if what == Confirm::QuitDuringRun {
+                        self.quit_after_stop = true;
+                        self.set_status("stopping the run, then quitting…", false);
+                    }
+                }
+                return;
+            }
             _ => {}
         }
         let action = keys::lookup(&ev, self.context());
@@ -367,7 +749,7 @@ impl App {
                     self.mode = Mode::Normal;
                     self.clamp_selection();
                 }
-                Some(Action::Quit) => self.quit = true,
+                Some(Action::Quit) => self.request_quit(),
                 Some(Action::CursorLeft) => editor.left(),
                 Some(Action::CursorRight) => editor.right(),
                 Some(Action::CursorHome) => editor.home(),
@@ -400,10 +782,46 @@ impl App {
         }
     }
 
+    /// Quit, unless a run is training: then ask what to do with it.
+    fn request_quit(&mut self) {
+        if self.active_run().is_some() {
+            if self.quit_after_stop {
+                // Asked twice: leave now.
+                self.effects.push(Effect::StopTraining {
+                    keep_checkpoint: false,
+                });
+                self.quit = true;
+            } else {
+                self.mode = Mode::Confirm(Confirm::QuitDuringRun);
+            }
+        } else {
+            self.quit = true;
+        }
+    }
+
+    fn stop_run(&mut self, keep_checkpoint: bool) {
+        if let Some(run) = self.runs.iter_mut().rev().find(|r| r.status.is_active()) {
+            run.status = RunStatus::Stopping;
+            self.effects.push(Effect::StopTraining { keep_checkpoint });
+            let how = if keep_checkpoint {
+                "saving a checkpoint"
+            } else {
+                "without a checkpoint"
+            };
+            self.set_status(format!("stopping at the end of this step, {how}…"), false);
+        }
+    }
+
     fn act(&mut self, action: Action) {
         let n = self.sentences.len();
         match action {
-            Action::Quit => self.quit = true,
+            Action::Quit => self.request_quit(),
+            Action::NextPane | Action::PrevPane if self.screen == Screen::Training => {
+                self.train_focus = match self.train_focus {
+                    TrainFocus::Main => TrainFocus::History,
+                    TrainFocus::History => TrainFocus::Main,
+                };
+            }
             Action::NextPane | Action::PrevPane => {
                 let i = Pane::ORDER
                     .iter()
@@ -413,8 +831,43 @@ impl App {
                 self.focus = Pane::ORDER[(i + step) % 3];
             }
             Action::Help => self.mode = Mode::Help,
+            Action::ToggleScreen => {
+                self.screen = match self.screen {
+                    Screen::Explorer => Screen::Training,
+                    Screen::Training => Screen::Explorer,
+                };
+                if self.screen == Screen::Training && self.form.data.is_none() {
+                    self.inspect_form_files();
+                }
+            }
+            Action::CycleView => {
+                if self.tuned.as_ref().is_some_and(|t| t.ready()) {
+                    self.view = match self.view {
+                        MatrixView::Base => MatrixView::Tuned,
+                        MatrixView::Tuned => MatrixView::Difference,
+                        MatrixView::Difference => MatrixView::Base,
+                    };
+                } else {
+                    self.set_status(
+                        "no fine-tuned model loaded (L loads one, or l after a run)",
+                        true,
+                    );
+                }
+            }
+            Action::Compare => {
+                let start = self
+                    .runs
+                    .iter()
+                    .rev()
+                    .find_map(|r| r.loadable())
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                self.mode = Mode::Editing(EditTarget::TunedSpec, LineEditor::new(&start));
+            }
+            Action::CloseCompare => self.unload_tuned(),
             Action::DemoSets => self.mode = Mode::Demo { selected: 0 },
             Action::Add => {
+                self.screen = Screen::Explorer;
                 self.focus = Pane::Sentences;
                 self.selected = n;
                 self.mode = Mode::Editing(EditTarget::NewSentence, LineEditor::default());
@@ -445,7 +898,7 @@ impl App {
             Action::Right => self.matrix_col = (self.matrix_col + 1).min(n.saturating_sub(1)),
             Action::NextPooling => self.next_pooling(),
             Action::LoadModel => {
-                let current = match &self.model {
+                let current = match &self.base.model {
                     ModelState::Ready(m) => m.name.clone(),
                     ModelState::Loading { spec, .. } | ModelState::Failed { spec, .. } => {
                         spec.clone()
@@ -472,12 +925,106 @@ impl App {
                     self.set_status("PC3 needs at least 4 sentences", true);
                 }
             }
+            Action::FieldUp => self.form.selected = self.form.selected.saturating_sub(1),
+            Action::FieldDown => {
+                self.form.selected = (self.form.selected + 1).min(self.form.visible().len() - 1)
+            }
+            Action::FieldPrev | Action::FieldNext => {
+                let f = self.form.selected_field();
+                if f.is_choice() {
+                    self.form.cycle(f, action == Action::FieldNext);
+                }
+            }
+            Action::FieldEdit => {
+                let f = self.form.selected_field();
+                if f.is_choice() {
+                    self.form.cycle(f, true);
+                } else {
+                    let v = self.form.get(f).to_string();
+                    self.mode = Mode::Editing(EditTarget::Field(f), LineEditor::new(&v));
+                }
+            }
+            Action::StartRun => self.start_run(),
+            Action::StopRun => {
+                if self.active_run().is_some() {
+                    self.mode = Mode::Confirm(Confirm::StopRun);
+                }
+            }
+            Action::NewRun => {
+                if self.active_run().is_some() {
+                    self.set_status("a run is training; x stops it", true);
+                } else {
+                    self.form_open = true;
+                    self.train_focus = TrainFocus::Main;
+                    self.form
+                        .set(FieldId::Output, next_output(Path::new("runs")));
+                }
+            }
+            Action::LoadRun => {
+                let run = self.runs.get(self.run_selected);
+                match run.and_then(RunView::loadable) {
+                    Some(path) => self.load_tuned(&path.to_string_lossy()),
+                    None => self.set_status("this run has no model or checkpoint to load", true),
+                }
+            }
+            Action::HistoryUp => {
+                self.run_selected = self.run_selected.saturating_sub(1);
+                self.form_open = false;
+            }
+            Action::HistoryDown => {
+                self.run_selected = (self.run_selected + 1).min(self.runs.len().saturating_sub(1));
+                self.form_open = false;
+            }
             _ => {}
         }
     }
 
+    fn inspect_form_files(&mut self) {
+        for (field, eval) in [(FieldId::Data, false), (FieldId::Eval, true)] {
+            let path = self.form.get(field).trim().to_string();
+            if path.is_empty() {
+                if eval {
+                    self.form.eval = None;
+                } else {
+                    self.form.data = None;
+                }
+            } else {
+                self.effects.push(Effect::InspectData { path, eval });
+            }
+        }
+    }
+
+    fn start_run(&mut self) {
+        if self.active_run().is_some() {
+            return self.set_status("a run is already training", true);
+        }
+        let Some(config) = self.form.validate() else {
+            let first = self.form.errors.first().map(|e| e.0);
+            if let Some(f) = first {
+                self.form.selected = self
+                    .form
+                    .visible()
+                    .iter()
+                    .position(|x| *x == f)
+                    .unwrap_or(0);
+                self.set_status(
+                    format!("{}: {}", f.label(), self.form.error(f).unwrap_or_default()),
+                    true,
+                );
+            }
+            return;
+        };
+        let id = self.runs.len() + 1;
+        self.runs.push(RunView::new(id, config.clone()));
+        self.run_selected = self.runs.len() - 1;
+        self.form_open = false;
+        self.train_focus = TrainFocus::Main;
+        self.effects.push(Effect::StartTraining(Box::new(config)));
+        self.set_status(format!("run {id} starting…"), false);
+    }
+
     fn next_pooling(&mut self) {
-        let ModelState::Ready(model) = &self.model else {
+        let ModelState::Ready(model) = &self.base.model else {
             return self.set_status("no model loaded yet", true);
         };
         let current = model.pooling.parse::<PoolingMode>().ok();
@@ -485,15 +1032,22 @@ impl App {
             .and_then(|m| PoolingMode::ALL.iter().position(|x| *x == m))
             .map_or(0, |i| (i + 1) % PoolingMode::ALL.len());
         let next = PoolingMode::ALL[i];
-        self.previous_model = Some(model.clone());
-        self.generation += 1;
-        self.cache.clear();
-        self.pending = false;
+        for slot in [Slot::Base, Slot::Tuned] {
+            let Some(s) = self.slot_mut(slot).filter(|s| s.ready()) else {
+                continue;
+            };
+            if let ModelState::Ready(m) = &s.model {
+                s.previous_model = Some(m.clone());
+            }
+            s.forget();
+            let generation = s.generation;
+            self.outbox.push(Request::SetPooling {
+                slot,
+                generation,
+                pooling: next.name().to_string(),
+            });
+        }
         self.set_status(format!("switching pooling to {next}…"), false);
-        self.outbox.push(Request::SetPooling {
-            generation: self.generation,
-            pooling: next.name().to_string(),
-        });
     }
 
     fn commit(&mut self) {
@@ -540,6 +1094,25 @@ impl App {
                     self.load_model(text.trim(), None);
                 }
             }
+            EditTarget::TunedSpec => {
+                if !text.trim().is_empty() {
+                    self.load_tuned(text.trim());
+                }
+            }
+            EditTarget::Field(f) => {
+                self.form.set(f, text.trim().to_string());
+                match f {
+                    FieldId::Data => {
+                        self.form.data = None;
+                        self.inspect_form_files();
+                    }
+                    FieldId::Eval => {
+                        self.form.eval = None;
+                        self.inspect_form_files();
+                    }
+                    _ => {}
+                }
+            }
         }
         self.clamp_selection();
         self.refresh();
@@ -584,7 +1157,10 @@ impl App {
 
     /// Clicks select: a sentence in the list, a cell in the matrix; any click focuses its pane.
     pub fn on_mouse(&mut self, ev: MouseEvent) {
-        if ev.kind != MouseEventKind::Down(MouseButton::Left) || self.mode != Mode::Normal {
+        if ev.kind != MouseEventKind::Down(MouseButton::Left)
+            || self.mode != Mode::Normal
+            || self.screen != Screen::Explorer
+        {
             return;
         }
         let at = Position::new(ev.column, ev.row);

@@ -1,19 +1,35 @@
 //! What the UI and the embedding worker say to each other. Everything here is owned, plain
 //! data: the UI never sees a tensor.
 
+/// Which of the two models a message is about: the one being explored, or a fine-tuned one
+/// shown next to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Base,
+    Tuned,
+}
+
 /// From the UI to the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Load a model (folder or Hub id), optionally with a pooling override.
     Load {
+        slot: Slot,
         generation: u64,
         spec: String,
         pooling: Option<String>,
     },
-    /// Change the loaded model's pooling.
-    SetPooling { generation: u64, pooling: String },
+    /// Change a loaded model's pooling.
+    SetPooling {
+        slot: Slot,
+        generation: u64,
+        pooling: String,
+    },
+    /// Forget a model.
+    Unload { slot: Slot },
     /// Embed these texts with the model of `generation`.
     Embed {
+        slot: Slot,
         id: u64,
         generation: u64,
         texts: Vec<String>,
@@ -46,24 +62,29 @@ pub struct Embedded {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerEvent {
     Progress {
+        slot: Slot,
         generation: u64,
         message: String,
     },
     Loaded {
+        slot: Slot,
         generation: u64,
         model: ModelSummary,
     },
     LoadFailed {
+        slot: Slot,
         generation: u64,
         error: String,
     },
     Embedded {
+        slot: Slot,
         id: u64,
         generation: u64,
         items: Vec<Embedded>,
         millis: f64,
     },
     EmbedFailed {
+        slot: Slot,
         id: u64,
         error: String,
     },

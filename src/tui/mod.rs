@@ -8,11 +8,13 @@ pub mod editor;
 pub mod keys;
 pub mod messages;
 pub mod theme;
+pub mod training;
 pub mod ui;
 pub mod worker;
 
 use std::io::{self, Stdout};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -28,7 +30,9 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 
 use crate::model::DeviceChoice;
-use app::App;
+use crate::train::events::TrainEvent;
+use crate::train::run::StopSignal;
+use app::{App, Effect};
 use messages::WorkerEvent;
 
 /// What the UI starts with.
@@ -40,9 +44,72 @@ pub struct TuiOptions {
     pub sentences: Vec<String>,
 }
 
+/// Redraw interval while a run trains (the elapsed time and ETA move).
+const TICK: Duration = Duration::from_millis(50);
+
 enum AppEvent {
     Input(Event),
+    /// No input for a while: redraw if something is moving (a run's clock).
+    Tick,
     Worker(WorkerEvent),
+    Train(TrainEvent),
+    /// The training thread ended; `Err` when it failed before it could report why.
+    TrainDone(Result<(), String>),
+    Data {
+        path: String,
+        eval: bool,
+        result: Result<training::DataSummary, String>,
+    },
+}
+
+/// Carries out what the app asked for besides embeddings: runs and data files.
+struct Effects {
+    tx: Sender<AppEvent>,
+    stop: Option<Arc<StopSignal>>,
+}
+
+impl Effects {
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::StartTraining(config) => {
+                let stop = Arc::new(StopSignal::new());
+                self.stop = Some(stop.clone());
+                let tx = self.tx.clone();
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("training".into())
+                        .spawn(move || {
+                            let events = tx.clone();
+                            let mut sink = |e: &TrainEvent| {
+                                let _ = events.send(AppEvent::Train(e.clone()));
+                            };
+                            let result = crate::train::run::train(*config, None, &mut sink, &stop);
+                            let _ = tx.send(AppEvent::TrainDone(
+                                result.map(|_| ()).map_err(|e| e.to_string()),
+                            ));
+                        });
+                if let Err(e) = spawned {
+                    let _ = self.tx.send(AppEvent::TrainDone(Err(format!(
+                        "cannot start a thread: {e}"
+                    ))));
+                }
+            }
+            Effect::StopTraining { keep_checkpoint } => {
+                if let Some(stop) = &self.stop {
+                    stop.stop(keep_checkpoint);
+                }
+            }
+            Effect::InspectData { path, eval } => {
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let result = crate::train::data::load(std::path::Path::new(&path))
+                        .map(|d| training::DataSummary::of(&d))
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(AppEvent::Data { path, eval, result });
+                });
+            }
+        }
+    }
 }
 
 /// Puts the terminal back as it was: on drop, and from the panic hook before the panic message.
@@ -97,13 +164,14 @@ pub fn run(options: TuiOptions) -> Result<()> {
     let mut app = App::new(options.sentences, theme::Theme::from_env().color);
     app.load_model(&options.model, options.pooling);
 
+    let tx_effects = tx.clone();
     let (_guard, mut terminal) = TerminalGuard::enter()?;
     // Input on its own thread, so the UI thread sleeps on one channel.
     std::thread::Builder::new()
         .name("input".into())
         .spawn(move || {
             loop {
-                match event::poll(Duration::from_millis(200)) {
+                match event::poll(TICK) {
                     Ok(true) => match event::read() {
                         Ok(ev) => {
                             if tx.send(AppEvent::Input(ev)).is_err() {
@@ -112,7 +180,11 @@ pub fn run(options: TuiOptions) -> Result<()> {
                         }
                         Err(_) => return,
                     },
-                    Ok(false) => {}
+                    Ok(false) => {
+                        if tx.send(AppEvent::Tick).is_err() {
+                            return;
+                        }
+                    }
                     Err(_) => return,
                 }
             }
@@ -137,13 +209,25 @@ pub fn run(options: TuiOptions) -> Result<()> {
     if std::env::var_os("SBERT_TUI_TEST_PANIC").is_some() {
         panic!("test panic after the first frame");
     }
-    event_loop(&mut app, &rx, &requests, &mut terminal, trace.as_mut())
+    let mut effects = Effects {
+        tx: tx_effects,
+        stop: None,
+    };
+    event_loop(
+        &mut app,
+        &rx,
+        &requests,
+        &mut effects,
+        &mut terminal,
+        trace.as_mut(),
+    )
 }
 
 fn event_loop(
     app: &mut App,
     rx: &Receiver<AppEvent>,
     requests: &std::sync::mpsc::Sender<messages::Request>,
+    effects: &mut Effects,
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     mut trace: Option<&mut io::BufWriter<std::fs::File>>,
 ) -> Result<()> {
@@ -151,11 +235,20 @@ fn event_loop(
     for r in app.take_requests() {
         requests.send(r)?;
     }
+    for e in app.take_effects() {
+        effects.apply(e);
+    }
+    let started = Instant::now();
     while let Ok(first) = rx.recv() {
         let received = Instant::now();
         let mut had_result = false;
+        let mut had_input = false;
+        let mut only_ticks = true;
         for ev in std::iter::once(first).chain(rx.try_iter()) {
+            only_ticks &= matches!(ev, AppEvent::Tick);
+            had_input |= matches!(ev, AppEvent::Input(_));
             match ev {
+                AppEvent::Tick => {}
                 AppEvent::Input(Event::Key(k)) if k.kind != event::KeyEventKind::Release => {
                     app.on_key(k)
                 }
@@ -166,13 +259,23 @@ fn event_loop(
                     had_result |= matches!(w, WorkerEvent::Embedded { .. });
                     app.on_worker(w)
                 }
+                AppEvent::Train(e) => app.on_train(&e),
+                AppEvent::TrainDone(Err(e)) => app.on_train_error(&e),
+                AppEvent::TrainDone(Ok(())) => {}
+                AppEvent::Data { path, eval, result } => app.on_data(&path, eval, result),
             }
         }
         for r in app.take_requests() {
             requests.send(r)?;
         }
+        for e in app.take_effects() {
+            effects.apply(e);
+        }
         if app.quit {
             return Ok(());
+        }
+        if only_ticks && app.active_run().is_none() {
+            continue;
         }
         app.size = terminal.size()?.into();
         let t = Instant::now();
@@ -180,9 +283,11 @@ fn event_loop(
         if let Some(tr) = trace.as_deref_mut() {
             writeln!(
                 tr,
-                "frame_ms {:.3} handled_ms {:.3} result {had_result} n {}",
+                "at_ms {:.1} frame_ms {:.3} handled_ms {:.3} result {had_result} input {had_input} training {} n {}",
+                started.elapsed().as_secs_f64() * 1000.0,
                 t.elapsed().as_secs_f64() * 1000.0,
                 received.elapsed().as_secs_f64() * 1000.0,
+                app.active_run().is_some(),
                 app.analysis.as_ref().map_or(0, |a| a.texts.len())
             )?;
             tr.flush()?;

@@ -85,6 +85,21 @@ impl Theme {
         Style::new().bg(Color::Indexed(idx)).fg(Color::White)
     }
 
+    /// A difference cell: green where the fine-tuned model rates a pair higher, red lower.
+    pub fn diff(&self, v: f32) -> Style {
+        if !self.color {
+            return Style::new();
+        }
+        let idx = match v {
+            v if v <= -0.2 => 124,
+            v if v <= -0.05 => 167,
+            v if v < 0.05 => 238,
+            v if v < 0.2 => 71,
+            _ => 28,
+        };
+        Style::new().bg(Color::Indexed(idx)).fg(Color::White)
+    }
+
     pub fn heat_stops(&self) -> Vec<(f32, Style)> {
         [-0.3, -0.1, 0.1, 0.3, 0.5, 0.7, 0.8, 0.95]
             .iter()
@@ -95,6 +110,15 @@ impl Theme {
     pub fn point(&self) -> Color {
         if self.color {
             Color::LightBlue
+        } else {
+            Color::Reset
+        }
+    }
+
+    /// The line from a sentence's base point to its fine-tuned point.
+    pub fn trail(&self) -> Color {
+        if self.color {
+            Color::DarkGray
         } else {
             Color::Reset
         }

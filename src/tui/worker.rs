@@ -2,12 +2,13 @@
 //! only the newest of each kind (a burst of keystrokes becomes one embedding pass), and sends
 //! owned results back. It stops when either channel closes.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
 use crate::model::{self, LoadOptions, PoolingSpec, SentenceEncoder, SourceOptions};
 
-use super::messages::{Embedded, ModelSummary, Request, WorkerEvent};
+use super::messages::{Embedded, ModelSummary, Request, Slot, WorkerEvent};
 
 /// Starts the worker; events go through `send` (wrapped by `wrap` into the UI's event type).
 pub fn spawn<E: Send + 'static>(
@@ -50,38 +51,78 @@ pub fn run(
     device: model::DeviceChoice,
     max_seq_length: Option<usize>,
 ) {
-    let mut encoder: Option<(String, SentenceEncoder)> = None;
+    let mut encoders: HashMap<Slot, (String, SentenceEncoder)> = HashMap::new();
     while let Ok(first) = rx.recv() {
-        // Drain what has queued up meanwhile: only the newest of each kind matters.
-        let mut load = None;
-        let mut pooling = None;
-        let mut embed = None;
+        // Drain what has queued up meanwhile: per slot, only the newest of each kind matters,
+        // in the order load, pooling, embed.
+        let mut work: Vec<(Slot, Pending)> = Vec::new();
         for req in std::iter::once(first).chain(rx.try_iter()) {
-            match req {
-                r @ Request::Load { .. } => {
-                    load = Some(r);
-                    pooling = None;
-                    embed = None;
+            let slot = match &req {
+                Request::Load { slot, .. }
+                | Request::SetPooling { slot, .. }
+                | Request::Unload { slot }
+                | Request::Embed { slot, .. } => *slot,
+            };
+            let p = match work.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, p)) => p,
+                None => {
+                    work.push((slot, Pending::default()));
+                    &mut work.last_mut().expect("just pushed").1
                 }
-                r @ Request::SetPooling { .. } => pooling = Some(r),
-                r @ Request::Embed { .. } => embed = Some(r),
+            };
+            match req {
+                r @ (Request::Load { .. } | Request::Unload { .. }) => {
+                    *p = Pending::default();
+                    p.load = Some(r);
+                }
+                r @ Request::SetPooling { .. } => p.pooling = Some(r),
+                r @ Request::Embed { .. } => p.embed = Some(r),
             }
         }
-        if let Some(Request::Load {
+        for (slot, p) in work {
+            if !serve(slot, p, &mut encoders, &send, device, max_seq_length) {
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    load: Option<Request>,
+    pooling: Option<Request>,
+    embed: Option<Request>,
+}
+
+/// Serves one slot's requests; false when the UI has gone.
+fn serve(
+    slot: Slot,
+    p: Pending,
+    encoders: &mut HashMap<Slot, (String, SentenceEncoder)>,
+    send: &impl Fn(WorkerEvent) -> bool,
+    device: model::DeviceChoice,
+    max_seq_length: Option<usize>,
+) -> bool {
+    match p.load {
+        Some(Request::Unload { .. }) => {
+            encoders.remove(&slot);
+        }
+        Some(Request::Load {
             generation,
             spec,
-            pooling: pool,
-        }) = load
-        {
+            pooling,
+            ..
+        }) => {
             // The current model stays until the new one has loaded, so a failed load leaves
             // the explorer working.
             if !send(WorkerEvent::Progress {
+                slot,
                 generation,
                 message: format!("loading {spec}…"),
             }) {
-                return;
+                return false;
             }
-            let result = pool
+            let result = pooling
                 .as_deref()
                 .map(str::parse::<PoolingSpec>)
                 .transpose()
@@ -99,74 +140,89 @@ pub fn run(
             let event = match result {
                 Ok(enc) => {
                     let event = WorkerEvent::Loaded {
+                        slot,
                         generation,
                         model: summary(&spec, &enc),
                     };
-                    encoder = Some((spec, enc));
+                    encoders.insert(slot, (spec, enc));
                     event
                 }
-                Err(error) => WorkerEvent::LoadFailed { generation, error },
-            };
-            if !send(event) {
-                return;
-            }
-        }
-        if let Some(Request::SetPooling {
-            generation,
-            pooling,
-        }) = pooling
-        {
-            let event = match (&mut encoder, pooling.parse::<PoolingSpec>()) {
-                (None, _) => WorkerEvent::LoadFailed {
+                Err(error) => WorkerEvent::LoadFailed {
+                    slot,
                     generation,
-                    error: "no model is loaded".into(),
-                },
-                (_, Err(e)) => WorkerEvent::LoadFailed {
-                    generation,
-                    error: e,
-                },
-                (Some((name, enc)), Ok(spec)) => match enc.set_pooling(spec) {
-                    Ok(()) => WorkerEvent::Loaded {
-                        generation,
-                        model: summary(name, enc),
-                    },
-                    Err(e) => WorkerEvent::LoadFailed {
-                        generation,
-                        error: e.to_string(),
-                    },
+                    error,
                 },
             };
             if !send(event) {
-                return;
+                return false;
             }
         }
-        if let Some(Request::Embed {
-            id,
-            generation,
-            texts,
-        }) = embed
-        {
-            let Some((_, enc)) = &encoder else {
-                continue;
-            };
-            let start = Instant::now();
-            let event = match embed_texts(enc, texts) {
-                Ok(items) => WorkerEvent::Embedded {
-                    id,
+        _ => {}
+    }
+    if let Some(Request::SetPooling {
+        generation,
+        pooling,
+        ..
+    }) = p.pooling
+    {
+        let event = match (encoders.get_mut(&slot), pooling.parse::<PoolingSpec>()) {
+            (None, _) => WorkerEvent::LoadFailed {
+                slot,
+                generation,
+                error: "no model is loaded".into(),
+            },
+            (_, Err(e)) => WorkerEvent::LoadFailed {
+                slot,
+                generation,
+                error: e,
+            },
+            (Some((name, enc)), Ok(spec)) => match enc.set_pooling(spec) {
+                Ok(()) => WorkerEvent::Loaded {
+                    slot,
                     generation,
-                    items,
-                    millis: start.elapsed().as_secs_f64() * 1000.0,
+                    model: summary(name, enc),
                 },
-                Err(e) => WorkerEvent::EmbedFailed {
-                    id,
+                Err(e) => WorkerEvent::LoadFailed {
+                    slot,
+                    generation,
                     error: e.to_string(),
                 },
-            };
-            if !send(event) {
-                return;
-            }
+            },
+        };
+        if !send(event) {
+            return false;
         }
     }
+    if let Some(Request::Embed {
+        id,
+        generation,
+        texts,
+        ..
+    }) = p.embed
+    {
+        let Some((_, enc)) = encoders.get(&slot) else {
+            return true;
+        };
+        let start = Instant::now();
+        let event = match embed_texts(enc, texts) {
+            Ok(items) => WorkerEvent::Embedded {
+                slot,
+                id,
+                generation,
+                items,
+                millis: start.elapsed().as_secs_f64() * 1000.0,
+            },
+            Err(e) => WorkerEvent::EmbedFailed {
+                slot,
+                id,
+                error: e.to_string(),
+            },
+        };
+        if !send(event) {
+            return false;
+        }
+    }
+    true
 }
 
 fn embed_texts(enc: &SentenceEncoder, texts: Vec<String>) -> model::Result<Vec<Embedded>> {
@@ -220,12 +276,14 @@ mod tests {
     #[test]
     fn only_the_newest_embed_request_is_served() {
         let embed = |id, t: &str| Request::Embed {
+            slot: Slot::Base,
             id,
             generation: 1,
             texts: vec![t.to_string()],
         };
         let events = run_all(vec![
             Request::Load {
+                slot: Slot::Base,
                 generation: 1,
                 spec: tiny(),
                 pooling: None,
@@ -251,6 +309,7 @@ mod tests {
     #[test]
     fn a_bad_model_and_a_bad_pooling_are_reported() {
         let events = run_all(vec![Request::Load {
+            slot: Slot::Base,
             generation: 4,
             spec: "./no/such/model".into(),
             pooling: None,
@@ -260,18 +319,68 @@ mod tests {
         );
         let events = run_all(vec![
             Request::Load {
+                slot: Slot::Base,
                 generation: 1,
                 spec: tiny(),
                 pooling: None,
             },
             Request::SetPooling {
+                slot: Slot::Base,
                 generation: 2,
                 pooling: "cls+max".into(),
             },
         ]);
         assert!(
-            matches!(&events[2], WorkerEvent::LoadFailed { generation: 2, error } if error.contains("Dense module expects 32")),
+            matches!(&events[2], WorkerEvent::LoadFailed { generation: 2, error, .. } if error.contains("Dense module expects 32")),
             "{events:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn two_models_side_by_side() {
+        let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let (tx, rx) = channel();
+        for (slot, dir) in [(Slot::Base, "tiny-bert-st"), (Slot::Tuned, "tiny-xlmr-st")] {
+            tx.send(Request::Load {
+                slot,
+                generation: 1,
+                spec: tiny.join(dir).to_string_lossy().into_owned(),
+                pooling: None,
+            })
+            .unwrap();
+            tx.send(Request::Embed {
+                slot,
+                id: 1,
+                generation: 1,
+                texts: vec!["hello".into()],
+            })
+            .unwrap();
+        }
+        drop(tx);
+        let events = std::sync::Mutex::new(Vec::new());
+        run(
+            rx,
+            |e| {
+                events.lock().unwrap().push(e);
+                true
+            },
+            model::DeviceChoice::Cpu,
+            None,
+        );
+        let dims: Vec<(Slot, usize)> = events
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e {
+                WorkerEvent::Embedded { slot, items, .. } => Some((slot, items[0].vector.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dims, vec![(Slot::Base, 16), (Slot::Tuned, 32)]);
     }
 }

@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use crate::analysis::similarity::top_neighbours;
 use crate::text;
-use crate::tui::app::App;
+use crate::tui::app::{App, MatrixView};
 use crate::tui::theme::Theme;
 
 /// A bar of eighths for a value in [0, 1].
@@ -31,7 +31,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     };
     let i = app.selected.min(a.texts.len() - 1);
     let width = inner.width as usize;
-    let (tokens, cut) = a.tokens[i];
+    let (tokens, cut) = a.base.tokens[i];
     let info = if cut {
         Span::styled(
             format!("✂ cut at the model's limit of {tokens} tokens"),
@@ -60,8 +60,19 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     );
     lines.clear();
     let room = inner.height.saturating_sub(head_h) as usize;
-    for (j, v) in top_neighbours(&a.matrix, i, room) {
-        let label = format!("{v:>5.2} {:<6}[{j}] ", bar(v, 5));
+    // Neighbours by the model on show; with a comparison, the base value beside.
+    let m = match (app.view, &a.tuned) {
+        (MatrixView::Base, _) | (_, None) => &a.base.matrix,
+        (_, Some(t)) => &t.matrix,
+    };
+    for (j, v) in top_neighbours(m, i, room) {
+        let was = match &a.tuned {
+            Some(_) if !matches!(app.view, MatrixView::Base) => {
+                format!(" (was {:.2})", a.base.matrix[i][j])
+            }
+            _ => String::new(),
+        };
+        let label = format!("{v:>5.2}{was} {:<6}[{j}] ", bar(v, 5));
         let rest = width.saturating_sub(text::width(&label));
         lines.push(Line::from(vec![
             Span::raw(label),

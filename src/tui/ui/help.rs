@@ -6,6 +6,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
+use crate::tui::app::{App, Confirm};
 use crate::tui::demo::DEMO_SETS;
 use crate::tui::keys::{BINDINGS, Context};
 use crate::tui::theme::Theme;
@@ -28,6 +29,9 @@ pub fn help_lines() -> Vec<Line<'static>> {
         Context::Sentences,
         Context::Matrix,
         Context::Map,
+        Context::Form,
+        Context::Run,
+        Context::History,
         Context::Editing,
     ] {
         if !lines.is_empty() {
@@ -113,6 +117,39 @@ pub fn draw_demo(theme: &Theme, frame: &mut Frame, area: Rect, selected: usize) 
         Paragraph::new(lines).block(
             Block::bordered()
                 .title(" Demo sets ")
+                .border_style(theme.border(true)),
+        ),
+        popup,
+    );
+}
+
+pub fn draw_confirm(theme: &Theme, frame: &mut Frame, area: Rect, what: Confirm, app: &App) {
+    let id = app.active_run().map_or(0, |r| r.id);
+    let (title, lines) = match what {
+        Confirm::StopRun => (
+            format!(" Stop run {id}? "),
+            vec![
+                "k   stop at the end of this step and keep a checkpoint",
+                "d   stop without a checkpoint",
+                "c   keep training",
+            ],
+        ),
+        Confirm::QuitDuringRun => (
+            format!(" Run {id} is training. Quit? "),
+            vec![
+                "k   stop it, keep a checkpoint, then quit",
+                "d   stop it without a checkpoint and quit",
+                "c   do not quit",
+            ],
+        ),
+    };
+    let lines: Vec<Line> = lines.into_iter().map(Line::raw).collect();
+    let popup = centered(area, 62, lines.len() as u16 + 2);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .title(title)
                 .border_style(theme.border(true)),
         ),
         popup,

@@ -6,7 +6,7 @@ use ratatui::layout::{Alignment, Rect};
 use ratatui::style::Modifier;
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::canvas::{Canvas, Points};
+use ratatui::widgets::canvas::{Canvas, Line as CanvasLine, Points};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use crate::text;
@@ -67,21 +67,37 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             .unwrap_or(0.0)
             * 100.0
     };
+    let compare = !a.tuned_coords.is_empty();
     let title = format!(
-        " Map · PCA · x: PC{} ({:.1}%) · y: PC{} ({:.1}%) ",
+        " Map · PCA{} · x: PC{} ({:.1}%) · y: PC{} ({:.1}%) ",
+        if compare {
+            " of the base model · ○ base → ● fine-tuned"
+        } else {
+            ""
+        },
         cx + 1,
         ratio(cx),
         cy + 1,
         ratio(cy)
     );
-    let pts: Vec<(f64, f64)> = a
-        .coords
+    let xy = |p: &Vec<f64>| (p[cx], p.get(cy).copied().unwrap_or(0.0));
+    let base_pts: Vec<(f64, f64)> = a.coords.iter().map(xy).collect();
+    let tuned_pts: Vec<(f64, f64)> = a.tuned_coords.iter().map(xy).collect();
+    // With a comparison, the labels go to the fine-tuned points; the base points trail behind.
+    let pts: Vec<(f64, f64)> = if compare {
+        tuned_pts.clone()
+    } else {
+        base_pts.clone()
+    };
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let all: Vec<(f64, f64)> = base_pts
         .iter()
-        .map(|p| (p[cx], p.get(cy).copied().unwrap_or(0.0)))
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .chain(&tuned_pts)
+        .filter(finite)
+        .copied()
         .collect();
-    let xb = bounds(pts.iter().map(|p| p.0));
-    let yb = bounds(pts.iter().map(|p| p.1));
+    let xb = bounds(all.iter().map(|p| p.0));
+    let yb = bounds(all.iter().map(|p| p.1));
     let selected = app.selected.min(pts.len().saturating_sub(1));
     let inner = Block::bordered().inner(area);
     let labels: Vec<String> = (0..pts.len())
@@ -93,6 +109,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let placed = place_labels(&pts, &labels, selected, xb, yb, inner);
     let normal = theme.point();
     let hot = theme.point_selected();
+    let trail = theme.trail();
     let sel_style = theme.selected().add_modifier(Modifier::BOLD);
     let canvas = Canvas::default()
         .block(block.title(title))
@@ -100,6 +117,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         .x_bounds(xb)
         .y_bounds(yb)
         .paint(move |ctx| {
+            if compare {
+                for (i, (from, to)) in base_pts.iter().zip(&tuned_pts).enumerate() {
+                    let color = if i == selected { hot } else { trail };
+                    ctx.draw(&CanvasLine::new(from.0, from.1, to.0, to.1, color));
+                }
+                ctx.layer();
+            }
             let others: Vec<(f64, f64)> = pts
                 .iter()
                 .enumerate()

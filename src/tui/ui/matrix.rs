@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::scroll_offset;
 use crate::text;
-use crate::tui::app::{App, ModelState, Pane};
+use crate::tui::app::{App, MatrixView, ModelState, Pane};
 use crate::tui::theme::{SHADE_BOUNDS, SHADES, Theme, shade};
 
 /// Columns per cell: " 0.83 " plus a separator (or a shade glyph without colour).
@@ -56,21 +56,48 @@ pub fn hit(app: &App, area: Rect, at: Position) -> Option<(usize, usize)> {
     (r < n && c < n && (x - g.label_w) / CELL < g.cols).then_some((r, c))
 }
 
-fn cell_text(theme: &Theme, v: f32) -> String {
-    if theme.color {
-        format!(" {v:>5.2} ")
+fn cell_text(theme: &Theme, v: f32, diff: bool) -> String {
+    match (diff, theme.color) {
+        (false, true) => format!(" {v:>5.2} "),
+        (false, false) => format!("{}{v:>5.2} ", shade(v)),
+        // Differences carry their sign; without colour an arrow marks the larger changes.
+        (true, true) => format!(" {v:>+5.2} "),
+        (true, false) => format!("{}{v:>+5.2} ", diff_mark(v)),
+    }
+}
+
+/// ▲ / ▼ for a change of more than 0.05 either way.
+pub fn diff_mark(v: f32) -> char {
+    if v > 0.05 {
+        '▲'
+    } else if v < -0.05 {
+        '▼'
     } else {
-        format!("{}{v:>5.2} ", shade(v))
+        ' '
+    }
+}
+
+/// The name of what the pane shows.
+pub fn view_name(app: &App) -> &'static str {
+    match (
+        app.view,
+        app.analysis.as_ref().is_some_and(|a| a.tuned.is_some()),
+    ) {
+        (MatrixView::Tuned, true) => "fine-tuned",
+        (MatrixView::Difference, true) => "fine-tuned − base",
+        (_, true) => "base",
+        _ => "cosine",
     }
 }
 
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let focused = app.focus == Pane::Matrix;
     let n = app.analysis.as_ref().map_or(0, |a| a.texts.len());
-    let updating = if app.pending { " · updating…" } else { "" };
+    let updating = if app.pending() { " · updating…" } else { "" };
+    let view = view_name(app);
     let block = Block::bordered()
         .title(if app.analysis.is_some() {
-            format!(" Similarity · cosine · {n} × {n}{updating} ")
+            format!(" Similarity · {view} · {n} × {n}{updating} ")
         } else {
             " Similarity · cosine ".to_string()
         })
@@ -78,7 +105,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(a) = &app.analysis else {
-        let msg = match &app.model {
+        let msg = match &app.base.model {
             ModelState::Loading { message, .. } => message.clone(),
             ModelState::Failed { error, .. } => format!("model failed to load: {error}"),
             ModelState::Ready(_) => "embedding…".into(),
@@ -94,6 +121,8 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         return;
     }
     let g = grid(app, area, n);
+    let diff = view == "fine-tuned − base";
+    let m = a.matrix(app.view);
     if g.rows < n || g.cols < n {
         // Say which part of the matrix is on screen.
         let shown = format!(
@@ -139,13 +168,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         );
         let mut spans = vec![Span::styled(format!("{label} "), label_style)];
         for j in (g.col0..n).take(g.cols) {
-            let v = a.matrix[i][j];
-            let mut style = theme.heat(v);
+            let v = m[i][j];
+            let mut style = if diff { theme.diff(v) } else { theme.heat(v) };
             if i == row && j == col {
                 style =
                     style.add_modifier(Modifier::REVERSED | Modifier::BOLD | Modifier::UNDERLINED);
             }
-            spans.push(Span::styled(cell_text(theme, v), style));
+            spans.push(Span::styled(cell_text(theme, v, diff), style));
         }
         lines.push(Line::from(spans));
     }
@@ -162,7 +191,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let width = inner.width as usize;
     let footer_y = inner.y + inner.height.saturating_sub(FOOTER as u16);
     if inner.height as usize > FOOTER {
-        let value = format!(" = {:.4}", a.matrix[row][col]);
+        let value = match &a.tuned {
+            Some(t) => format!(
+                " = {:.4} → {:.4}",
+                a.base.matrix[row][col], t.matrix[row][col]
+            ),
+            None => format!(" = {:.4}", m[row][col]),
+        };
         let room = width.saturating_sub(text::width(&value) + 12) / 2;
         let pair = Line::from(vec![
             Span::styled(format!("[{row}] "), theme.selected()),
@@ -177,10 +212,29 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             Rect::new(inner.x, footer_y, inner.width, 1),
         );
         frame.render_widget(
-            Paragraph::new(legend(theme)),
+            Paragraph::new(if diff {
+                diff_legend(theme)
+            } else {
+                legend(theme)
+            }),
             Rect::new(inner.x, footer_y + 1, inner.width, 1),
         );
     }
+}
+
+fn diff_legend(theme: &Theme) -> Line<'static> {
+    let mut spans = vec![Span::styled("legend ", theme.dim())];
+    if theme.color {
+        for v in [-0.3f32, -0.1, 0.0, 0.1, 0.3] {
+            spans.push(Span::styled(format!("{v:>+5.1}"), theme.diff(v)));
+        }
+        spans.push(Span::raw("  fine-tuned minus base"));
+    } else {
+        spans.push(Span::raw(
+            "▲ rose by more than 0.05  ▼ fell by more than 0.05",
+        ));
+    }
+    Line::from(spans)
 }
 
 fn legend(theme: &Theme) -> Line<'static> {

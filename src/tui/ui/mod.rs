@@ -6,12 +6,13 @@ pub mod map;
 pub mod matrix;
 pub mod sentences;
 pub mod status;
+pub mod training;
 
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use super::app::{App, Mode};
+use super::app::{App, Mode, Screen};
 use super::theme::Theme;
 
 /// Smallest terminal the layout fits in.
@@ -69,14 +70,29 @@ pub fn draw(app: &App, frame: &mut Frame) {
         return;
     }
     let areas = layout(area);
-    sentences::draw(app, &theme, frame, areas.sentences);
-    matrix::draw(app, &theme, frame, areas.matrix);
-    map::draw(app, &theme, frame, areas.map);
-    details::draw(app, &theme, frame, areas.details);
+    match app.screen {
+        Screen::Explorer => {
+            sentences::draw(app, &theme, frame, areas.sentences);
+            matrix::draw(app, &theme, frame, areas.matrix);
+            map::draw(app, &theme, frame, areas.map);
+            details::draw(app, &theme, frame, areas.details);
+        }
+        Screen::Training => {
+            let [main, _] =
+                Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+            training::draw(app, &theme, frame, main);
+            // The input line for a form field sits in the status row's place.
+            if let Mode::Editing(target, editor) = &app.mode {
+                sentences::draw_input_line(target, editor, &theme, frame, areas.status);
+                return;
+            }
+        }
+    }
     status::draw(app, &theme, frame, areas.status);
     match &app.mode {
         Mode::Help => help::draw_help(&theme, frame, area),
         Mode::Demo { selected } => help::draw_demo(&theme, frame, area, *selected),
+        Mode::Confirm(what) => help::draw_confirm(&theme, frame, area, *what, app),
         _ => {}
     }
 }

@@ -9,6 +9,7 @@ use ratatui::widgets::{Block, Paragraph};
 use super::scroll_offset;
 use crate::text;
 use crate::tui::app::{App, EditTarget, Mode, Pane};
+use crate::tui::editor::LineEditor;
 use crate::tui::theme::Theme;
 
 /// Rows of the list inside `area` (the input line takes two rows while typing).
@@ -52,7 +53,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         app.analysis
             .as_ref()
             .filter(|a| a.texts.get(i) == texts.get(i))
-            .and_then(|a| a.tokens.get(i))
+            .and_then(|a| a.base.tokens.get(i))
             .is_some_and(|t| t.1)
     };
     let editing_row = match &app.mode {
@@ -105,11 +106,43 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             hint,
         );
         let input = Rect::new(inner.x, y + 1, inner.width, 1);
-        let field = input.width.saturating_sub(2) as usize;
-        let (shown, col) = editor.view(field);
-        frame.render_widget(Paragraph::new(format!("> {shown}")), input);
-        if input.height > 0 && input.width > 2 {
-            frame.set_cursor_position(Position::new(input.x + 2 + col as u16, input.y));
-        }
+        draw_field(editor, frame, input, "> ");
     }
+}
+
+/// An input line with its cursor.
+fn draw_field(editor: &LineEditor, frame: &mut Frame, area: Rect, prefix: &str) {
+    let p = text::width(prefix) as u16;
+    let field = area.width.saturating_sub(p) as usize;
+    let (shown, col) = editor.view(field);
+    frame.render_widget(Paragraph::new(format!("{prefix}{shown}")), area);
+    if area.height > 0 && area.width > p {
+        frame.set_cursor_position(Position::new(area.x + p + col as u16, area.y));
+    }
+}
+
+/// The input line on one row (the training screen's form fields).
+pub fn draw_input_line(
+    target: &EditTarget,
+    editor: &LineEditor,
+    theme: &Theme,
+    frame: &mut Frame,
+    area: Rect,
+) {
+    let label = format!("{}: ", target.prompt());
+    let w = (text::width(&label) as u16).min(area.width / 2);
+    frame.render_widget(
+        Paragraph::new(Span::styled(label, theme.border(true))),
+        Rect { width: w, ..area },
+    );
+    draw_field(
+        editor,
+        frame,
+        Rect {
+            x: area.x + w,
+            width: area.width - w,
+            ..area
+        },
+        "",
+    );
 }

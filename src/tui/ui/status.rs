@@ -13,7 +13,7 @@ use crate::tui::theme::Theme;
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let sep = Span::styled(" │ ", theme.dim());
     let mut spans: Vec<Span> = Vec::new();
-    match &app.model {
+    match &app.base.model {
         ModelState::Ready(m) => {
             let name = m
                 .name
@@ -34,7 +34,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                 spans.push(Span::raw(part));
             }
             spans.push(sep.clone());
-            let activity = if app.pending {
+            let activity = if app.pending() {
                 "embedding…".to_string()
             } else {
                 match app.last_embed_ms {
@@ -50,8 +50,32 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             theme.error(),
         )),
     }
+    if let Some(t) = &app.tuned {
+        spans.push(sep.clone());
+        let name = match &t.model {
+            ModelState::Ready(m) => m.name.clone(),
+            ModelState::Loading { spec, .. } | ModelState::Failed { spec, .. } => spec.clone(),
+        };
+        spans.push(Span::styled(
+            format!(
+                "showing {} · vs {}",
+                super::matrix::view_name(app),
+                text::clip(&name, 24)
+            ),
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
+    }
+    if let Some(run) = app.active_run() {
+        spans.push(sep.clone());
+        let pct = if run.total_steps > 0 {
+            100 * run.step / run.total_steps
+        } else {
+            0
+        };
+        spans.push(Span::raw(format!("training run {} {pct}%", run.id)));
+    }
     if let Some(s) = &app.status
-        && !(matches!(app.model, ModelState::Failed { .. }) && s.error)
+        && !(matches!(app.base.model, ModelState::Failed { .. }) && s.error)
     {
         spans.push(sep.clone());
         let style = if s.error { theme.error() } else { theme.dim() };

@@ -1,0 +1,520 @@
+//! The training pane: the form (or the selected run's progress), the loss curves (whole run and
+//! recent steps, raw and smoothed), the evaluation metric over steps, and the session's runs.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Chart, Dataset, Gauge, GraphType, Paragraph, Wrap};
+
+use crate::text;
+use crate::tui::app::{App, TrainFocus};
+use crate::tui::theme::Theme;
+use crate::tui::training::{FieldId, Form, RunStatus, RunView};
+
+/// Steps in the "recent" loss chart.
+const RECENT: usize = 50;
+
+pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)]).areas(area);
+    let main_focus = app.train_focus == TrainFocus::Main;
+    let shown = app.runs.get(app.run_selected);
+    if app.form_open || shown.is_none() {
+        draw_form(&app.form, theme, frame, left, main_focus);
+    } else if let Some(run) = shown {
+        draw_run(run, theme, frame, left, main_focus);
+    }
+    let [top, middle, bottom] = Layout::vertical([
+        Constraint::Percentage(40),
+        Constraint::Percentage(35),
+        Constraint::Percentage(25),
+    ])
+    .areas(right);
+    let [recent, metric] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
+    let run = shown.filter(|_| !app.form_open || app.active_run().is_some());
+    let run = run.or(app.active_run());
+    draw_loss(run, theme, frame, top, None);
+    draw_loss(run, theme, frame, recent, Some(RECENT));
+    draw_metric(run, theme, frame, metric);
+    draw_history(app, theme, frame, bottom);
+}
+
+fn field_value(form: &Form, f: FieldId) -> String {
+    let v = form.get(f);
+    if f.is_choice() {
+        format!("◀ {v} ▶")
+    } else if v.is_empty() {
+        match f {
+            FieldId::MaxSeq => "(the model's)".into(),
+            FieldId::Eval => "(none)".into(),
+            _ => String::new(),
+        }
+    } else {
+        v.to_string()
+    }
+}
+
+fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused: bool) {
+    let block = Block::bordered()
+        .title(" Training · new run ")
+        .border_style(theme.border(focused));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = inner.width as usize;
+    let label_w = 16;
+    let mut lines: Vec<Line> = Vec::new();
+    let mut selected_line = 0;
+    let visible = form.visible();
+    for (i, &f) in visible.iter().enumerate() {
+        let selected = i == form.selected.min(visible.len() - 1);
+        if selected {
+            selected_line = lines.len();
+        }
+        let error = form.error(f);
+        let mark = match (selected, error.is_some()) {
+            (true, _) => "▶",
+            (false, true) => "!",
+            _ => " ",
+        };
+        let style = if selected {
+            theme.selected()
+        } else {
+            Style::new()
+        };
+        let value = field_value(form, f);
+        let room = width.saturating_sub(label_w + 2);
+        lines.push(Line::from(vec![
+            Span::styled(format!("{mark}{:<label_w$} ", f.label()), style),
+            Span::styled(text::clip(&value, room), style),
+        ]));
+        if let Some(e) = error {
+            lines.push(Line::styled(
+                format!("   ! {}", text::clip(e, width.saturating_sub(5))),
+                theme.error(),
+            ));
+        }
+        let note = match f {
+            FieldId::Data | FieldId::Eval => {
+                let d = if f == FieldId::Data {
+                    &form.data
+                } else {
+                    &form.eval
+                };
+                match d {
+                    Some(Ok(d)) => Some(format!(
+                        "{} · {} rows{}",
+                        d.kind.describe(),
+                        d.rows,
+                        if d.scores_scaled {
+                            " · scores 0-5 scaled to 0-1"
+                        } else {
+                            ""
+                        }
+                    )),
+                    Some(Err(_)) | None => None,
+                }
+            }
+            FieldId::Loss => form
+                .get(f)
+                .parse::<crate::train::losses::LossKind>()
+                .ok()
+                .map(|l| l.explain().to_string()),
+            _ => None,
+        };
+        if let Some(note) = note {
+            lines.push(Line::styled(
+                format!("   {}", text::clip(&note, width.saturating_sub(3))),
+                theme.dim(),
+            ));
+        }
+    }
+    if let Some(Ok(d)) = &form.data {
+        lines.push(Line::raw(""));
+        lines.push(Line::styled(
+            format!("first rows ({})", d.columns.join(", ")),
+            theme.dim(),
+        ));
+        for row in &d.preview {
+            lines.push(Line::raw(text::clip(
+                &format!("  {}", row.join(" │ ")),
+                width,
+            )));
+        }
+    }
+    let hint_h = 1;
+    let body_h = inner.height.saturating_sub(hint_h) as usize;
+    let offset = selected_line.saturating_sub(body_h.saturating_sub(3).max(1));
+    let body: Vec<Line> = lines.into_iter().skip(offset).take(body_h).collect();
+    frame.render_widget(
+        Paragraph::new(body),
+        Rect {
+            height: body_h as u16,
+            ..inner
+        },
+    );
+    if inner.height > 0 {
+        frame.render_widget(
+            Paragraph::new(Line::styled(
+                "↑↓ field · Enter edit · ←→ choose · s start · t explorer",
+                theme.dim(),
+            )),
+            Rect::new(inner.x, inner.bottom() - 1, inner.width, 1),
+        );
+    }
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h {:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn status_line(run: &RunView, theme: &Theme) -> Line<'static> {
+    match &run.status {
+        RunStatus::Starting => Line::raw("starting: loading the model and the data…"),
+        RunStatus::Running => Line::raw("training"),
+        RunStatus::Stopping => Line::raw("stopping at the end of this step…"),
+        RunStatus::Finished => Line::styled(
+            format!(
+                "finished · saved to {} · l loads it next to the base model",
+                run.config.output.display()
+            ),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+        RunStatus::Failed(m) => Line::styled(format!("failed: {m}"), theme.error()),
+        RunStatus::Cancelled { checkpoint } => Line::raw(match checkpoint {
+            Some(p) => format!("stopped · checkpoint {} (l loads it)", p.display()),
+            None => "stopped · no checkpoint kept".to_string(),
+        }),
+    }
+}
+
+fn draw_run(run: &RunView, theme: &Theme, frame: &mut Frame, area: Rect, focused: bool) {
+    let block = Block::bordered()
+        .title(format!(" Training · run {} ", run.id))
+        .border_style(theme.border(focused));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if inner.height < 3 {
+        return;
+    }
+    let [status, gauge, body, hint] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(inner);
+    frame.render_widget(
+        Paragraph::new(status_line(run, theme)).wrap(Wrap { trim: true }),
+        status,
+    );
+    let ratio = if run.total_steps > 0 {
+        run.step as f64 / run.total_steps as f64
+    } else {
+        0.0
+    };
+    let gauge_style = if theme.color {
+        Style::new().fg(ratatui::style::Color::Cyan)
+    } else {
+        Style::new()
+    };
+    frame.render_widget(
+        Gauge::default()
+            .gauge_style(gauge_style)
+            .ratio(ratio.clamp(0.0, 1.0))
+            .label(format!(
+                "step {}/{} · epoch {:.2}",
+                run.step, run.total_steps, run.epoch
+            )),
+        gauge,
+    );
+    let c = &run.config;
+    let mut lines = vec![
+        Line::raw(format!(
+            "eta {} · elapsed {} · {:.0} sentences/s",
+            run.eta().map_or("-".into(), duration),
+            duration(run.elapsed),
+            run.sentences_per_second
+        )),
+        Line::raw(format!(
+            "loss {} (smoothed {}) · learning rate {:.2e}",
+            run.losses
+                .last()
+                .map_or("-".into(), |l| format!("{:.4}", l.1)),
+            run.smoothed
+                .last()
+                .map_or("-".into(), |l| format!("{:.4}", l.1)),
+            run.learning_rate
+        )),
+    ];
+    if let Some((step, m)) = run.evals.last() {
+        let shown: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        lines.push(Line::raw(format!(
+            "eval at step {step}: {}",
+            shown.join(", ")
+        )));
+    }
+    lines.push(Line::raw(""));
+    for (k, v) in [
+        ("model", c.model.clone()),
+        ("data", c.data.display().to_string()),
+        ("loss", c.loss.name().to_string()),
+        (
+            "pooling",
+            c.pooling
+                .as_ref()
+                .map_or("model's own".into(), |p| p.to_string()),
+        ),
+        ("epochs · batch", format!("{} · {}", c.epochs, c.batch_size)),
+        ("lr · warm-up", format!("{:e} · {}", c.lr, c.warmup_ratio)),
+        (
+            "seed · device",
+            format!(
+                "{} · {}",
+                c.seed,
+                if run.device.is_empty() {
+                    c.device.to_string()
+                } else {
+                    run.device.clone()
+                }
+            ),
+        ),
+        (
+            "eval",
+            c.eval
+                .as_ref()
+                .map_or("(none)".into(), |p| p.display().to_string()),
+        ),
+        ("output", c.output.display().to_string()),
+    ] {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{k:<15}"), theme.dim()),
+            Span::raw(text::clip(&v, (body.width as usize).saturating_sub(15))),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), body);
+    let keys = if run.status.is_active() {
+        "x stop · t explorer"
+    } else {
+        "l load result · n new run · t explorer"
+    };
+    frame.render_widget(Paragraph::new(Line::styled(keys, theme.dim())), hint);
+}
+
+fn bounds(values: impl Iterator<Item = f64>) -> [f64; 2] {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return [0.0, 1.0];
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-6);
+    [lo - pad, hi + pad]
+}
+
+fn axis_labels(b: [f64; 2], decimals: usize) -> Vec<Line<'static>> {
+    vec![
+        Line::raw(format!("{:.*}", decimals, b[0])),
+        Line::raw(format!("{:.*}", decimals, b[1])),
+    ]
+}
+
+fn placeholder(frame: &mut Frame, area: Rect, block: Block, msg: &str, theme: &Theme) {
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    frame.render_widget(
+        Paragraph::new(Line::styled(msg.to_string(), theme.dim())).wrap(Wrap { trim: true }),
+        inner,
+    );
+}
+
+/// The loss: the whole run, or the last `window` steps; raw and smoothed.
+fn draw_loss(
+    run: Option<&RunView>,
+    theme: &Theme,
+    frame: &mut Frame,
+    area: Rect,
+    window: Option<usize>,
+) {
+    let title = match window {
+        None => " Loss · whole run · raw and smoothed ".to_string(),
+        Some(n) => format!(" Loss · last {n} steps "),
+    };
+    let block = Block::bordered().title(title);
+    let Some(run) = run.filter(|r| !r.losses.is_empty()) else {
+        return placeholder(frame, area, block, "no steps yet", theme);
+    };
+    let skip = window.map_or(0, |n| run.losses.len().saturating_sub(n));
+    let raw: Vec<(f64, f64)> = run.losses[skip..].to_vec();
+    let smooth: Vec<(f64, f64)> = run.smoothed[skip..].to_vec();
+    let xb = [raw[0].0, raw[raw.len() - 1].0.max(raw[0].0 + 1.0)];
+    let yb = bounds(raw.iter().chain(&smooth).map(|p| p.1));
+    let (raw_style, smooth_style) = if theme.color {
+        (
+            Style::new().fg(ratatui::style::Color::DarkGray),
+            Style::new().fg(ratatui::style::Color::Cyan),
+        )
+    } else {
+        (Style::new(), Style::new().add_modifier(Modifier::BOLD))
+    };
+    let datasets = vec![
+        Dataset::default()
+            .name("raw")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(raw_style)
+            .data(&raw),
+        Dataset::default()
+            .name("smoothed")
+            .marker(if theme.color {
+                Marker::Braille
+            } else {
+                Marker::Dot
+            })
+            .graph_type(GraphType::Line)
+            .style(smooth_style)
+            .data(&smooth),
+    ];
+    let chart = Chart::new(datasets)
+        .block(block)
+        .x_axis(
+            Axis::default()
+                .bounds(xb)
+                .labels(axis_labels(xb, 0))
+                .style(theme.dim()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds(yb)
+                .labels(axis_labels(yb, 3))
+                .style(theme.dim()),
+        );
+    frame.render_widget(chart, area);
+}
+
+/// The first evaluation metric over steps.
+fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let name = run
+        .and_then(|r| r.evals.first())
+        .and_then(|(_, m)| m.first())
+        .map_or("evaluation".to_string(), |(k, _)| k.clone());
+    let block = Block::bordered().title(format!(" {name} "));
+    let Some(run) = run.filter(|r| !r.evals.is_empty()) else {
+        let msg = match run {
+            Some(r) if r.config.eval.is_none() => "no evaluation file for this run",
+            _ => "no evaluation yet",
+        };
+        return placeholder(frame, area, block, msg, theme);
+    };
+    let points: Vec<(f64, f64)> = run
+        .evals
+        .iter()
+        .filter_map(|(s, m)| m.first().map(|(_, v)| (*s as f64, *v)))
+        .filter(|p| p.1.is_finite())
+        .collect();
+    let last = points.last().map_or(0.0, |p| p.1);
+    let xb = [0.0, (run.total_steps.max(1)) as f64];
+    let yb = bounds(points.iter().map(|p| p.1));
+    let style = if theme.color {
+        Style::new().fg(ratatui::style::Color::Yellow)
+    } else {
+        Style::new()
+    };
+    let chart = Chart::new(vec![
+        Dataset::default()
+            .name(format!("{last:.4}"))
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(style)
+            .data(&points),
+    ])
+    .block(block)
+    .x_axis(
+        Axis::default()
+            .bounds(xb)
+            .labels(axis_labels(xb, 0))
+            .style(theme.dim()),
+    )
+    .y_axis(
+        Axis::default()
+            .bounds(yb)
+            .labels(axis_labels(yb, 3))
+            .style(theme.dim()),
+    );
+    frame.render_widget(chart, area);
+}
+
+fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let focused = app.train_focus == TrainFocus::History;
+    let block = Block::bordered()
+        .title(" Runs this session · Tab here, ↑↓ choose, l load ")
+        .border_style(theme.border(focused));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if app.runs.is_empty() {
+        frame.render_widget(
+            Paragraph::new(Line::styled(
+                "none yet: fill in the form and press s",
+                theme.dim(),
+            )),
+            inner,
+        );
+        return;
+    }
+    let offset = super::scroll_offset(app.run_selected, app.runs.len(), inner.height as usize);
+    let lines: Vec<Line> = app
+        .runs
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(inner.height as usize)
+        .map(|(i, r)| {
+            let status = match &r.status {
+                RunStatus::Starting | RunStatus::Running => {
+                    format!("{}%", 100 * r.step / r.total_steps.max(1))
+                }
+                RunStatus::Stopping => "stopping".into(),
+                RunStatus::Finished => "finished".into(),
+                RunStatus::Failed(_) => "failed".into(),
+                RunStatus::Cancelled { .. } => "stopped".into(),
+            };
+            let metric = r
+                .final_metric()
+                .map_or(String::new(), |(k, v)| format!("{k} {v:.4}"));
+            let data = r
+                .config
+                .data
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            let line = format!(
+                "{} {:>2} {:<9} {:<8} {:<22} {} ep · {}  {}",
+                if i == app.run_selected { "▶" } else { " " },
+                r.id,
+                status,
+                r.config.loss.name(),
+                text::clip(&data, 22),
+                r.config.epochs,
+                metric,
+                r.config.output.display()
+            );
+            let style = if i == app.run_selected {
+                theme.selected()
+            } else {
+                Style::new()
+            };
+            Line::styled(text::clip(&line, inner.width as usize), style)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}

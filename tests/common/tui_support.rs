@@ -1,0 +1,126 @@
+//! Driving the app without a model: worker answers made up here.
+#![allow(dead_code)]
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use sbert_tui::tui::app::App;
+use sbert_tui::tui::messages::{Embedded, ModelSummary, Request, Slot, WorkerEvent};
+use sbert_tui::tui::ui;
+
+/// The "fine-tuned" stand-in: the same letter counts with vowels weighed three times, so
+/// similarities move.
+pub fn tuned_vector(text: &str) -> Vec<f32> {
+    let mut v = fake_vector(text);
+    for c in [b'a', b'e', b'i', b'o', b'u'] {
+        v[(c - b'a') as usize] *= 3.0;
+    }
+    v
+}
+
+/// A stand-in embedding: letter counts (a..z) plus length, so similar spellings are similar.
+pub fn fake_vector(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 27];
+    for c in text.to_lowercase().chars() {
+        if c.is_ascii_lowercase() {
+            v[(c as u8 - b'a') as usize] += 1.0;
+        } else if !c.is_whitespace() {
+            v[(c as u32 % 26) as usize] += 0.5;
+        }
+    }
+    v[26] = text.chars().count() as f32 / 10.0;
+    v
+}
+
+pub fn summary() -> ModelSummary {
+    ModelSummary {
+        name: "sentence-transformers/all-MiniLM-L6-v2".into(),
+        device: "cpu".into(),
+        dim: 27,
+        pooling: "mean".into(),
+        max_seq_length: 256,
+        normalize: true,
+    }
+}
+
+/// Answers every pending request as the worker would; returns how many texts were embedded.
+pub fn serve(app: &mut App) -> usize {
+    let mut embedded = 0;
+    loop {
+        let requests = app.take_requests();
+        if requests.is_empty() {
+            return embedded;
+        }
+        for r in requests {
+            let event = match r {
+                Request::Load {
+                    slot, generation, ..
+                }
+                | Request::SetPooling {
+                    slot, generation, ..
+                } => WorkerEvent::Loaded {
+                    slot,
+                    generation,
+                    model: summary(),
+                },
+                Request::Unload { .. } => continue,
+                Request::Embed {
+                    slot,
+                    id,
+                    generation,
+                    texts,
+                } => {
+                    embedded += texts.len();
+                    WorkerEvent::Embedded {
+                        slot,
+                        id,
+                        generation,
+                        items: texts
+                            .into_iter()
+                            .map(|t| Embedded {
+                                vector: if slot == Slot::Tuned {
+                                    tuned_vector(&t)
+                                } else {
+                                    fake_vector(&t)
+                                },
+                                tokens: t.split_whitespace().count() + 2,
+                                truncated: t.len() > 200,
+                                text: t,
+                            })
+                            .collect(),
+                        millis: 12.0,
+                    }
+                }
+            };
+            app.on_worker(event);
+        }
+    }
+}
+
+pub fn ready_app(sentences: &[&str], color: bool) -> App {
+    let mut app = App::new(sentences.iter().map(|s| s.to_string()).collect(), color);
+    app.load_model("sentence-transformers/all-MiniLM-L6-v2", None);
+    serve(&mut app);
+    app
+}
+
+pub fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+pub fn code(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+pub fn type_str(app: &mut App, s: &str) {
+    for c in s.chars() {
+        app.on_key(key(c));
+    }
+}
+
+pub fn render(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    app.size = ratatui::layout::Rect::new(0, 0, w, h);
+    terminal.draw(|f| ui::draw(app, f)).unwrap();
+    terminal
+}

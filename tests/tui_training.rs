@@ -1,0 +1,287 @@
+//! The training pane and the before / after comparison, fed by engine events and worker answers
+//! made up here (no model, no training thread).
+
+mod common;
+
+use common::tui_support::*;
+use crossterm::event::KeyCode;
+use sbert_tui::train::data::DataKind;
+use sbert_tui::train::events::TrainEvent;
+use sbert_tui::tui::app::{App, Confirm, Effect, MatrixView, Mode, Screen};
+use sbert_tui::tui::training::{DataSummary, FieldId, RunStatus};
+
+const SENTENCES: [&str; 5] = [
+    "A man is playing a guitar.",
+    "Someone strums a guitar.",
+    "A woman is slicing an onion.",
+    "The stock market fell today.",
+    "Share prices dropped sharply.",
+];
+
+fn data(kind: DataKind, rows: usize) -> DataSummary {
+    DataSummary {
+        kind,
+        rows,
+        columns: vec!["sentence1".into(), "sentence2".into(), "score".into()],
+        preview: vec![
+            vec![
+                "A plane is taking off.".into(),
+                "An air plane is taking off.".into(),
+                "1.00".into(),
+            ],
+            vec![
+                "A man is playing a large flute.".into(),
+                "A man is playing a flute.".into(),
+                "0.76".into(),
+            ],
+        ],
+        scores_scaled: true,
+    }
+}
+
+/// The app on the training screen with a valid form. No run really starts, so the output folder
+/// (fixed, for the snapshots) is never created.
+fn training_app(out: &std::path::Path) -> App {
+    let mut app = ready_app(&SENTENCES, true);
+    app.on_key(key('t'));
+    assert_eq!(app.screen, Screen::Training);
+    app.take_effects();
+    for (f, v) in [
+        (FieldId::Data, "sample_data/scored-pairs.csv"),
+        (FieldId::Eval, "sample_data/scored-pairs-dev.csv"),
+        (FieldId::Output, out.to_str().unwrap()),
+    ] {
+        app.form.set(f, v.into());
+    }
+    app.on_data(
+        "sample_data/scored-pairs.csv",
+        false,
+        Ok(data(DataKind::ScoredPairs, 300)),
+    );
+    app.on_data(
+        "sample_data/scored-pairs-dev.csv",
+        true,
+        Ok(data(DataKind::ScoredPairs, 200)),
+    );
+    app
+}
+
+fn steps(app: &mut App, range: std::ops::RangeInclusive<usize>, total: usize) {
+    for step in range {
+        let loss = 0.3 / (1.0 + step as f64 / 5.0) + 0.02 * ((step * 7 % 5) as f64 / 5.0);
+        app.on_train(&TrainEvent::Step {
+            step,
+            total_steps: total,
+            epoch: step as f64 / 19.0,
+            loss,
+            learning_rate: 2e-5,
+            grad_norm: Some(0.5),
+            sentences_per_second: 24.0,
+            elapsed_seconds: step as f64 * 1.3,
+        });
+    }
+}
+
+fn start(app: &mut App) {
+    app.on_key(key('s'));
+    let effects = app.take_effects();
+    assert!(
+        matches!(effects.as_slice(), [Effect::StartTraining(_)]),
+        "{effects:?}"
+    );
+    app.on_train(&TrainEvent::Started {
+        total_steps: 38,
+        steps_per_epoch: 19,
+        epochs: 2,
+        examples: 300,
+        data_kind: "scored pairs".into(),
+        loss: "cosine".into(),
+        device: "cpu".into(),
+        start_step: 0,
+    });
+    app.on_train(&TrainEvent::Eval {
+        step: 0,
+        epoch: 0.0,
+        metrics: vec![
+            ("spearman_cosine".into(), 0.8672),
+            ("pearson_cosine".into(), 0.8696),
+        ],
+    });
+}
+
+#[test]
+fn form_with_errors() {
+    let dir = std::path::Path::new("target/never-created");
+    let mut app = training_app(&dir.join("out"));
+    app.form.set(FieldId::Epochs, "zero".into());
+    app.form.set(FieldId::Lr, "-1".into());
+    app.on_data(
+        "sample_data/scored-pairs.csv",
+        false,
+        Ok(data(DataKind::Nli, 300)),
+    );
+    app.form.set(FieldId::Loss, "cosine".into());
+    app.on_key(key('s'));
+    assert!(
+        app.take_effects().is_empty(),
+        "an invalid form does not start"
+    );
+    assert!(
+        app.form
+            .error(FieldId::Loss)
+            .unwrap()
+            .contains("needs sentence1, sentence2, score")
+    );
+    insta::assert_snapshot!(render(&mut app, 120, 36).backend());
+}
+
+#[test]
+fn running_then_finished() {
+    let dir = std::path::Path::new("target/never-created");
+    let mut app = training_app(&dir.join("out"));
+    start(&mut app);
+    steps(&mut app, 1..=25, 38);
+    app.on_train(&TrainEvent::Eval {
+        step: 19,
+        epoch: 1.0,
+        metrics: vec![
+            ("spearman_cosine".into(), 0.8801),
+            ("pearson_cosine".into(), 0.8812),
+        ],
+    });
+    assert!(app.active_run().is_some());
+    insta::assert_snapshot!("running", render(&mut app, 120, 36).backend());
+    // The explorer still answers while the run trains.
+    app.on_key(key('t'));
+    app.on_key(key('j'));
+    assert_eq!((app.screen, app.selected), (Screen::Explorer, 1));
+    app.on_key(key('t'));
+    steps(&mut app, 26..=38, 38);
+    app.on_train(&TrainEvent::Finished {
+        step: 38,
+        output: dir.join("out"),
+        metrics: vec![("spearman_cosine".into(), 0.8926)],
+    });
+    assert_eq!(app.runs[0].status, RunStatus::Finished);
+    insta::assert_snapshot!("finished", render(&mut app, 120, 36).backend());
+}
+
+#[test]
+fn stopped_with_a_checkpoint_and_failed() {
+    let dir = std::path::Path::new("target/never-created");
+    let mut app = training_app(&dir.join("out"));
+    start(&mut app);
+    steps(&mut app, 1..=7, 38);
+    app.on_key(key('x'));
+    assert_eq!(app.mode, Mode::Confirm(Confirm::StopRun));
+    insta::assert_snapshot!("stop_question", render(&mut app, 120, 36).backend());
+    app.on_key(key('k'));
+    assert!(matches!(
+        app.take_effects().as_slice(),
+        [Effect::StopTraining {
+            keep_checkpoint: true
+        }]
+    ));
+    let ckpt = dir.join("out/checkpoints/checkpoint-000007");
+    app.on_train(&TrainEvent::Checkpoint {
+        step: 7,
+        path: ckpt.clone(),
+    });
+    app.on_train(&TrainEvent::Cancelled {
+        step: 7,
+        checkpoint: Some(ckpt.clone()),
+    });
+    assert_eq!(
+        app.runs[0].status,
+        RunStatus::Cancelled {
+            checkpoint: Some(ckpt)
+        }
+    );
+    insta::assert_snapshot!("stopped", render(&mut app, 120, 36).backend());
+
+    // A second run fails.
+    app.on_key(key('n'));
+    app.form.set(
+        FieldId::Output,
+        dir.join("out2").to_string_lossy().into_owned(),
+    );
+    start(&mut app);
+    steps(&mut app, 1..=3, 38);
+    app.on_train(&TrainEvent::Failed {
+        step: 3,
+        message: "the loss became NaN at step 4 (epoch 1); training stopped and nothing was written over out2; no checkpoint had been saved yet. Try a lower learning rate.".into(),
+    });
+    assert!(matches!(app.runs[1].status, RunStatus::Failed(_)));
+    insta::assert_snapshot!("failed", render(&mut app, 120, 36).backend());
+    assert_eq!(app.runs.len(), 2, "the history keeps both runs");
+}
+
+#[test]
+fn quitting_during_a_run_asks_and_stops_first() {
+    let dir = std::path::Path::new("target/never-created");
+    let mut app = training_app(&dir.join("out"));
+    start(&mut app);
+    app.on_key(key('q'));
+    assert_eq!(app.mode, Mode::Confirm(Confirm::QuitDuringRun));
+    assert!(!app.quit);
+    app.on_key(key('c'));
+    assert_eq!(app.mode, Mode::Normal);
+    app.on_key(key('q'));
+    app.on_key(key('d'));
+    assert!(matches!(
+        app.take_effects().as_slice(),
+        [Effect::StopTraining {
+            keep_checkpoint: false
+        }]
+    ));
+    assert!(!app.quit, "waits for the run to stop");
+    app.on_train(&TrainEvent::Cancelled {
+        step: 1,
+        checkpoint: None,
+    });
+    assert!(app.quit);
+}
+
+#[test]
+fn before_and_after_views() {
+    let dir = std::path::Path::new("target/never-created");
+    let mut app = training_app(&dir.join("out"));
+    start(&mut app);
+    steps(&mut app, 1..=38, 38);
+    app.on_train(&TrainEvent::Finished {
+        step: 38,
+        output: dir.join("out"),
+        metrics: vec![],
+    });
+    app.on_key(key('l'));
+    assert_eq!(app.screen, Screen::Explorer);
+    assert_eq!(
+        serve(&mut app),
+        SENTENCES.len(),
+        "the fine-tuned model embeds every sentence"
+    );
+    assert_eq!(app.view, MatrixView::Difference);
+    let a = app.analysis.as_ref().unwrap();
+    assert!(a.tuned.is_some());
+    assert_eq!(
+        a.tuned_coords.len(),
+        SENTENCES.len(),
+        "drawn in the base basis"
+    );
+    insta::assert_snapshot!("difference", render(&mut app, 120, 36).backend());
+    app.on_key(key('v')); // difference -> base
+    app.on_key(key('v')); // base -> fine-tuned
+    assert_eq!(app.view, MatrixView::Tuned);
+    insta::assert_snapshot!("tuned", render(&mut app, 120, 36).backend());
+    app.color = false;
+    app.view = MatrixView::Difference;
+    insta::assert_snapshot!("difference_no_color", render(&mut app, 120, 36).backend());
+    // Typing a sentence embeds it with both models.
+    app.on_key(key('a'));
+    app.on_key(key('x'));
+    assert_eq!(serve(&mut app), 2);
+    app.on_key(code(KeyCode::Esc));
+    app.on_key(key('u'));
+    assert!(app.tuned.is_none());
+    assert_eq!(app.view, MatrixView::Base);
+}
