@@ -103,8 +103,11 @@ fn settle(
         for r in app.take_requests() {
             req.send(r).unwrap();
         }
-        let loading = matches!(app.model, sbert_tui::tui::app::ModelState::Loading { .. });
-        if !app.pending && !loading {
+        let loading = matches!(
+            app.base.model,
+            sbert_tui::tui::app::ModelState::Loading { .. }
+        );
+        if !app.pending() && !loading {
             return;
         }
         let ev = rx

@@ -29,6 +29,7 @@ fn spawn(
         .unwrap();
     let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_sbert-tui"));
     cmd.args(args);
+    cmd.cwd(env!("CARGO_MANIFEST_DIR"));
     cmd.env("TERM", "xterm-256color");
     cmd.env("HF_HUB_OFFLINE", "1");
     for (k, v) in env {
@@ -180,4 +181,43 @@ fn a_panic_restores_the_terminal_before_the_message() {
         restored < message,
         "the terminal is restored before the message is printed"
     );
+}
+
+#[test]
+fn train_from_the_form_then_compare_before_and_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let tiny = common::fixture("tiny-bert-st");
+    let (mut child, screen, mut keys) = spawn(&["--model", tiny.to_str().unwrap()], &[]);
+    screen.wait_for("the explorer", |s| s.contains("8 × 8"));
+    let mut send = |bytes: &[u8]| {
+        keys.write_all(bytes).unwrap();
+        keys.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    };
+    send(b"t");
+    screen.wait_for("the form with the sample data read", |s| {
+        s.contains("scored pairs (sentence1")
+    });
+    // Down to the output folder (the last field), type a fresh folder, then start.
+    for _ in 0..14 {
+        send(b"j");
+    }
+    send(b"\r");
+    send(b"\x15"); // Ctrl-U
+    send(out.to_str().unwrap().as_bytes());
+    send(b"\r");
+    send(b"s");
+    let text = screen.wait_for("the run to finish", |s| s.contains("finished · saved to"));
+    assert!(text.contains("Loss · whole run"), "{text}");
+    assert!(text.contains("spearman_cosine"), "{text}");
+    assert!(out.join("modules.json").is_file(), "the model was saved");
+    send(b"l");
+    let text = screen.wait_for("the difference view", |s| {
+        s.contains("fine-tuned − base · 8 × 8")
+    });
+    assert!(text.contains("○ base → ● fine-tuned"), "{text}");
+    send(b"q");
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status:?}");
 }

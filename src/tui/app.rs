@@ -591,11 +591,9 @@ impl App {
                 self.last_embed_ms = Some(millis);
                 self.refresh();
             }
-            WorkerEvent::EmbedFailed { id, error, .. } => {
-                if id == s.last_request {
-                    s.pending = false;
-                    self.set_status(error, true);
-                }
+            WorkerEvent::EmbedFailed { id, error, .. } if id == s.last_request => {
+                s.pending = false;
+                self.set_status(error, true);
             }
             _ => {} // an event about an older generation
         }
@@ -945,10 +943,8 @@ impl App {
                 }
             }
             Action::StartRun => self.start_run(),
-            Action::StopRun => {
-                if self.active_run().is_some() {
-                    self.mode = Mode::Confirm(Confirm::StopRun);
-                }
+            Action::StopRun if self.active_run().is_some() => {
+                self.mode = Mode::Confirm(Confirm::StopRun);
             }
             Action::NewRun => {
                 if self.active_run().is_some() {

@@ -285,11 +285,11 @@ impl Form {
             ),
             (Some(Err(e)), false) => need(FieldId::Data, false, e),
             (Some(Ok(d)), false) => {
-                if let Some(l) = loss {
-                    if !d.kind.losses().contains(&l) {
-                        let why = format!("`{l}` needs {}", crate::train::data::columns_for(l));
-                        need(FieldId::Loss, false, &why);
-                    }
+                if let Some(l) = loss
+                    && !d.kind.losses().contains(&l)
+                {
+                    let why = format!("`{l}` needs {}", crate::train::data::columns_for(l));
+                    need(FieldId::Loss, false, &why);
                 }
             }
         }
@@ -531,6 +531,7 @@ impl RunView {
             }
             TrainEvent::Step {
                 step,
+                total_steps,
                 epoch,
                 loss,
                 learning_rate,
@@ -539,6 +540,7 @@ impl RunView {
                 ..
             } => {
                 self.step = *step;
+                self.total_steps = *total_steps;
                 self.epoch = *epoch;
                 self.learning_rate = *learning_rate;
                 self.sentences_per_second = *sentences_per_second;

@@ -315,7 +315,7 @@ mod tests {
             pooling: None,
         }]);
         assert!(
-            matches!(&events[1], WorkerEvent::LoadFailed { generation: 4, error } if error.contains("does not exist"))
+            matches!(&events[1], WorkerEvent::LoadFailed { generation: 4, error, .. } if error.contains("does not exist"))
         );
         let events = run_all(vec![
             Request::Load {

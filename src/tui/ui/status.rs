@@ -67,11 +67,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     }
     if let Some(run) = app.active_run() {
         spans.push(sep.clone());
-        let pct = if run.total_steps > 0 {
-            100 * run.step / run.total_steps
-        } else {
-            0
-        };
+        let pct = (100 * run.step).checked_div(run.total_steps).unwrap_or(0);
         spans.push(Span::raw(format!("training run {} {pct}%", run.id)));
     }
     if let Some(s) = &app.status

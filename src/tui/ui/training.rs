@@ -348,7 +348,7 @@ fn draw_loss(
     window: Option<usize>,
 ) {
     let title = match window {
-        None => " Loss · whole run · raw and smoothed ".to_string(),
+        None => " Loss · whole run · raw (faint) and smoothed ".to_string(),
         Some(n) => format!(" Loss · last {n} steps "),
     };
     let block = Block::bordered().title(title);
@@ -387,6 +387,7 @@ fn draw_loss(
             .data(&smooth),
     ];
     let chart = Chart::new(datasets)
+        .legend_position(None)
         .block(block)
         .x_axis(
             Axis::default()
@@ -409,7 +410,11 @@ fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Re
         .and_then(|r| r.evals.first())
         .and_then(|(_, m)| m.first())
         .map_or("evaluation".to_string(), |(k, _)| k.clone());
-    let block = Block::bordered().title(format!(" {name} "));
+    let last = run
+        .and_then(|r| r.evals.last())
+        .and_then(|(_, m)| m.first())
+        .map_or(String::new(), |(_, v)| format!(" · {v:.4}"));
+    let block = Block::bordered().title(format!(" {name}{last} "));
     let Some(run) = run.filter(|r| !r.evals.is_empty()) else {
         let msg = match run {
             Some(r) if r.config.eval.is_none() => "no evaluation file for this run",
@@ -423,7 +428,6 @@ fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Re
         .filter_map(|(s, m)| m.first().map(|(_, v)| (*s as f64, *v)))
         .filter(|p| p.1.is_finite())
         .collect();
-    let last = points.last().map_or(0.0, |p| p.1);
     let xb = [0.0, (run.total_steps.max(1)) as f64];
     let yb = bounds(points.iter().map(|p| p.1));
     let style = if theme.color {
@@ -433,7 +437,6 @@ fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Re
     };
     let chart = Chart::new(vec![
         Dataset::default()
-            .name(format!("{last:.4}"))
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
             .style(style)
