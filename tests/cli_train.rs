@@ -23,6 +23,13 @@ fn sample(name: &str) -> String {
         .into_owned()
 }
 
+/// Ctrl-C, as the terminal sends it: SIGINT.
+fn interrupt(pid: u32) {
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_resume_continues_from_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,10 +66,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_continues_from_it() {
         assert!(start.elapsed() < Duration::from_secs(60), "no steps logged");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    interrupt(child.id());
     let output = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{err}");
@@ -98,10 +102,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_continues_from_it() {
         assert!(start.elapsed() < Duration::from_secs(60), "did not resume");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    interrupt(child.id());
     assert_eq!(child.wait().unwrap().code(), Some(130));
 }
 
