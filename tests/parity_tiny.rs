@@ -104,3 +104,22 @@ fn tiny_xlmr_matches() {
         "xlm-r sentence embeddings",
     );
 }
+
+/// The same weights saved by `torch.save` (with a `bert.` prefix, as a `BertForX` checkpoint
+/// has): `tests/fixtures/tiny-bert-pt` was made from `tiny-bert-st` with
+/// `torch.save({"bert." + k: v for k, v in load_file("model.safetensors").items()}, "pytorch_model.bin")`
+/// (and the Dense weights without prefix).
+#[test]
+fn pytorch_model_bin_loads_the_same_model() {
+    let r = json("tiny_reference.json");
+    let enc = SentenceEncoder::load(&fixture("tiny-bert-pt"), &LoadOptions::default()).unwrap();
+    let got = enc
+        .encode(&strings(&r["sentences"]), 4, &mut |_, _| {})
+        .unwrap();
+    assert_close(
+        &got,
+        &matrix(&r["sentence_embedding"]),
+        TOL,
+        "from pytorch_model.bin",
+    );
+}
