@@ -4,6 +4,7 @@ use clap::Parser;
 use sbert_tui::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    sbert_tui::tune_allocator();
     let args = Cli::parse();
     let result = match args.command {
         Some(command) => cli::run(command),
