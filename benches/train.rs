@@ -14,7 +14,9 @@ use sbert_tui::train::optim::{AdamWConfig, linear_schedule};
 use sbert_tui::train::session::{LossSetup, Session};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
@@ -38,13 +40,22 @@ fn main() {
         Some(1.0),
     )
     .unwrap();
-    let batches: Vec<Vec<&Example>> = dataset.examples.chunks(batch).take(steps + 1).map(|c| c.iter().collect()).collect();
+    let batches: Vec<Vec<&Example>> = dataset
+        .examples
+        .chunks(batch)
+        .take(steps + 1)
+        .map(|c| c.iter().collect())
+        .collect();
     let total = batches.len();
     let warmup = total / 10;
-    session.step(&batches[0], 2e-5 * linear_schedule(0, warmup, total)).unwrap();
+    session
+        .step(&batches[0], 2e-5 * linear_schedule(0, warmup, total))
+        .unwrap();
     let t = Instant::now();
     for (i, b) in batches.iter().enumerate().skip(1) {
-        session.step(b, 2e-5 * linear_schedule(i, warmup, total)).unwrap();
+        session
+            .step(b, 2e-5 * linear_schedule(i, warmup, total))
+            .unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
     println!(

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 
 type R<T> = candle_core::Result<T>;
 
@@ -88,14 +88,33 @@ impl AdamW {
                 }),
             };
             state.steps += 1;
-            state.m = ((&state.m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
-            state.v = ((&state.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let bc1 = 1.0 - c.beta1.powi(state.steps as i32);
             let bc2 = 1.0 - c.beta2.powi(state.steps as i32);
+            let wd = if p.decay { c.weight_decay } else { 0.0 };
+            let g = g.contiguous()?;
+            if p.var.device().is_cpu() && p.var.dtype() == DType::F32 {
+                // In place, with no temporary tensors: the word-embedding table alone is 47 MB
+                // for all-MiniLM-L6-v2, and the tensor formula below allocates several copies.
+                let moment = |beta: f64, square| MomentUpdate {
+                    beta: beta as f32,
+                    square,
+                };
+                state.m.inplace_op2(&g, &moment(c.beta1, false))?;
+                state.v.inplace_op2(&g, &moment(c.beta2, true))?;
+                let update = ParamUpdate {
+                    decay: (1.0 - lr * wd) as f32,
+                    step: (lr / bc1) as f32,
+                    inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+                    eps: c.eps as f32,
+                };
+                p.var.as_tensor().inplace_op3(&state.m, &state.v, &update)?;
+                continue;
+            }
+            state.m = ((&state.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+            state.v = ((&state.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let denom = ((state.v.sqrt()? / bc2.sqrt())? + c.eps)?;
             let update = (state.m.div(&denom)? * (lr / bc1))?;
             let theta = p.var.as_tensor().detach();
-            let wd = if p.decay { c.weight_decay } else { 0.0 };
             let theta = if wd > 0.0 {
                 (theta * (1.0 - lr * wd))?
             } else {
@@ -140,6 +159,87 @@ impl AdamW {
                 v: v.to_device(dev)?,
                 steps,
             });
+        }
+        Ok(())
+    }
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> R<&'a [f32]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what}: not contiguous")))?;
+    match s {
+        CpuStorage::F32(v) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{what}: expected f32"),
+    }
+}
+
+fn contiguous_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> R<&'a mut [f32]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what}: not contiguous")))?;
+    match s {
+        CpuStorage::F32(v) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("{what}: expected f32"),
+    }
+}
+
+/// `m = beta m + (1 - beta) g` (or `g^2`), in place.
+struct MomentUpdate {
+    beta: f32,
+    square: bool,
+}
+
+impl InplaceOp2 for MomentUpdate {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, g: &CpuStorage, g_l: &Layout) -> R<()> {
+        let m = contiguous_f32_mut(dst, dst_l, "moment")?;
+        let g = contiguous_f32(g, g_l, "gradient")?;
+        let (b, one_minus_b) = (self.beta, 1.0 - self.beta);
+        if self.square {
+            m.iter_mut()
+                .zip(g)
+                .for_each(|(m, g)| *m = b * *m + one_minus_b * (g * g));
+        } else {
+            m.iter_mut()
+                .zip(g)
+                .for_each(|(m, g)| *m = b * *m + one_minus_b * g);
+        }
+        Ok(())
+    }
+}
+
+/// `p = p (1 - lr wd) - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)`, in place (as torch).
+struct ParamUpdate {
+    decay: f32,
+    step: f32,
+    inv_sqrt_bc2: f32,
+    eps: f32,
+}
+
+impl InplaceOp3 for ParamUpdate {
+    fn name(&self) -> &'static str {
+        "adamw-param"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        m: &CpuStorage,
+        m_l: &Layout,
+        v: &CpuStorage,
+        v_l: &Layout,
+    ) -> R<()> {
+        let p = contiguous_f32_mut(dst, dst_l, "parameter")?;
+        let m = contiguous_f32(m, m_l, "first moment")?;
+        let v = contiguous_f32(v, v_l, "second moment")?;
+        for ((p, m), v) in p.iter_mut().zip(m).zip(v) {
+            let denom = v.sqrt() * self.inv_sqrt_bc2 + self.eps;
+            *p = *p * self.decay - self.step * (m / denom);
         }
         Ok(())
     }
