@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Speed, side by side with Python sentence-transformers on this machine, the same threads, the
+# same sentences and batches, in one run:
+#   - encode throughput: all-MiniLM-L6-v2, the first N (5,000) STS-B train sentences, batch 32;
+#   - single-sentence latency: median and p95 over the first 200 of them;
+#   - training steps/second: cosine loss, batch 16, the same 60 batches (file order), dropout on;
+#   - peak memory (RSS) of each process.
+# Prints a table with both numbers and the ratio, and writes it to bench/out/results.md.
+#
+#   bench/run.sh                  # THREADS=, N=, STEPS= to change the defaults
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-$(nproc)}
+N=${N:-5000}
+STEPS=${STEPS:-60}
+OUT=bench/out
+mkdir -p "$OUT"
+if [ ! -x .venv-ref/bin/python ]; then
+  echo "setting up the Python reference in .venv-ref (a few GB, once)..." >&2
+  python3 -m venv .venv-ref
+  .venv-ref/bin/pip install -q "sentence-transformers[train]"
+fi
+cargo build -q --release
+# The bench executables themselves, so that memory is measured on them and not on cargo.
+bench_bin() { cargo bench --no-run --bench "$1" 2>&1 | sed -n 's/.*Executable .* (\(.*\))$/\1/p' | tail -1; }
+ENCODE_BIN=$(bench_bin encode)
+TRAIN_BIN=$(bench_bin train)
+MODEL=${MODEL:-$(./target/release/sbert-tui info | awk '$1 == "folder" { $1 = ""; sub(/^ +/, ""); print }')}
+.venv-ref/bin/python - "$N" > "$OUT/sentences.txt" <<'PY'
+import csv, sys
+for i, row in enumerate(csv.DictReader(open("sample_data/stsb/sts-train.csv", encoding="utf-8"))):
+    if i >= int(sys.argv[1]):
+        break
+    print(row["sentence1"].replace("\n", " "))
+PY
+export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+timed() { /usr/bin/time -f "%M" -o "$1" "${@:2}"; }
+echo "encode: sbert-tui..." >&2
+timed "$OUT/rss-encode-rust" "$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" > "$OUT/encode-rust.json"
+echo "encode: sentence-transformers..." >&2
+timed "$OUT/rss-encode-python" .venv-ref/bin/python bench/encode_python.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" > "$OUT/encode-python.json" 2>/dev/null
+echo "training steps: sbert-tui..." >&2
+timed "$OUT/rss-train-rust" "$TRAIN_BIN" --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" > "$OUT/train-step-rust.json"
+echo "training steps: sentence-transformers..." >&2
+timed "$OUT/rss-train-python" .venv-ref/bin/python bench/train_step_python.py --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" --threads "$THREADS" > "$OUT/train-step-python.json" 2>/dev/null
+.venv-ref/bin/python - "$OUT" "$THREADS" <<'PY' | tee "$OUT/results.md"
+import json, platform, subprocess, sys
+out, threads = sys.argv[1], sys.argv[2]
+last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
+er, ep = last(f"{out}/encode-rust.json"), last(f"{out}/encode-python.json")
+tr, tp = last(f"{out}/train-step-rust.json"), last(f"{out}/train-step-python.json")
+rss = lambda n: int(open(f"{out}/rss-{n}").read().strip().splitlines()[-1]) / 1024
+import sentence_transformers, torch
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
+simd = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+print(f"Machine: {cpu} ({simd}), {threads} threads for each engine; {rustc}; "
+      f"sentence-transformers {sentence_transformers.__version__}, torch {torch.__version__}.\n")
+print("| measure | sbert-tui | python | ratio | goal |")
+print("|---|---|---|---|---|")
+def row(name, r, p, fmt, goal):
+    print(f"| {name} | {fmt.format(r)} | {fmt.format(p)} | {r / p:.2f}x | {goal} |")
+row(f"encode throughput, {er['sentences']} sentences, batch 32 (sentences/s)", er["sentences_per_second"], ep["sentences_per_second"], "{:.1f}", ">= 1.2x")
+row("single-sentence latency, median (ms)", er["latency_ms_median"], ep["latency_ms_median"], "{:.2f}", "<= 0.5x")
+row("single-sentence latency, p95 (ms)", er["latency_ms_p95"], ep["latency_ms_p95"], "{:.2f}", "")
+row(f"training steps/s, cosine loss, batch 16, {tr['steps']} steps", tr["steps_per_second"], tp["steps_per_second"], "{:.2f}", ">= 1.5x")
+row("peak RSS while encoding (MiB)", rss("encode-rust"), rss("encode-python"), "{:.0f}", "")
+row("peak RSS while training (MiB)", rss("train-rust"), rss("train-python"), "{:.0f}", "<= 1.0x")
+PY
