@@ -386,22 +386,28 @@ fn draw_loss(
             .style(smooth_style)
             .data(&smooth),
     ];
-    let chart = Chart::new(datasets)
+    frame.render_widget(chart(datasets, block, xb, yb, theme), area);
+}
+
+/// A line chart with step numbers below and values at the side, no legend over the data.
+fn chart<'a>(
+    datasets: Vec<Dataset<'a>>,
+    block: Block<'a>,
+    xb: [f64; 2],
+    yb: [f64; 2],
+    theme: &Theme,
+) -> Chart<'a> {
+    let axis = |b: [f64; 2], decimals| {
+        Axis::default()
+            .bounds(b)
+            .labels(axis_labels(b, decimals))
+            .style(theme.dim())
+    };
+    Chart::new(datasets)
         .legend_position(None)
         .block(block)
-        .x_axis(
-            Axis::default()
-                .bounds(xb)
-                .labels(axis_labels(xb, 0))
-                .style(theme.dim()),
-        )
-        .y_axis(
-            Axis::default()
-                .bounds(yb)
-                .labels(axis_labels(yb, 3))
-                .style(theme.dim()),
-        );
-    frame.render_widget(chart, area);
+        .x_axis(axis(xb, 0))
+        .y_axis(axis(yb, 3))
 }
 
 /// The first evaluation metric over steps.
@@ -435,27 +441,14 @@ fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Re
     } else {
         Style::new()
     };
-    let chart = Chart::new(vec![
+    let data = vec![
         Dataset::default()
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
             .style(style)
             .data(&points),
-    ])
-    .block(block)
-    .x_axis(
-        Axis::default()
-            .bounds(xb)
-            .labels(axis_labels(xb, 0))
-            .style(theme.dim()),
-    )
-    .y_axis(
-        Axis::default()
-            .bounds(yb)
-            .labels(axis_labels(yb, 3))
-            .style(theme.dim()),
-    );
-    frame.render_widget(chart, area);
+    ];
+    frame.render_widget(chart(data, block, xb, yb, theme), area);
 }
 
 fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
