@@ -183,11 +183,10 @@ impl Embeddings {
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         let (b, seq) = input.ids.dims2()?;
         let positions = self.position_ids(&input.lengths, b, seq, input.ids.device())?;
-        if let Some(max) = positions_needed(self.position_offset, seq)
-            && max > self.position.rows()
-        {
+        let needed = self.position_offset.map_or(seq, |pad| pad + 1 + seq);
+        if needed > self.position.rows() {
             candle_core::bail!(
-                "sequence of {seq} tokens needs {max} positions, the model has {}",
+                "sequence of {seq} tokens needs {needed} positions, the model has {}",
                 self.position.rows()
             );
         }
@@ -221,13 +220,6 @@ impl Embeddings {
             }
         }
     }
-}
-
-fn positions_needed(offset: Option<usize>, seq: usize) -> Option<usize> {
-    Some(match offset {
-        None => seq,
-        Some(pad) => pad + 1 + seq,
-    })
 }
 
 struct SelfAttention {

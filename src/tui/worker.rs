@@ -335,46 +335,26 @@ mod tests {
             "{events:?}"
         );
     }
-}
-
-#[cfg(test)]
-mod slot_tests {
-    use super::*;
 
     #[test]
     fn two_models_side_by_side() {
         let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let (tx, rx) = channel();
+        let mut requests = Vec::new();
         for (slot, dir) in [(Slot::Base, "tiny-bert-st"), (Slot::Tuned, "tiny-xlmr-st")] {
-            tx.send(Request::Load {
+            requests.push(Request::Load {
                 slot,
                 generation: 1,
                 spec: tiny.join(dir).to_string_lossy().into_owned(),
                 pooling: None,
-            })
-            .unwrap();
-            tx.send(Request::Embed {
+            });
+            requests.push(Request::Embed {
                 slot,
                 id: 1,
                 generation: 1,
                 texts: vec!["hello".into()],
-            })
-            .unwrap();
+            });
         }
-        drop(tx);
-        let events = std::sync::Mutex::new(Vec::new());
-        run(
-            rx,
-            |e| {
-                events.lock().unwrap().push(e);
-                true
-            },
-            model::DeviceChoice::Cpu,
-            None,
-        );
-        let dims: Vec<(Slot, usize)> = events
-            .into_inner()
-            .unwrap()
+        let dims: Vec<(Slot, usize)> = run_all(requests)
             .into_iter()
             .filter_map(|e| match e {
                 WorkerEvent::Embedded { slot, items, .. } => Some((slot, items[0].vector.len())),
