@@ -13,6 +13,8 @@ use super::error::{ModelError, Result, read_json};
 use super::layers::{Embedding, LayerNorm, Linear, Mode};
 use super::weights::CheckedWeights;
 
+mod fused;
+
 /// The architectures this encoder runs, by `config.json`'s `model_type`.
 pub const SUPPORTED_MODEL_TYPES: [&str; 3] = ["bert", "roberta", "xlm-roberta"];
 
@@ -141,6 +143,19 @@ impl HiddenAct {
         })
     }
 
+    /// The activation of one value (the fused path's fallback for all but GELU).
+    fn scalar(self, x: f32) -> f32 {
+        match self {
+            HiddenAct::Gelu => super::kernels::gelu_erf(x),
+            HiddenAct::GeluTanh => {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            }
+            HiddenAct::Relu => x.max(0.0),
+            HiddenAct::Silu => x / (1.0 + (-x).exp()),
+        }
+    }
+
     fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             HiddenAct::Gelu => x.gelu_erf(),
@@ -180,9 +195,8 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        let (b, seq) = input.ids.dims2()?;
-        let positions = self.position_ids(&input.lengths, b, seq, input.ids.device())?;
+    /// Fails when `seq` tokens need more positions than the table has.
+    fn check_positions(&self, seq: usize) -> candle_core::Result<()> {
         let needed = self.position_offset.map_or(seq, |pad| pad + 1 + seq);
         if needed > self.position.rows() {
             candle_core::bail!(
@@ -190,6 +204,13 @@ impl Embeddings {
                 self.position.rows()
             );
         }
+        Ok(())
+    }
+
+    fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
+        let (b, seq) = input.ids.dims2()?;
+        let positions = self.position_ids(&input.lengths, b, seq, input.ids.device())?;
+        self.check_positions(seq)?;
         let x = self.word.forward(&input.ids, mode)?;
         let x = (x + self.position.forward(&positions, mode)?)?;
         let x = (x + self.token_type.forward(&input.type_ids, mode)?)?;
@@ -402,6 +423,18 @@ impl Bert {
 
     /// `[b, seq]` ids -> `[b, seq, hidden]` token vectors.
     pub fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
+        if !mode.grad && mode.dropout.is_none() && fused::applies(self, input) {
+            return fused::forward(self, input);
+        }
+        self.forward_composed(input, mode)
+    }
+
+    /// The forward pass as a composition of candle operations (differentiable; any device).
+    pub fn forward_composed(
+        &self,
+        input: &EncoderInput,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
         // Padding gets a bias of f32::MIN before the softmax, as transformers does.
         let bias = ((1.0 - &input.mask)? * f32::MIN as f64)?
             .to_dtype(DType::F32)?

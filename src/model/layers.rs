@@ -129,6 +129,15 @@ impl Linear {
         self.forward(x, mode.grad)
     }
 
+    /// `[out, in]`, PyTorch's layout.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     /// Works on any leading shape: `[..., in]` -> `[..., out]`.
     pub fn forward(&self, x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
         let (w, b) = if grad {
@@ -165,6 +174,18 @@ impl LayerNorm {
             bias: vb.get(dim, "bias")?,
             eps,
         })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    pub fn eps(&self) -> f64 {
+        self.eps
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
@@ -211,6 +232,10 @@ impl Embedding {
 
     pub fn rows(&self) -> usize {
         self.weight.dims()[0]
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
     }
 }
 

@@ -7,6 +7,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod folder;
+pub mod kernels;
 pub mod layers;
 pub mod pooling;
 pub mod save;

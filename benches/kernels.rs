@@ -1,0 +1,74 @@
+//! Micro-benchmarks of the hot CPU kernels of the fused inference path, at all-MiniLM-L6-v2's
+//! shapes (hidden 384, intermediate 1536, 12 heads of 32): the two matrix-product paths across
+//! row counts (which picks `kernels::SMALL_M`), GELU, layer norm and attention.
+//!
+//!   cargo bench --bench kernels                 # all
+//!   cargo bench --bench kernels -- matmul       # a group
+//!
+//! Reports time per call and, for the products, throughput in multiply-adds per second.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sbert_tui::model::kernels;
+
+fn data(n: usize, seed: f32) -> Vec<f32> {
+    (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
+}
+
+fn matmul(c: &mut Criterion) {
+    for (k, n) in [(384, 384), (384, 1536), (1536, 384)] {
+        let mut group = c.benchmark_group(format!("matmul_k{k}_n{n}"));
+        let w = data(n * k, 1.0);
+        for m in [1, 4, 8, 12, 16, 24, 32, 64, 480] {
+            let x = data(m * k, 2.0);
+            let mut dst = vec![0f32; m * n];
+            group.throughput(Throughput::Elements((m * n * k) as u64));
+            group.bench_with_input(BenchmarkId::new("gemm", m), &m, |b, &m| {
+                b.iter(|| kernels::gemm_wt(&mut dst, n, &x, m, k, &w, n))
+            });
+            group.bench_with_input(BenchmarkId::new("unpacked", m), &m, |b, &m| {
+                b.iter(|| kernels::small_matmul_wt_par(&mut dst, n, &x, m, k, &w, n))
+            });
+        }
+        group.finish();
+    }
+}
+
+fn elementwise(c: &mut Criterion) {
+    let rows = 480;
+    let mut group = c.benchmark_group("elementwise");
+    let bias = data(1536, 3.0);
+    let src = data(rows * 1536, 4.0);
+    let mut buf = src.clone();
+    group.throughput(Throughput::Elements((rows * 1536) as u64));
+    group.bench_function("bias_gelu_480x1536", |b| {
+        b.iter(|| {
+            buf.copy_from_slice(&src);
+            kernels::bias_gelu(&mut buf, &bias)
+        })
+    });
+    let gamma = data(384, 5.0);
+    let beta = data(384, 6.0);
+    let y = data(rows * 384, 7.0);
+    let res = data(rows * 384, 8.0);
+    let mut out = res.clone();
+    group.throughput(Throughput::Elements((rows * 384) as u64));
+    group.bench_function("bias_residual_layer_norm_480x384", |b| {
+        b.iter(|| {
+            out.copy_from_slice(&res);
+            kernels::bias_residual_layer_norm(&y, &gamma[..384], &mut out, &gamma, &beta, 1e-12)
+        })
+    });
+    for len in [16, 64, 256] {
+        let qkv = data(len * 3 * 384, 9.0);
+        let mut ctx = vec![0f32; len * 384];
+        let mut scores = vec![0f32; len];
+        group.throughput(Throughput::Elements((12 * len * len * 32 * 2) as u64));
+        group.bench_function(format!("attend_{len}_tokens"), |b| {
+            b.iter(|| kernels::attend(&qkv, &mut ctx, len, 12, 32, 0.176, &mut scores))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, elementwise);
+criterion_main!(benches);

@@ -1,0 +1,301 @@
+//! The fused CPU inference path of [`Bert`]: the same arithmetic as the candle composition in
+//! `bert.rs`, on plain `f32` buffers, with none of its temporaries.
+//!
+//! - Tokens are packed without padding (`T` = the real tokens of the batch), so no work is spent
+//!   on padding and attention needs no mask: each sentence attends over its own tokens, which is
+//!   what the `-inf` bias of the padded form computes (its softmax weights are exactly 0).
+//! - Matrix products call `gemm` (the library candle itself uses) directly on the weights'
+//!   storage, writing Q, K and V side by side into one buffer.
+//! - Bias, GELU, residual and layer norm are fused into one pass after each product
+//!   ([`super::super::kernels`], AVX2 where available).
+//! - Attention runs per sentence and head with the scores in a small scratch row.
+//! - One thread pool (rayon's, which gemm also uses) runs everything; small batches stay on the
+//!   calling thread, where waking a pool costs more than it saves.
+//!
+//! Only evaluation (no autograd graph, no dropout) on CPU with `f32` weights takes this path;
+//! `tests/fused_path.rs` and the tests below hold it to the composition.
+
+use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
+use rayon::prelude::*;
+
+use super::super::kernels;
+use super::{Bert, EncoderInput, HiddenAct, Layer};
+
+/// Rows per parallel task in the element-wise passes; below two tasks' worth, no pool.
+const ROWS_PER_TASK: usize = 16;
+
+/// The `f32` data of a contiguous CPU tensor, read-locked while this lives.
+struct Data<'a> {
+    guard: StorageRef<'a>,
+    start: usize,
+    len: usize,
+}
+
+impl Data<'_> {
+    fn of(t: &Tensor) -> candle_core::Result<Data<'_>> {
+        let (guard, layout) = t.storage_and_layout();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("fused path: weight is not contiguous");
+        };
+        if !matches!(&*guard, Storage::Cpu(CpuStorage::F32(_))) {
+            candle_core::bail!("fused path: weight is not f32 on the CPU");
+        }
+        Ok(Data {
+            guard,
+            start,
+            len: end - start,
+        })
+    }
+
+    fn get(&self) -> &[f32] {
+        match &*self.guard {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.start + self.len],
+            _ => unreachable!("checked in Data::of"),
+        }
+    }
+}
+
+/// True when this forward pass can take the fused path.
+pub(super) fn applies(bert: &Bert, input: &EncoderInput) -> bool {
+    input.ids.device().is_cpu()
+        && Data::of(bert.embeddings.word.weight()).is_ok()
+        && input.lengths.len() == input.ids.dims().first().copied().unwrap_or(0)
+}
+
+fn threads() -> usize {
+    kernels::threads()
+}
+
+/// Runs `f` on chunks of whole rows (`width` values each), in parallel when there are enough.
+fn for_rows(data: &mut [f32], width: usize, f: impl Fn(&mut [f32], usize) + Sync) {
+    let rows = data.len() / width.max(1);
+    if rows < 2 * ROWS_PER_TASK || threads() < 2 {
+        f(data, 0);
+    } else {
+        data.par_chunks_mut(ROWS_PER_TASK * width)
+            .enumerate()
+            .for_each(|(i, chunk)| f(chunk, i * ROWS_PER_TASK));
+    }
+}
+
+fn activate(act: HiddenAct, rows: &mut [f32], bias: &[f32]) {
+    match act {
+        HiddenAct::Gelu => kernels::bias_gelu(rows, bias),
+        other => {
+            kernels::add_bias(rows, bias);
+            for v in rows.iter_mut() {
+                *v = other.scalar(*v);
+            }
+        }
+    }
+}
+
+/// `[b, seq]` ids -> `[b, seq, hidden]` token vectors (padding rows are 0).
+pub(super) fn forward(bert: &Bert, input: &EncoderInput) -> candle_core::Result<Tensor> {
+    let c = &bert.config;
+    let (b, seq) = input.ids.dims2()?;
+    let h = c.hidden_size;
+    bert.embeddings.check_positions(seq)?;
+    let ids = input.ids.flatten_all()?.to_vec1::<u32>()?;
+    let type_ids = input.type_ids.flatten_all()?.to_vec1::<u32>()?;
+    // Offsets of each sentence in the packed token rows.
+    let lengths: Vec<usize> = input.lengths.iter().map(|&l| l.min(seq)).collect();
+    let mut offsets = Vec::with_capacity(b + 1);
+    offsets.push(0);
+    for &l in &lengths {
+        offsets.push(offsets.last().copied().unwrap_or(0) + l);
+    }
+    let tokens = *offsets.last().unwrap_or(&0);
+
+    let mut x = vec![0f32; tokens * h];
+    embed(bert, &ids, &type_ids, &lengths, seq, &mut x)?;
+
+    let mut scratch = Scratch::new(tokens, h, c.intermediate_size);
+    for layer in &bert.layers {
+        layer_forward(layer, bert, &offsets, &mut x, &mut scratch)?;
+    }
+
+    let mut out = vec![0f32; b * seq * h];
+    for (r, &len) in lengths.iter().enumerate() {
+        out[r * seq * h..(r * seq + len) * h]
+            .copy_from_slice(&x[offsets[r] * h..offsets[r + 1] * h]);
+    }
+    Tensor::from_vec(out, (b, seq, h), input.ids.device())
+}
+
+/// Buffers reused by every layer of one forward pass.
+struct Scratch {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    tmp: Vec<f32>,
+    inter: Vec<f32>,
+    qkv_bias: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(tokens: usize, h: usize, inter: usize) -> Self {
+        Self {
+            qkv: vec![0.0; tokens * 3 * h],
+            ctx: vec![0.0; tokens * h],
+            tmp: vec![0.0; tokens * h],
+            inter: vec![0.0; tokens * inter],
+            qkv_bias: vec![0.0; 3 * h],
+        }
+    }
+}
+
+fn embed(
+    bert: &Bert,
+    ids: &[u32],
+    type_ids: &[u32],
+    lengths: &[usize],
+    seq: usize,
+    x: &mut [f32],
+) -> candle_core::Result<()> {
+    let e = &bert.embeddings;
+    let h = bert.config.hidden_size;
+    let word = Data::of(e.word.weight())?;
+    let pos = Data::of(e.position.weight())?;
+    let typ = Data::of(e.token_type.weight())?;
+    let (word, pos, typ) = (word.get(), pos.get(), typ.get());
+    let (vocab, types) = (word.len() / h, typ.len() / h);
+    let mut row = 0;
+    for (r, &len) in lengths.iter().enumerate() {
+        for i in 0..len {
+            let id = ids[r * seq + i] as usize;
+            let t = type_ids[r * seq + i] as usize;
+            if id >= vocab || t >= types {
+                candle_core::bail!(
+                    "token id {id} / type id {t} out of range (vocabulary {vocab}, types {types})"
+                );
+            }
+            let p = e.position_offset.map_or(i, |pad| pad + 1 + i);
+            let dst = &mut x[row * h..(row + 1) * h];
+            let (w, pe, te) = (
+                &word[id * h..(id + 1) * h],
+                &pos[p * h..(p + 1) * h],
+                &typ[t * h..(t + 1) * h],
+            );
+            for j in 0..h {
+                dst[j] = (w[j] + pe[j]) + te[j];
+            }
+            row += 1;
+        }
+    }
+    let gamma = Data::of(e.norm.weight())?;
+    let beta = Data::of(e.norm.bias())?;
+    let (gamma, beta) = (gamma.get(), beta.get());
+    let eps = e.norm.eps() as f32;
+    for_rows(x, h, |rows, _| {
+        kernels::layer_norm_rows(rows, gamma, beta, eps)
+    });
+    Ok(())
+}
+
+fn layer_forward(
+    layer: &Layer,
+    bert: &Bert,
+    offsets: &[usize],
+    x: &mut [f32],
+    s: &mut Scratch,
+) -> candle_core::Result<()> {
+    let c = &bert.config;
+    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let t = x.len() / h;
+    let a = &layer.attention;
+
+    // Q, K, V side by side: row i of `qkv` is [q_i | k_i | v_i].
+    for (which, lin) in [&a.query, &a.key, &a.value].into_iter().enumerate() {
+        let w = Data::of(lin.weight())?;
+        kernels::matmul_wt(&mut s.qkv[which * h..], 3 * h, x, t, h, w.get(), h);
+        match lin.bias() {
+            Some(bias) => {
+                s.qkv_bias[which * h..(which + 1) * h].copy_from_slice(Data::of(bias)?.get())
+            }
+            None => s.qkv_bias[which * h..(which + 1) * h].fill(0.0),
+        }
+    }
+    let qkv_bias = &s.qkv_bias;
+    for_rows(&mut s.qkv, 3 * h, |rows, _| {
+        kernels::add_bias(rows, qkv_bias)
+    });
+
+    attention(&s.qkv, &mut s.ctx, offsets, h, a.heads, a.head_dim);
+
+    // Attention output, residual, layer norm.
+    dense_residual_norm(&a.output, &a.norm, &s.ctx, h, &mut s.tmp, x)?;
+
+    // Feed-forward: intermediate + activation, output + residual + layer norm.
+    let w = Data::of(layer.intermediate.weight())?;
+    kernels::matmul_wt(&mut s.inter, inter, x, t, h, w.get(), inter);
+    let bias = bias_or_zeros(layer.intermediate.bias(), inter)?;
+    let act = layer.act;
+    for_rows(&mut s.inter, inter, |rows, _| activate(act, rows, &bias));
+    dense_residual_norm(&layer.output, &layer.norm, &s.inter, inter, &mut s.tmp, x)
+}
+
+fn bias_or_zeros(bias: Option<&Tensor>, n: usize) -> candle_core::Result<Vec<f32>> {
+    Ok(match bias {
+        Some(b) => Data::of(b)?.get().to_vec(),
+        None => vec![0.0; n],
+    })
+}
+
+/// `x = LayerNorm(input · Wᵀ + b + x)`.
+fn dense_residual_norm(
+    lin: &super::Linear,
+    norm: &super::LayerNorm,
+    input: &[f32],
+    in_dim: usize,
+    tmp: &mut [f32],
+    x: &mut [f32],
+) -> candle_core::Result<()> {
+    let h = norm.weight().dim(0)?;
+    let t = x.len() / h;
+    let w = Data::of(lin.weight())?;
+    kernels::matmul_wt(tmp, h, input, t, in_dim, w.get(), h);
+    let bias = bias_or_zeros(lin.bias(), h)?;
+    let gamma = Data::of(norm.weight())?;
+    let beta = Data::of(norm.bias())?;
+    let (gamma, beta) = (gamma.get(), beta.get());
+    let eps = norm.eps() as f32;
+    let tmp = &*tmp;
+    for_rows(x, h, |rows, first| {
+        let y = &tmp[first * h..first * h + rows.len()];
+        kernels::bias_residual_layer_norm(y, &bias, rows, gamma, beta, eps)
+    });
+    Ok(())
+}
+
+/// Multi-head attention of each sentence over its own tokens: `ctx` rows get
+/// `softmax(q kᵀ / √d) v` per head.
+fn attention(qkv: &[f32], ctx: &mut [f32], offsets: &[usize], h: usize, heads: usize, d: usize) {
+    let scale = 1.0 / (d as f32).sqrt();
+    // Split `ctx` into each sentence's rows.
+    let mut parts = Vec::with_capacity(offsets.len().saturating_sub(1));
+    let mut rest = ctx;
+    for w in offsets.windows(2) {
+        let (part, tail) = rest.split_at_mut((w[1] - w[0]) * h);
+        parts.push((w[0], part));
+        rest = tail;
+    }
+    let run = |(start, part): (usize, &mut [f32])| {
+        let len = part.len() / h;
+        let mut scores = vec![0f32; len];
+        kernels::attend(
+            &qkv[start * 3 * h..(start + len) * 3 * h],
+            part,
+            len,
+            heads,
+            d,
+            scale,
+            &mut scores,
+        );
+    };
+    let tokens = offsets.last().copied().unwrap_or(0);
+    if parts.len() > 1 && tokens >= 2 * ROWS_PER_TASK && threads() > 1 {
+        parts.into_par_iter().for_each(run);
+    } else {
+        parts.into_iter().for_each(run);
+    }
+}

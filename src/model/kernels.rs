@@ -1,0 +1,824 @@
+//! Vectorised CPU kernels for the fused inference path ([`super::fused`]) and the training ops:
+//! exact GELU, softmax, layer norm, dot products, bias adds.
+//!
+//! Each kernel is written once as plain loops over 8-lane chunks (`#[inline(always)]`), and
+//! compiled twice: inside an `avx2,fma` function, where the compiler turns the chunks into AVX2
+//! instructions, and as a portable fallback. The choice is made at run time, so one binary runs
+//! everywhere. Reductions keep eight partial sums, so they vectorise without fast-math.
+//!
+//! Accuracy: `erf` is Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), the formula
+//! PyTorch's own vectorised CPU GELU uses; `exp` is the Cephes single-precision polynomial
+//! (about 1 ulp). Both are checked against `f64` in the tests below.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+const LANES: usize = 8;
+
+/// Up to this many rows of `x`, [`matmul_wt`] uses the unpacked kernel ([`small_matmul_wt`]).
+pub const SMALL_M: usize = 48;
+/// Below this many multiply-adds a matrix product runs on the calling thread.
+const PARALLEL_MACS: usize = 1 << 20;
+
+/// Threads for one operation: candle's setting (`RAYON_NUM_THREADS`, else the cores).
+pub fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+fn check_matmul(dst: &[f32], dst_rs: usize, x: &[f32], m: usize, k: usize, w: &[f32], n: usize) {
+    assert!(x.len() >= m * k, "lhs too short");
+    assert!(w.len() >= n * k, "weight too short");
+    assert!(m == 0 || dst.len() >= (m - 1) * dst_rs + n, "dst too short");
+}
+
+/// `dst[i * dst_rs + j] = Σ_k x[i, k] · w[j, k]`: `x · wᵀ` for a PyTorch-layout `[n, k]` weight,
+/// through the small-`m` kernel or `gemm`, whichever is faster for the shape (see the `kernels`
+/// benchmark), on up to [`threads`] threads.
+pub fn matmul_wt(
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+) {
+    if m <= SMALL_M {
+        small_matmul_wt_par(dst, dst_rs, x, m, k, w, n)
+    } else {
+        gemm_wt(dst, dst_rs, x, m, k, w, n)
+    }
+}
+
+/// [`matmul_wt`] through `gemm` (packed, blocked; what candle's matmul uses).
+pub fn gemm_wt(dst: &mut [f32], dst_rs: usize, x: &[f32], m: usize, k: usize, w: &[f32], n: usize) {
+    check_matmul(dst, dst_rs, x, m, k, w, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let t = threads();
+    let parallelism = if t > 1 && m * n * k >= PARALLEL_MACS {
+        Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: `check_matmul` keeps every access of these strides inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// [`matmul_wt`] through [`small_matmul_wt`], the weight rows split across threads.
+pub fn small_matmul_wt_par(
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+) {
+    check_matmul(dst, dst_rs, x, m, k, w, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: `dst` is borrowed mutably for this whole call; each task below writes only its own
+    // columns `j0..j1`.
+    let out = unsafe { Out::new(dst) };
+    let t = threads();
+    if t < 2 || m * n * k < PARALLEL_MACS {
+        small_matmul_wt(out, dst_rs, 0, x, m, k, w, n);
+        return;
+    }
+    let per = n.div_ceil(t).next_multiple_of(4);
+    (0..n.div_ceil(per)).into_par_iter().for_each(|part| {
+        let j0 = part * per;
+        let j1 = (j0 + per).min(n);
+        small_matmul_wt(out, dst_rs, j0, x, m, k, &w[j0 * k..j1 * k], j1 - j0);
+    });
+}
+
+/// True where the AVX2 + FMA versions can run.
+#[inline]
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `pub fn $name(args)`, which runs `$generic(args)` compiled with AVX2 + FMA where the
+/// CPU has them, and the portable build of the same code otherwise.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $generic:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                if avx2_fma() {
+                    // SAFETY: the CPU has the features `fast` was compiled for.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
+/// `exp(x)` for `f32`, branch-free so that loops over it vectorise. Below -87.3 the result is
+/// 0 (as the true value underflows), above 88.7 it is clamped.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    let under = x < -87.336_54;
+    let xc = x.clamp(-87.336_54, 88.722_83);
+    let n = (xc * LOG2E).round_ties_even();
+    let r = n.mul_add(-C1, xc);
+    let r = n.mul_add(-C2, r);
+    let mut y = 1.987_569_1e-4_f32;
+    y = y.mul_add(r, 1.398_199_9e-3);
+    y = y.mul_add(r, 8.333_452e-3);
+    y = y.mul_add(r, 4.166_579_6e-2);
+    y = y.mul_add(r, 1.666_666_5e-1);
+    y = y.mul_add(r, 0.5);
+    let y = y.mul_add(r * r, r) + 1.0;
+    // 2^n through the exponent bits; n is in [-126, 128] after the clamp. For n = 128 (only at
+    // the very top of the range) split the scale in two so it does not overflow early.
+    let n = n as i32;
+    let half = n >> 1;
+    let s1 = f32::from_bits(((half + 127) as u32) << 23);
+    let s2 = f32::from_bits(((n - half + 127) as u32) << 23);
+    let v = y * s1 * s2;
+    if under { 0.0 } else { v }
+}
+
+/// `erf(x)` for `f32`: a Taylor polynomial below |x| = 1, and Abramowitz & Stegun 7.1.26 with
+/// the exponential above (both are evaluated; the select keeps the loop branch-free).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    // 2/√π Σ (-1)^n x^(2n+1) / (n! (2n+1)), n = 0..11.
+    let x2 = x * x;
+    let mut p = -1.229_055_5e-9_f32;
+    p = p.mul_add(x2, 1.480_719_3e-8);
+    p = p.mul_add(x2, -1.636_584_5e-7);
+    p = p.mul_add(x2, 1.646_211_4e-6);
+    p = p.mul_add(x2, -1.492_565e-5);
+    p = p.mul_add(x2, 1.205_533_3e-4);
+    p = p.mul_add(x2, -8.548_327e-4);
+    p = p.mul_add(x2, 5.223_977_6e-3);
+    p = p.mul_add(x2, -2.686_617e-2);
+    p = p.mul_add(x2, 0.112_837_92);
+    p = p.mul_add(x2, -0.376_126_4);
+    p = p.mul_add(x2, std::f32::consts::FRAC_2_SQRT_PI);
+    let small = p * x;
+
+    let t = 1.0 / 0.327_591_1_f32.mul_add(a, 1.0);
+    let mut r = 1.061_405_4_f32;
+    r = r.mul_add(t, -1.453_152_1);
+    r = r.mul_add(t, 1.421_413_8);
+    r = r.mul_add(t, -0.284_496_72);
+    r = r.mul_add(t, 0.254_829_6);
+    let e = exp(-a * a);
+    let large = (-r * t).mul_add(e, 1.0).copysign(x);
+    if a < 1.0 { small } else { large }
+}
+
+/// The exact (erf) GELU of `transformers`' `"gelu"`.
+#[inline(always)]
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `d gelu / dx` for the exact GELU: `Φ(x) + x φ(x)`.
+#[inline(always)]
+pub fn gelu_erf_grad(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x)
+}
+
+#[inline(always)]
+fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..LANES {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut s = reduce(acc);
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        s = x.mul_add(*y, s);
+    }
+    s
+}
+
+#[inline(always)]
+fn reduce(acc: [f32; LANES]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+#[inline(always)]
+fn sum_generic(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut c = x.chunks_exact(LANES);
+    for v in &mut c {
+        for i in 0..LANES {
+            acc[i] += v[i];
+        }
+    }
+    let mut s = reduce(acc);
+    for v in c.remainder() {
+        s += v;
+    }
+    s
+}
+
+/// `y += a * x`.
+#[inline(always)]
+fn axpy_generic(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = a.mul_add(*x, *y);
+    }
+}
+
+#[inline(always)]
+fn bias_gelu_generic(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v = gelu_erf(*v + b);
+        }
+    }
+}
+
+#[inline(always)]
+fn add_bias_generic(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// Layer norm of one row in place (two passes: mean, then variance of the centred values).
+#[inline(always)]
+fn layer_norm_row(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = sum_generic(x) / n;
+    for v in x.iter_mut() {
+        *v -= mean;
+    }
+    let var = dot_generic(x, x) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, g), b) in x.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v * inv).mul_add(*g, *b);
+    }
+}
+
+/// `out = LayerNorm(y + bias + out)` row by row (`out` holds the residual on entry).
+#[inline(always)]
+fn bias_residual_layer_norm_generic(
+    y: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let h = bias.len();
+    for (o, y) in out.chunks_exact_mut(h).zip(y.chunks_exact(h)) {
+        for ((o, y), b) in o.iter_mut().zip(y).zip(bias) {
+            *o += *y + b;
+        }
+        layer_norm_row(o, gamma, beta, eps);
+    }
+}
+
+#[inline(always)]
+fn layer_norm_rows_generic(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(gamma.len()) {
+        layer_norm_row(row, gamma, beta, eps);
+    }
+}
+
+/// Softmax of one row in place.
+#[inline(always)]
+fn softmax_row_generic(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for v in x.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let inv = 1.0 / sum_generic(x);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Attention of one sentence over its own tokens. Row `i` of `qkv` is `[q_i | k_i | v_i]`
+/// (`3 * heads * d` values); row `i` of `ctx` gets `softmax(q_i kᵀ · scale) v` for each head.
+#[inline(always)]
+fn attend_generic(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    len: usize,
+    heads: usize,
+    d: usize,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let h = heads * d;
+    let stride = 3 * h;
+    let scores = &mut scores[..len];
+    for head in 0..heads {
+        for i in 0..len {
+            let q = &qkv[i * stride + head * d..][..d];
+            for (j, s) in scores.iter_mut().enumerate() {
+                let k = &qkv[j * stride + h + head * d..][..d];
+                *s = dot_generic(q, k) * scale;
+            }
+            softmax_row_generic(scores);
+            let out = &mut ctx[i * h + head * d..][..d];
+            out.fill(0.0);
+            for (j, p) in scores.iter().enumerate() {
+                let v = &qkv[j * stride + 2 * h + head * d..][..d];
+                axpy_generic(out, *p, v);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn gelu_grad_generic(x: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
+    for ((gi, x), go) in grad_in.iter_mut().zip(x).zip(grad_out) {
+        *gi = go * gelu_erf_grad(*x);
+    }
+}
+
+#[inline(always)]
+fn gelu_generic(x: &[f32], out: &mut [f32]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        *o = gelu_erf(*x);
+    }
+}
+
+/// Where [`small_matmul_wt`] writes: a raw view of the output, so that threads can fill
+/// disjoint columns of the same rows.
+#[derive(Clone, Copy)]
+pub struct Out {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: `Out::new`'s contract: writers through copies of one `Out` touch disjoint elements.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// # Safety
+    /// `slice` must outlive every use of the returned value (and its copies), nothing else may
+    /// access it meanwhile, and concurrent users must write disjoint elements.
+    pub unsafe fn new(slice: &mut [f32]) -> Self {
+        Out {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+        }
+    }
+
+    #[inline(always)]
+    fn write(self, idx: usize, v: f32) {
+        assert!(idx < self.len, "output index out of range");
+        // SAFETY: in bounds (checked), and exclusive per `Out::new`'s contract.
+        unsafe { *self.ptr.add(idx) = v }
+    }
+}
+
+/// One register block of [`small_matmul_wt`]: `R` rows of `x` against `C` rows of `w`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn block<const R: usize, const C: usize>(
+    dst: Out,
+    dst_rs: usize,
+    x: &[f32],
+    k: usize,
+    w: &[f32],
+    i0: usize,
+    j0: usize,
+    j_base: usize,
+) {
+    let mut acc = [[[0f32; LANES]; C]; R];
+    let full = k - k % LANES;
+    let mut kk = 0;
+    while kk < full {
+        let mut wv = [[0f32; LANES]; C];
+        for c in 0..C {
+            wv[c].copy_from_slice(&w[(j0 + c) * k + kk..][..LANES]);
+        }
+        for r in 0..R {
+            let xv = &x[(i0 + r) * k + kk..][..LANES];
+            for c in 0..C {
+                for l in 0..LANES {
+                    acc[r][c][l] = xv[l].mul_add(wv[c][l], acc[r][c][l]);
+                }
+            }
+        }
+        kk += LANES;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let mut v = reduce(acc[r][c]);
+            for t in full..k {
+                v = x[(i0 + r) * k + t].mul_add(w[(j0 + c) * k + t], v);
+            }
+            dst.write((i0 + r) * dst_rs + j_base + j0 + c, v);
+        }
+    }
+}
+
+/// `dst[i, j_base + j] = x_i · w_j` for all rows `i < m` of `x` (`[m, k]`) and all rows `j` of
+/// `w` (`[n, k]`, PyTorch's layout). No packing: for a few rows of `x` (one sentence) copying the
+/// weight into a packed layout costs more than the product itself, so weight rows are streamed
+/// once and each is used against every `x` row while it is in cache. Register blocks of
+/// `R` rows of `x` by `C` rows of `w`, edges with smaller blocks.
+macro_rules! small_matmul_body {
+    ($block:ident, $R:literal, $C:literal, $dst:expr, $dst_rs:expr, $j_base:expr, $x:expr, $m:expr, $k:expr, $w:expr, $n:expr) => {{
+        let (dst, dst_rs, j_base, x, m, k, w, n) = ($dst, $dst_rs, $j_base, $x, $m, $k, $w, $n);
+        let mut j0 = 0;
+        while j0 < n {
+            let c = (n - j0).min($C);
+            let mut i0 = 0;
+            while i0 < m {
+                let r = (m - i0).min($R);
+                macro_rules! go {
+                    ($r:literal, $c:literal) => {
+                        $block::<$r, $c>(dst, dst_rs, x, k, w, i0, j0, j_base)
+                    };
+                }
+                match (r, c) {
+                    (3, 4) => go!(3, 4),
+                    (3, 3) => go!(3, 3),
+                    (3, 2) => go!(3, 2),
+                    (3, 1) => go!(3, 1),
+                    (2, 4) => go!(2, 4),
+                    (2, 3) => go!(2, 3),
+                    (2, 2) => go!(2, 2),
+                    (2, 1) => go!(2, 1),
+                    (1, 4) => go!(1, 4),
+                    (1, 3) => go!(1, 3),
+                    (1, 2) => go!(1, 2),
+                    _ => go!(1, 1),
+                }
+                i0 += r;
+            }
+            j0 += c;
+        }
+    }};
+}
+
+#[allow(clippy::too_many_arguments)]
+fn small_matmul_wt_generic(
+    dst: Out,
+    dst_rs: usize,
+    j_base: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+) {
+    small_matmul_body!(block, 3, 4, dst, dst_rs, j_base, x, m, k, w, n)
+}
+
+/// The AVX2 + FMA build of the unpacked product, with intrinsics: the portable loop does not
+/// keep its twelve accumulators in registers.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_op_in_unsafe_fn, clippy::needless_range_loop)]
+mod avx2 {
+    use super::Out;
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const R: usize, const C: usize>(
+        dst: Out,
+        dst_rs: usize,
+        x: &[f32],
+        k: usize,
+        w: &[f32],
+        i0: usize,
+        j0: usize,
+        j_base: usize,
+    ) {
+        // Bounds for the raw reads below: rows i0..i0+R of x, j0..j0+C of w, k values each.
+        assert!((i0 + R) * k <= x.len() && (j0 + C) * k <= w.len());
+        let xp = x.as_ptr().add(i0 * k);
+        let wp = w.as_ptr().add(j0 * k);
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let full = k - k % 8;
+        let mut kk = 0;
+        while kk < full {
+            let mut wv = [_mm256_setzero_ps(); C];
+            for c in 0..C {
+                wv[c] = _mm256_loadu_ps(wp.add(c * k + kk));
+            }
+            for r in 0..R {
+                let xv = _mm256_loadu_ps(xp.add(r * k + kk));
+                for c in 0..C {
+                    acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+                }
+            }
+            kk += 8;
+        }
+        for r in 0..R {
+            for c in 0..C {
+                let mut v = hsum(acc[r][c]);
+                for t in full..k {
+                    v = (*xp.add(r * k + t)).mul_add(*wp.add(c * k + t), v);
+                }
+                dst.write((i0 + r) * dst_rs + j_base + j0 + c, v);
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn small_matmul_wt(
+        dst: Out,
+        dst_rs: usize,
+        j_base: usize,
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[f32],
+        n: usize,
+    ) {
+        small_matmul_body!(block, 2, 4, dst, dst_rs, j_base, x, m, k, w, n)
+    }
+}
+
+/// `dst[i * dst_rs + j_base + j] = x_i · w_j` without packing (see `small_matmul_body`).
+#[allow(clippy::too_many_arguments)]
+pub fn small_matmul_wt(
+    dst: Out,
+    dst_rs: usize,
+    j_base: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+) {
+    assert!(x.len() >= m * k && w.len() >= n * k, "operands too short");
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        // SAFETY: the CPU has the features; `block` checks its reads.
+        return unsafe { avx2::small_matmul_wt(dst, dst_rs, j_base, x, m, k, w, n) };
+    }
+    small_matmul_wt_generic(dst, dst_rs, j_base, x, m, k, w, n)
+}
+
+dispatch!(
+    /// Dot product (eight partial sums).
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_generic
+);
+dispatch!(
+    /// `y += a * x`.
+    pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) => axpy_generic
+);
+dispatch!(
+    /// `rows[i] = gelu(rows[i] + bias)` for each row of `bias.len()` values.
+    pub fn bias_gelu(rows: &mut [f32], bias: &[f32]) => bias_gelu_generic
+);
+dispatch!(
+    /// `rows[i] += bias` for each row of `bias.len()` values.
+    pub fn add_bias(rows: &mut [f32], bias: &[f32]) => add_bias_generic
+);
+dispatch!(
+    /// `out = LayerNorm(y + bias + out)` for each row of `bias.len()` values.
+    pub fn bias_residual_layer_norm(
+        y: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32
+    ) => bias_residual_layer_norm_generic
+);
+dispatch!(
+    /// Layer norm of each row of `gamma.len()` values, in place.
+    pub fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) => layer_norm_rows_generic
+);
+dispatch!(
+    /// Softmax of one row, in place.
+    pub fn softmax_row(x: &mut [f32]) => softmax_row_generic
+);
+dispatch!(
+    /// Attention of one sentence over its own tokens (see `attend_generic`).
+    pub fn attend(
+        qkv: &[f32],
+        ctx: &mut [f32],
+        len: usize,
+        heads: usize,
+        d: usize,
+        scale: f32,
+        scores: &mut [f32]
+    ) => attend_generic
+);
+dispatch!(
+    /// `out = gelu(x)` (exact GELU).
+    pub fn gelu(x: &[f32], out: &mut [f32]) => gelu_generic
+);
+dispatch!(
+    /// `grad_in = grad_out * gelu'(x)` (exact GELU).
+    pub fn gelu_grad(x: &[f32], grad_out: &[f32], grad_in: &mut [f32]) => gelu_grad_generic
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_matmul_paths_match_a_naive_product_with_strided_output() {
+        for (m, k, n) in [
+            (5, 7, 3),
+            (1, 32, 9),
+            (17, 40, 13),
+            (3, 8, 4),
+            (40, 64, 33),
+            // Large enough to split across threads.
+            (12, 384, 300),
+            (64, 256, 80),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.3).sin()).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.7).cos()).collect();
+            for path in [gemm_wt, small_matmul_wt_par, matmul_wt] {
+                let mut dst = vec![-1f32; m * 2 * n];
+                path(&mut dst[n..], 2 * n, &x, m, k, &w, n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k).map(|kk| x[i * k + kk] * w[j * k + kk]).sum();
+                        let got = dst[i * 2 * n + n + j];
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "{m}x{k}x{n} [{i},{j}]: {got} vs {want}"
+                        );
+                        assert_eq!(dst[i * 2 * n + j], -1.0, "left half untouched");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `erf` in f64 (Numerical Recipes' erfc, relative error < 1.2e-7 ... not enough), so use a
+    /// series / continued fraction accurate to 1e-15 instead.
+    fn erf64(x: f64) -> f64 {
+        // Abramowitz & Stegun 7.1.5 series for |x| < 3, asymptotic continued fraction beyond.
+        let a = x.abs();
+        let v = if a < 3.0 {
+            let mut sum = 0.0;
+            let mut term = a;
+            let mut n = 0.0;
+            loop {
+                let add = term / (2.0 * n + 1.0);
+                sum += add;
+                if add.abs() < 1e-17 {
+                    break;
+                }
+                n += 1.0;
+                term *= -a * a / n;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc continued fraction (Lentz), converges fast for a >= 3.
+            let mut f = a;
+            for k in (1..60).rev() {
+                f = a + (k as f64 / 2.0) / f;
+            }
+            1.0 - (-a * a).exp() / (f * std::f64::consts::PI.sqrt())
+        };
+        v.copysign(x)
+    }
+
+    fn grid(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+        (0..=n)
+            .map(|i| lo + (hi - lo) * i as f32 / n as f32)
+            .collect()
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_and_underflows_to_zero() {
+        for x in grid(-87.0, 88.0, 200_000) {
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            let rel = ((got - want) / want).abs();
+            assert!(rel < 2.5e-7, "exp({x}) = {got}, want {want} (rel {rel})");
+        }
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(f32::MIN), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn erf_and_gelu_match_f64_within_the_published_bound() {
+        for x in grid(-8.0, 8.0, 400_000) {
+            let want = erf64(x as f64);
+            let got = erf(x) as f64;
+            assert!((got - want).abs() < 2e-7, "erf({x}) = {got}, want {want}");
+            let g = gelu_erf(x) as f64;
+            let gw = 0.5 * x as f64 * (1.0 + erf64(x as f64 / std::f64::consts::SQRT_2));
+            assert!(
+                (g - gw).abs() < 3e-7 * (1.0 + (x as f64).abs()),
+                "gelu({x})"
+            );
+        }
+        assert_eq!(erf(0.0), 0.0);
+        assert_eq!(erf(10.0), 1.0);
+        assert_eq!(erf(-10.0), -1.0);
+    }
+
+    #[test]
+    fn gelu_grad_matches_a_central_difference() {
+        for x in grid(-6.0, 6.0, 2_000) {
+            let h = 1e-3f64;
+            let f = |v: f64| 0.5 * v * (1.0 + erf64(v / std::f64::consts::SQRT_2));
+            let want = (f(x as f64 + h) - f(x as f64 - h)) / (2.0 * h);
+            let got = gelu_erf_grad(x) as f64;
+            assert!((got - want).abs() < 1e-5, "gelu'({x}) = {got}, want {want}");
+        }
+    }
+
+    #[test]
+    fn vector_kernels_match_scalar_formulas() {
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let y: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let want: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((dot(&x, &y) as f64 - want).abs() < 1e-5);
+
+        let mut row = x.clone();
+        softmax_row(&mut row);
+        let max = x.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let denom: f64 = x.iter().map(|v| (*v as f64 - max).exp()).sum();
+        for (p, v) in row.iter().zip(&x) {
+            assert!((*p as f64 - (*v as f64 - max).exp() / denom).abs() < 1e-7);
+        }
+
+        let gamma: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let beta: Vec<f32> = (0..37).map(|i| i as f32 * -0.02).collect();
+        let mut out = y.clone();
+        bias_residual_layer_norm(&x, &beta, &mut out, &gamma, &beta, 1e-12);
+        let s: Vec<f64> = (0..37)
+            .map(|i| x[i] as f64 + beta[i] as f64 + y[i] as f64)
+            .collect();
+        let mean = s.iter().sum::<f64>() / 37.0;
+        let var = s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 37.0;
+        for i in 0..37 {
+            let want = (s[i] - mean) / (var + 1e-12).sqrt() * gamma[i] as f64 + beta[i] as f64;
+            assert!((out[i] as f64 - want).abs() < 1e-5, "{i}");
+        }
+    }
+}

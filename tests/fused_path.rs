@@ -1,0 +1,119 @@
+//! The fused CPU inference path (evaluation mode) against the candle composition it replaces
+//! (the same forward pass built from candle ops, which training uses and which the parity tests
+//! held to Python before the fused path existed): same token vectors on real tokens, for BERT and
+//! XLM-R position numbering, every activation, padded batches and the real model.
+
+mod common;
+
+use candle_core::Tensor;
+use common::*;
+use sbert_tui::model::{LoadOptions, Mode, SentenceEncoder};
+
+const SENTENCES: [&str; 7] = [
+    "short",
+    "A man is playing a guitar on the stage tonight.",
+    "",
+    "机器学习是我的爱好。",
+    "Emoji test 🙂🚀",
+    "long sentence with many repeated words sentence with many repeated words and more",
+    "two words",
+];
+
+/// Token vectors of real tokens, `[sentence][token][hidden]`, from one padded batch.
+fn real_tokens(t: &Tensor, lengths: &[usize]) -> Vec<Vec<f32>> {
+    let rows: Vec<Vec<Vec<f32>>> = t.to_vec3().unwrap();
+    rows.into_iter()
+        .zip(lengths)
+        .flat_map(|(r, &len)| r.into_iter().take(len))
+        .collect()
+}
+
+fn compare(enc: &SentenceEncoder, tol: f32, what: &str) {
+    let tokenized = enc.tokenize(&SENTENCES).unwrap();
+    let items: Vec<_> = tokenized.iter().collect();
+    let input = enc.batch(&items).unwrap();
+    let bert = enc.transformer();
+    let fused = bert.forward(&input, Mode::EVAL).unwrap();
+    let composed = bert.forward_composed(&input, Mode::EVAL).unwrap();
+    assert_eq!(fused.dims(), composed.dims(), "{what}: shape");
+    let a = real_tokens(&fused, &input.lengths);
+    let b = real_tokens(&composed, &input.lengths);
+    assert_close(&a, &b, tol, what);
+    // Padding rows of the fused output are zero (pooling masks them either way).
+    let all: Vec<Vec<Vec<f32>>> = fused.to_vec3().unwrap();
+    for (row, &len) in all.iter().zip(&input.lengths) {
+        assert!(
+            row[len..].iter().flatten().all(|&v| v == 0.0),
+            "{what}: padding"
+        );
+    }
+}
+
+/// A copy of a fixture folder with `hidden_act` replaced.
+fn with_activation(name: &str, act: &str) -> (tempfile::TempDir, SentenceEncoder) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(name), dir.path());
+    let path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["hidden_act"] = act.into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let enc = SentenceEncoder::load(dir.path(), &LoadOptions::default()).unwrap();
+    (dir, enc)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn fused_equals_composed_tiny_bert() {
+    compare(&tiny(), 1e-5, "tiny BERT");
+}
+
+#[test]
+fn fused_equals_composed_tiny_xlmr() {
+    let enc = SentenceEncoder::load(&fixture("tiny-xlmr-st"), &LoadOptions::default()).unwrap();
+    compare(&enc, 1e-5, "tiny XLM-R");
+}
+
+#[test]
+fn fused_equals_composed_for_every_activation() {
+    for act in ["gelu_new", "relu", "silu"] {
+        let (_dir, enc) = with_activation("tiny-bert-st", act);
+        compare(&enc, 1e-5, act);
+    }
+}
+
+#[test]
+fn fused_equals_composed_minilm() {
+    compare(&minilm(), 1e-5, "all-MiniLM-L6-v2");
+}
+
+#[test]
+fn a_batch_larger_than_one_parallel_task_matches_too() {
+    // 40 sentences: the element-wise passes and attention split across threads.
+    let enc = tiny();
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("sentence number {i} has {} words", "some ".repeat(i % 9)))
+        .collect();
+    let tokenized = enc.tokenize(&texts).unwrap();
+    let items: Vec<_> = tokenized.iter().collect();
+    let input = enc.batch(&items).unwrap();
+    let bert = enc.transformer();
+    let a = real_tokens(&bert.forward(&input, Mode::EVAL).unwrap(), &input.lengths);
+    let b = real_tokens(
+        &bert.forward_composed(&input, Mode::EVAL).unwrap(),
+        &input.lengths,
+    );
+    assert_close(&a, &b, 1e-5, "40 sentences");
+}
