@@ -13,7 +13,10 @@ use super::error::{ModelError, Result, read_json};
 use super::layers::{Embedding, LayerNorm, Linear, Mode};
 use super::weights::CheckedWeights;
 
+mod backprop;
 mod fused;
+
+pub use backprop::{Tape, WeightGrads};
 
 /// The architectures this encoder runs, by `config.json`'s `model_type`.
 pub const SUPPORTED_MODEL_TYPES: [&str; 3] = ["bert", "roberta", "xlm-roberta"];
@@ -427,6 +430,20 @@ impl Bert {
             return fused::forward(self, input);
         }
         self.forward_composed(input, mode)
+    }
+
+    /// Training-mode forward pass on the CPU that records a [`Tape`] for the hand-written
+    /// backward pass (`None` where that path does not apply: other devices, activations other
+    /// than GELU). The returned token vectors are not part of any candle graph.
+    pub fn forward_recorded(
+        &self,
+        input: &EncoderInput,
+        dropout: Option<&super::layers::DropoutRng>,
+    ) -> candle_core::Result<Option<(Tensor, Tape)>> {
+        if !backprop::applies(self, input) {
+            return Ok(None);
+        }
+        backprop::forward(self, input, dropout).map(Some)
     }
 
     /// The forward pass as a composition of candle operations (differentiable; any device).

@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::bert::{Bert, EncoderInput};
+use super::bert::{Bert, EncoderInput, Tape};
 use super::dense::Dense;
 use super::device::{DeviceChoice, describe};
 use super::error::{ModelError, Result};
 use super::folder::{ModelLayout, Stage};
-use super::layers::Mode;
+use super::layers::{DropoutRng, Mode};
 use super::pooling::{PoolingSpec, mask_from_lengths, normalize};
 use super::tokenize::{TextTokenizer, Tokenized};
 
@@ -264,6 +264,27 @@ impl SentenceEncoder {
     pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
         let tokens = self.token_embeddings(input, mode)?;
         self.after_transformer(tokens, &input.mask, mode)
+    }
+
+    /// Training-mode sentence vectors with the encoder's backward pass written by hand (CPU):
+    /// the token vectors become a leaf variable, pooling / Dense / Normalize stay differentiable
+    /// candle operations on it. After `loss.backward()`, pass the leaf's gradient to
+    /// [`Tape::backward`]. `None` where the hand-written path does not apply.
+    pub fn forward_recorded(
+        &self,
+        input: &EncoderInput,
+        dropout: Option<&DropoutRng>,
+    ) -> Result<Option<(Tensor, Var, Tape)>> {
+        let Some((tokens, tape)) = self.transformer.forward_recorded(input, dropout)? else {
+            return Ok(None);
+        };
+        let leaf = Var::from_tensor(&tokens)?;
+        let mode = Mode {
+            dropout,
+            grad: true,
+        };
+        let out = self.after_transformer(leaf.as_tensor().clone(), &input.mask, mode)?;
+        Ok(Some((out, leaf, tape)))
     }
 
     fn after_transformer(&self, tokens: Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {

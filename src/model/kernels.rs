@@ -88,6 +88,98 @@ pub fn gemm_wt(dst: &mut [f32], dst_rs: usize, x: &[f32], m: usize, k: usize, w:
     }
 }
 
+/// A matrix operand: `data[r * rs + c * cs]` is element `(r, c)` of a `rows × cols` matrix.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major `rows × cols` matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    fn check(&self) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
+            assert!(last < self.data.len(), "matrix operand out of bounds");
+        }
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major with rows `dst_rs`
+/// apart; any strides for `a` and `b` (transposes are free). Through `gemm`.
+pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+    assert_eq!(a.cols, b.rows, "inner dimensions");
+    a.check();
+    b.check();
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let t = threads();
+    let parallelism = if t > 1 && m * n * k >= PARALLEL_MACS {
+        Parallelism::Rayon(t)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: every operand was checked to hold its last element at these strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 /// [`matmul_wt`] through [`small_matmul_wt`], the weight rows split across threads.
 pub fn small_matmul_wt_par(
     dst: &mut [f32],
@@ -136,10 +228,12 @@ fn avx2_fma() -> bool {
 macro_rules! dispatch {
     ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $generic:ident) => {
         $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
         pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
                     $generic($($arg),*)
                 }
@@ -378,6 +472,182 @@ fn attend_generic(
                 axpy_generic(out, *p, v);
             }
         }
+    }
+}
+
+/// [`attend_generic`] for training: also stores the softmax weights of every head
+/// (`probs[head * len * len + i * len + j]`) and applies an attention-dropout mask of the same
+/// layout when `mask` is not empty.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_record_generic(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    len: usize,
+    heads: usize,
+    d: usize,
+    scale: f32,
+    probs: &mut [f32],
+    mask: &[f32],
+) {
+    let h = heads * d;
+    let stride = 3 * h;
+    for head in 0..heads {
+        for i in 0..len {
+            let base = head * len * len + i * len;
+            let q = &qkv[i * stride + head * d..][..d];
+            let row = &mut probs[base..base + len];
+            for (j, s) in row.iter_mut().enumerate() {
+                let k = &qkv[j * stride + h + head * d..][..d];
+                *s = dot_generic(q, k) * scale;
+            }
+            softmax_row_generic(row);
+            let out = &mut ctx[i * h + head * d..][..d];
+            out.fill(0.0);
+            for (j, p) in row.iter().enumerate() {
+                let p = if mask.is_empty() {
+                    *p
+                } else {
+                    p * mask[base + j]
+                };
+                let v = &qkv[j * stride + 2 * h + head * d..][..d];
+                axpy_generic(out, p, v);
+            }
+        }
+    }
+}
+
+/// Backward of [`attend_record_generic`] for one sentence: from `dctx` (`[len, h]`) to
+/// `dqkv` (`[len, 3h]`, overwritten). `scratch` holds at least `2 * len` values.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_backward_generic(
+    qkv: &[f32],
+    probs: &[f32],
+    mask: &[f32],
+    dctx: &[f32],
+    dqkv: &mut [f32],
+    len: usize,
+    heads: usize,
+    d: usize,
+    scale: f32,
+    scratch: &mut [f32],
+) {
+    let h = heads * d;
+    let stride = 3 * h;
+    dqkv.fill(0.0);
+    let (dp, _) = scratch.split_at_mut(len);
+    for head in 0..heads {
+        for i in 0..len {
+            let base = head * len * len + i * len;
+            let p = &probs[base..base + len];
+            let g = &dctx[i * h + head * d..][..d];
+            // dP'_ij = dctx_i · v_j; dV_j += P'_ij dctx_i; dP = dP' ⊙ mask.
+            for j in 0..len {
+                let v = &qkv[j * stride + 2 * h + head * d..][..d];
+                let m = if mask.is_empty() { 1.0 } else { mask[base + j] };
+                dp[j] = dot_generic(g, v) * m;
+                let dv = &mut dqkv[j * stride + 2 * h + head * d..][..d];
+                axpy_generic(dv, p[j] * m, g);
+            }
+            // dS = P ⊙ (dP - Σ P dP), then through the scaled q kᵀ.
+            let row_dot = dot_generic(p, dp);
+            for j in 0..len {
+                let ds = p[j] * (dp[j] - row_dot) * scale;
+                if ds == 0.0 {
+                    continue;
+                }
+                let k = &qkv[j * stride + h + head * d..][..d];
+                let dq = &mut dqkv[i * stride + head * d..][..d];
+                axpy_generic(dq, ds, k);
+                let q = &qkv[i * stride + head * d..][..d];
+                let dk = &mut dqkv[j * stride + h + head * d..][..d];
+                axpy_generic(dk, ds, q);
+            }
+        }
+    }
+}
+
+/// Layer norm of each row of `r` into `y`, keeping the normalised values and the inverse
+/// standard deviations for the backward pass.
+#[inline(always)]
+fn layer_norm_save_generic(
+    r: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    xhat: &mut [f32],
+    inv: &mut [f32],
+) {
+    let h = gamma.len();
+    for (row, ((r, y), xh)) in r
+        .chunks_exact(h)
+        .zip(y.chunks_exact_mut(h))
+        .zip(xhat.chunks_exact_mut(h))
+        .enumerate()
+    {
+        let n = h as f32;
+        let mean = sum_generic(r) / n;
+        for (x, v) in xh.iter_mut().zip(r) {
+            *x = v - mean;
+        }
+        let var = dot_generic(xh, xh) / n;
+        let s = 1.0 / (var + eps).sqrt();
+        inv[row] = s;
+        for ((x, y), (g, b)) in xh.iter_mut().zip(y.iter_mut()).zip(gamma.iter().zip(beta)) {
+            *x *= s;
+            *y = x.mul_add(*g, *b);
+        }
+    }
+}
+
+/// Backward of [`layer_norm_save_generic`]: `dr` from `dy`; `dgamma` and `dbeta` accumulate.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn layer_norm_backward_generic(
+    dy: &[f32],
+    xhat: &[f32],
+    inv: &[f32],
+    gamma: &[f32],
+    dr: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    let h = gamma.len();
+    let n = h as f32;
+    for (row, ((dy, xh), dr)) in dy
+        .chunks_exact(h)
+        .zip(xhat.chunks_exact(h))
+        .zip(dr.chunks_exact_mut(h))
+        .enumerate()
+    {
+        // dr temporarily holds dx̂ = dy ⊙ γ.
+        for ((d, y), g) in dr.iter_mut().zip(dy).zip(gamma) {
+            *d = y * g;
+        }
+        for ((dg, db), (y, x)) in dgamma
+            .iter_mut()
+            .zip(dbeta.iter_mut())
+            .zip(dy.iter().zip(xh))
+        {
+            *dg = y.mul_add(*x, *dg);
+            *db += y;
+        }
+        let mean_d = sum_generic(dr) / n;
+        let mean_dx = dot_generic(dr, xh) / n;
+        let s = inv[row];
+        for (d, x) in dr.iter_mut().zip(xh) {
+            *d = s * (*d - mean_d - x * mean_dx);
+        }
+    }
+}
+
+/// `du = dg ⊙ gelu'(u)`, in place over `dg`.
+#[inline(always)]
+fn gelu_backward_inplace_generic(u: &[f32], dg: &mut [f32]) {
+    for (d, u) in dg.iter_mut().zip(u) {
+        *d *= gelu_erf_grad(*u);
     }
 }
 
@@ -670,6 +940,62 @@ dispatch!(
     ) => attend_generic
 );
 dispatch!(
+    /// Attention of one sentence, keeping the softmax weights (see `attend_record_generic`).
+    pub fn attend_record(
+        qkv: &[f32],
+        ctx: &mut [f32],
+        len: usize,
+        heads: usize,
+        d: usize,
+        scale: f32,
+        probs: &mut [f32],
+        mask: &[f32]
+    ) => attend_record_generic
+);
+dispatch!(
+    /// Backward of [`attend_record`] for one sentence.
+    pub fn attend_backward(
+        qkv: &[f32],
+        probs: &[f32],
+        mask: &[f32],
+        dctx: &[f32],
+        dqkv: &mut [f32],
+        len: usize,
+        heads: usize,
+        d: usize,
+        scale: f32,
+        scratch: &mut [f32]
+    ) => attend_backward_generic
+);
+dispatch!(
+    /// Layer norm of each row, keeping what the backward pass needs.
+    pub fn layer_norm_save(
+        r: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        y: &mut [f32],
+        xhat: &mut [f32],
+        inv: &mut [f32]
+    ) => layer_norm_save_generic
+);
+dispatch!(
+    /// Backward of [`layer_norm_save`].
+    pub fn layer_norm_backward(
+        dy: &[f32],
+        xhat: &[f32],
+        inv: &[f32],
+        gamma: &[f32],
+        dr: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32]
+    ) => layer_norm_backward_generic
+);
+dispatch!(
+    /// `dg[i] *= gelu'(u[i])` (exact GELU).
+    pub fn gelu_backward_inplace(u: &[f32], dg: &mut [f32]) => gelu_backward_inplace_generic
+);
+dispatch!(
     /// `out = gelu(x)` (exact GELU).
     pub fn gelu(x: &[f32], out: &mut [f32]) => gelu_generic
 );
@@ -681,6 +1007,29 @@ dispatch!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strided_matmul_handles_transposes_and_accumulation() {
+        let (m, k, n) = (6, 5, 4);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.3).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.7).cos()).collect();
+        // aᵀ stored as k × m, so Mat::rows(..).t() is `a` again.
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let mut dst = vec![1f32; m * n];
+        matmul(
+            &mut dst,
+            n,
+            Mat::rows(&at, k, m).t(),
+            Mat::rows(&b, k, n),
+            true,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = 1.0 + (0..k).map(|kk| a[i * k + kk] * b[kk * n + j]).sum::<f32>();
+                assert!((dst[i * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
 
     #[test]
     fn both_matmul_paths_match_a_naive_product_with_strided_output() {

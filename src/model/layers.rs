@@ -88,17 +88,22 @@ impl DropoutRng {
 
     /// A mask of `0` (dropped, probability `p`) and `1 / (1 - p)` (kept).
     pub fn mask(&self, dims: &[usize], p: f64, device: &Device) -> candle_core::Result<Tensor> {
+        let data = self.mask_values(dims.iter().product(), p)?;
+        Tensor::from_vec(data, dims, device)
+    }
+
+    /// The values of [`DropoutRng::mask`], drawn the same way (so either form moves the stream
+    /// alike).
+    pub fn mask_values(&self, n: usize, p: f64) -> candle_core::Result<Vec<f32>> {
         if !(0.0..1.0).contains(&p) {
             candle_core::bail!("dropout probability must be in [0, 1), got {p}");
         }
-        let n: usize = dims.iter().product();
         let keep = (1.0 / (1.0 - p)) as f32;
         let p = p as f32;
         let mut rng = self.0.lock().expect("dropout rng poisoned");
-        let data: Vec<f32> = (0..n)
+        Ok((0..n)
             .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-            .collect();
-        Tensor::from_vec(data, dims, device)
+            .collect())
     }
 }
 

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::data::Example;
 use super::losses::{self, LossKind, TripletDistance};
 use super::optim::{AdamW, AdamWConfig, Param, clip_grad_norm, decays};
+use crate::model::bert::Tape;
 use crate::model::{DropoutRng, Mode, ModelError, Result, SentenceEncoder};
 
 /// Loss settings beyond its kind.
@@ -143,7 +144,13 @@ pub struct Session {
     pub optimizer: AdamW,
     pub dropout: Option<DropoutRng>,
     pub max_grad_norm: Option<f64>,
+    /// Use the encoder's hand-written CPU backward pass where it applies (the default); off,
+    /// candle's autograd runs the whole graph (kept for comparison and tests).
+    pub hand_backward: bool,
 }
+
+/// The token vectors' leaf variable and the encoder's tape, from a recorded forward pass.
+type Recorded = (Var, Tape);
 
 /// Every trainable variable of the encoder (and classifier), named as in the checkpoint files:
 /// `0.<transformer weight>`, `<module index>.<dense weight>`, `classifier.<name>`.
@@ -205,11 +212,22 @@ impl Session {
             optimizer,
             dropout: dropout_seed.map(DropoutRng::new),
             max_grad_norm,
+            hand_backward: true,
         })
     }
 
     /// Embeds the columns of `batch` in one forward pass (training mode) and splits them again.
     pub fn embed_columns(&self, batch: &[&Example]) -> Result<Vec<Tensor>> {
+        Ok(self.embed_columns_recorded(batch, false)?.0)
+    }
+
+    /// [`Session::embed_columns`], through the encoder's hand-written backward pass where it
+    /// applies (`recorded`): then the token vectors' leaf and the tape come back too.
+    fn embed_columns_recorded(
+        &self,
+        batch: &[&Example],
+        recorded: bool,
+    ) -> Result<(Vec<Tensor>, Option<Recorded>)> {
         let n = batch.len();
         let mut columns: Vec<Vec<&str>> = Vec::new();
         for (row, ex) in batch.iter().enumerate() {
@@ -233,10 +251,18 @@ impl Session {
             Some(rng) => Mode::train(rng),
             None => Mode::train_without_dropout(),
         };
-        let emb = self.encoder.forward(&input, mode)?;
-        (0..columns.len())
+        let (emb, tape) = match recorded
+            .then(|| self.encoder.forward_recorded(&input, self.dropout.as_ref()))
+            .transpose()?
+            .flatten()
+        {
+            Some((emb, leaf, tape)) => (emb, Some((leaf, tape))),
+            None => (self.encoder.forward(&input, mode)?, None),
+        };
+        let cols = (0..columns.len())
             .map(|c| Ok(emb.narrow(0, c * n, n)?))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((cols, tape))
     }
 
     fn loss(&self, batch: &[&Example], cols: &[Tensor]) -> Result<Tensor> {
@@ -310,13 +336,26 @@ impl Session {
         batch: &[&Example],
         lr: f64,
     ) -> std::result::Result<StepOutcome, StepError> {
-        let cols = self.embed_columns(batch)?;
+        let (cols, recorded) = self.embed_columns_recorded(batch, self.hand_backward)?;
         let loss = self.loss(batch, &cols)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             return Err(StepError::NonFinite(value));
         }
         let mut grads = loss.backward()?;
+        if let Some((leaf, tape)) = recorded {
+            // The encoder's part of the backward pass, from the token vectors' gradient.
+            let leaf = leaf.as_tensor();
+            let grad_tokens = match grads.remove(leaf) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0.0; leaf.elem_count()],
+            };
+            let bert = self.encoder.transformer();
+            for (weight, grad) in tape.backward(bert, &grad_tokens)?.0 {
+                let g = Tensor::from_vec(grad, weight.shape(), weight.device())?;
+                grads.insert(&weight, g);
+            }
+        }
         let grad_norm = match self.max_grad_norm {
             Some(max) => Some(clip_grad_norm(&mut grads, self.optimizer.params(), max)?),
             None => None,

@@ -25,14 +25,14 @@ use super::{Bert, EncoderInput, HiddenAct, Layer};
 const ROWS_PER_TASK: usize = 16;
 
 /// The `f32` data of a contiguous CPU tensor, read-locked while this lives.
-struct Data<'a> {
+pub(super) struct Data<'a> {
     guard: StorageRef<'a>,
     start: usize,
     len: usize,
 }
 
 impl Data<'_> {
-    fn of(t: &Tensor) -> candle_core::Result<Data<'_>> {
+    pub(super) fn of(t: &Tensor) -> candle_core::Result<Data<'_>> {
         let (guard, layout) = t.storage_and_layout();
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("fused path: weight is not contiguous");
@@ -47,7 +47,7 @@ impl Data<'_> {
         })
     }
 
-    fn get(&self) -> &[f32] {
+    pub(super) fn get(&self) -> &[f32] {
         match &*self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.start + self.len],
             _ => unreachable!("checked in Data::of"),

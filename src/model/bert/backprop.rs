@@ -1,0 +1,550 @@
+//! Training the encoder on the CPU without candle's autograd: a forward pass that records what
+//! its backward pass needs ([`Tape`]), and that backward pass written out by hand, on packed
+//! tokens (no padding) with the fused kernels of [`super::super::kernels`].
+//!
+//! The gradients are those of the composition in `bert.rs` (training mode), dropout included:
+//! masks are drawn from the same [`DropoutRng`] in the same order and shapes as the composition
+//! draws them, so a run is the same run either way (`tests/backprop.rs` compares the two, with and
+//! without dropout). Only the encoder is done here; pooling, Dense, Normalize and the loss stay
+//! candle operations, and meet this code at the token vectors: the session takes their gradient
+//! from candle's backward pass and hands it to [`Tape::backward`].
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use super::super::kernels::{self, Mat};
+use super::super::layers::{DropoutRng, LayerNorm, Linear};
+use super::fused::Data;
+use super::{Bert, EncoderInput, HiddenAct, Layer};
+
+/// Everything the backward pass needs from one recorded forward pass.
+pub struct Tape {
+    b: usize,
+    seq: usize,
+    h: usize,
+    offsets: Vec<usize>,
+    /// Per packed token: word id, position id, type id.
+    ids: Vec<(usize, usize, usize)>,
+    emb_norm: NormSaved,
+    emb_mask: Vec<f32>,
+    layers: Vec<LayerSaved>,
+}
+
+struct NormSaved {
+    xhat: Vec<f32>,
+    inv: Vec<f32>,
+}
+
+struct LayerSaved {
+    /// The layer's input.
+    x0: Vec<f32>,
+    qkv: Vec<f32>,
+    /// Softmax weights, per sentence (at `prob_offsets`) `[head][i][j]`.
+    probs: Vec<f32>,
+    probs_mask: Vec<f32>,
+    ctx: Vec<f32>,
+    mask1: Vec<f32>,
+    norm1: NormSaved,
+    x1: Vec<f32>,
+    /// Intermediate pre-activation.
+    u: Vec<f32>,
+    mask2: Vec<f32>,
+    norm2: NormSaved,
+}
+
+/// True when [`forward`] can train this model on this input.
+pub(super) fn applies(bert: &Bert, input: &EncoderInput) -> bool {
+    super::fused::applies(bert, input)
+        && bert.layers.iter().all(|l| matches!(l.act, HiddenAct::Gelu))
+}
+
+fn prob_offsets(offsets: &[usize], heads: usize) -> Vec<usize> {
+    let mut out = vec![0];
+    for w in offsets.windows(2) {
+        let len = w[1] - w[0];
+        out.push(out.last().copied().unwrap_or(0) + heads * len * len);
+    }
+    out
+}
+
+/// A dropout mask of the padded shape `dims` (drawn as the composition draws it), or empty when
+/// dropout is off or `p` is 0.
+fn draw(rng: Option<&DropoutRng>, dims: &[usize], p: f64) -> candle_core::Result<Vec<f32>> {
+    match rng {
+        Some(rng) if p > 0.0 => rng.mask_values(dims.iter().product(), p),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Packs a `[b, seq, width]` padded mask to the real tokens' rows.
+fn pack_rows(mask: Vec<f32>, offsets: &[usize], seq: usize, width: usize) -> Vec<f32> {
+    if mask.is_empty() {
+        return mask;
+    }
+    let mut out = Vec::with_capacity(offsets.last().copied().unwrap_or(0) * width);
+    for (r, w) in offsets.windows(2).enumerate() {
+        let len = w[1] - w[0];
+        out.extend_from_slice(&mask[r * seq * width..(r * seq + len) * width]);
+    }
+    out
+}
+
+/// Packs a `[b, heads, seq, seq]` attention mask to each sentence's `[heads, len, len]`.
+fn pack_probs(mask: Vec<f32>, offsets: &[usize], seq: usize, heads: usize) -> Vec<f32> {
+    if mask.is_empty() {
+        return mask;
+    }
+    let mut out = Vec::new();
+    for (r, w) in offsets.windows(2).enumerate() {
+        let len = w[1] - w[0];
+        for head in 0..heads {
+            for i in 0..len {
+                let at = ((r * heads + head) * seq + i) * seq;
+                out.extend_from_slice(&mask[at..at + len]);
+            }
+        }
+    }
+    out
+}
+
+fn apply_mask(x: &mut [f32], mask: &[f32]) {
+    if !mask.is_empty() {
+        for (v, m) in x.iter_mut().zip(mask) {
+            *v *= m;
+        }
+    }
+}
+
+fn bias_of(lin: &Linear, n: usize) -> candle_core::Result<Vec<f32>> {
+    Ok(match lin.bias() {
+        Some(b) => Data::of(b)?.get().to_vec(),
+        None => vec![0.0; n],
+    })
+}
+
+fn norm_save(norm: &LayerNorm, r: &[f32], y: &mut [f32]) -> candle_core::Result<NormSaved> {
+    let h = norm.weight().dim(0)?;
+    let rows = r.len() / h;
+    let mut saved = NormSaved {
+        xhat: vec![0.0; r.len()],
+        inv: vec![0.0; rows],
+    };
+    let gamma = Data::of(norm.weight())?;
+    let beta = Data::of(norm.bias())?;
+    kernels::layer_norm_save(
+        r,
+        gamma.get(),
+        beta.get(),
+        norm.eps() as f32,
+        y,
+        &mut saved.xhat,
+        &mut saved.inv,
+    );
+    Ok(saved)
+}
+
+/// Runs the encoder in training mode, recording the [`Tape`]. Returns the token vectors
+/// `[b, seq, hidden]` (padding rows 0), as the composition would (up to rounding).
+pub(super) fn forward(
+    bert: &Bert,
+    input: &EncoderInput,
+    rng: Option<&DropoutRng>,
+) -> candle_core::Result<(Tensor, Tape)> {
+    let c = &bert.config;
+    let (b, seq) = input.ids.dims2()?;
+    let (h, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
+    let d = h / heads;
+    let e = &bert.embeddings;
+    e.check_positions(seq)?;
+    let ids = input.ids.flatten_all()?.to_vec1::<u32>()?;
+    let type_ids = input.type_ids.flatten_all()?.to_vec1::<u32>()?;
+    let lengths: Vec<usize> = input.lengths.iter().map(|&l| l.min(seq)).collect();
+    let mut offsets = vec![0];
+    for &l in &lengths {
+        offsets.push(offsets.last().copied().unwrap_or(0) + l);
+    }
+    let t = *offsets.last().unwrap_or(&0);
+
+    // Embeddings: sum, layer norm, dropout.
+    let word = Data::of(e.word.weight())?;
+    let pos = Data::of(e.position.weight())?;
+    let typ = Data::of(e.token_type.weight())?;
+    let (wv, pv, tv) = (word.get(), pos.get(), typ.get());
+    let (vocab, types) = (wv.len() / h, tv.len() / h);
+    let mut packed_ids = Vec::with_capacity(t);
+    let mut sum = vec![0f32; t * h];
+    for (r, &len) in lengths.iter().enumerate() {
+        for i in 0..len {
+            let id = ids[r * seq + i] as usize;
+            let ty = type_ids[r * seq + i] as usize;
+            if id >= vocab || ty >= types {
+                candle_core::bail!("token id {id} / type id {ty} out of range");
+            }
+            let p = e.position_offset.map_or(i, |pad| pad + 1 + i);
+            let row = packed_ids.len();
+            let dst = &mut sum[row * h..(row + 1) * h];
+            for j in 0..h {
+                dst[j] = (wv[id * h + j] + pv[p * h + j]) + tv[ty * h + j];
+            }
+            packed_ids.push((id, p, ty));
+        }
+    }
+    drop((word, pos, typ));
+    let mut x = vec![0f32; t * h];
+    let emb_norm = norm_save(&e.norm, &sum, &mut x)?;
+    let emb_mask = pack_rows(draw(rng, &[b, seq, h], e.dropout)?, &offsets, seq, h);
+    apply_mask(&mut x, &emb_mask);
+
+    let prob_off = prob_offsets(&offsets, heads);
+    let mut layers = Vec::with_capacity(bert.layers.len());
+    for layer in &bert.layers {
+        let a = &layer.attention;
+        let x0 = x;
+        // Q, K, V.
+        let mut qkv = vec![0f32; t * 3 * h];
+        let mut qkv_bias = Vec::with_capacity(3 * h);
+        for (which, lin) in [&a.query, &a.key, &a.value].into_iter().enumerate() {
+            let w = Data::of(lin.weight())?;
+            kernels::matmul_wt(&mut qkv[which * h..], 3 * h, &x0, t, h, w.get(), h);
+            qkv_bias.extend(bias_of(lin, h)?);
+        }
+        kernels::add_bias(&mut qkv, &qkv_bias);
+        // Attention, with the probabilities' dropout mask.
+        let probs_mask = pack_probs(
+            draw(rng, &[b, heads, seq, seq], a.attn_dropout)?,
+            &offsets,
+            seq,
+            heads,
+        );
+        let mut probs = vec![0f32; *prob_off.last().unwrap_or(&0)];
+        let mut ctx = vec![0f32; t * h];
+        {
+            let scale = 1.0 / (d as f32).sqrt();
+            let mut jobs = Vec::new();
+            let (mut ctx_rest, mut probs_rest) = (&mut ctx[..], &mut probs[..]);
+            for (r, w) in offsets.windows(2).enumerate() {
+                let len = w[1] - w[0];
+                let (c, cr) = ctx_rest.split_at_mut(len * h);
+                let (p, pr) = probs_rest.split_at_mut(heads * len * len);
+                ctx_rest = cr;
+                probs_rest = pr;
+                jobs.push((w[0], len, prob_off[r], c, p));
+            }
+            let qkv = &qkv;
+            let probs_mask = &probs_mask;
+            jobs.into_par_iter().for_each(|(start, len, po, c, p)| {
+                let m = if probs_mask.is_empty() {
+                    &[][..]
+                } else {
+                    &probs_mask[po..po + heads * len * len]
+                };
+                kernels::attend_record(
+                    &qkv[start * 3 * h..(start + len) * 3 * h],
+                    c,
+                    len,
+                    heads,
+                    d,
+                    scale,
+                    p,
+                    m,
+                );
+            });
+        }
+        // Output projection, dropout, residual, layer norm.
+        let mut r1 = vec![0f32; t * h];
+        let w = Data::of(a.output.weight())?;
+        kernels::matmul_wt(&mut r1, h, &ctx, t, h, w.get(), h);
+        drop(w);
+        kernels::add_bias(&mut r1, &bias_of(&a.output, h)?);
+        let mask1 = pack_rows(draw(rng, &[b, seq, h], a.hidden_dropout)?, &offsets, seq, h);
+        apply_mask(&mut r1, &mask1);
+        for (r, x) in r1.iter_mut().zip(&x0) {
+            *r += x;
+        }
+        let mut x1 = vec![0f32; t * h];
+        let norm1 = norm_save(&a.norm, &r1, &mut x1)?;
+        // Feed-forward.
+        let mut u = vec![0f32; t * inter];
+        let w = Data::of(layer.intermediate.weight())?;
+        kernels::matmul_wt(&mut u, inter, &x1, t, h, w.get(), inter);
+        drop(w);
+        kernels::add_bias(&mut u, &bias_of(&layer.intermediate, inter)?);
+        let mut g = vec![0f32; t * inter];
+        kernels::gelu(&u, &mut g);
+        let mut r2 = vec![0f32; t * h];
+        let w = Data::of(layer.output.weight())?;
+        kernels::matmul_wt(&mut r2, h, &g, t, inter, w.get(), h);
+        drop(w);
+        kernels::add_bias(&mut r2, &bias_of(&layer.output, h)?);
+        let mask2 = pack_rows(draw(rng, &[b, seq, h], layer.dropout)?, &offsets, seq, h);
+        apply_mask(&mut r2, &mask2);
+        for (r, x) in r2.iter_mut().zip(&x1) {
+            *r += x;
+        }
+        let mut x2 = vec![0f32; t * h];
+        let norm2 = norm_save(&layer.norm, &r2, &mut x2)?;
+        layers.push(LayerSaved {
+            x0,
+            qkv,
+            probs,
+            probs_mask,
+            ctx,
+            mask1,
+            norm1,
+            x1,
+            u,
+            mask2,
+            norm2,
+        });
+        x = x2;
+    }
+
+    let mut out = vec![0f32; b * seq * h];
+    for (r, w) in offsets.windows(2).enumerate() {
+        let len = w[1] - w[0];
+        out[r * seq * h..(r * seq + len) * h].copy_from_slice(&x[w[0] * h..w[1] * h]);
+    }
+    let tokens = Tensor::from_vec(out, (b, seq, h), input.ids.device())?;
+    Ok((
+        tokens,
+        Tape {
+            b,
+            seq,
+            h,
+            offsets,
+            ids: packed_ids,
+            emb_norm,
+            emb_mask,
+            layers,
+        },
+    ))
+}
+
+/// Gradients of the encoder's weights, each with the weight it belongs to.
+pub struct WeightGrads(pub Vec<(Tensor, Vec<f32>)>);
+
+impl WeightGrads {
+    fn push(&mut self, weight: &Tensor, grad: Vec<f32>) {
+        self.0.push((weight.clone(), grad));
+    }
+
+    fn linear(&mut self, lin: &Linear, dw: Vec<f32>, db: Vec<f32>) {
+        self.push(lin.weight(), dw);
+        if let Some(b) = lin.bias() {
+            self.push(b, db);
+        }
+    }
+
+    fn norm(&mut self, norm: &LayerNorm, dgamma: Vec<f32>, dbeta: Vec<f32>) {
+        self.push(norm.weight(), dgamma);
+        self.push(norm.bias(), dbeta);
+    }
+}
+
+/// `dw = dyᵀ · x` (`[n, k]`), `db = Σ dy`, and `dx (+)= dy · w`, for `y = x wᵀ + b`.
+#[allow(clippy::too_many_arguments)]
+fn linear_backward(
+    lin: &Linear,
+    dy: Mat,
+    x: Mat,
+    dx: &mut [f32],
+    dx_accumulate: bool,
+    grads: &mut WeightGrads,
+) -> candle_core::Result<()> {
+    let (n, k) = (dy.cols, x.cols);
+    let mut dw = vec![0f32; n * k];
+    kernels::matmul(&mut dw, k, dy.t(), x, false);
+    let mut db = vec![0f32; n];
+    for r in 0..dy.rows {
+        for (j, v) in db.iter_mut().enumerate() {
+            *v += dy.data[r * dy.rs + j * dy.cs];
+        }
+    }
+    let w = Data::of(lin.weight())?;
+    kernels::matmul(dx, k, dy, Mat::rows(w.get(), n, k), dx_accumulate);
+    drop(w);
+    grads.linear(lin, dw, db);
+    Ok(())
+}
+
+fn norm_backward(
+    norm: &LayerNorm,
+    saved: &NormSaved,
+    dy: &[f32],
+    dr: &mut [f32],
+    grads: &mut WeightGrads,
+) -> candle_core::Result<()> {
+    let h = saved.xhat.len() / saved.inv.len().max(1);
+    let mut dgamma = vec![0f32; h];
+    let mut dbeta = vec![0f32; h];
+    let gamma = Data::of(norm.weight())?;
+    kernels::layer_norm_backward(
+        dy,
+        &saved.xhat,
+        &saved.inv,
+        gamma.get(),
+        dr,
+        &mut dgamma,
+        &mut dbeta,
+    );
+    drop(gamma);
+    grads.norm(norm, dgamma, dbeta);
+    Ok(())
+}
+
+impl Tape {
+    /// From the gradient of the token vectors (`[b, seq, hidden]`, as returned by [`forward`])
+    /// to the gradient of every encoder weight.
+    pub fn backward(&self, bert: &Bert, grad_tokens: &[f32]) -> candle_core::Result<WeightGrads> {
+        let (h, seq) = (self.h, self.seq);
+        if grad_tokens.len() != self.b * seq * h {
+            candle_core::bail!("token gradient has {} values", grad_tokens.len());
+        }
+        let c = &bert.config;
+        let (inter, heads) = (c.intermediate_size, c.num_attention_heads);
+        let d = h / heads;
+        let t = *self.offsets.last().unwrap_or(&0);
+        let mut grads = WeightGrads(Vec::new());
+        // Gradient of the last layer's output, packed.
+        let mut dx = Vec::with_capacity(t * h);
+        for (r, w) in self.offsets.windows(2).enumerate() {
+            let len = w[1] - w[0];
+            dx.extend_from_slice(&grad_tokens[r * seq * h..(r * seq + len) * h]);
+        }
+        let prob_off = prob_offsets(&self.offsets, heads);
+
+        for (layer, saved) in bert.layers.iter().zip(&self.layers).rev() {
+            dx = self.layer_backward(
+                layer,
+                saved,
+                dx,
+                &prob_off,
+                (h, inter, heads, d),
+                &mut grads,
+            )?;
+        }
+
+        // Embeddings: dropout, layer norm, then the three tables.
+        apply_mask(&mut dx, &self.emb_mask);
+        let e = &bert.embeddings;
+        let mut dsum = vec![0f32; t * h];
+        norm_backward(&e.norm, &self.emb_norm, &dx, &mut dsum, &mut grads)?;
+        let rows = |w: &Tensor| w.dims()[0];
+        let mut dword = vec![0f32; rows(e.word.weight()) * h];
+        let mut dpos = vec![0f32; rows(e.position.weight()) * h];
+        let mut dtype = vec![0f32; rows(e.token_type.weight()) * h];
+        for (row, &(id, p, ty)) in self.ids.iter().enumerate() {
+            let g = &dsum[row * h..(row + 1) * h];
+            for (table, at) in [(&mut dword, id), (&mut dpos, p), (&mut dtype, ty)] {
+                for (a, v) in table[at * h..(at + 1) * h].iter_mut().zip(g) {
+                    *a += v;
+                }
+            }
+        }
+        grads.push(e.word.weight(), dword);
+        grads.push(e.position.weight(), dpos);
+        grads.push(e.token_type.weight(), dtype);
+        Ok(grads)
+    }
+
+    fn layer_backward(
+        &self,
+        layer: &Layer,
+        s: &LayerSaved,
+        dx2: Vec<f32>,
+        prob_off: &[usize],
+        (h, inter, heads, d): (usize, usize, usize, usize),
+        grads: &mut WeightGrads,
+    ) -> candle_core::Result<Vec<f32>> {
+        let t = dx2.len() / h;
+        let a = &layer.attention;
+        // Output layer norm; the residual carries its input gradient to x1.
+        let mut dr2 = vec![0f32; t * h];
+        norm_backward(&layer.norm, &s.norm2, &dx2, &mut dr2, grads)?;
+        let mut dx1 = dr2.clone();
+        apply_mask(&mut dr2, &s.mask2);
+        // Output dense (input: gelu(u), recomputed), GELU, intermediate dense.
+        let mut g = vec![0f32; t * inter];
+        kernels::gelu(&s.u, &mut g);
+        let mut dg = vec![0f32; t * inter];
+        linear_backward(
+            &layer.output,
+            Mat::rows(&dr2, t, h),
+            Mat::rows(&g, t, inter),
+            &mut dg,
+            false,
+            grads,
+        )?;
+        drop(g);
+        kernels::gelu_backward_inplace(&s.u, &mut dg);
+        linear_backward(
+            &layer.intermediate,
+            Mat::rows(&dg, t, inter),
+            Mat::rows(&s.x1, t, h),
+            &mut dx1,
+            true,
+            grads,
+        )?;
+        drop(dg);
+        // Attention layer norm; the residual carries its input gradient to x0.
+        let mut dr1 = vec![0f32; t * h];
+        norm_backward(&a.norm, &s.norm1, &dx1, &mut dr1, grads)?;
+        let mut dx0 = dr1.clone();
+        apply_mask(&mut dr1, &s.mask1);
+        let mut dctx = vec![0f32; t * h];
+        linear_backward(
+            &a.output,
+            Mat::rows(&dr1, t, h),
+            Mat::rows(&s.ctx, t, h),
+            &mut dctx,
+            false,
+            grads,
+        )?;
+        // Attention itself, per sentence.
+        let mut dqkv = vec![0f32; t * 3 * h];
+        {
+            let scale = 1.0 / (d as f32).sqrt();
+            let mut jobs = Vec::new();
+            let mut rest = &mut dqkv[..];
+            for (r, w) in self.offsets.windows(2).enumerate() {
+                let len = w[1] - w[0];
+                let (part, tail) = rest.split_at_mut(len * 3 * h);
+                rest = tail;
+                jobs.push((w[0], len, prob_off[r], part));
+            }
+            let dctx = &dctx;
+            jobs.into_par_iter().for_each(|(start, len, po, part)| {
+                let n = heads * len * len;
+                let mask = if s.probs_mask.is_empty() {
+                    &[][..]
+                } else {
+                    &s.probs_mask[po..po + n]
+                };
+                let mut scratch = vec![0f32; 2 * len];
+                kernels::attend_backward(
+                    &s.qkv[start * 3 * h..(start + len) * 3 * h],
+                    &s.probs[po..po + n],
+                    mask,
+                    &dctx[start * h..(start + len) * h],
+                    part,
+                    len,
+                    heads,
+                    d,
+                    scale,
+                    &mut scratch,
+                );
+            });
+        }
+        for (which, lin) in [&a.query, &a.key, &a.value].into_iter().enumerate() {
+            let dy = Mat {
+                data: &dqkv[which * h..],
+                rows: t,
+                cols: h,
+                rs: 3 * h,
+                cs: 1,
+            };
+            linear_backward(lin, dy, Mat::rows(&s.x0, t, h), &mut dx0, true, grads)?;
+        }
+        Ok(dx0)
+    }
+}
