@@ -322,6 +322,28 @@ pub fn gelu_erf_grad(x: f32) -> f32 {
     cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x)
 }
 
+/// The exact GELU and its derivative at `x`, sharing the normal CDF.
+#[inline(always)]
+pub fn gelu_erf_and_grad(x: f32) -> (f32, f32) {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    (x * cdf, cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x))
+}
+
+#[inline(always)]
+fn gelu_and_grad_generic(x: &[f32], out: &mut [f32], grad: &mut [f32]) {
+    for ((o, d), x) in out.iter_mut().zip(grad.iter_mut()).zip(x) {
+        (*o, *d) = gelu_erf_and_grad(*x);
+    }
+}
+
+#[inline(always)]
+fn mul_inplace_generic(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a *= b;
+    }
+}
+
 #[inline(always)]
 fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -640,28 +662,6 @@ fn layer_norm_backward_generic(
         for (d, x) in dr.iter_mut().zip(xh) {
             *d = s * (*d - mean_d - x * mean_dx);
         }
-    }
-}
-
-/// `du = dg ⊙ gelu'(u)`, in place over `dg`.
-#[inline(always)]
-fn gelu_backward_inplace_generic(u: &[f32], dg: &mut [f32]) {
-    for (d, u) in dg.iter_mut().zip(u) {
-        *d *= gelu_erf_grad(*u);
-    }
-}
-
-#[inline(always)]
-fn gelu_grad_generic(x: &[f32], grad_out: &[f32], grad_in: &mut [f32]) {
-    for ((gi, x), go) in grad_in.iter_mut().zip(x).zip(grad_out) {
-        *gi = go * gelu_erf_grad(*x);
-    }
-}
-
-#[inline(always)]
-fn gelu_generic(x: &[f32], out: &mut [f32]) {
-    for (o, x) in out.iter_mut().zip(x) {
-        *o = gelu_erf(*x);
     }
 }
 
@@ -992,18 +992,13 @@ dispatch!(
     ) => layer_norm_backward_generic
 );
 dispatch!(
-    /// `dg[i] *= gelu'(u[i])` (exact GELU).
-    pub fn gelu_backward_inplace(u: &[f32], dg: &mut [f32]) => gelu_backward_inplace_generic
+    /// `out = gelu(x)` and `grad = gelu'(x)` (exact GELU) in one pass.
+    pub fn gelu_and_grad(x: &[f32], out: &mut [f32], grad: &mut [f32]) => gelu_and_grad_generic
 );
 dispatch!(
-    /// `out = gelu(x)` (exact GELU).
-    pub fn gelu(x: &[f32], out: &mut [f32]) => gelu_generic
+    /// `x[i] *= y[i]`.
+    pub fn mul_inplace(x: &mut [f32], y: &[f32]) => mul_inplace_generic
 );
-dispatch!(
-    /// `grad_in = grad_out * gelu'(x)` (exact GELU).
-    pub fn gelu_grad(x: &[f32], grad_out: &[f32], grad_in: &mut [f32]) => gelu_grad_generic
-);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1128,6 +1123,17 @@ mod tests {
         assert_eq!(erf(0.0), 0.0);
         assert_eq!(erf(10.0), 1.0);
         assert_eq!(erf(-10.0), -1.0);
+    }
+
+    #[test]
+    fn fused_gelu_and_grad_agree_with_the_separate_kernels() {
+        let x = grid(-6.0, 6.0, 999);
+        let (mut g, mut d) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        gelu_and_grad(&x, &mut g, &mut d);
+        for i in 0..x.len() {
+            assert!((g[i] - gelu_erf(x[i])).abs() <= 1e-6 * (1.0 + x[i].abs()));
+            assert!((d[i] - gelu_erf_grad(x[i])).abs() <= 1e-6);
+        }
     }
 
     #[test]

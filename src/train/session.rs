@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::data::Example;
 use super::losses::{self, LossKind, TripletDistance};
-use super::optim::{AdamW, AdamWConfig, Param, clip_grad_norm, decays};
+use super::optim::{AdamW, AdamWConfig, Param, clip_coefficient, decays, grad_norm};
 use crate::model::bert::Tape;
 use crate::model::{DropoutRng, Mode, ModelError, Result, SentenceEncoder};
 
@@ -356,11 +356,15 @@ impl Session {
                 grads.insert(&weight, g);
             }
         }
-        let grad_norm = match self.max_grad_norm {
-            Some(max) => Some(clip_grad_norm(&mut grads, self.optimizer.params(), max)?),
-            None => None,
+        // Clipping folds into the update: the optimizer scales each gradient as it reads it.
+        let (grad_norm, scale) = match self.max_grad_norm {
+            Some(max) => {
+                let norm = grad_norm(&grads, self.optimizer.params())?;
+                (Some(norm), clip_coefficient(norm, max))
+            }
+            None => (None, 1.0),
         };
-        self.optimizer.step(&grads, lr)?;
+        self.optimizer.step_scaled(&grads, lr, scale)?;
         Ok(StepOutcome {
             loss: value,
             grad_norm,

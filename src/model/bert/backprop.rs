@@ -46,8 +46,9 @@ struct LayerSaved {
     mask1: Vec<f32>,
     norm1: NormSaved,
     x1: Vec<f32>,
-    /// Intermediate pre-activation.
-    u: Vec<f32>,
+    /// GELU of the intermediate layer, and its derivative there.
+    gelu: Vec<f32>,
+    gelu_grad: Vec<f32>,
     mask2: Vec<f32>,
     norm2: NormSaved,
 }
@@ -270,7 +271,9 @@ pub(super) fn forward(
         drop(w);
         kernels::add_bias(&mut u, &bias_of(&layer.intermediate, inter)?);
         let mut g = vec![0f32; t * inter];
-        kernels::gelu(&u, &mut g);
+        let mut gelu_grad = vec![0f32; t * inter];
+        kernels::gelu_and_grad(&u, &mut g, &mut gelu_grad);
+        drop(u);
         let mut r2 = vec![0f32; t * h];
         let w = Data::of(layer.output.weight())?;
         kernels::matmul_wt(&mut r2, h, &g, t, inter, w.get(), h);
@@ -292,7 +295,8 @@ pub(super) fn forward(
             mask1,
             norm1,
             x1,
-            u,
+            gelu: g,
+            gelu_grad,
             mask2,
             norm2,
         });
@@ -463,20 +467,17 @@ impl Tape {
         norm_backward(&layer.norm, &s.norm2, &dx2, &mut dr2, grads)?;
         let mut dx1 = dr2.clone();
         apply_mask(&mut dr2, &s.mask2);
-        // Output dense (input: gelu(u), recomputed), GELU, intermediate dense.
-        let mut g = vec![0f32; t * inter];
-        kernels::gelu(&s.u, &mut g);
+        // Output dense, GELU, intermediate dense.
         let mut dg = vec![0f32; t * inter];
         linear_backward(
             &layer.output,
             Mat::rows(&dr2, t, h),
-            Mat::rows(&g, t, inter),
+            Mat::rows(&s.gelu, t, inter),
             &mut dg,
             false,
             grads,
         )?;
-        drop(g);
-        kernels::gelu_backward_inplace(&s.u, &mut dg);
+        kernels::mul_inplace(&mut dg, &s.gelu_grad);
         linear_backward(
             &layer.intermediate,
             Mat::rows(&dg, t, inter),
