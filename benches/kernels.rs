@@ -61,10 +61,10 @@ fn elementwise(c: &mut Criterion) {
     for len in [16, 64, 256] {
         let qkv = data(len * 3 * 384, 9.0);
         let mut ctx = vec![0f32; len * 384];
-        let mut scores = vec![0f32; len];
+        let mut scratch = vec![0f32; kernels::attend_scratch(len, 32)];
         group.throughput(Throughput::Elements((12 * len * len * 32 * 2) as u64));
         group.bench_function(format!("attend_{len}_tokens"), |b| {
-            b.iter(|| kernels::attend(&qkv, &mut ctx, len, 12, 32, 0.176, &mut scores))
+            b.iter(|| kernels::attend(&qkv, &mut ctx, len, 12, 32, 0.176, &mut scratch))
         });
     }
     group.finish();

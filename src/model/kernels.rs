@@ -464,6 +464,53 @@ fn softmax_row_generic(x: &mut [f32]) {
     }
 }
 
+/// Scratch values [`attend`], [`attend_record`] and [`attend_backward`] need for a sentence
+/// of `len` tokens and heads of `d` values.
+pub fn attend_scratch(len: usize, d: usize) -> usize {
+    let lp = len.next_multiple_of(LANES);
+    d * lp + 2 * lp
+}
+
+/// Copies one head's `len` vectors (at `offset` in each `stride`-long row of `qkv`) transposed
+/// into `t[c * lp + j]`; columns `len..lp` are left as they are (zero).
+#[inline(always)]
+fn transpose_head(
+    qkv: &[f32],
+    len: usize,
+    stride: usize,
+    offset: usize,
+    d: usize,
+    lp: usize,
+    t: &mut [f32],
+) {
+    for j in 0..len {
+        let k = &qkv[j * stride + offset..][..d];
+        for (c, v) in k.iter().enumerate() {
+            t[c * lp + j] = *v;
+        }
+    }
+}
+
+/// `row[j] = (q · k_j) * scale` for `j < lp`, with the keys transposed in `kt` (see
+/// [`transpose_head`]): eight keys at a time in one register, no horizontal sums.
+#[inline(always)]
+fn scores_row(q: &[f32], kt: &[f32], lp: usize, scale: f32, row: &mut [f32]) {
+    let mut jb = 0;
+    while jb < lp {
+        let mut acc = [0f32; LANES];
+        for (c, qc) in q.iter().enumerate() {
+            let k = &kt[c * lp + jb..][..LANES];
+            for l in 0..LANES {
+                acc[l] = qc.mul_add(k[l], acc[l]);
+            }
+        }
+        for l in 0..LANES {
+            row[jb + l] = acc[l] * scale;
+        }
+        jb += LANES;
+    }
+}
+
 /// Attention of one sentence over its own tokens. Row `i` of `qkv` is `[q_i | k_i | v_i]`
 /// (`3 * heads * d` values); row `i` of `ctx` gets `softmax(q_i kᵀ · scale) v` for each head.
 #[inline(always)]
@@ -474,18 +521,20 @@ fn attend_generic(
     heads: usize,
     d: usize,
     scale: f32,
-    scores: &mut [f32],
+    scratch: &mut [f32],
 ) {
     let h = heads * d;
     let stride = 3 * h;
-    let scores = &mut scores[..len];
+    let lp = len.next_multiple_of(LANES);
+    let (kt, rest) = scratch.split_at_mut(d * lp);
+    let row = &mut rest[..lp];
+    kt.fill(0.0);
     for head in 0..heads {
+        transpose_head(qkv, len, stride, h + head * d, d, lp, kt);
         for i in 0..len {
             let q = &qkv[i * stride + head * d..][..d];
-            for (j, s) in scores.iter_mut().enumerate() {
-                let k = &qkv[j * stride + h + head * d..][..d];
-                *s = dot_generic(q, k) * scale;
-            }
+            scores_row(q, kt, lp, scale, row);
+            let scores = &mut row[..len];
             softmax_row_generic(scores);
             let out = &mut ctx[i * h + head * d..][..d];
             out.fill(0.0);
@@ -511,18 +560,22 @@ fn attend_record_generic(
     scale: f32,
     probs: &mut [f32],
     mask: &[f32],
+    scratch: &mut [f32],
 ) {
     let h = heads * d;
     let stride = 3 * h;
+    let lp = len.next_multiple_of(LANES);
+    let (kt, rest) = scratch.split_at_mut(d * lp);
+    let tmp = &mut rest[..lp];
+    kt.fill(0.0);
     for head in 0..heads {
+        transpose_head(qkv, len, stride, h + head * d, d, lp, kt);
         for i in 0..len {
             let base = head * len * len + i * len;
             let q = &qkv[i * stride + head * d..][..d];
+            scores_row(q, kt, lp, scale, tmp);
             let row = &mut probs[base..base + len];
-            for (j, s) in row.iter_mut().enumerate() {
-                let k = &qkv[j * stride + h + head * d..][..d];
-                *s = dot_generic(q, k) * scale;
-            }
+            row.copy_from_slice(&tmp[..len]);
             softmax_row_generic(row);
             let out = &mut ctx[i * h + head * d..][..d];
             out.fill(0.0);
@@ -540,7 +593,7 @@ fn attend_record_generic(
 }
 
 /// Backward of [`attend_record_generic`] for one sentence: from `dctx` (`[len, h]`) to
-/// `dqkv` (`[len, 3h]`, overwritten). `scratch` holds at least `2 * len` values.
+/// `dqkv` (`[len, 3h]`, overwritten). `scratch` holds [`attend_scratch`] values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_backward_generic(
@@ -557,23 +610,27 @@ fn attend_backward_generic(
 ) {
     let h = heads * d;
     let stride = 3 * h;
+    let lp = len.next_multiple_of(LANES);
     dqkv.fill(0.0);
-    let (dp, _) = scratch.split_at_mut(len);
+    let (vt, rest) = scratch.split_at_mut(d * lp);
+    let dp = &mut rest[..lp];
+    vt.fill(0.0);
     for head in 0..heads {
+        transpose_head(qkv, len, stride, 2 * h + head * d, d, lp, vt);
         for i in 0..len {
             let base = head * len * len + i * len;
             let p = &probs[base..base + len];
             let g = &dctx[i * h + head * d..][..d];
             // dP'_ij = dctx_i · v_j; dV_j += P'_ij dctx_i; dP = dP' ⊙ mask.
+            scores_row(g, vt, lp, 1.0, dp);
             for j in 0..len {
-                let v = &qkv[j * stride + 2 * h + head * d..][..d];
                 let m = if mask.is_empty() { 1.0 } else { mask[base + j] };
-                dp[j] = dot_generic(g, v) * m;
+                dp[j] *= m;
                 let dv = &mut dqkv[j * stride + 2 * h + head * d..][..d];
                 axpy_generic(dv, p[j] * m, g);
             }
             // dS = P ⊙ (dP - Σ P dP), then through the scaled q kᵀ.
-            let row_dot = dot_generic(p, dp);
+            let row_dot = dot_generic(p, &dp[..len]);
             for j in 0..len {
                 let ds = p[j] * (dp[j] - row_dot) * scale;
                 if ds == 0.0 {
@@ -936,7 +993,7 @@ dispatch!(
         heads: usize,
         d: usize,
         scale: f32,
-        scores: &mut [f32]
+        scratch: &mut [f32]
     ) => attend_generic
 );
 dispatch!(
@@ -949,7 +1006,8 @@ dispatch!(
         d: usize,
         scale: f32,
         probs: &mut [f32],
-        mask: &[f32]
+        mask: &[f32],
+        scratch: &mut [f32]
     ) => attend_record_generic
 );
 dispatch!(

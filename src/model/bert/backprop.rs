@@ -239,6 +239,7 @@ pub(super) fn forward(
                 } else {
                     &probs_mask[po..po + heads * len * len]
                 };
+                let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
                 kernels::attend_record(
                     &qkv[start * 3 * h..(start + len) * 3 * h],
                     c,
@@ -248,6 +249,7 @@ pub(super) fn forward(
                     scale,
                     p,
                     m,
+                    &mut scratch,
                 );
             });
         }
@@ -521,7 +523,7 @@ impl Tape {
                 } else {
                     &s.probs_mask[po..po + n]
                 };
-                let mut scratch = vec![0f32; 2 * len];
+                let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
                 kernels::attend_backward(
                     &s.qkv[start * 3 * h..(start + len) * 3 * h],
                     &s.probs[po..po + n],

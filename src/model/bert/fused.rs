@@ -8,7 +8,8 @@
 //!   storage, writing Q, K and V side by side into one buffer.
 //! - Bias, GELU, residual and layer norm are fused into one pass after each product
 //!   ([`super::super::kernels`], AVX2 where available).
-//! - Attention runs per sentence and head with the scores in a small scratch row.
+//! - Attention runs per sentence and head, the head's keys transposed so that eight scores are
+//!   computed at once.
 //! - One thread pool (rayon's, which gemm also uses) runs everything; small batches stay on the
 //!   calling thread, where waking a pool costs more than it saves.
 //!
@@ -281,7 +282,7 @@ fn attention(qkv: &[f32], ctx: &mut [f32], offsets: &[usize], h: usize, heads: u
     }
     let run = |(start, part): (usize, &mut [f32])| {
         let len = part.len() / h;
-        let mut scores = vec![0f32; len];
+        let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
         kernels::attend(
             &qkv[start * 3 * h..(start + len) * 3 * h],
             part,
@@ -289,7 +290,7 @@ fn attention(qkv: &[f32], ctx: &mut [f32], offsets: &[usize], h: usize, heads: u
             heads,
             d,
             scale,
-            &mut scores,
+            &mut scratch,
         );
     };
     let tokens = offsets.last().copied().unwrap_or(0);
