@@ -62,19 +62,6 @@ fn with_activation(name: &str, act: &str) -> (tempfile::TempDir, SentenceEncoder
     (dir, enc)
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn fused_equals_composed_tiny_bert() {
     compare(&tiny(), 1e-5, "tiny BERT");

@@ -53,39 +53,13 @@ pub fn matmul_wt(
 /// [`matmul_wt`] through `gemm` (packed, blocked; what candle's matmul uses).
 pub fn gemm_wt(dst: &mut [f32], dst_rs: usize, x: &[f32], m: usize, k: usize, w: &[f32], n: usize) {
     check_matmul(dst, dst_rs, x, m, k, w, n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    let t = threads();
-    let parallelism = if t > 1 && m * n * k >= PARALLEL_MACS {
-        Parallelism::Rayon(t)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: `check_matmul` keeps every access of these strides inside the slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
+    matmul(
+        dst,
+        dst_rs,
+        Mat::rows(x, m, k),
+        Mat::rows(w, n, k).t(),
+        false,
+    )
 }
 
 /// A matrix operand: `data[r * rs + c * cs]` is element `(r, c)` of a `rows × cols` matrix.

@@ -57,6 +57,20 @@ pub fn ids(v: &Value) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Copies a folder tree (a fixture model, to change a copy of it).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// Largest absolute difference; panics with `what` if the shapes differ.
 pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>], what: &str) -> f32 {
     assert_eq!(a.len(), b.len(), "{what}: row count");
