@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::super::kernels::{self, Mat};
 use super::super::layers::{DropoutRng, LayerNorm, Linear};
-use super::fused::Data;
+use super::fused::{Data, Packed};
 use super::{Bert, EncoderInput, HiddenAct, Layer};
 
 /// Everything the backward pass needs from one recorded forward pass.
@@ -152,45 +152,15 @@ pub(super) fn forward(
     rng: Option<&DropoutRng>,
 ) -> candle_core::Result<(Tensor, Tape)> {
     let c = &bert.config;
-    let (b, seq) = input.ids.dims2()?;
     let (h, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
     let d = h / heads;
     let e = &bert.embeddings;
-    e.check_positions(seq)?;
-    let ids = input.ids.flatten_all()?.to_vec1::<u32>()?;
-    let type_ids = input.type_ids.flatten_all()?.to_vec1::<u32>()?;
-    let lengths: Vec<usize> = input.lengths.iter().map(|&l| l.min(seq)).collect();
-    let mut offsets = vec![0];
-    for &l in &lengths {
-        offsets.push(offsets.last().copied().unwrap_or(0) + l);
-    }
-    let t = *offsets.last().unwrap_or(&0);
+    let packed = Packed::new(bert, input)?;
+    let (b, seq, t) = (packed.b, packed.seq, packed.tokens());
+    let offsets = packed.offsets.clone();
 
     // Embeddings: sum, layer norm, dropout.
-    let word = Data::of(e.word.weight())?;
-    let pos = Data::of(e.position.weight())?;
-    let typ = Data::of(e.token_type.weight())?;
-    let (wv, pv, tv) = (word.get(), pos.get(), typ.get());
-    let (vocab, types) = (wv.len() / h, tv.len() / h);
-    let mut packed_ids = Vec::with_capacity(t);
-    let mut sum = vec![0f32; t * h];
-    for (r, &len) in lengths.iter().enumerate() {
-        for i in 0..len {
-            let id = ids[r * seq + i] as usize;
-            let ty = type_ids[r * seq + i] as usize;
-            if id >= vocab || ty >= types {
-                candle_core::bail!("token id {id} / type id {ty} out of range");
-            }
-            let p = e.position_offset.map_or(i, |pad| pad + 1 + i);
-            let row = packed_ids.len();
-            let dst = &mut sum[row * h..(row + 1) * h];
-            for j in 0..h {
-                dst[j] = (wv[id * h + j] + pv[p * h + j]) + tv[ty * h + j];
-            }
-            packed_ids.push((id, p, ty));
-        }
-    }
-    drop((word, pos, typ));
+    let sum = packed.embedding_sums(bert)?;
     let mut x = vec![0f32; t * h];
     let emb_norm = norm_save(&e.norm, &sum, &mut x)?;
     let emb_mask = pack_rows(draw(rng, &[b, seq, h], e.dropout)?, &offsets, seq, h);
@@ -305,12 +275,7 @@ pub(super) fn forward(
         x = x2;
     }
 
-    let mut out = vec![0f32; b * seq * h];
-    for (r, w) in offsets.windows(2).enumerate() {
-        let len = w[1] - w[0];
-        out[r * seq * h..(r * seq + len) * h].copy_from_slice(&x[w[0] * h..w[1] * h]);
-    }
-    let tokens = Tensor::from_vec(out, (b, seq, h), input.ids.device())?;
+    let tokens = packed.unpack(&x, h, input.ids.device())?;
     Ok((
         tokens,
         Tape {
@@ -318,7 +283,7 @@ pub(super) fn forward(
             seq,
             h,
             offsets,
-            ids: packed_ids,
+            ids: packed.ids,
             emb_norm,
             emb_mask,
             layers,

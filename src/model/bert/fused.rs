@@ -91,37 +91,112 @@ fn activate(act: HiddenAct, rows: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// A batch packed without padding: where each sentence's tokens start, and each token's word,
+/// position and type ids.
+pub(super) struct Packed {
+    pub b: usize,
+    pub seq: usize,
+    /// `offsets[r]..offsets[r + 1]` are sentence `r`'s rows; the last entry is the token count.
+    pub offsets: Vec<usize>,
+    pub ids: Vec<(usize, usize, usize)>,
+}
+
+impl Packed {
+    pub fn new(bert: &Bert, input: &EncoderInput) -> candle_core::Result<Self> {
+        let (b, seq) = input.ids.dims2()?;
+        let e = &bert.embeddings;
+        e.check_positions(seq)?;
+        let ids = input.ids.flatten_all()?.to_vec1::<u32>()?;
+        let type_ids = input.type_ids.flatten_all()?.to_vec1::<u32>()?;
+        let mut offsets = Vec::with_capacity(b + 1);
+        offsets.push(0);
+        let mut packed = Vec::new();
+        for (r, &len) in input.lengths.iter().enumerate() {
+            for i in 0..len.min(seq) {
+                let p = e.position_offset.map_or(i, |pad| pad + 1 + i);
+                packed.push((ids[r * seq + i] as usize, p, type_ids[r * seq + i] as usize));
+            }
+            offsets.push(packed.len());
+        }
+        Ok(Packed {
+            b,
+            seq,
+            offsets,
+            ids: packed,
+        })
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Word + position + type embedding of every token (before the layer norm).
+    pub fn embedding_sums(&self, bert: &Bert) -> candle_core::Result<Vec<f32>> {
+        let e = &bert.embeddings;
+        let h = bert.config.hidden_size;
+        let word = Data::of(e.word.weight())?;
+        let pos = Data::of(e.position.weight())?;
+        let typ = Data::of(e.token_type.weight())?;
+        let (word, pos, typ) = (word.get(), pos.get(), typ.get());
+        let (vocab, types) = (word.len() / h, typ.len() / h);
+        let mut x = vec![0f32; self.tokens() * h];
+        for (dst, &(id, p, t)) in x.chunks_exact_mut(h).zip(&self.ids) {
+            if id >= vocab || t >= types {
+                candle_core::bail!(
+                    "token id {id} / type id {t} out of range (vocabulary {vocab}, types {types})"
+                );
+            }
+            let (w, pe, te) = (
+                &word[id * h..(id + 1) * h],
+                &pos[p * h..(p + 1) * h],
+                &typ[t * h..(t + 1) * h],
+            );
+            for j in 0..h {
+                dst[j] = (w[j] + pe[j]) + te[j];
+            }
+        }
+        Ok(x)
+    }
+
+    /// Packed rows (`width` values each) back into a padded `[b, seq, width]` tensor, padding 0.
+    pub fn unpack(
+        &self,
+        x: &[f32],
+        width: usize,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
+        let (b, seq) = (self.b, self.seq);
+        let mut out = vec![0f32; b * seq * width];
+        for (r, w) in self.offsets.windows(2).enumerate() {
+            let len = w[1] - w[0];
+            out[r * seq * width..(r * seq + len) * width]
+                .copy_from_slice(&x[w[0] * width..w[1] * width]);
+        }
+        Tensor::from_vec(out, (b, seq, width), device)
+    }
+}
+
 /// `[b, seq]` ids -> `[b, seq, hidden]` token vectors (padding rows are 0).
 pub(super) fn forward(bert: &Bert, input: &EncoderInput) -> candle_core::Result<Tensor> {
     let c = &bert.config;
-    let (b, seq) = input.ids.dims2()?;
     let h = c.hidden_size;
-    bert.embeddings.check_positions(seq)?;
-    let ids = input.ids.flatten_all()?.to_vec1::<u32>()?;
-    let type_ids = input.type_ids.flatten_all()?.to_vec1::<u32>()?;
-    // Offsets of each sentence in the packed token rows.
-    let lengths: Vec<usize> = input.lengths.iter().map(|&l| l.min(seq)).collect();
-    let mut offsets = Vec::with_capacity(b + 1);
-    offsets.push(0);
-    for &l in &lengths {
-        offsets.push(offsets.last().copied().unwrap_or(0) + l);
-    }
-    let tokens = *offsets.last().unwrap_or(&0);
+    let packed = Packed::new(bert, input)?;
+    let mut x = packed.embedding_sums(bert)?;
+    let e = &bert.embeddings;
+    let gamma = Data::of(e.norm.weight())?;
+    let beta = Data::of(e.norm.bias())?;
+    let (g, bt) = (gamma.get(), beta.get());
+    let eps = e.norm.eps() as f32;
+    for_rows(&mut x, h, |rows, _| {
+        kernels::layer_norm_rows(rows, g, bt, eps)
+    });
+    drop((gamma, beta));
 
-    let mut x = vec![0f32; tokens * h];
-    embed(bert, &ids, &type_ids, &lengths, seq, &mut x)?;
-
-    let mut scratch = Scratch::new(tokens, h, c.intermediate_size);
+    let mut scratch = Scratch::new(packed.tokens(), h, c.intermediate_size);
     for layer in &bert.layers {
-        layer_forward(layer, bert, &offsets, &mut x, &mut scratch)?;
+        layer_forward(layer, bert, &packed.offsets, &mut x, &mut scratch)?;
     }
-
-    let mut out = vec![0f32; b * seq * h];
-    for (r, &len) in lengths.iter().enumerate() {
-        out[r * seq * h..(r * seq + len) * h]
-            .copy_from_slice(&x[offsets[r] * h..offsets[r + 1] * h]);
-    }
-    Tensor::from_vec(out, (b, seq, h), input.ids.device())
+    packed.unpack(&x, h, input.ids.device())
 }
 
 /// Buffers reused by every layer of one forward pass.
@@ -143,54 +218,6 @@ impl Scratch {
             qkv_bias: vec![0.0; 3 * h],
         }
     }
-}
-
-fn embed(
-    bert: &Bert,
-    ids: &[u32],
-    type_ids: &[u32],
-    lengths: &[usize],
-    seq: usize,
-    x: &mut [f32],
-) -> candle_core::Result<()> {
-    let e = &bert.embeddings;
-    let h = bert.config.hidden_size;
-    let word = Data::of(e.word.weight())?;
-    let pos = Data::of(e.position.weight())?;
-    let typ = Data::of(e.token_type.weight())?;
-    let (word, pos, typ) = (word.get(), pos.get(), typ.get());
-    let (vocab, types) = (word.len() / h, typ.len() / h);
-    let mut row = 0;
-    for (r, &len) in lengths.iter().enumerate() {
-        for i in 0..len {
-            let id = ids[r * seq + i] as usize;
-            let t = type_ids[r * seq + i] as usize;
-            if id >= vocab || t >= types {
-                candle_core::bail!(
-                    "token id {id} / type id {t} out of range (vocabulary {vocab}, types {types})"
-                );
-            }
-            let p = e.position_offset.map_or(i, |pad| pad + 1 + i);
-            let dst = &mut x[row * h..(row + 1) * h];
-            let (w, pe, te) = (
-                &word[id * h..(id + 1) * h],
-                &pos[p * h..(p + 1) * h],
-                &typ[t * h..(t + 1) * h],
-            );
-            for j in 0..h {
-                dst[j] = (w[j] + pe[j]) + te[j];
-            }
-            row += 1;
-        }
-    }
-    let gamma = Data::of(e.norm.weight())?;
-    let beta = Data::of(e.norm.bias())?;
-    let (gamma, beta) = (gamma.get(), beta.get());
-    let eps = e.norm.eps() as f32;
-    for_rows(x, h, |rows, _| {
-        kernels::layer_norm_rows(rows, gamma, beta, eps)
-    });
-    Ok(())
 }
 
 fn layer_forward(
