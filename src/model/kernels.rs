@@ -1035,6 +1035,146 @@ dispatch!(
 mod tests {
     use super::*;
 
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    /// The portable build of each kernel (what CPUs without AVX2 + FMA run) against the
+    /// dispatched one (AVX2 here).
+    #[test]
+    fn portable_and_dispatched_builds_agree() {
+        let data = |n: usize, s: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 + s) * 0.37).sin()).collect()
+        };
+        let (m, k, n) = (7, 40, 13);
+        let (x, w) = (data(m * k, 1.0), data(n * k, 2.0));
+        let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
+        small_matmul_wt_generic(unsafe { Out::new(&mut a) }, n, 0, &x, m, k, &w, n);
+        small_matmul_wt(unsafe { Out::new(&mut b) }, n, 0, &x, m, k, &w, n);
+        close(&a, &b, "small_matmul_wt");
+
+        let (len, heads, d) = (11, 3, 8);
+        let h = heads * d;
+        let qkv = data(len * 3 * h, 3.0);
+        let scratch_len = attend_scratch(len, d);
+        let (mut ca, mut cb) = (vec![0f32; len * h], vec![0f32; len * h]);
+        attend_generic(
+            &qkv,
+            &mut ca,
+            len,
+            heads,
+            d,
+            0.3,
+            &mut vec![0.0; scratch_len],
+        );
+        attend(
+            &qkv,
+            &mut cb,
+            len,
+            heads,
+            d,
+            0.3,
+            &mut vec![0.0; scratch_len],
+        );
+        close(&ca, &cb, "attend");
+
+        let mask: Vec<f32> = (0..heads * len * len)
+            .map(|i| if i % 7 == 0 { 0.0 } else { 1.1 })
+            .collect();
+        let (mut pa, mut pb) = (vec![0f32; heads * len * len], vec![0f32; heads * len * len]);
+        attend_record_generic(
+            &qkv,
+            &mut ca,
+            len,
+            heads,
+            d,
+            0.3,
+            &mut pa,
+            &mask,
+            &mut vec![0.0; scratch_len],
+        );
+        attend_record(
+            &qkv,
+            &mut cb,
+            len,
+            heads,
+            d,
+            0.3,
+            &mut pb,
+            &mask,
+            &mut vec![0.0; scratch_len],
+        );
+        close(&pa, &pb, "attend_record probs");
+        close(&ca, &cb, "attend_record ctx");
+
+        let dctx = data(len * h, 4.0);
+        let (mut da, mut db) = (vec![0f32; len * 3 * h], vec![0f32; len * 3 * h]);
+        attend_backward_generic(
+            &qkv,
+            &pa,
+            &mask,
+            &dctx,
+            &mut da,
+            len,
+            heads,
+            d,
+            0.3,
+            &mut vec![0.0; scratch_len],
+        );
+        attend_backward(
+            &qkv,
+            &pa,
+            &mask,
+            &dctx,
+            &mut db,
+            len,
+            heads,
+            d,
+            0.3,
+            &mut vec![0.0; scratch_len],
+        );
+        close(&da, &db, "attend_backward");
+
+        let (rows, h) = (5, 24);
+        let (r, gamma, beta) = (data(rows * h, 5.0), data(h, 6.0), data(h, 7.0));
+        let (mut ya, mut yb) = (vec![0f32; rows * h], vec![0f32; rows * h]);
+        let (mut xa, mut xb) = (vec![0f32; rows * h], vec![0f32; rows * h]);
+        let (mut ia, mut ib) = (vec![0f32; rows], vec![0f32; rows]);
+        layer_norm_save_generic(&r, &gamma, &beta, 1e-12, &mut ya, &mut xa, &mut ia);
+        layer_norm_save(&r, &gamma, &beta, 1e-12, &mut yb, &mut xb, &mut ib);
+        close(&ya, &yb, "layer_norm_save");
+        let dy = data(rows * h, 8.0);
+        let (mut ra, mut rb) = (vec![0f32; rows * h], vec![0f32; rows * h]);
+        let (mut ga, mut gb) = (vec![0f32; h], vec![0f32; h]);
+        let (mut ba, mut bb) = (vec![0f32; h], vec![0f32; h]);
+        layer_norm_backward_generic(&dy, &xa, &ia, &gamma, &mut ra, &mut ga, &mut ba);
+        layer_norm_backward(&dy, &xb, &ib, &gamma, &mut rb, &mut gb, &mut bb);
+        close(&ra, &rb, "layer_norm_backward dr");
+        close(&ga, &gb, "layer_norm_backward dgamma");
+
+        let u = data(rows * h, 9.0);
+        let (mut oa, mut ob) = (u.clone(), u.clone());
+        bias_gelu_generic(&mut oa, &beta);
+        bias_gelu(&mut ob, &beta);
+        close(&oa, &ob, "bias_gelu");
+        let (mut g1, mut g2) = (vec![0f32; u.len()], vec![0f32; u.len()]);
+        let (mut d1, mut d2) = (vec![0f32; u.len()], vec![0f32; u.len()]);
+        gelu_and_grad_generic(&u, &mut g1, &mut d1);
+        gelu_and_grad(&u, &mut g2, &mut d2);
+        close(&g1, &g2, "gelu");
+        close(&d1, &d2, "gelu'");
+        let (mut la, mut lb) = (u.clone(), u.clone());
+        bias_residual_layer_norm_generic(&r, &beta, &mut la, &gamma, &beta, 1e-12);
+        bias_residual_layer_norm(&r, &beta, &mut lb, &gamma, &beta, 1e-12);
+        close(&la, &lb, "bias_residual_layer_norm");
+    }
+
     #[test]
     fn strided_matmul_handles_transposes_and_accumulation() {
         let (m, k, n) = (6, 5, 4);
