@@ -4,8 +4,10 @@
 //! - Tokens are packed without padding (`T` = the real tokens of the batch), so no work is spent
 //!   on padding and attention needs no mask: each sentence attends over its own tokens, which is
 //!   what the `-inf` bias of the padded form computes (its softmax weights are exactly 0).
-//! - Matrix products call `gemm` (the library candle itself uses) directly on the weights'
-//!   storage, writing Q, K and V side by side into one buffer.
+//! - Matrix products run directly on the weights' storage, writing Q, K and V side by side into
+//!   one buffer: through `gemm` (the library candle itself uses) for batches, through an unpacked
+//!   kernel for a few rows (`kernels::matmul_wt`), where packing the weight would cost more than
+//!   the product.
 //! - Bias, GELU, residual and layer norm are fused into one pass after each product
 //!   ([`super::super::kernels`], AVX2 where available).
 //! - Attention runs per sentence and head, the head's keys transposed so that eight scores are
@@ -14,7 +16,7 @@
 //!   calling thread, where waking a pool costs more than it saves.
 //!
 //! Only evaluation (no autograd graph, no dropout) on CPU with `f32` weights takes this path;
-//! `tests/fused_path.rs` and the tests below hold it to the composition.
+//! `tests/fused_path.rs` holds it to the composition.
 
 use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
