@@ -168,3 +168,10 @@ fn a_training_step_is_the_same_step_either_way() {
     }
     assert_close(&ea, &eb, 1e-4, "embeddings after three steps");
 }
+
+#[test]
+fn hand_backward_matches_autograd_minilm() {
+    // The real model's shapes: 12 heads of 32, hidden 384, intermediate 1536, six layers.
+    let enc = minilm();
+    compare(&enc, Some(17), "all-MiniLM-L6-v2, dropout");
+}
