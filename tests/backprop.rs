@@ -125,6 +125,14 @@ fn hand_backward_matches_autograd_tiny_bert() {
 }
 
 #[test]
+fn hand_backward_matches_autograd_for_every_activation() {
+    for act in ["gelu_new", "relu", "silu"] {
+        let (_dir, enc) = with_activation("tiny-bert-st", act);
+        compare(&enc, Some(23), act);
+    }
+}
+
+#[test]
 fn hand_backward_matches_autograd_tiny_xlmr() {
     let enc = SentenceEncoder::load(&fixture("tiny-xlmr-st"), &LoadOptions::default()).unwrap();
     compare(&enc, None, "tiny XLM-R, no dropout");

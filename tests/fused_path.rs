@@ -49,19 +49,6 @@ fn compare(enc: &SentenceEncoder, tol: f32, what: &str) {
     }
 }
 
-/// A copy of a fixture folder with `hidden_act` replaced.
-fn with_activation(name: &str, act: &str) -> (tempfile::TempDir, SentenceEncoder) {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(name), dir.path());
-    let path = dir.path().join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["hidden_act"] = act.into();
-    std::fs::write(&path, config.to_string()).unwrap();
-    let enc = SentenceEncoder::load(dir.path(), &LoadOptions::default()).unwrap();
-    (dir, enc)
-}
-
 #[test]
 fn fused_equals_composed_tiny_bert() {
     compare(&tiny(), 1e-5, "tiny BERT");

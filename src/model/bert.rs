@@ -148,14 +148,34 @@ impl HiddenAct {
 
     /// The activation of one value (the fused path's fallback for all but GELU).
     fn scalar(self, x: f32) -> f32 {
+        self.value_and_grad(x).0
+    }
+
+    /// The activation of one value and its derivative there (the hand-written backward pass).
+    fn value_and_grad(self, x: f32) -> (f32, f32) {
         match self {
-            HiddenAct::Gelu => super::kernels::gelu_erf(x),
+            HiddenAct::Gelu => super::kernels::gelu_erf_and_grad(x),
             HiddenAct::GeluTanh => {
+                // 0.5 x (1 + tanh(c (x + 0.044715 x³))), as torch's approximate="tanh".
                 let c = (2.0f32 / std::f32::consts::PI).sqrt();
-                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+                let t = (c * (x + 0.044715 * x * x * x)).tanh();
+                let dt = c * (1.0 + 3.0 * 0.044715 * x * x);
+                (
+                    0.5 * x * (1.0 + t),
+                    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt,
+                )
             }
-            HiddenAct::Relu => x.max(0.0),
-            HiddenAct::Silu => x / (1.0 + (-x).exp()),
+            HiddenAct::Relu => {
+                if x > 0.0 {
+                    (x, 1.0)
+                } else {
+                    (0.0, 0.0)
+                }
+            }
+            HiddenAct::Silu => {
+                let s = 1.0 / (1.0 + (-x).exp());
+                (x * s, s * (1.0 + x * (1.0 - s)))
+            }
         }
     }
 

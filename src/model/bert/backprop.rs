@@ -46,7 +46,7 @@ struct LayerSaved {
     mask1: Vec<f32>,
     norm1: NormSaved,
     x1: Vec<f32>,
-    /// GELU of the intermediate layer, and its derivative there.
+    /// The activation (GELU for most models) of the intermediate layer, and its derivative there.
     gelu: Vec<f32>,
     gelu_grad: Vec<f32>,
     mask2: Vec<f32>,
@@ -56,7 +56,6 @@ struct LayerSaved {
 /// True when [`forward`] can train this model on this input.
 pub(super) fn applies(bert: &Bert, input: &EncoderInput) -> bool {
     super::fused::applies(bert, input)
-        && bert.layers.iter().all(|l| matches!(l.act, HiddenAct::Gelu))
 }
 
 fn prob_offsets(offsets: &[usize], heads: usize) -> Vec<usize> {
@@ -244,7 +243,14 @@ pub(super) fn forward(
         kernels::add_bias(&mut u, &bias_of(&layer.intermediate, inter)?);
         let mut g = vec![0f32; t * inter];
         let mut gelu_grad = vec![0f32; t * inter];
-        kernels::gelu_and_grad(&u, &mut g, &mut gelu_grad);
+        match layer.act {
+            HiddenAct::Gelu => kernels::gelu_and_grad(&u, &mut g, &mut gelu_grad),
+            act => {
+                for ((g, d), u) in g.iter_mut().zip(gelu_grad.iter_mut()).zip(&u) {
+                    (*g, *d) = act.value_and_grad(*u);
+                }
+            }
+        }
         drop(u);
         let mut r2 = vec![0f32; t * h];
         let w = Data::of(layer.output.weight())?;
