@@ -497,32 +497,12 @@ fn attend_generic(
     scale: f32,
     scratch: &mut [f32],
 ) {
-    let h = heads * d;
-    let stride = 3 * h;
-    let lp = len.next_multiple_of(LANES);
-    let (kt, rest) = scratch.split_at_mut(d * lp);
-    let row = &mut rest[..lp];
-    kt.fill(0.0);
-    for head in 0..heads {
-        transpose_head(qkv, len, stride, h + head * d, d, lp, kt);
-        for i in 0..len {
-            let q = &qkv[i * stride + head * d..][..d];
-            scores_row(q, kt, lp, scale, row);
-            let scores = &mut row[..len];
-            softmax_row_generic(scores);
-            let out = &mut ctx[i * h + head * d..][..d];
-            out.fill(0.0);
-            for (j, p) in scores.iter().enumerate() {
-                let v = &qkv[j * stride + 2 * h + head * d..][..d];
-                axpy_generic(out, *p, v);
-            }
-        }
-    }
+    attend_record_generic(qkv, ctx, len, heads, d, scale, &mut [], &[], scratch)
 }
 
 /// [`attend_generic`] for training: also stores the softmax weights of every head
-/// (`probs[head * len * len + i * len + j]`) and applies an attention-dropout mask of the same
-/// layout when `mask` is not empty.
+/// (`probs[head * len * len + i * len + j]`; nothing is stored when `probs` is empty) and applies
+/// an attention-dropout mask of the same layout when `mask` is not empty.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_record_generic(
@@ -548,9 +528,11 @@ fn attend_record_generic(
             let base = head * len * len + i * len;
             let q = &qkv[i * stride + head * d..][..d];
             scores_row(q, kt, lp, scale, tmp);
-            let row = &mut probs[base..base + len];
-            row.copy_from_slice(&tmp[..len]);
+            let row = &mut tmp[..len];
             softmax_row_generic(row);
+            if !probs.is_empty() {
+                probs[base..base + len].copy_from_slice(row);
+            }
             let out = &mut ctx[i * h + head * d..][..d];
             out.fill(0.0);
             for (j, p) in row.iter().enumerate() {
