@@ -104,10 +104,10 @@ fn settle(
             req.send(r).unwrap();
         }
         let loading = matches!(
-            app.base.model,
-            sbert_tui::tui::app::ModelState::Loading { .. }
+            app.explorer.base.model,
+            sbert_tui::tui::explorer::ModelState::Loading { .. }
         );
-        if !app.pending() && !loading {
+        if !app.explorer.pending() && !loading {
             return;
         }
         let ev = rx
@@ -141,19 +141,22 @@ fn main() {
     app.load_model(&model, None);
     settle(&mut app, &req, &rx);
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
-    app.size = ratatui::layout::Rect::new(0, 0, 120, 40);
     let mut updates = Vec::new();
     let mut embed_ms = Vec::new();
     for s in &pool[100..120] {
         let t = Instant::now();
         app.on_paste(s);
         settle(&mut app, &req, &rx);
-        terminal.draw(|f| ui::draw(&app, f)).unwrap();
+        terminal
+            .draw(|f| {
+                ui::draw(&app, f);
+            })
+            .unwrap();
         updates.push(t.elapsed().as_secs_f64() * 1000.0);
-        embed_ms.push(app.last_embed_ms.unwrap_or(f64::NAN));
-        assert_eq!(app.analysis.as_ref().unwrap().texts.len(), 31);
-        app.sentences.pop();
-        app.selected = 0;
+        embed_ms.push(app.explorer.last_embed_ms.unwrap_or(f64::NAN));
+        assert_eq!(app.explorer.analysis.as_ref().unwrap().texts.len(), 31);
+        app.explorer.sentences.pop();
+        app.explorer.selected = 0;
     }
 
     // Rendering with 100 sentences.
@@ -161,12 +164,14 @@ fn main() {
     app100.load_model(&model, None);
     settle(&mut app100, &req, &rx);
     let mut big = Terminal::new(TestBackend::new(160, 50)).unwrap();
-    app100.size = ratatui::layout::Rect::new(0, 0, 160, 50);
-    app100.selected = 50;
+    app100.explorer.selected = 50;
     let renders: Vec<f64> = (0..50)
         .map(|_| {
             let t = Instant::now();
-            big.draw(|f| ui::draw(&app100, f)).unwrap();
+            big.draw(|f| {
+                ui::draw(&app100, f);
+            })
+            .unwrap();
             t.elapsed().as_secs_f64() * 1000.0
         })
         .collect();

@@ -1,13 +1,17 @@
 //! sbert-tui: explore sentence embeddings and fine-tune sentence-embedding models in the terminal.
 //!
 //! - [`model`]: text to vectors (the sentence-transformers folder format, encoder, pooling).
-//! - [`analysis`]: similarity matrices and other numbers computed from vectors.
-//! - [`cli`]: the headless commands.
+//! - [`train`]: fine-tuning (data, losses, the run, evaluators, checkpoints).
+//! - [`analysis`]: similarity matrices, neighbours and PCA, computed from vectors.
+//! - [`sentence_file`]: reading and writing sentence files (the command line and the UI).
+//! - [`text`]: text for display (control characters, widths, clipping).
+//! - [`cli`]: the command line and the headless commands.
 //! - [`tui`]: the terminal UI (knows the model only through its messages).
 
 pub mod analysis;
 pub mod cli;
 pub mod model;
+pub mod sentence_file;
 pub mod text;
 pub mod train;
 pub mod tui;

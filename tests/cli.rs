@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
@@ -311,4 +312,73 @@ fn info_describes_the_model() {
     assert!(out.contains("pooling         mean"), "{out}");
     assert!(out.contains("dimension       16"), "{out}");
     assert!(out.contains("max seq length  64"), "{out}");
+}
+
+/// A copy of the tiny model with one weight full of NaN (what a diverged run could save).
+fn nan_model() -> tempfile::TempDir {
+    let dir = tiny_copy();
+    let path = dir.path().join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    let name = "encoder.layer.0.output.dense.weight";
+    let t = &tensors[name];
+    let nan = candle_core::Tensor::full(f32::NAN, t.shape(), &candle_core::Device::Cpu).unwrap();
+    tensors.insert(name.into(), nan);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    dir
+}
+
+#[test]
+fn a_model_with_nan_weights_is_reported_not_printed() {
+    let dir = nan_model();
+    let model = dir.path().to_str().unwrap();
+    let o = encode_stdin(model, b"a sentence\n", &[]);
+    assert_fails_with(&o, "non-finite values (NaN or infinity) for text 1 of 1");
+    assert!(stdout(&o).is_empty(), "no null vectors on stdout");
+    // `eval` once reported a Spearman of 0.0991 from all-NaN cosines.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/scored-pairs-dev.csv");
+    let o = sbert(
+        &["eval", "--model", model, "--data", data.to_str().unwrap()],
+        None,
+    );
+    assert_fails_with(&o, "non-finite values");
+    assert!(!stdout(&o).contains("spearman"), "{}", stdout(&o));
+}
+
+#[test]
+fn an_error_names_its_cause_once() {
+    // Once: "... No such file or directory (os error 2): No such file or directory (os error 2)".
+    let dir = tiny_copy();
+    std::fs::remove_file(dir.path().join("1_Pooling/config.json")).unwrap();
+    let o = encode_stdin(dir.path().to_str().unwrap(), b"x\n", &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert!(err.contains("1_Pooling/config.json"), "{err}");
+}
+
+#[test]
+fn a_write_failure_says_write() {
+    // Write failures were called "cannot read".
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/scored-pairs.csv");
+    let o = sbert(
+        &[
+            "train",
+            "--model",
+            &tiny_path(),
+            "--data",
+            data.to_str().unwrap(),
+            "--loss",
+            "cosine",
+            "--output",
+            blocker.join("run").to_str().unwrap(),
+        ],
+        None,
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write"), "{err}");
+    assert!(!err.contains("cannot read"), "{err}");
 }

@@ -1,10 +1,14 @@
 //! Saving: the classic sentence-transformers layout, read back as Python reads it, and atomic
-//! replacement (a failed save leaves the previous model intact).
+//! replacement (a failed save leaves the previous model intact; a killed one is finished or
+//! undone by the next writer, and nothing is left behind).
 
 mod common;
 
 use common::*;
-use sbert_tui::model::save::{save, write_folder_atomically, write_model};
+use sbert_tui::model::atomic::{
+    Hooks, KillPoint, recover, recover_all, write_folder_atomically, write_folder_atomically_with,
+};
+use sbert_tui::model::save::{save, write_model};
 use sbert_tui::model::{LoadOptions, SentenceEncoder};
 use serde_json::Value;
 
@@ -134,4 +138,93 @@ fn a_save_that_fails_midway_leaves_the_previous_model_intact() {
         embed(&SentenceEncoder::load(&out, &LoadOptions::default()).unwrap()),
         before
     );
+}
+
+/// The names in a folder, sorted.
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_save_killed_at_any_point_is_finished_by_the_next_writer() {
+    let old = tiny();
+    let new = SentenceEncoder::load(&fixture("tiny-xlmr-st"), &LoadOptions::default()).unwrap();
+    for at in [
+        KillPoint::Ready,
+        KillPoint::Carried,
+        KillPoint::OldMoved,
+        KillPoint::Swapped,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        save(&old, &out, None).unwrap();
+        std::fs::create_dir_all(out.join("checkpoints/checkpoint-000010")).unwrap();
+        std::fs::write(
+            out.join("checkpoints/checkpoint-000010/trainer_state.json"),
+            "{}",
+        )
+        .unwrap();
+        std::fs::write(out.join("metrics.jsonl"), "{\"event\":\"started\"}\n").unwrap();
+        let hooks = Hooks {
+            fail_after: None,
+            kill_at: Some(at),
+        };
+        let err =
+            write_folder_atomically_with(&out, &["checkpoints", "metrics.jsonl"], hooks, |w| {
+                write_model(&new, w, None)
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("simulated kill"), "{at:?}: {err}");
+        // The next writer (or a resume, or a new run here) puts the folder in order first: the
+        // complete new model, with the checkpoints and the log carried over.
+        let done = recover(&out).unwrap();
+        assert!(!done.is_empty(), "{at:?}: something to recover");
+        assert_eq!(
+            embed(&SentenceEncoder::load(&out, &LoadOptions::default()).unwrap()),
+            embed(&new),
+            "{at:?}"
+        );
+        assert!(
+            out.join("checkpoints/checkpoint-000010/trainer_state.json")
+                .is_file(),
+            "{at:?}: checkpoints carried"
+        );
+        assert!(out.join("metrics.jsonl").is_file(), "{at:?}");
+        assert_eq!(names(dir.path()), ["run"], "{at:?}: nothing left beside it");
+        assert!(
+            !names(&out).iter().any(|n| n.starts_with('.')),
+            "{at:?}: no marker left inside"
+        );
+        assert!(recover(&out).unwrap().is_empty(), "{at:?}: once is enough");
+    }
+}
+
+#[test]
+fn an_unfinished_save_of_a_dead_writer_is_removed_and_others_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    save(&tiny(), &out, None).unwrap();
+    // A writer that died while filling (no process has the id 999999999: Linux ids stay below
+    // 2^22).
+    let dead = dir.path().join(".model.tmp-999999999");
+    std::fs::create_dir(&dead).unwrap();
+    std::fs::write(dead.join(".sbert-tui-write"), "partial\n").unwrap();
+    std::fs::write(dead.join("model.safetensors"), "half").unwrap();
+    // A folder that looks like a leftover but is not ours (no note): untouched.
+    let foreign = dir.path().join(".model.tmp-999999998");
+    std::fs::create_dir(&foreign).unwrap();
+    // A leftover of a live process (pid 1): untouched.
+    let live = dir.path().join(".model.tmp-1");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::write(live.join(".sbert-tui-write"), "partial\n").unwrap();
+    let done = recover_all(dir.path()).unwrap();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(!dead.exists());
+    assert!(foreign.exists() && live.exists());
+    SentenceEncoder::load(&out, &LoadOptions::default()).unwrap();
 }

@@ -5,8 +5,11 @@ mod common;
 
 use common::tui_support::*;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
-use sbert_tui::tui::app::{App, EditTarget, Mode, ModelState, Pane};
+use sbert_tui::tui::app::App;
+use sbert_tui::tui::explorer::ModelState;
+use sbert_tui::tui::hits::Pane;
 use sbert_tui::tui::messages::{Embedded, Request, Slot, WorkerEvent};
+use sbert_tui::tui::shell::{EditTarget, Mode};
 use sbert_tui::tui::ui;
 
 const TYPICAL: [&str; 6] = [
@@ -27,7 +30,7 @@ fn snapshot_typical() {
 #[test]
 fn snapshot_no_color_uses_glyphs() {
     let mut app = ready_app(&TYPICAL, false);
-    app.focus = Pane::Matrix;
+    app.explorer.focus = Pane::Matrix;
     app.on_key(key('j'));
     app.on_key(key('l'));
     app.on_key(key('l'));
@@ -126,12 +129,12 @@ fn control_characters_and_escapes_never_reach_the_screen() {
 #[test]
 fn typing_one_sentence_embeds_only_that_sentence() {
     let mut app = ready_app(&TYPICAL, true);
-    assert_eq!(app.analysis.as_ref().unwrap().texts.len(), 6);
+    assert_eq!(app.explorer.analysis.as_ref().unwrap().texts.len(), 6);
     app.on_key(key('a'));
     app.on_key(key('x'));
     assert_eq!(serve(&mut app), 1, "only the new text is embedded");
     assert_eq!(
-        app.analysis.as_ref().unwrap().texts.len(),
+        app.explorer.analysis.as_ref().unwrap().texts.len(),
         7,
         "the draft shows live"
     );
@@ -141,12 +144,12 @@ fn typing_one_sentence_embeds_only_that_sentence() {
     assert_eq!(serve(&mut app), 0, "'x' is cached");
     app.on_key(code(KeyCode::Enter));
     assert_eq!(serve(&mut app), 0);
-    assert_eq!(app.sentences.len(), 7);
+    assert_eq!(app.explorer.sentences.len(), 7);
     // Reordering needs no embedding at all.
     app.on_key(key('K'));
     assert_eq!(serve(&mut app), 0);
-    assert_eq!(app.sentences[5], "x");
-    assert_eq!(app.analysis.as_ref().unwrap().texts[5], "x");
+    assert_eq!(app.explorer.sentences[5], "x");
+    assert_eq!(app.explorer.analysis.as_ref().unwrap().texts[5], "x");
 }
 
 #[test]
@@ -182,9 +185,9 @@ fn stale_results_are_dropped() {
         }],
         millis: 1.0,
     });
-    assert_eq!(app.dropped_results, 1);
-    assert!(!app.cached("x"));
-    assert!(app.pending());
+    assert_eq!(app.explorer.dropped_results, 1);
+    assert!(!app.explorer.base.cached("x"));
+    assert!(app.explorer.pending());
     // A result from an older model generation is ignored too.
     app.on_worker(WorkerEvent::Embedded {
         slot: Slot::Base,
@@ -193,7 +196,7 @@ fn stale_results_are_dropped() {
         items: vec![],
         millis: 1.0,
     });
-    assert_eq!(app.dropped_results, 2);
+    assert_eq!(app.explorer.dropped_results, 2);
     app.on_worker(WorkerEvent::Embedded {
         slot: Slot::Base,
         id: *id2,
@@ -206,8 +209,17 @@ fn stale_results_are_dropped() {
         }],
         millis: 1.0,
     });
-    assert!(!app.pending());
-    assert_eq!(app.analysis.as_ref().unwrap().texts.last().unwrap(), "xy");
+    assert!(!app.explorer.pending());
+    assert_eq!(
+        app.explorer
+            .analysis
+            .as_ref()
+            .unwrap()
+            .texts
+            .last()
+            .unwrap(),
+        "xy"
+    );
 }
 
 #[test]
@@ -219,14 +231,14 @@ fn pooling_switch_re_embeds_everything_and_a_refusal_keeps_the_old_model() {
         matches!(&reqs[0], Request::SetPooling { pooling, .. } if pooling == "max"),
         "mean is followed by max: {reqs:?}"
     );
-    let generation = app.base.generation;
+    let generation = app.explorer.base.generation;
     app.on_worker(WorkerEvent::LoadFailed {
         slot: Slot::Base,
         generation,
         error: "Dense expects 32".into(),
     });
-    assert!(matches!(app.base.model, ModelState::Ready(_)));
-    assert!(app.status.as_ref().unwrap().error);
+    assert!(matches!(app.explorer.base.model, ModelState::Ready(_)));
+    assert!(app.shell.status.as_ref().unwrap().error);
     assert_eq!(
         serve(&mut app),
         3,
@@ -238,7 +250,7 @@ fn pooling_switch_re_embeds_everything_and_a_refusal_keeps_the_old_model() {
 fn a_failed_model_says_why() {
     let mut app = App::new(vec!["a".into()], true);
     app.load_model("./nope", None);
-    let generation = app.base.generation;
+    let generation = app.explorer.base.generation;
     app.on_worker(WorkerEvent::LoadFailed {
         slot: Slot::Base,
         generation,
@@ -260,21 +272,23 @@ fn editing_deleting_and_moving() {
     let mut app = ready_app(&["one", "two", "three"], true);
     app.on_key(key('j'));
     app.on_key(key('e'));
-    assert!(matches!(&app.mode, Mode::Editing(EditTarget::Sentence(1), e) if e.text() == "two"));
+    assert!(
+        matches!(&app.shell.mode, Mode::Editing(EditTarget::Sentence(1), e) if e.text() == "two")
+    );
     type_str(&mut app, " more");
     app.on_key(code(KeyCode::Enter));
-    assert_eq!(app.sentences, ["one", "two more", "three"]);
+    assert_eq!(app.explorer.sentences, ["one", "two more", "three"]);
     app.on_key(key('J'));
-    assert_eq!(app.sentences, ["one", "three", "two more"]);
-    assert_eq!(app.selected, 2);
+    assert_eq!(app.explorer.sentences, ["one", "three", "two more"]);
+    assert_eq!(app.explorer.selected, 2);
     app.on_key(key('d'));
-    assert_eq!(app.sentences, ["one", "three"]);
-    assert_eq!(app.selected, 1);
+    assert_eq!(app.explorer.sentences, ["one", "three"]);
+    assert_eq!(app.explorer.selected, 1);
     // An empty new sentence is not kept.
     app.on_key(key('a'));
     app.on_key(code(KeyCode::Enter));
-    assert_eq!(app.sentences.len(), 2);
-    assert!(app.status.as_ref().unwrap().error);
+    assert_eq!(app.explorer.sentences.len(), 2);
+    assert!(app.shell.status.as_ref().unwrap().error);
     // q while typing is a letter; Ctrl-C always quits.
     app.on_key(key('a'));
     app.on_key(key('q'));
@@ -287,10 +301,13 @@ fn editing_deleting_and_moving() {
 fn paste_adds_lines_or_types_into_the_line() {
     let mut app = ready_app(&["one"], true);
     app.on_paste("first pasted\n\nsecond pasted\n");
-    assert_eq!(app.sentences, ["one", "first pasted", "second pasted"]);
+    assert_eq!(
+        app.explorer.sentences,
+        ["one", "first pasted", "second pasted"]
+    );
     app.on_key(key('a'));
     app.on_paste("multi\nline");
-    assert!(matches!(&app.mode, Mode::Editing(_, e) if e.text() == "multi line"));
+    assert!(matches!(&app.shell.mode, Mode::Editing(_, e) if e.text() == "multi line"));
 }
 
 #[test]
@@ -299,7 +316,12 @@ fn demo_sets_open_save_and_clicks() {
     app.on_key(key('D'));
     app.on_key(key('j'));
     app.on_key(code(KeyCode::Enter));
-    assert!(app.sentences.iter().any(|s| s.contains("not good")));
+    assert!(
+        app.explorer
+            .sentences
+            .iter()
+            .any(|s| s.contains("not good"))
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("saved.txt");
@@ -308,36 +330,37 @@ fn demo_sets_open_save_and_clicks() {
     type_str(&mut app, path.to_str().unwrap());
     app.on_key(code(KeyCode::Enter));
     let saved = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(saved.lines().count(), app.sentences.len());
+    assert_eq!(saved.lines().count(), app.explorer.sentences.len());
 
     let mut other = ready_app(&["x"], true);
     other.on_key(key('o'));
     type_str(&mut other, path.to_str().unwrap());
     other.on_key(code(KeyCode::Enter));
     serve(&mut other);
-    assert_eq!(other.sentences, app.sentences);
+    assert_eq!(other.explorer.sentences, app.explorer.sentences);
     other.on_key(key('o'));
     type_str(&mut other, "/no/such/file.txt");
     other.on_key(code(KeyCode::Enter));
     assert!(
         other
+            .shell
             .status
             .as_ref()
             .unwrap()
             .text
-            .contains("cannot open /no/such/file.txt")
+            .contains("/no/such/file.txt: cannot open")
     );
 
     // A click on the third row of the list selects the third sentence.
     render(&mut other, 100, 30);
-    let areas = ui::layout(other.size);
+    let areas = ui::layout(ratatui::layout::Rect::new(0, 0, 100, 30));
     other.on_mouse(MouseEvent {
         kind: MouseEventKind::Down(MouseButton::Left),
         column: areas.sentences.x + 5,
         row: areas.sentences.y + 3,
         modifiers: KeyModifiers::NONE,
     });
-    assert_eq!(other.selected, 2);
+    assert_eq!(other.explorer.selected, 2);
     // A click on a matrix cell selects that pair.
     other.on_mouse(MouseEvent {
         kind: MouseEventKind::Down(MouseButton::Left),
@@ -346,8 +369,8 @@ fn demo_sets_open_save_and_clicks() {
         row: areas.matrix.y + 1 + 1 + 3,
         modifiers: KeyModifiers::NONE,
     });
-    assert_eq!(other.focus, Pane::Matrix);
-    assert_eq!((other.selected, other.matrix_col), (3, 1));
+    assert_eq!(other.explorer.focus, Pane::Matrix);
+    assert_eq!((other.explorer.selected, other.explorer.matrix_col), (3, 1));
 }
 
 #[test]
@@ -359,17 +382,18 @@ fn a_model_that_fails_to_load_leaves_the_old_one_in_use() {
     app.on_key(code(KeyCode::Enter));
     let reqs = app.take_requests();
     assert!(matches!(&reqs[0], Request::Load { spec, .. } if spec == "./nope"));
-    let generation = app.base.generation;
+    let generation = app.explorer.base.generation;
     app.on_worker(WorkerEvent::LoadFailed {
         slot: Slot::Base,
         generation,
         error: "model folder `./nope` does not exist".into(),
     });
     assert!(
-        matches!(&app.base.model, ModelState::Ready(m) if m.name.ends_with("all-MiniLM-L6-v2"))
+        matches!(&app.explorer.base.model, ModelState::Ready(m) if m.name.ends_with("all-MiniLM-L6-v2"))
     );
     assert!(
-        app.status
+        app.shell
+            .status
             .as_ref()
             .unwrap()
             .text
@@ -383,4 +407,116 @@ fn t_opens_the_training_pane() {
     let mut app = ready_app(&TYPICAL[..3], true);
     app.on_key(key('t'));
     assert_eq!(app.screen, sbert_tui::tui::app::Screen::Training);
+}
+
+#[test]
+fn non_finite_vectors_are_reported_never_analysed() {
+    // A model with NaN weights once hung the explorer for good (the PCA's SVD spun on NaN).
+    let mut app = ready_app(&TYPICAL[..3], true);
+    app.on_key(key('a'));
+    type_str(&mut app, "broken");
+    app.on_key(code(KeyCode::Enter));
+    let reqs = app.take_requests();
+    let Some(Request::Embed { id, generation, .. }) = reqs.last() else {
+        panic!("{reqs:?}")
+    };
+    app.on_worker(WorkerEvent::Embedded {
+        slot: Slot::Base,
+        id: *id,
+        generation: *generation,
+        items: vec![Embedded {
+            text: "broken".into(),
+            vector: vec![f32::NAN; 27],
+            tokens: 3,
+            truncated: false,
+        }],
+        millis: 1.0,
+    });
+    assert!(app.explorer.analysis.is_none(), "nothing analysed");
+    let status = app.shell.status.clone().unwrap();
+    assert!(
+        status.error && status.text.contains("non-finite"),
+        "{status:?}"
+    );
+    // The same texts are not asked for again (that would fail again), and the app still
+    // answers keys: q quits.
+    app.on_key(key('j'));
+    assert!(app.take_requests().is_empty());
+    let t = render(&mut app, 100, 30);
+    let screen = format!("{}", t.backend());
+    assert!(screen.contains("cannot embed the sentences"), "{screen}");
+    app.on_key(key('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn the_training_form_keeps_its_keys_after_tab_into_an_empty_run_list() {
+    // Tab into the (empty) run list and back once left the form dead until `n`.
+    let mut app = ready_app(&TYPICAL[..3], true);
+    app.on_key(key('t'));
+    app.on_key(code(KeyCode::Tab)); // an empty run list takes no focus
+    app.on_key(code(KeyCode::Down));
+    app.on_key(code(KeyCode::Tab));
+    app.on_key(code(KeyCode::Down));
+    assert_eq!(
+        app.training.form.selected, 2,
+        "each ↓ moved to the next field"
+    );
+    app.on_key(code(KeyCode::Up));
+    app.on_key(code(KeyCode::Enter));
+    assert!(
+        matches!(app.shell.mode, Mode::Editing(EditTarget::Field(_), _)),
+        "Enter edits the model field"
+    );
+}
+
+#[test]
+fn a_file_of_more_sentences_than_the_explorer_holds_is_cut_with_a_warning() {
+    use sbert_tui::tui::explorer::MAX_SENTENCES;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.txt");
+    let lines: Vec<String> = (0..MAX_SENTENCES + 100)
+        .map(|i| format!("sentence {i}"))
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let mut app = ready_app(&["one"], true);
+    app.on_key(key('o'));
+    type_str(&mut app, path.to_str().unwrap());
+    app.on_key(code(KeyCode::Enter));
+    assert_eq!(app.explorer.sentences.len(), MAX_SENTENCES);
+    let status = app.shell.status.clone().unwrap();
+    assert!(
+        status.error
+            && status
+                .text
+                .contains(&format!("kept the first {MAX_SENTENCES} of 600")),
+        "{status:?}"
+    );
+    // Adding beyond the limit is refused; pasting adds what fits.
+    app.on_key(key('a'));
+    assert!(matches!(app.shell.mode, Mode::Normal));
+    app.explorer.sentences.pop();
+    app.on_paste("x\ny\n");
+    assert_eq!(app.explorer.sentences.len(), MAX_SENTENCES);
+    assert!(
+        app.shell
+            .status
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("added 1 of 2")
+    );
+}
+
+#[test]
+fn a_new_pooling_rebuilds_the_analysis() {
+    // A new pooling (or model) once changed the status bar but not the matrix: the analysis of
+    // the same texts was kept. It belongs to the model generation that made it.
+    let mut app = ready_app(&TYPICAL[..3], true);
+    let before = app.explorer.analysis.as_ref().unwrap().generations;
+    app.on_key(key('p'));
+    serve(&mut app);
+    let after = app.explorer.analysis.as_ref().unwrap().generations;
+    assert_ne!(before, after);
+    assert_eq!(after.0, app.explorer.base.generation);
 }

@@ -5,10 +5,15 @@ mod common;
 
 use common::tui_support::*;
 use crossterm::event::KeyCode;
-use sbert_tui::train::data::DataKind;
+use std::sync::Arc;
+
+use sbert_tui::train::data::{DataKind, Dataset, Example};
 use sbert_tui::train::events::TrainEvent;
-use sbert_tui::tui::app::{App, Confirm, Effect, MatrixView, Mode, Screen};
-use sbert_tui::tui::training::{DataSummary, FieldId, RunStatus};
+use sbert_tui::train::rules::Setting;
+use sbert_tui::tui::app::{App, Screen};
+use sbert_tui::tui::explorer::MatrixView;
+use sbert_tui::tui::shell::{Confirm, Effect, Mode};
+use sbert_tui::tui::training::RunStatus;
 
 const SENTENCES: [&str; 5] = [
     "A man is playing a guitar.",
@@ -18,25 +23,41 @@ const SENTENCES: [&str; 5] = [
     "Share prices dropped sharply.",
 ];
 
-fn data(kind: DataKind, rows: usize) -> DataSummary {
-    DataSummary {
+/// A data file as the form would have read it: `rows` rows, the first two shown in the preview.
+fn data(path: &str, kind: DataKind, rows: usize) -> Result<Arc<Dataset>, String> {
+    let first = [
+        ("A plane is taking off.", "An air plane is taking off.", 1.0),
+        (
+            "A man is playing a large flute.",
+            "A man is playing a flute.",
+            0.76,
+        ),
+    ];
+    let examples = (0..rows)
+        .map(|i| {
+            let (a, b, score) = first.get(i).copied().unwrap_or(("a", "b", 0.5));
+            match kind {
+                DataKind::Nli => Example::Nli {
+                    premise: a.into(),
+                    hypothesis: b.into(),
+                    label: 0,
+                },
+                _ => Example::Scored {
+                    a: a.into(),
+                    b: b.into(),
+                    score,
+                },
+            }
+        })
+        .collect();
+    Ok(Arc::new(Dataset {
+        path: path.into(),
         kind,
-        rows,
         columns: vec!["sentence1".into(), "sentence2".into(), "score".into()],
-        preview: vec![
-            vec![
-                "A plane is taking off.".into(),
-                "An air plane is taking off.".into(),
-                "1.00".into(),
-            ],
-            vec![
-                "A man is playing a large flute.".into(),
-                "A man is playing a flute.".into(),
-                "0.76".into(),
-            ],
-        ],
+        examples,
         scores_scaled: true,
-    }
+        stamp: None,
+    }))
 }
 
 /// The app on the training screen with a valid form. No run really starts, so the output folder
@@ -47,21 +68,25 @@ fn training_app(out: &std::path::Path) -> App {
     assert_eq!(app.screen, Screen::Training);
     app.take_effects();
     for (f, v) in [
-        (FieldId::Data, "sample_data/scored-pairs.csv"),
-        (FieldId::Eval, "sample_data/scored-pairs-dev.csv"),
-        (FieldId::Output, out.to_str().unwrap()),
+        (Setting::Data, "sample_data/scored-pairs.csv"),
+        (Setting::Eval, "sample_data/scored-pairs-dev.csv"),
+        (Setting::Output, out.to_str().unwrap()),
     ] {
-        app.form.set(f, v.into());
+        app.training.form.set(f, v.into());
     }
     app.on_data(
         "sample_data/scored-pairs.csv",
         false,
-        Ok(data(DataKind::ScoredPairs, 300)),
+        data("sample_data/scored-pairs.csv", DataKind::ScoredPairs, 300),
     );
     app.on_data(
         "sample_data/scored-pairs-dev.csv",
         true,
-        Ok(data(DataKind::ScoredPairs, 200)),
+        data(
+            "sample_data/scored-pairs-dev.csv",
+            DataKind::ScoredPairs,
+            200,
+        ),
     );
     app
 }
@@ -86,7 +111,7 @@ fn start(app: &mut App) {
     app.on_key(key('s'));
     let effects = app.take_effects();
     assert!(
-        matches!(effects.as_slice(), [Effect::StartTraining(_)]),
+        matches!(effects.as_slice(), [Effect::StartTraining { .. }]),
         "{effects:?}"
     );
     app.on_train(&TrainEvent::Started {
@@ -113,24 +138,25 @@ fn start(app: &mut App) {
 fn form_with_errors() {
     let dir = std::path::Path::new("target/never-created");
     let mut app = training_app(&dir.join("out"));
-    app.form.set(FieldId::Epochs, "zero".into());
-    app.form.set(FieldId::Lr, "-1".into());
+    app.training.form.set(Setting::Epochs, "zero".into());
+    app.training.form.set(Setting::Lr, "-1".into());
     app.on_data(
         "sample_data/scored-pairs.csv",
         false,
-        Ok(data(DataKind::Nli, 300)),
+        data("sample_data/scored-pairs.csv", DataKind::Nli, 300),
     );
-    app.form.set(FieldId::Loss, "cosine".into());
+    app.training.form.set(Setting::Loss, "cosine".into());
     app.on_key(key('s'));
     assert!(
         app.take_effects().is_empty(),
         "an invalid form does not start"
     );
     assert!(
-        app.form
-            .error(FieldId::Loss)
+        app.training
+            .form
+            .error(Setting::Loss)
             .unwrap()
-            .contains("needs sentence1, sentence2, score")
+            .contains("needs the columns sentence1, sentence2, score")
     );
     insta::assert_snapshot!(render(&mut app, 120, 36).backend());
 }
@@ -154,7 +180,7 @@ fn running_then_finished() {
     // The explorer still answers while the run trains.
     app.on_key(key('t'));
     app.on_key(key('j'));
-    assert_eq!((app.screen, app.selected), (Screen::Explorer, 1));
+    assert_eq!((app.screen, app.explorer.selected), (Screen::Explorer, 1));
     app.on_key(key('t'));
     steps(&mut app, 26..=38, 38);
     app.on_train(&TrainEvent::Finished {
@@ -162,7 +188,7 @@ fn running_then_finished() {
         output: dir.join("out"),
         metrics: vec![("spearman_cosine".into(), 0.8926)],
     });
-    assert_eq!(app.runs[0].status, RunStatus::Finished);
+    assert_eq!(app.training.runs[0].status, RunStatus::Finished);
     insta::assert_snapshot!("finished", render(&mut app, 120, 36).backend());
 }
 
@@ -173,7 +199,7 @@ fn stopped_with_a_checkpoint_and_failed() {
     start(&mut app);
     steps(&mut app, 1..=7, 38);
     app.on_key(key('x'));
-    assert_eq!(app.mode, Mode::Confirm(Confirm::StopRun));
+    assert_eq!(app.shell.mode, Mode::Confirm(Confirm::StopRun));
     insta::assert_snapshot!("stop_question", render(&mut app, 120, 36).backend());
     app.on_key(key('k'));
     assert!(matches!(
@@ -192,7 +218,7 @@ fn stopped_with_a_checkpoint_and_failed() {
         checkpoint: Some(ckpt.clone()),
     });
     assert_eq!(
-        app.runs[0].status,
+        app.training.runs[0].status,
         RunStatus::Cancelled {
             checkpoint: Some(ckpt)
         }
@@ -201,8 +227,8 @@ fn stopped_with_a_checkpoint_and_failed() {
 
     // A second run fails.
     app.on_key(key('n'));
-    app.form.set(
-        FieldId::Output,
+    app.training.form.set(
+        Setting::Output,
         dir.join("out2").to_string_lossy().into_owned(),
     );
     start(&mut app);
@@ -211,9 +237,9 @@ fn stopped_with_a_checkpoint_and_failed() {
         step: 3,
         message: "the loss became NaN at step 4 (epoch 1); training stopped and nothing was written over out2; no checkpoint had been saved yet. Try a lower learning rate.".into(),
     });
-    assert!(matches!(app.runs[1].status, RunStatus::Failed(_)));
+    assert!(matches!(app.training.runs[1].status, RunStatus::Failed(_)));
     insta::assert_snapshot!("failed", render(&mut app, 120, 36).backend());
-    assert_eq!(app.runs.len(), 2, "the history keeps both runs");
+    assert_eq!(app.training.runs.len(), 2, "the history keeps both runs");
 }
 
 #[test]
@@ -222,10 +248,10 @@ fn quitting_during_a_run_asks_and_stops_first() {
     let mut app = training_app(&dir.join("out"));
     start(&mut app);
     app.on_key(key('q'));
-    assert_eq!(app.mode, Mode::Confirm(Confirm::QuitDuringRun));
+    assert_eq!(app.shell.mode, Mode::Confirm(Confirm::QuitDuringRun));
     assert!(!app.quit);
     app.on_key(key('c'));
-    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(app.shell.mode, Mode::Normal);
     app.on_key(key('q'));
     app.on_key(key('d'));
     assert!(matches!(
@@ -260,8 +286,8 @@ fn before_and_after_views() {
         SENTENCES.len(),
         "the fine-tuned model embeds every sentence"
     );
-    assert_eq!(app.view, MatrixView::Difference);
-    let a = app.analysis.as_ref().unwrap();
+    assert_eq!(app.explorer.view, MatrixView::Difference);
+    let a = app.explorer.analysis.as_ref().unwrap();
     assert!(a.tuned.is_some());
     assert_eq!(
         a.tuned_coords.len(),
@@ -271,10 +297,10 @@ fn before_and_after_views() {
     insta::assert_snapshot!("difference", render(&mut app, 120, 36).backend());
     app.on_key(key('v')); // difference -> base
     app.on_key(key('v')); // base -> fine-tuned
-    assert_eq!(app.view, MatrixView::Tuned);
+    assert_eq!(app.explorer.view, MatrixView::Tuned);
     insta::assert_snapshot!("tuned", render(&mut app, 120, 36).backend());
     app.color = false;
-    app.view = MatrixView::Difference;
+    app.explorer.view = MatrixView::Difference;
     insta::assert_snapshot!("difference_no_color", render(&mut app, 120, 36).backend());
     // Typing a sentence embeds it with both models.
     app.on_key(key('a'));
@@ -282,6 +308,6 @@ fn before_and_after_views() {
     assert_eq!(serve(&mut app), 2);
     app.on_key(code(KeyCode::Esc));
     app.on_key(key('u'));
-    assert!(app.tuned.is_none());
-    assert_eq!(app.view, MatrixView::Base);
+    assert!(app.explorer.tuned.is_none());
+    assert_eq!(app.explorer.view, MatrixView::Base);
 }

@@ -1,5 +1,5 @@
-//! Numbers computed from embeddings: similarity matrices, neighbours. Knows nothing about models
-//! or terminals; works on plain `f32` vectors.
+//! Numbers computed from embeddings: similarity matrices, neighbours, PCA. Knows nothing about
+//! models or terminals; works on plain `f32` vectors.
 
 pub mod pca;
 pub mod similarity;

@@ -25,6 +25,8 @@ pub enum PcaError {
     TooFew(usize),
     #[error("the sentences are all identical, so there is no spread to show")]
     NoSpread,
+    #[error("a vector holds NaN or infinity, so no map can be drawn")]
+    NonFinite,
     #[error("PCA failed: {0}")]
     Failed(String),
 }
@@ -44,6 +46,11 @@ impl PcaBasis {
         let n = vectors.len();
         if n < 3 {
             return Err(PcaError::TooFew(n));
+        }
+        // A NaN would make the SVD below spin for ever (it did: the explorer hung on a model
+        // with broken weights).
+        if vectors.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(PcaError::NonFinite);
         }
         let x = to_array(vectors);
         let mean = x.mean_axis(Axis(0)).expect("n >= 3");
@@ -184,6 +191,17 @@ mod tests {
 
     #[test]
     fn a_frozen_basis_projects_new_points() {
+        // The basis fitted on X, then X + 0.5 projected into it (numpy, continuing the snippet
+        // above; the signs of Vt's rows are those of PROJ):
+        // print((X + 0.5 - X.mean(0)) @ Vt[:3].T)
+        // Each row moves by 0.5 * Vt[:3].sum(1) = [0.31852843, 0.91679424, 0.02238738].
+        const MOVED: [[f64; 3]; 5] = [
+            [-0.73320892, -0.1923677, 0.92018999],
+            [0.29909152, -0.53373707, -0.75601304],
+            [3.01244452, 0.26052284, 0.13143357],
+            [-2.0235436, 1.48520742, -0.23882996],
+            [1.03785866, 3.56434572, 0.05515636],
+        ];
         let b = PcaBasis::fit(&points()).unwrap();
         let moved: Vec<Vec<f32>> = points()
             .iter()
@@ -191,6 +209,33 @@ mod tests {
             .collect();
         let p = b.project(&moved);
         assert_eq!(p.len(), 5);
+        let base = b.project(&points());
+        for c in 0..3 {
+            // Our orientation of each axis may differ from numpy's; the points' own projection
+            // tells the sign.
+            let sign = if base[0][c] * PROJ[0][c] < 0.0 {
+                -1.0
+            } else {
+                1.0
+            };
+            for i in 0..5 {
+                assert!(
+                    (p[i][c] * sign - MOVED[i][c]).abs() < 1e-5,
+                    "point {i} axis {c}: {} vs {}",
+                    p[i][c] * sign,
+                    MOVED[i][c]
+                );
+            }
+        }
         assert!(b.project(&[vec![1.0, 2.0]]).is_empty(), "wrong width");
+    }
+
+    #[test]
+    fn non_finite_vectors_are_refused_not_decomposed() {
+        let mut x = points();
+        x[2][1] = f32::NAN;
+        assert_eq!(PcaBasis::fit(&x).unwrap_err(), PcaError::NonFinite);
+        x[2][1] = f32::INFINITY;
+        assert_eq!(PcaBasis::fit(&x).unwrap_err(), PcaError::NonFinite);
     }
 }

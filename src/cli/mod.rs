@@ -1,7 +1,7 @@
-//! The headless commands: `encode`, `similarity`, `info`. Results go to stdout only; progress
-//! and warnings go to stderr.
+//! The command line: the terminal UI's options and the headless commands (`encode`,
+//! `similarity`, `info`, `train`, `eval`). Results go to stdout only; progress and warnings go
+//! to stderr.
 
-pub mod input;
 pub mod output;
 pub mod train;
 
@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::analysis::similarity::cosine_matrix;
 use crate::model::{self, DeviceChoice, LoadOptions, PoolingSpec, SentenceEncoder, SourceOptions};
-use input::{InputFormat, read_sentences};
+use crate::sentence_file::{InputFormat, read_sentences};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -165,7 +165,7 @@ pub struct InfoArgs {
 /// Opens the terminal UI.
 pub fn run_ui(args: UiArgs) -> Result<()> {
     let sentences = match &args.sentences {
-        Some(path) => crate::tui::app::read_sentence_file(path).map_err(anyhow::Error::msg)?,
+        Some(path) => crate::sentence_file::read_list(path)?,
         None => crate::tui::demo::DEMO_SETS[0].sentences(),
     };
     crate::tui::run(crate::tui::TuiOptions {
@@ -190,6 +190,24 @@ pub fn run(command: Command) -> Result<()> {
         Err(e) if is_broken_pipe(&e) => Ok(()),
         other => other,
     }
+}
+
+/// An error and its causes on one line, each cause once: many errors already end with their
+/// cause's text (`cannot read X: No such file or directory`), and printing the chain as well
+/// would repeat it.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.ends_with(&text) || out.contains(&format!("{text}: ")) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

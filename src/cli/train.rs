@@ -4,15 +4,17 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{MatrixFormat, ModelArgs};
 use crate::model::{self, DeviceChoice, PoolingSpec};
+use crate::train::checkpoint::Resume;
 use crate::train::config::TrainConfig;
 use crate::train::events::TrainEvent;
 use crate::train::losses::{LossKind, TripletDistance};
+use crate::train::rules;
 use crate::train::run::{self, Outcome};
 use crate::train::{data, eval as evaluators};
 
@@ -103,7 +105,9 @@ impl TrainArgs {
         c.lr = self.lr;
         c.warmup_ratio = self.warmup_ratio;
         c.weight_decay = self.weight_decay;
-        c.max_grad_norm = (self.max_grad_norm > 0.0).then_some(self.max_grad_norm);
+        // 0 turns clipping off; anything else is checked by the rules (a negative or NaN norm is
+        // refused there, not silently ignored).
+        c.max_grad_norm = (self.max_grad_norm != 0.0).then_some(self.max_grad_norm);
         c.max_seq_length = self.max_seq_length;
         c.seed = self.seed;
         c.device = self.device;
@@ -128,12 +132,10 @@ fn format_metrics(m: &[(String, f64)]) -> String {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let (config, resume) = match &args.resume {
-        Some(dir) => {
-            let ckpt = run::find_checkpoint(dir)?;
-            (run::saved_config(&ckpt)?, Some(ckpt))
-        }
-        None => (args.config(), None),
+    let resume = args.resume.as_deref().map(Resume::open).transpose()?;
+    let config = match &resume {
+        Some(r) => r.state.config.clone(),
+        None => args.config(),
     };
     let stop = Arc::new(run::StopSignal::new());
     {
@@ -193,7 +195,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
             bar.finish_and_clear()
         }
     };
-    let outcome = run::train(config.clone(), resume.as_deref(), &mut sink, &stop)?;
+    let outcome = match resume {
+        Some(r) => run::resume(r, &mut sink, &stop)?,
+        None => run::train(config.clone(), &mut sink, &stop)?,
+    };
     match outcome {
         Outcome::Finished { output, metrics } => {
             eprintln!("saved the fine-tuned model to {}", output.display());
@@ -231,13 +236,7 @@ pub struct EvalArgs {
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     let dataset = data::load(&args.data)?;
-    if evaluators::primary_metric(dataset.kind).is_none() || dataset.kind == data::DataKind::Nli {
-        bail!(
-            "{}: {} cannot be evaluated without a trained classifier or labels; use scored pairs, labelled pairs, pairs or triplets",
-            args.data.display(),
-            dataset.kind.describe()
-        );
-    }
+    rules::check_eval(dataset.kind, &dataset.path, None).map_err(|e| anyhow::anyhow!(e.reason))?;
     let encoder = args.model.load()?;
     let metrics = evaluators::evaluate(&encoder, &dataset, None, args.batch_size)?;
     let mut out = io::stdout().lock();

@@ -453,8 +453,9 @@ impl Bert {
     }
 
     /// Training-mode forward pass on the CPU that records a [`Tape`] for the hand-written
-    /// backward pass (`None` where that path does not apply: other devices, activations other
-    /// than GELU). The returned token vectors are not part of any candle graph.
+    /// backward pass (`None` where that path does not apply: devices other than the CPU, weights
+    /// that are not contiguous float32). The returned token vectors are not part of any candle
+    /// graph.
     pub fn forward_recorded(
         &self,
         input: &EncoderInput,

@@ -4,11 +4,26 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
+use serde::Deserialize;
 
 use super::error::Result;
-use super::folder::DenseConfig;
 use super::layers::Linear;
 use super::weights::CheckedWeights;
+
+/// `2_Dense/config.json`: the layer's shape, its bias, and its activation's PyTorch class name.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DenseConfig {
+    pub in_features: usize,
+    pub out_features: usize,
+    #[serde(default = "yes")]
+    pub bias: bool,
+    #[serde(default)]
+    pub activation_function: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
 
 /// Activation functions a `Dense` module may name (`torch.nn.modules.activation.Tanh`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use super::bert::{Bert, EncoderInput, Tape};
 use super::dense::Dense;
 use super::device::{DeviceChoice, describe};
 use super::error::{ModelError, Result};
-use super::folder::{ModelLayout, Stage};
+use super::folder::{ModelLayout, Stage, read_transformer_files};
 use super::layers::{DropoutRng, Mode};
 use super::pooling::{PoolingSpec, mask_from_lengths, normalize};
 use super::tokenize::{TextTokenizer, Tokenized};
@@ -66,6 +66,8 @@ pub struct SentenceEncoder {
     transformer: Bert,
     stages: Vec<LoadedStage>,
     device: Device,
+    /// `config.json` and the tokenizer files, kept from load time for saving.
+    transformer_files: Vec<(String, Vec<u8>)>,
 }
 
 impl SentenceEncoder {
@@ -85,6 +87,7 @@ impl SentenceEncoder {
                 "max_seq_length {max_seq_length} leaves no room for text"
             )));
         }
+        let transformer_files = read_transformer_files(&layout.transformer_dir)?;
         let tokenizer = TextTokenizer::load(
             &layout.transformer_dir,
             max_seq_length,
@@ -157,6 +160,7 @@ impl SentenceEncoder {
             transformer,
             stages,
             device,
+            transformer_files,
         })
     }
 
@@ -196,6 +200,13 @@ impl SentenceEncoder {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The transformer's `config.json` and tokenizer files (name, bytes), as read at load time.
+    pub fn transformer_files(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.transformer_files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
@@ -346,10 +357,35 @@ impl SentenceEncoder {
         progress: &mut dyn FnMut(usize, usize),
         run: impl Fn(&EncoderInput) -> Result<Tensor>,
     ) -> Result<Vec<Vec<f32>>> {
+        let tokenized = self.tokenize(texts)?;
+        self.encode_tokenized_with(&tokenized, batch_size, progress, run)
+    }
+
+    /// [`SentenceEncoder::encode`] on texts tokenized already (by [`SentenceEncoder::tokenize`]).
+    pub fn encode_tokenized(
+        &self,
+        tokenized: &[Tokenized],
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        self.encode_tokenized_with(tokenized, batch_size, progress, |input| {
+            self.forward(input, Mode::EVAL)
+        })
+    }
+
+    /// Runs `run` over batches sorted by length (less padding) and returns the rows in input
+    /// order. A non-finite value in any row is an error: such a vector must never reach a
+    /// similarity, a chart or a file.
+    fn encode_tokenized_with(
+        &self,
+        tokenized: &[Tokenized],
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize, usize),
+        run: impl Fn(&EncoderInput) -> Result<Tensor>,
+    ) -> Result<Vec<Vec<f32>>> {
         if batch_size == 0 {
             return Err(ModelError::Invalid("batch size must be at least 1".into()));
         }
-        let tokenized = self.tokenize(texts)?;
         let mut order: Vec<usize> = (0..tokenized.len()).collect();
         // Longest first (stable), so each batch pads to a similar length.
         order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].ids.len()));
@@ -360,6 +396,12 @@ impl SentenceEncoder {
             let input = self.batch(&items)?;
             let vectors = run(&input)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             for (&i, v) in chunk.iter().zip(vectors) {
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(ModelError::NonFinite {
+                        index: i,
+                        total: tokenized.len(),
+                    });
+                }
                 out[i] = v;
             }
             done += chunk.len();

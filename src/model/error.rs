@@ -24,6 +24,13 @@ pub enum ModelError {
         source: std::io::Error,
     },
 
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{}: invalid JSON: {source}", .path.display())]
     Json {
         path: PathBuf,
@@ -49,6 +56,13 @@ pub enum ModelError {
     #[error("{0}")]
     Source(String),
 
+    #[error(
+        "the model gives non-finite values (NaN or infinity) for text {} of {total}: its weights \
+         are not usable (a training run that diverged?)",
+        .index + 1
+    )]
+    NonFinite { index: usize, total: usize },
+
     #[error("invalid argument: {0}")]
     Invalid(String),
 
@@ -61,6 +75,13 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModelError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Write {
             path: path.into(),
             source,
         }

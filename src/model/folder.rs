@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::dense::Activation;
+use super::dense::{Activation, DenseConfig};
 use super::error::{ModelError, Result, read_json};
 use super::pooling::{PoolingMode, PoolingSpec};
 
@@ -35,21 +35,6 @@ pub struct SentenceBertConfig {
     pub max_seq_length: Option<usize>,
     #[serde(default)]
     pub do_lower_case: bool,
-}
-
-/// `2_Dense/config.json`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DenseConfig {
-    pub in_features: usize,
-    pub out_features: usize,
-    #[serde(default = "yes")]
-    pub bias: bool,
-    #[serde(default)]
-    pub activation_function: Option<String>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// What follows the transformer, in the order of `modules.json`.
@@ -229,6 +214,34 @@ impl ModelLayout {
             stages,
         })
     }
+}
+
+/// The transformer's own files that a saved model carries along: its configuration and every
+/// tokenizer file present.
+pub const TRANSFORMER_FILES: [&str; 10] = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+];
+
+/// Reads the [`TRANSFORMER_FILES`] present in `dir`, by name.
+pub fn read_transformer_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for name in TRANSFORMER_FILES {
+        let path = dir.join(name);
+        if path.is_file() {
+            let bytes = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
+            files.push((name.to_string(), bytes));
+        }
+    }
+    Ok(files)
 }
 
 /// `sentence_transformers.models.Pooling` -> `Pooling`.

@@ -1,4 +1,5 @@
-//! Vectorised CPU kernels for the fused inference path ([`super::fused`]) and the training ops:
+//! Vectorised CPU kernels for the fused inference path and the hand-written training pass
+//! (`bert/fused.rs`, `bert/backprop.rs`):
 //! exact GELU, softmax, layer norm, dot products, bias adds.
 //!
 //! Each kernel is written once as plain loops over 8-lane chunks (`#[inline(always)]`), and

@@ -1,6 +1,7 @@
 //! Text to vectors: the sentence-transformers folder format, the encoder, pooling, Dense and
 //! Normalize, model sources and devices. Knows nothing about terminals.
 
+pub mod atomic;
 pub mod bert;
 pub mod dense;
 pub mod device;

@@ -1,5 +1,5 @@
 //! Writing a model in the classic sentence-transformers layout, readable by old and new Python
-//! versions, through a temporary folder renamed into place.
+//! versions, through a temporary folder renamed into place ([`super::atomic`]).
 //!
 //! ```text
 //! modules.json                      sentence_transformers.models.{Transformer,Pooling,Dense,Normalize}
@@ -14,157 +14,41 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use serde_json::json;
 
+use super::atomic::{Writer, write_folder_atomically};
 use super::encoder::{SentenceEncoder, StageRef};
 use super::error::{ModelError, Result};
 use super::pooling::{PoolingMode, PoolingSpec};
 
-/// Tokenizer files copied when present.
-const TOKENIZER_FILES: [&str; 9] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-];
-
-/// Where files go while a folder is being written; lets tests fail a write midway.
-pub struct Writer {
-    root: PathBuf,
-    written: usize,
-    /// Test hook: fail when this many files have been written.
-    pub fail_after: Option<usize>,
-}
-
-impl Writer {
-    fn new(root: PathBuf) -> Self {
-        Self {
-            root,
-            written: 0,
-            fail_after: None,
-        }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Writes `bytes` to `rel` (creating folders) and syncs it to disk.
-    pub fn file(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
-        if self.fail_after == Some(self.written) {
-            return Err(ModelError::io(
-                self.root.join(rel),
-                std::io::Error::other("simulated failure while saving"),
-            ));
-        }
-        let path = self.root.join(rel);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        }
-        let mut f = fs::File::create(&path).map_err(|e| ModelError::io(&path, e))?;
-        f.write_all(bytes).map_err(|e| ModelError::io(&path, e))?;
-        f.sync_all().map_err(|e| ModelError::io(&path, e))?;
-        self.written += 1;
-        Ok(())
-    }
-
-    pub fn json(&mut self, rel: &str, value: &serde_json::Value) -> Result<()> {
-        let mut text = serde_json::to_string_pretty(value).expect("JSON values serialize");
-        text.push('\n');
-        self.file(rel, text.as_bytes())
-    }
-
-    pub fn dir(&mut self, rel: &str) -> Result<()> {
-        let path = self.root.join(rel);
-        fs::create_dir_all(&path).map_err(|e| ModelError::io(&path, e))
-    }
-
-    /// Writes tensors as safetensors with the `{"format": "pt"}` metadata transformers expects.
-    pub fn tensors(&mut self, rel: &str, tensors: &HashMap<String, Tensor>) -> Result<()> {
-        let cpu: Vec<(String, Tensor)> = {
-            let mut v = tensors
-                .iter()
-                .map(|(k, t)| {
-                    Ok((
-                        k.clone(),
-                        t.to_device(&Device::Cpu)?
-                            .to_dtype(DType::F32)?
-                            .contiguous()?,
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
-        };
-        let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-        let bytes = safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
-            .map_err(|e| ModelError::Weights {
-                path: self.root.join(rel),
-                message: e.to_string(),
-            })?;
-        self.file(rel, &bytes)
-    }
-}
-
-/// Writes a folder through `<parent>/.<name>.tmp-<pid>` and renames it into place. An existing
-/// folder is kept until the new one is complete (then replaced); entries of the old folder named
-/// in `carry` (for example `checkpoints`) move into the new one. On any error the temporary
-/// folder is removed and the old folder is left as it was.
-pub fn write_folder_atomically(
-    target: &Path,
-    carry: &[&str],
-    fail_after: Option<usize>,
-    fill: impl FnOnce(&mut Writer) -> Result<()>,
-) -> Result<()> {
-    let name = target
-        .file_name()
-        .ok_or_else(|| ModelError::Invalid(format!("`{}` is not a folder name", target.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+/// Writes tensors as safetensors with the `{"format": "pt"}` metadata transformers expects.
+pub fn write_tensors(w: &mut Writer, rel: &str, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = {
+        let mut v = tensors
+            .iter()
+            .map(|(k, t)| {
+                Ok((
+                    k.clone(),
+                    t.to_device(&Device::Cpu)?
+                        .to_dtype(DType::F32)?
+                        .contiguous()?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     };
-    fs::create_dir_all(&parent).map_err(|e| ModelError::io(&parent, e))?;
-    let pid = std::process::id();
-    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
-    let old = parent.join(format!(".{name}.old-{pid}"));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    let mut writer = Writer::new(tmp.clone());
-    writer.fail_after = fail_after;
-    if let Err(e) = fill(&mut writer) {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let swap = || -> std::io::Result<()> {
-        if target.exists() {
-            for c in carry {
-                let from = target.join(c);
-                if from.exists() {
-                    fs::rename(&from, tmp.join(c))?;
-                }
-            }
-            fs::rename(target, &old)?;
-            fs::rename(&tmp, target)?;
-            fs::remove_dir_all(&old)?;
-        } else {
-            fs::rename(&tmp, target)?;
-        }
-        Ok(())
-    };
-    swap().map_err(|e| ModelError::io(target, e))
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
+        .map_err(|e| ModelError::Weights {
+            path: w.root().join(rel),
+            message: e.to_string(),
+        })?;
+    w.file(rel, &bytes)
 }
 
 fn pooling_config(spec: &PoolingSpec, hidden: usize) -> serde_json::Value {
@@ -196,20 +80,15 @@ pub fn write_model(encoder: &SentenceEncoder, w: &mut Writer, card: Option<&str>
     let mut modules = vec![json!({
         "idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"
     })];
-    w.tensors(
+    write_tensors(
+        w,
         "model.safetensors",
         &varmap_tensors(encoder.transformer().varmap()),
     )?;
-    let src = &info.transformer_dir;
-    let config = fs::read(src.join("config.json"))
-        .map_err(|e| ModelError::io(src.join("config.json"), e))?;
-    w.file("config.json", &config)?;
-    for f in TOKENIZER_FILES {
-        let p = src.join(f);
-        if p.is_file() {
-            let bytes = fs::read(&p).map_err(|e| ModelError::io(&p, e))?;
-            w.file(f, &bytes)?;
-        }
+    // config.json and the tokenizer files, as read when the model was loaded (the folder it came
+    // from may be gone by now: a checkpoint pruned while a resumed run trains).
+    for (name, bytes) in encoder.transformer_files() {
+        w.file(name, bytes)?;
     }
     w.json(
         "sentence_bert_config.json",
@@ -247,7 +126,8 @@ pub fn write_model(encoder: &SentenceEncoder, w: &mut Writer, card: Option<&str>
                         "activation_function": d.activation().torch_name()
                     }),
                 )?;
-                w.tensors(
+                write_tensors(
+                    w,
                     &format!("{dir}/model.safetensors"),
                     &varmap_tensors(d.varmap()),
                 )?;

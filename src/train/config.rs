@@ -1,5 +1,5 @@
 //! Everything that defines a training run. Saved in each checkpoint so `--resume` continues the
-//! same run.
+//! same run. What the values may be is decided in `rules.rs`.
 
 use std::path::PathBuf;
 
@@ -133,58 +133,6 @@ impl TrainConfig {
             dropout: true,
         }
     }
-
-    /// Checks the numbers before anything is loaded.
-    pub fn validate(&self) -> Result<(), String> {
-        let bad = |field: &str, why: &str| Err(format!("{field}: {why}"));
-        if self.epochs == 0 {
-            return bad("epochs", "must be at least 1");
-        }
-        if self.batch_size == 0 {
-            return bad("batch size", "must be at least 1");
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad("learning rate", "must be a positive number");
-        }
-        if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad("warm-up ratio", "must be in [0, 1)");
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return bad("weight decay", "must be 0 or more");
-        }
-        if self.max_grad_norm.is_some_and(|n| n.is_nan() || n <= 0.0) {
-            return bad("max grad norm", "must be positive");
-        }
-        if self.max_seq_length.is_some_and(|n| n < 2) {
-            return bad("max sequence length", "must be at least 2");
-        }
-        if matches!(
-            self.loss,
-            LossKind::Mnr | LossKind::MnrSymmetric | LossKind::SimCse
-        ) && self.batch_size < 2
-        {
-            return bad(
-                "batch size",
-                "in-batch negatives need a batch of at least 2",
-            );
-        }
-        if self.loss == LossKind::Mse && self.teacher.is_none() {
-            return bad(
-                "teacher",
-                "the mse (distillation) loss needs --teacher MODEL",
-            );
-        }
-        if self.loss != LossKind::Mse && self.teacher.is_some() {
-            return bad("teacher", "only the mse loss uses a teacher");
-        }
-        if self.checkpoint_steps == Some(0) || self.eval_steps == Some(0) {
-            return bad(
-                "steps",
-                "checkpoint and evaluation intervals must be at least 1",
-            );
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -202,19 +150,5 @@ mod tests {
         assert_eq!(back.loss, LossKind::MnrSymmetric);
         assert_eq!(back.device, DeviceChoice::Cuda(1));
         assert_eq!(back.pooling.unwrap().to_string(), "cls");
-    }
-
-    #[test]
-    fn validation_names_the_field() {
-        let mut c = TrainConfig::new("m", "d.csv".into(), LossKind::Cosine, "out".into());
-        assert!(c.validate().is_ok());
-        c.warmup_ratio = 1.5;
-        assert_eq!(
-            c.validate().unwrap_err(),
-            "warm-up ratio: must be in [0, 1)"
-        );
-        c.warmup_ratio = 0.1;
-        c.loss = LossKind::Mse;
-        assert!(c.validate().unwrap_err().contains("--teacher"));
     }
 }

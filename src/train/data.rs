@@ -124,6 +124,13 @@ pub struct Dataset {
     pub examples: Vec<Example>,
     /// True when scores were on a 0-5 scale and were divided by 5.
     pub scores_scaled: bool,
+    /// The file's size and modification time when it was read.
+    pub stamp: Option<(u64, std::time::SystemTime)>,
+}
+
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 /// A bad data file: where, and what.
@@ -197,11 +204,50 @@ fn layouts_help() -> String {
         .join(" | ")
 }
 
+/// How a data file is laid out, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.csv`, `.txt` or no extension: comma-separated, quoted as RFC 4180.
+    Csv,
+    /// `.tsv`, `.tab`: tab-separated, no quoting.
+    Tsv,
+    /// `.jsonl`, `.ndjson`: one JSON object per line.
+    Jsonl,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Result<Self, DataError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "jsonl" | "ndjson" => Ok(Format::Jsonl),
+            "tsv" | "tab" => Ok(Format::Tsv),
+            "csv" | "txt" | "" => Ok(Format::Csv),
+            other => Err(Ctx { path }.err(
+                None,
+                None,
+                format!("unknown file type `.{other}` (use .csv, .tsv or .jsonl)"),
+            )),
+        }
+    }
+}
+
 /// Reads a CSV (`.csv`), TSV (`.tsv`, `.tab`) or JSON Lines (`.jsonl`) file.
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
+    let format = Format::of(path)?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Ctx { path }.err(None, None, format!("cannot read: {e}")))?;
+    let mut d = parse(path, &bytes, format)?;
+    d.stamp = stamp(path);
+    Ok(d)
+}
+
+/// Parses the bytes of a data file; `path` names it in errors.
+pub fn parse(path: &Path, bytes: &[u8], format: Format) -> Result<Dataset, DataError> {
     let ctx = Ctx { path };
-    let bytes =
-        std::fs::read(path).map_err(|e| ctx.err(None, None, format!("cannot read: {e}")))?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ctx.err(
             None,
@@ -209,24 +255,19 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
             "the file is empty (expected a header line, then rows)",
         ));
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let (columns, rows) = match ext.as_str() {
-        "jsonl" | "ndjson" => read_jsonl(&ctx, &bytes)?,
-        "tsv" | "tab" => read_delimited(&ctx, &bytes, b'\t')?,
-        "csv" | "txt" | "" => read_delimited(&ctx, &bytes, b',')?,
-        other => {
-            return Err(ctx.err(
-                None,
-                None,
-                format!("unknown file type `.{other}` (use .csv, .tsv or .jsonl)"),
-            ));
-        }
+    let (columns, rows) = match format {
+        Format::Jsonl => read_jsonl(&ctx, bytes)?,
+        Format::Tsv => read_delimited(&ctx, bytes, b'\t')?,
+        Format::Csv => read_delimited(&ctx, bytes, b',')?,
     };
     build(&ctx, columns, rows)
+}
+
+impl Dataset {
+    /// True while the file on disk is the one that was read (same size and modification time).
+    pub fn is_current(&self) -> bool {
+        self.stamp.is_some() && stamp(&self.path) == self.stamp
+    }
 }
 
 /// One row: line number and the value of each column (by name).
@@ -486,28 +527,8 @@ fn build(ctx: &Ctx, columns: Vec<String>, rows: Vec<Row>) -> Result<Dataset, Dat
         columns,
         examples,
         scores_scaled,
+        stamp: None,
     })
-}
-
-impl Dataset {
-    /// Refuses a loss that does not fit the columns, naming what it needs.
-    pub fn check_loss(&self, loss: LossKind) -> Result<(), String> {
-        if self.kind.losses().contains(&loss) {
-            return Ok(());
-        }
-        Err(format!(
-            "loss `{loss}` needs the columns {}, but {} holds {}; losses that fit this data: {}",
-            columns_for(loss),
-            self.path.display(),
-            self.kind.describe(),
-            self.kind
-                .losses()
-                .iter()
-                .map(|l| l.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -622,17 +643,5 @@ mod tests {
             e("o.csv", b"sentence1,sentence2,score\na,b,7\n"),
             "DIR/o.csv:2: column `score`: 7 is outside 0-5 (or 0-1)"
         );
-    }
-
-    #[test]
-    fn a_loss_that_does_not_fit_is_refused_with_the_columns_it_needs() {
-        let d = load_str("s.csv", b"sentence1,sentence2,score\na,b,3\n").unwrap();
-        assert!(d.check_loss(LossKind::Cosine).is_ok());
-        let msg = d.check_loss(LossKind::Softmax).unwrap_err();
-        assert!(
-            msg.starts_with("loss `softmax` needs the columns premise, hypothesis, label, but "),
-            "{msg}"
-        );
-        assert!(msg.ends_with("holds scored pairs (sentence1, sentence2, score); losses that fit this data: cosine, cosent, angle"), "{msg}");
     }
 }

@@ -1,8 +1,17 @@
-//! Evaluators, with the Python library's metric names: scored pairs give the Spearman and Pearson
-//! correlation of cosine with the gold score (`EmbeddingSimilarityEvaluator`), triplets the share
-//! where the anchor is closer to the positive (`TripletEvaluator`), NLI the accuracy of the
-//! trained classifier, labelled pairs the accuracy at the best cosine threshold, and positive
-//! pairs retrieval accuracy@1 and MRR@10 over all positives of the file.
+//! Evaluators, computing what the Python library's evaluators compute, under the same names (each
+//! checked against the library in `tests/eval_reference.rs`):
+//!
+//! - scored pairs: Spearman and Pearson correlation of cosine with the gold score
+//!   (`EmbeddingSimilarityEvaluator`);
+//! - labelled pairs: accuracy, F1, precision, recall at their best cosine thresholds, average
+//!   precision and Matthews correlation (`BinaryClassificationEvaluator`);
+//! - triplets: the share where the anchor is closer to the positive (`TripletEvaluator`);
+//! - positive pairs: retrieval (`InformationRetrievalEvaluator`): each distinct anchor (query) is
+//!   a query, each distinct positive (passage) a document, the positives of its rows its relevant
+//!   documents; accuracy, precision and recall at 1/3/5/10, NDCG@10, MRR@10, MAP@100;
+//! - NLI: the accuracy of the classifier the softmax loss trained.
+//!
+//! The first metric of each is the one to watch (the library's primary metric).
 
 use candle_core::Tensor;
 
@@ -34,7 +43,11 @@ fn ranks(x: &[f64]) -> Vec<f64> {
     r
 }
 
+/// Pearson's correlation; NaN when either side is constant or holds a non-finite value.
 pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    if x.iter().chain(y).any(|v| !v.is_finite()) {
+        return f64::NAN;
+    }
     let n = x.len() as f64;
     let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
     let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
@@ -51,6 +64,9 @@ pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
 
 /// Spearman's rank correlation (Pearson of the average ranks), as `scipy.stats.spearmanr`.
 pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    if x.iter().chain(y).any(|v| !v.is_finite()) {
+        return f64::NAN;
+    }
     pearson(&ranks(x), &ranks(y))
 }
 
@@ -58,9 +74,9 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
 pub fn primary_metric(kind: DataKind) -> Option<&'static str> {
     match kind {
         DataKind::ScoredPairs => Some("spearman_cosine"),
-        DataKind::LabeledPairs => Some("cosine_accuracy_best_threshold"),
+        DataKind::LabeledPairs => Some("cosine_ap"),
         DataKind::Nli => Some("classifier_accuracy"),
-        DataKind::Pairs => Some("accuracy@1"),
+        DataKind::Pairs => Some("cosine_ndcg@10"),
         DataKind::Triplets => Some("cosine_accuracy"),
         DataKind::Texts => None,
     }
@@ -116,32 +132,13 @@ pub fn evaluate(
                 column(encoder, data, 0, batch)?,
                 column(encoder, data, 1, batch)?,
             );
-            let mut scored: Vec<(f32, bool)> = data
+            let scores: Vec<f32> = (0..n).map(|i| cosine(&a[i], &b[i])).collect();
+            let labels: Vec<bool> = data
                 .examples
                 .iter()
-                .enumerate()
-                .map(|(i, e)| match e {
-                    Example::Labeled { label, .. } => (cosine(&a[i], &b[i]), *label == 1.0),
-                    _ => unreachable!("labelled pairs"),
-                })
+                .map(|e| matches!(e, Example::Labeled { label, .. } if *label == 1.0))
                 .collect();
-            scored.sort_by(|x, y| y.0.total_cmp(&x.0));
-            // Threshold after position k: the first k are called similar.
-            let positives = scored.iter().filter(|s| s.1).count();
-            let mut correct = n - positives; // k = 0: everything called dissimilar
-            let mut best = correct;
-            for s in &scored {
-                if s.1 {
-                    correct += 1;
-                } else {
-                    correct -= 1;
-                }
-                best = best.max(correct);
-            }
-            vec![(
-                "cosine_accuracy_best_threshold".into(),
-                best as f64 / n as f64,
-            )]
+            binary_classification(&scores, &labels)
         }
         DataKind::Triplets => {
             let (a, p, q) = (
@@ -155,28 +152,34 @@ pub fn evaluate(
             vec![("cosine_accuracy".into(), hits as f64 / n as f64)]
         }
         DataKind::Pairs => {
-            let (q, d) = (
-                column(encoder, data, 0, batch)?,
-                column(encoder, data, 1, batch)?,
-            );
-            let (mut top1, mut mrr) = (0usize, 0f64);
-            for i in 0..n {
-                let own = cosine(&q[i], &d[i]);
-                let rank = 1
-                    + (0..n)
-                        .filter(|&j| j != i && cosine(&q[i], &d[j]) > own)
-                        .count();
-                if rank == 1 {
-                    top1 += 1;
-                }
-                if rank <= 10 {
-                    mrr += 1.0 / rank as f64;
+            // Queries and documents by their text, in order of first appearance.
+            let mut queries: Vec<&str> = Vec::new();
+            let mut docs: Vec<&str> = Vec::new();
+            let mut relevant: Vec<Vec<usize>> = Vec::new();
+            for e in &data.examples {
+                let t = e.texts();
+                let q = match queries.iter().position(|x| *x == t[0]) {
+                    Some(q) => q,
+                    None => {
+                        queries.push(t[0]);
+                        relevant.push(Vec::new());
+                        queries.len() - 1
+                    }
+                };
+                let d = match docs.iter().position(|x| *x == t[1]) {
+                    Some(d) => d,
+                    None => {
+                        docs.push(t[1]);
+                        docs.len() - 1
+                    }
+                };
+                if !relevant[q].contains(&d) {
+                    relevant[q].push(d);
                 }
             }
-            vec![
-                ("accuracy@1".into(), top1 as f64 / n as f64),
-                ("mrr@10".into(), mrr / n as f64),
-            ]
+            let q = encoder.encode(&queries, batch, &mut |_, _| {})?;
+            let d = encoder.encode(&docs, batch, &mut |_, _| {})?;
+            information_retrieval(&q, &d, &relevant)
         }
         DataKind::Nli => {
             let Some(c) = classifier else {
@@ -215,6 +218,193 @@ pub fn evaluate(
     })
 }
 
+/// `BinaryClassificationEvaluator`'s metrics for cosine scores and 0/1 labels: accuracy and F1
+/// at their best thresholds (midpoints between neighbouring scores, as the library picks them),
+/// precision and recall at the F1 threshold, average precision (scikit-learn's
+/// `average_precision_score`) and Matthews correlation at the F1 threshold.
+pub fn binary_classification(scores: &[f32], labels: &[bool]) -> Metrics {
+    let n = scores.len();
+    let mut rows: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    // Highest score first; a stable sort keeps ties in input order, as Python's `sorted`.
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let positives = labels.iter().filter(|l| **l).count();
+    let negatives = n - positives;
+    let midpoint = |i: usize| -> f32 {
+        let last = i + 1 == rows.len();
+        if last {
+            return rows[i].0;
+        }
+        let t = (rows[i].0 + rows[i + 1].0) / 2.0;
+        // A rounded midpoint must not include the next score group.
+        if t == rows[i + 1].0 { rows[i].0 } else { t }
+    };
+
+    // Accuracy: start by calling every pair dissimilar.
+    let (mut best_acc, mut acc_threshold) = (0.0f64, -1.0f32);
+    if let Some(first) = rows.first() {
+        best_acc = negatives as f64 / n as f64;
+        acc_threshold = first.0.next_up();
+    }
+    let (mut pos_so_far, mut neg_left) = (0usize, negatives);
+    // F1.
+    let (mut best_f1, mut best_p, mut best_r, mut f1_threshold) = (0.0f64, 0.0f64, 0.0f64, 0.0f32);
+    let (mut extracted, mut correct) = (0usize, 0usize);
+    for i in 0..rows.len() {
+        let (score, label) = rows[i];
+        extracted += 1;
+        if label {
+            pos_so_far += 1;
+            correct += 1;
+        } else {
+            neg_left -= 1;
+        }
+        if i + 1 < rows.len() && rows[i + 1].0 == score {
+            continue; // inside a group of equal scores
+        }
+        let acc = (pos_so_far + neg_left) as f64 / n as f64;
+        if acc > best_acc {
+            best_acc = acc;
+            acc_threshold = midpoint(i);
+        }
+        if correct > 0 {
+            let p = correct as f64 / extracted as f64;
+            let r = correct as f64 / positives as f64;
+            let f1 = 2.0 * p * r / (p + r);
+            if f1 > best_f1 {
+                (best_f1, best_p, best_r) = (f1, p, r);
+                f1_threshold = midpoint(i);
+            }
+        }
+    }
+
+    // Average precision over the distinct score thresholds, highest first.
+    let mut ap = 0.0f64;
+    let (mut tp, mut fp, mut prev_recall) = (0usize, 0usize, 0.0f64);
+    for i in 0..rows.len() {
+        if rows[i].1 {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        if i + 1 < rows.len() && rows[i + 1].0 == rows[i].0 {
+            continue;
+        }
+        if positives > 0 {
+            let recall = tp as f64 / positives as f64;
+            ap += (recall - prev_recall) * tp as f64 / (tp + fp) as f64;
+            prev_recall = recall;
+        }
+    }
+
+    // Matthews correlation of "score >= F1 threshold" against the labels.
+    let (mut tp, mut tn, mut fp, mut fn_) = (0f64, 0f64, 0f64, 0f64);
+    for (s, l) in scores.iter().zip(labels) {
+        match (*s >= f1_threshold, *l) {
+            (true, true) => tp += 1.0,
+            (false, false) => tn += 1.0,
+            (true, false) => fp += 1.0,
+            (false, true) => fn_ += 1.0,
+        }
+    }
+    let denom = ((tp + fp) * (tp + fn_) * (tn + fp) * (tn + fn_)).sqrt();
+    let mcc = if denom == 0.0 {
+        0.0
+    } else {
+        (tp * tn - fp * fn_) / denom
+    };
+    vec![
+        ("cosine_ap".into(), ap),
+        ("cosine_accuracy".into(), best_acc),
+        ("cosine_accuracy_threshold".into(), acc_threshold as f64),
+        ("cosine_f1".into(), best_f1),
+        ("cosine_f1_threshold".into(), f1_threshold as f64),
+        ("cosine_precision".into(), best_p),
+        ("cosine_recall".into(), best_r),
+        ("cosine_mcc".into(), mcc),
+    ]
+}
+
+/// Cut-offs of the retrieval metrics, as the library's defaults.
+const ACCURACY_AT: [usize; 4] = [1, 3, 5, 10];
+const NDCG_AT: usize = 10;
+const MRR_AT: usize = 10;
+const MAP_AT: usize = 100;
+
+/// `InformationRetrievalEvaluator`'s metrics: each query's documents ranked by cosine (ties by
+/// position), `relevant[q]` the documents relevant to query `q`. Queries without a relevant
+/// document are left out, as the library does.
+pub fn information_retrieval(
+    queries: &[Vec<f32>],
+    docs: &[Vec<f32>],
+    relevant: &[Vec<usize>],
+) -> Metrics {
+    let mut hits_at = [0f64; 4];
+    let mut precision_at = [0f64; 4];
+    let mut recall_at = [0f64; 4];
+    let (mut ndcg, mut mrr, mut map) = (0f64, 0f64, 0f64);
+    let mut counted = 0usize;
+    let dcg = |rel: &[bool]| -> f64 {
+        rel.iter()
+            .enumerate()
+            .filter(|(_, r)| **r)
+            .map(|(i, _)| 1.0 / ((i + 2) as f64).log2())
+            .sum()
+    };
+    for (q, rel) in queries.iter().zip(relevant) {
+        if rel.is_empty() {
+            continue;
+        }
+        counted += 1;
+        let mut ranked: Vec<(f32, usize)> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (cosine(q, d), i))
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        ranked.truncate(MAP_AT);
+        let is_rel: Vec<bool> = ranked.iter().map(|(_, i)| rel.contains(i)).collect();
+        for (j, &k) in ACCURACY_AT.iter().enumerate() {
+            let top = &is_rel[..k.min(is_rel.len())];
+            let found = top.iter().filter(|r| **r).count();
+            if found > 0 {
+                hits_at[j] += 1.0;
+            }
+            precision_at[j] += found as f64 / k as f64;
+            recall_at[j] += found as f64 / rel.len() as f64;
+        }
+        let top = &is_rel[..NDCG_AT.min(is_rel.len())];
+        let ideal = vec![true; rel.len().min(NDCG_AT)];
+        ndcg += dcg(top) / dcg(&ideal);
+        if let Some(rank) = is_rel.iter().take(MRR_AT).position(|r| *r) {
+            mrr += 1.0 / (rank + 1) as f64;
+        }
+        let (mut found, mut sum) = (0usize, 0f64);
+        for (rank, r) in is_rel.iter().enumerate() {
+            if *r {
+                found += 1;
+                sum += found as f64 / (rank + 1) as f64;
+            }
+        }
+        map += sum / rel.len().min(MAP_AT) as f64;
+    }
+    let n = counted.max(1) as f64;
+    let mut m: Metrics = vec![
+        (format!("cosine_ndcg@{NDCG_AT}"), ndcg / n),
+        (format!("cosine_mrr@{MRR_AT}"), mrr / n),
+        (format!("cosine_map@{MAP_AT}"), map / n),
+    ];
+    for (j, k) in ACCURACY_AT.iter().enumerate() {
+        m.push((format!("cosine_accuracy@{k}"), hits_at[j] / n));
+    }
+    for (j, k) in ACCURACY_AT.iter().enumerate() {
+        m.push((format!("cosine_precision@{k}"), precision_at[j] / n));
+    }
+    for (j, k) in ACCURACY_AT.iter().enumerate() {
+        m.push((format!("cosine_recall@{k}"), recall_at[j] / n));
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +418,45 @@ mod tests {
         assert!((spearman(&x, &y) - 0.666_885_928_855_350_3).abs() < 1e-12);
         assert!((pearson(&x, &y) - 0.673_575_314_054_563_3).abs() < 1e-12);
         assert_eq!(ranks(&[10.0, 20.0, 20.0, 5.0]), vec![2.0, 3.5, 3.5, 1.0]);
+    }
+
+    #[test]
+    fn a_non_finite_value_gives_no_correlation() {
+        // Every cosine NaN once gave a Spearman of 0.0991 (NaN sorted as a rank).
+        let x = [f64::NAN, f64::NAN, f64::NAN];
+        assert!(spearman(&x, &[1.0, 2.0, 3.0]).is_nan());
+        assert!(pearson(&[1.0, f64::INFINITY, 2.0], &[1.0, 2.0, 3.0]).is_nan());
+    }
+
+    #[test]
+    fn binary_metrics_by_hand() {
+        // sklearn: average_precision_score([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) -> 0.8333333333
+        // matthews_corrcoef([1, 0, 1, 0], [1, 1, 1, 0]) -> 0.5773502691896258
+        let m = binary_classification(&[0.9, 0.8, 0.7, 0.1], &[true, false, true, false]);
+        let get = |k: &str| m.iter().find(|(n, _)| n == k).unwrap().1;
+        assert!((get("cosine_ap") - 0.833_333_333_3).abs() < 1e-9);
+        // Accuracy: 3 of 4 with the threshold between 0.9 and 0.8 or between 0.7 and 0.1.
+        assert_eq!(get("cosine_accuracy"), 0.75);
+        assert!((get("cosine_accuracy_threshold") - 0.85).abs() < 1e-6);
+        // F1: best with the three highest called similar: p 2/3, r 1, f1 0.8.
+        assert!((get("cosine_f1") - 0.8).abs() < 1e-12);
+        assert!((get("cosine_f1_threshold") - 0.4).abs() < 1e-6);
+        assert!((get("cosine_mcc") - 0.577_350_269_189_625_8).abs() < 1e-12);
+    }
+
+    #[test]
+    fn retrieval_metrics_by_hand() {
+        // Query 0: documents ranked 1, 0, 2 (cosines 1, 0.6, 0), relevant {0}: the hit at rank 2.
+        let q = vec![vec![1.0f32, 0.0]];
+        let d = vec![vec![0.6f32, 0.8], vec![1.0, 0.0], vec![0.0, 1.0]];
+        let m = information_retrieval(&q, &d, &[vec![0]]);
+        let get = |k: &str| m.iter().find(|(n, _)| n == k).unwrap().1;
+        assert_eq!(get("cosine_accuracy@1"), 0.0);
+        assert_eq!(get("cosine_accuracy@3"), 1.0);
+        assert_eq!(get("cosine_mrr@10"), 0.5);
+        // NDCG: (1 / log2(3)) / 1.
+        assert!((get("cosine_ndcg@10") - 1.0 / 3f64.log2()).abs() < 1e-12);
+        assert!((get("cosine_precision@3") - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(get("cosine_map@100"), 0.5);
     }
 }

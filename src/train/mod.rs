@@ -1,13 +1,16 @@
-//! Fine-tuning: data loading and validation, losses, the optimizer and schedule, the training
-//! loop, evaluators, checkpoints and saving. Knows nothing about terminals: progress leaves as
+//! Fine-tuning: data loading, the rules settings and data must meet (`rules`), losses, the
+//! optimizer and schedule, one step (`session`), the run (`run`), evaluators, checkpoints and the
+//! model card. Knows nothing about terminals: progress leaves as
 //! [`events::TrainEvent`]s over a channel.
 
 pub mod card;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
 pub mod events;
 pub mod losses;
 pub mod optim;
+pub mod rules;
 pub mod run;
 pub mod session;

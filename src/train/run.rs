@@ -1,35 +1,40 @@
-//! The training loop: epochs of shuffled batches, the learning-rate schedule, evaluation,
-//! checkpoints (atomic, the last K kept), cancellation at the end of a step, a stop on a
-//! non-finite loss, and the final model saved atomically with its model card.
+//! A training run: prepared (settings checked, data read, model loaded), then stepped batch by
+//! batch with evaluations and checkpoints, then finished (the model saved with its card) or
+//! cancelled. [`TrainingRun`] is the object; [`train`] and [`resume`] drive it to the end.
 //!
 //! Output folder:
 //! ```text
 //! OUTPUT/                 the fine-tuned model (classic sentence-transformers layout) + README.md
 //! OUTPUT/metrics.jsonl    every event of the run, one JSON object per line
-//! OUTPUT/checkpoints/checkpoint-000100/   a loadable model + optimizer.safetensors + trainer_state.json
+//! OUTPUT/checkpoints/checkpoint-000100/   see `checkpoint.rs`
 //! ```
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::card;
+use super::checkpoint::{
+    self, CLASSIFIER_FILE, CheckpointError, OPTIMIZER_FILE, Resume, TrainerState,
+};
 use super::config::TrainConfig;
-use super::data::{self, DataKind, Dataset, Example};
+use super::data::{self, Dataset, Example};
 use super::eval::{self, Metrics};
 use super::events::TrainEvent;
 use super::losses::LossKind;
 use super::optim::{AdamWConfig, linear_schedule};
+use super::rules::{self, Setting, SettingError};
 use super::session::{LossSetup, Session, StepError};
-use crate::model::save::{write_folder_atomically, write_model};
-use crate::model::{self, LoadOptions, SentenceEncoder, SourceOptions};
+use crate::model::atomic::write_folder_atomically;
+use crate::model::save::write_model;
+use crate::model::{self, LoadOptions, ModelError, SentenceEncoder, SourceOptions};
 
 /// A request to stop a run at the end of the current step, shared with the thread that runs it.
 #[derive(Debug, Default)]
@@ -66,16 +71,20 @@ impl StopSignal {
 /// Why a run ended without a model.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{0}")]
-    Config(String),
+    /// Settings that break the rules (see `rules.rs`), all of them.
+    #[error("{}", rules::describe(.0))]
+    Settings(Vec<SettingError>),
     #[error(transparent)]
     Data(#[from] data::DataError),
     #[error(transparent)]
-    Model(#[from] model::ModelError),
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The loss or the weights became NaN or infinite.
     #[error("{0}")]
     NonFinite(String),
     #[error("cannot write {}: {source}", .path.display())]
-    Io {
+    Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -85,6 +94,22 @@ pub enum TrainError {
 impl From<candle_core::Error> for TrainError {
     fn from(e: candle_core::Error) -> Self {
         TrainError::Model(e.into())
+    }
+}
+
+impl From<SettingError> for TrainError {
+    fn from(e: SettingError) -> Self {
+        TrainError::Settings(vec![e])
+    }
+}
+
+impl TrainError {
+    /// The settings this error is about (empty for other errors), for forms that mark fields.
+    pub fn settings(&self) -> &[SettingError] {
+        match self {
+            TrainError::Settings(v) => v,
+            _ => &[],
+        }
     }
 }
 
@@ -101,69 +126,19 @@ pub enum Outcome {
     },
 }
 
-/// Saved in each checkpoint: where the run was and how it was set up.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainerState {
-    pub global_step: usize,
-    /// The epoch in progress (0-based) and the next batch in it.
-    pub epoch: usize,
-    pub batch_in_epoch: usize,
-    pub total_steps: usize,
-    /// Position of the dropout generator, as a decimal string (a u128).
-    pub dropout_position: String,
-    pub config: TrainConfig,
-    /// The evaluations so far, for the model card.
-    pub evals: Vec<(usize, Metrics)>,
-    /// (step, loss) every step so far, for the model card.
-    pub losses: Vec<(usize, f64)>,
+/// Data files the caller has read already (the training form reads them for its preview), so
+/// the run does not parse them again. Used only while the file on disk is unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct Preloaded {
+    pub data: Option<Arc<Dataset>>,
+    pub eval: Option<Arc<Dataset>>,
 }
 
-const STATE_FILE: &str = "trainer_state.json";
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-const CLASSIFIER_FILE: &str = "classifier.safetensors";
-
-/// The configuration saved in a checkpoint, for `--resume`.
-pub fn saved_config(checkpoint: &Path) -> Result<TrainConfig, TrainError> {
-    let p = checkpoint.join(STATE_FILE);
-    let text = fs::read_to_string(&p).map_err(|source| TrainError::Io {
-        path: p.clone(),
-        source,
-    })?;
-    let state: TrainerState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
-    Ok(state.config)
-}
-
-/// The newest checkpoint under `dir` if it is a run's output folder, else `dir` itself.
-pub fn find_checkpoint(dir: &Path) -> Result<PathBuf, TrainError> {
-    if dir.join(STATE_FILE).is_file() {
-        return Ok(dir.to_path_buf());
+fn read_data(path: &Path, preloaded: Option<&Arc<Dataset>>) -> Result<Arc<Dataset>, TrainError> {
+    match preloaded {
+        Some(d) if d.path == path && d.is_current() => Ok(d.clone()),
+        _ => Ok(Arc::new(data::load(path)?)),
     }
-    let ckpts = list_checkpoints(&dir.join("checkpoints"));
-    ckpts.last().map(|(_, p)| p.clone()).ok_or_else(|| {
-        TrainError::Config(format!(
-            "{} holds no checkpoint (no {STATE_FILE}, no checkpoints/checkpoint-*)",
-            dir.display()
-        ))
-    })
-}
-
-fn list_checkpoints(dir: &Path) -> Vec<(usize, PathBuf)> {
-    let mut v: Vec<(usize, PathBuf)> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path()
-                .join(STATE_FILE)
-                .is_file()
-                .then(|| (step, e.path()))
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// The order of examples in an epoch: a shuffle seeded by (seed, epoch), so a resumed run sees
@@ -178,6 +153,27 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// The settings as a checkpoint keeps them: every local path absolute, so `--resume` continues
+/// the same run from any working folder.
+fn absolute_paths(c: &TrainConfig) -> TrainConfig {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let spec = |s: &str| {
+        if Path::new(s).exists() {
+            abs(Path::new(s)).to_string_lossy().into_owned()
+        } else {
+            s.to_string() // a Hub id
+        }
+    };
+    TrainConfig {
+        model: spec(&c.model),
+        data: abs(&c.data),
+        eval: c.eval.as_deref().map(abs),
+        teacher: c.teacher.as_deref().map(spec),
+        output: abs(&c.output),
+        ..c.clone()
+    }
+}
+
 struct Log {
     file: fs::File,
     path: PathBuf,
@@ -186,7 +182,7 @@ struct Log {
 impl Log {
     fn open(output: &Path, append: bool) -> Result<Self, TrainError> {
         let path = output.join("metrics.jsonl");
-        fs::create_dir_all(output).map_err(|source| TrainError::Io {
+        fs::create_dir_all(output).map_err(|source| TrainError::Write {
             path: output.into(),
             source,
         })?;
@@ -196,7 +192,7 @@ impl Log {
             .write(true)
             .truncate(!append)
             .open(&path)
-            .map_err(|source| TrainError::Io {
+            .map_err(|source| TrainError::Write {
                 path: path.clone(),
                 source,
             })?;
@@ -205,42 +201,26 @@ impl Log {
 
     fn write(&mut self, event: &TrainEvent) -> Result<(), TrainError> {
         let line = serde_json::to_string(event).expect("events serialize");
-        writeln!(self.file, "{line}").map_err(|source| TrainError::Io {
+        writeln!(self.file, "{line}").map_err(|source| TrainError::Write {
             path: self.path.clone(),
             source,
         })
     }
 }
 
-/// Sends each event to the caller and to the log.
+/// Sends each event to the caller and to the log (once it is open: nothing is written before
+/// every check has passed).
 struct Reporter<'a> {
-    log: Log,
+    log: Option<Log>,
     sink: &'a mut dyn FnMut(&TrainEvent),
 }
 
 impl Reporter<'_> {
     fn emit(&mut self, event: TrainEvent) -> Result<(), TrainError> {
-        self.log.write(&event)?;
-        (self.sink)(&event);
-        Ok(())
-    }
-
-    /// Records and reports an evaluation, when there was one.
-    fn eval(
-        &mut self,
-        metrics: Option<Metrics>,
-        step: usize,
-        epoch: f64,
-        evals: &mut Vec<(usize, Metrics)>,
-    ) -> Result<(), TrainError> {
-        if let Some(metrics) = metrics {
-            evals.push((step, metrics.clone()));
-            self.emit(TrainEvent::Eval {
-                step,
-                epoch,
-                metrics,
-            })?;
+        if let Some(log) = &mut self.log {
+            log.write(&event)?;
         }
+        (self.sink)(&event);
         Ok(())
     }
 }
@@ -260,356 +240,493 @@ fn load_encoder(spec: &str, config: &TrainConfig) -> Result<SentenceEncoder, Tra
     )?)
 }
 
-/// Runs (or, with `resume`, continues) a training run. Every event goes to `sink` and to
-/// `OUTPUT/metrics.jsonl`. `stop` is checked after every step.
-pub fn train(
+/// A run in progress.
+pub struct TrainingRun<'a> {
     config: TrainConfig,
-    resume: Option<&Path>,
-    sink: &mut dyn FnMut(&TrainEvent),
-    stop: &StopSignal,
-) -> Result<Outcome, TrainError> {
-    config.validate().map_err(TrainError::Config)?;
-    let dataset = data::load(&config.data)?;
-    dataset
-        .check_loss(config.loss)
-        .map_err(TrainError::Config)?;
-    let eval_set = match &config.eval {
-        Some(p) => {
-            let d = data::load(p)?;
-            check_evaluable(&d, config.loss)?;
-            Some(d)
+    /// `config` with absolute paths: what checkpoints record.
+    saved_config: TrainConfig,
+    dataset: Arc<Dataset>,
+    eval_set: Option<Arc<Dataset>>,
+    session: Session,
+    report: Reporter<'a>,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    warmup: usize,
+    global_step: usize,
+    /// The epoch in progress (0-based) and its next batch.
+    epoch: usize,
+    batch_in_epoch: usize,
+    order: Vec<usize>,
+    evals: Vec<(usize, Metrics)>,
+    losses: Vec<(usize, f64)>,
+    last_checkpoint: Option<PathBuf>,
+    started: Instant,
+    sentences_done: usize,
+}
+
+impl<'a> TrainingRun<'a> {
+    /// Checks everything a new run needs, loads the data and the model, opens the log and
+    /// evaluates once before the first step. Nothing is written before every check has passed.
+    pub fn prepare(
+        config: TrainConfig,
+        preloaded: Preloaded,
+        sink: &'a mut dyn FnMut(&TrainEvent),
+    ) -> Result<Self, TrainError> {
+        rules::check_config(&config).map_err(TrainError::Settings)?;
+        let (dataset, eval_set) = Self::read_inputs(&config, &preloaded)?;
+        checkpoint::recover_run_folder(&config.output)?;
+        rules::check_output(&config.output)?;
+        let encoder = load_encoder(&config.model, &config)?;
+        let mut run = Self::assemble(config, dataset, eval_set, encoder, None, sink)?;
+        if run.config.loss == LossKind::Mse {
+            run.distillation_targets()?;
         }
-        None => None,
-    };
+        run.report.log = Some(Log::open(&run.config.output, false)?);
+        run.emit_started()?;
+        let metrics = run.evaluate()?;
+        run.record_eval(metrics)?;
+        Ok(run)
+    }
 
-    let state: Option<TrainerState> = match resume {
-        Some(dir) => {
-            let p = dir.join(STATE_FILE);
-            let text = fs::read_to_string(&p).map_err(|source| TrainError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?,
-            )
+    /// Continues the run a checkpoint was saved from, with its saved settings.
+    pub fn resume(
+        resume: Resume,
+        preloaded: Preloaded,
+        sink: &'a mut dyn FnMut(&TrainEvent),
+    ) -> Result<Self, TrainError> {
+        let config = resume.state.config.clone();
+        rules::check_config(&config).map_err(TrainError::Settings)?;
+        let (dataset, eval_set) = Self::read_inputs(&config, &preloaded)?;
+        let encoder = load_encoder(&resume.dir.to_string_lossy(), &config)?;
+        let mut run = Self::assemble(config, dataset, eval_set, encoder, Some(&resume), sink)?;
+        if run.config.loss == LossKind::Mse {
+            run.distillation_targets()?;
         }
-        None => None,
-    };
-    let model_spec = resume.map_or(config.model.clone(), |d| d.to_string_lossy().into_owned());
-    let encoder = load_encoder(&model_spec, &config)?;
-    let device = encoder.device().clone();
-    let device_name = encoder.info().device.clone();
+        run.report.log = Some(Log::open(&run.config.output, true)?);
+        run.emit_started()?;
+        Ok(run)
+    }
 
-    let setup = LossSetup {
-        kind: config.loss,
-        triplet_distance: config.triplet_distance,
-        margin: config.margin,
-        scale: config.scale,
-    };
-    let adamw = AdamWConfig {
-        weight_decay: config.weight_decay,
-        ..AdamWConfig::default()
-    };
-    let dropout_seed = config.dropout.then_some(config.seed);
-    let mut session = Session::new(
-        encoder,
-        setup,
-        adamw,
-        dropout_seed,
-        config.seed,
-        config.max_grad_norm,
-    )?;
+    fn read_inputs(
+        config: &TrainConfig,
+        preloaded: &Preloaded,
+    ) -> Result<(Arc<Dataset>, Option<Arc<Dataset>>), TrainError> {
+        let dataset = read_data(&config.data, preloaded.data.as_ref())?;
+        rules::check_data(dataset.kind, &dataset.path, config.loss)?;
+        let eval_set = match &config.eval {
+            Some(p) => {
+                let d = read_data(p, preloaded.eval.as_ref())?;
+                rules::check_eval(d.kind, &d.path, Some(config.loss))?;
+                Some(d)
+            }
+            None => None,
+        };
+        Ok((dataset, eval_set))
+    }
 
-    if config.loss == LossKind::Mse {
-        let teacher_spec = config.teacher.as_deref().expect("validated");
+    fn assemble(
+        config: TrainConfig,
+        dataset: Arc<Dataset>,
+        eval_set: Option<Arc<Dataset>>,
+        encoder: SentenceEncoder,
+        resume: Option<&Resume>,
+        sink: &'a mut dyn FnMut(&TrainEvent),
+    ) -> Result<Self, TrainError> {
+        let device = encoder.device().clone();
+        let setup = LossSetup {
+            kind: config.loss,
+            triplet_distance: config.triplet_distance,
+            margin: config.margin,
+            scale: config.scale,
+        };
+        let adamw = AdamWConfig {
+            weight_decay: config.weight_decay,
+            ..AdamWConfig::default()
+        };
+        let mut session = Session::new(
+            encoder,
+            setup,
+            adamw,
+            config.dropout.then_some(config.seed),
+            config.seed,
+            config.max_grad_norm,
+        )?;
+        let n = dataset.examples.len();
+        let steps_per_epoch = n.div_ceil(config.batch_size);
+        let total_steps = steps_per_epoch * config.epochs;
+        let (mut global_step, mut epoch, mut batch_in_epoch) = (0, 0, 0);
+        let (mut evals, mut losses, mut last_checkpoint) = (Vec::new(), Vec::new(), None);
+        if let Some(r) = resume {
+            let s = &r.state;
+            (global_step, epoch, batch_in_epoch) = (s.global_step, s.epoch, s.batch_in_epoch);
+            evals = s.evals.clone();
+            losses = s.losses.clone();
+            session
+                .optimizer
+                .load_state(&r.tensors(OPTIMIZER_FILE, &device)?)?;
+            if let Some(c) = &session.classifier {
+                c.load(&r.tensors(CLASSIFIER_FILE, &device)?)?;
+            }
+            if let Some(rng) = &session.dropout {
+                rng.set_position(s.dropout_position.parse().unwrap_or(0));
+            }
+            last_checkpoint = Some(r.dir.clone());
+        }
+        Ok(Self {
+            saved_config: absolute_paths(&config),
+            order: epoch_order(n, config.seed, epoch),
+            warmup: (total_steps as f64 * config.warmup_ratio).ceil() as usize,
+            config,
+            dataset,
+            eval_set,
+            session,
+            report: Reporter { log: None, sink },
+            steps_per_epoch,
+            total_steps,
+            global_step,
+            epoch,
+            batch_in_epoch,
+            evals,
+            losses,
+            last_checkpoint,
+            started: Instant::now(),
+            sentences_done: 0,
+        })
+    }
+
+    /// The teacher's vectors of every training sentence, computed once (distillation).
+    fn distillation_targets(&mut self) -> Result<(), TrainError> {
+        let teacher_spec = self.config.teacher.clone().unwrap_or_default();
         let teacher = load_encoder(
-            teacher_spec,
+            &teacher_spec,
             &TrainConfig {
                 pooling: None,
-                ..config.clone()
+                ..self.config.clone()
             },
         )?;
         let (t, s) = (
             teacher.info().embedding_dim,
-            session.encoder.info().embedding_dim,
+            self.session.encoder.info().embedding_dim,
         );
         if t != s {
-            return Err(TrainError::Config(format!(
-                "teacher `{teacher_spec}` gives {t}-dimensional vectors but the student gives {s}: \
-                 mse distillation needs equal widths"
-            )));
+            return Err(SettingError::new(
+                Setting::Teacher,
+                format!(
+                    "`{teacher_spec}` gives {t}-dimensional vectors but the student gives {s}: \
+                     mse distillation needs equal widths"
+                ),
+            )
+            .into());
         }
-        let texts: Vec<&str> = dataset.examples.iter().map(|e| e.texts()[0]).collect();
+        let texts: Vec<&str> = self.dataset.examples.iter().map(|e| e.texts()[0]).collect();
         let vectors = teacher.encode(&texts, 32, &mut |_, _| {})?;
-        session.targets = Some(texts.iter().map(|t| t.to_string()).zip(vectors).collect());
+        self.session.targets = Some(texts.iter().map(|t| t.to_string()).zip(vectors).collect());
+        Ok(())
     }
 
-    let n = dataset.examples.len();
-    let steps_per_epoch = n.div_ceil(config.batch_size);
-    let total_steps = steps_per_epoch * config.epochs;
-    let warmup = (total_steps as f64 * config.warmup_ratio).ceil() as usize;
-
-    let (mut global_step, mut epoch, mut batch_start, mut evals, mut losses) =
-        (0, 0, 0, Vec::new(), Vec::new());
-    if let (Some(state), Some(dir)) = (&state, resume) {
-        global_step = state.global_step;
-        epoch = state.epoch;
-        batch_start = state.batch_in_epoch;
-        evals = state.evals.clone();
-        losses = state.losses.clone();
-        let opt = candle_core::safetensors::load(dir.join(OPTIMIZER_FILE), &device)?;
-        session.optimizer.load_state(&opt)?;
-        if let Some(c) = &session.classifier {
-            c.load(&candle_core::safetensors::load(
-                dir.join(CLASSIFIER_FILE),
-                &device,
-            )?)?;
-        }
-        if let Some(rng) = &session.dropout {
-            let pos = state
-                .dropout_position
-                .parse()
-                .map_err(|_| TrainError::Config("bad dropout position".into()))?;
-            rng.set_position(pos);
-        }
+    fn emit_started(&mut self) -> Result<(), TrainError> {
+        let event = TrainEvent::Started {
+            total_steps: self.total_steps,
+            steps_per_epoch: self.steps_per_epoch,
+            epochs: self.config.epochs,
+            examples: self.dataset.examples.len(),
+            data_kind: self.dataset.kind.describe().into(),
+            loss: self.config.loss.name().into(),
+            device: self.session.encoder.info().device.clone(),
+            start_step: self.global_step,
+        };
+        self.report.emit(event)
     }
 
-    if resume.is_none() && !list_checkpoints(&config.output.join("checkpoints")).is_empty() {
-        return Err(TrainError::Config(format!(
-            "{} already holds checkpoints of a run: continue it with --resume {}, or choose another --output",
-            config.output.display(),
-            config.output.display()
-        )));
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
     }
-    if config.output.is_file() {
-        return Err(TrainError::Config(format!(
-            "--output {} is a file, not a folder",
-            config.output.display()
-        )));
-    }
-    let mut report = Reporter {
-        log: Log::open(&config.output, resume.is_some())?,
-        sink,
-    };
-    report.emit(TrainEvent::Started {
-        total_steps,
-        steps_per_epoch,
-        epochs: config.epochs,
-        examples: n,
-        data_kind: dataset.kind.describe().into(),
-        loss: config.loss.name().into(),
-        device: device_name,
-        start_step: global_step,
-    })?;
 
-    let evaluate = |session: &Session| -> Result<Option<Metrics>, TrainError> {
-        let Some(set) = &eval_set else {
+    pub fn global_step(&self) -> usize {
+        self.global_step
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+
+    /// True once every epoch has been trained.
+    pub fn is_done(&self) -> bool {
+        self.epoch >= self.config.epochs
+    }
+
+    fn progress(&self) -> f64 {
+        self.global_step as f64 / self.steps_per_epoch as f64
+    }
+
+    /// Evaluates on the evaluation file, when there is one (evaluation mode: no dropout).
+    pub fn evaluate(&mut self) -> Result<Option<Metrics>, TrainError> {
+        let Some(set) = self.eval_set.clone() else {
             return Ok(None);
         };
-        let classifier = session.classifier.as_ref().map(|c| eval::Classifier {
-            weight: c.weight.as_tensor(),
-            bias: c.bias.as_tensor(),
-        });
-        Ok(Some(eval::evaluate(
-            &session.encoder,
-            set,
-            classifier.as_ref(),
-            32,
-        )?))
-    };
-    if global_step == 0 {
-        report.eval(evaluate(&session)?, 0, 0.0, &mut evals)?;
+        let result = {
+            let classifier = self.session.classifier.as_ref().map(|c| eval::Classifier {
+                weight: c.weight.as_tensor(),
+                bias: c.bias.as_tensor(),
+            });
+            eval::evaluate(&self.session.encoder, &set, classifier.as_ref(), 32)
+        };
+        match result {
+            Ok(m) => Ok(Some(m)),
+            Err(ModelError::NonFinite { .. }) => {
+                Err(self.diverged("the model gives non-finite vectors", self.global_step))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
-    let started = Instant::now();
-    let mut sentences_done = 0usize;
-    let mut last_checkpoint: Option<PathBuf> = list_checkpoints(&config.output.join("checkpoints"))
-        .last()
-        .map(|c| c.1.clone());
-    let progress = |step: usize| step as f64 / steps_per_epoch as f64;
-
-    while epoch < config.epochs {
-        let order = epoch_order(n, config.seed, epoch);
-        let batches: Vec<&[usize]> = order.chunks(config.batch_size).collect();
-        for (b, idx) in batches.iter().enumerate().skip(batch_start) {
-            let batch: Vec<&Example> = idx.iter().map(|&i| &dataset.examples[i]).collect();
-            let lr = config.lr * linear_schedule(global_step, warmup, total_steps);
-            let outcome = match session.step(&batch, lr) {
-                Ok(o) => o,
-                Err(StepError::NonFinite(v)) => {
-                    let kept = match &last_checkpoint {
-                        Some(p) => format!("the last good checkpoint is {}", p.display()),
-                        None => "no checkpoint had been saved yet".to_string(),
-                    };
-                    let message = format!(
-                        "the loss became {v} at step {} (epoch {}); training stopped and nothing was \
-                         written over {}; {kept}. Try a lower learning rate.",
-                        global_step + 1,
-                        epoch + 1,
-                        config.output.display()
-                    );
-                    report.emit(TrainEvent::Failed {
-                        step: global_step,
-                        message: message.clone(),
-                    })?;
-                    return Err(TrainError::NonFinite(message));
-                }
-                Err(StepError::Model(e)) => {
-                    report.emit(TrainEvent::Failed {
-                        step: global_step,
-                        message: e.to_string(),
-                    })?;
-                    return Err(e.into());
-                }
-            };
-            global_step += 1;
-            sentences_done += outcome.sentences;
-            losses.push((global_step, outcome.loss));
-            let elapsed = started.elapsed().as_secs_f64();
-            report.emit(TrainEvent::Step {
-                step: global_step,
-                total_steps,
-                epoch: progress(global_step),
-                loss: outcome.loss,
-                learning_rate: lr,
-                grad_norm: outcome.grad_norm,
-                sentences_per_second: sentences_done as f64 / elapsed.max(1e-9),
-                elapsed_seconds: elapsed,
+    fn record_eval(&mut self, metrics: Option<Metrics>) -> Result<(), TrainError> {
+        if let Some(metrics) = metrics {
+            self.evals.push((self.global_step, metrics.clone()));
+            self.report.emit(TrainEvent::Eval {
+                step: self.global_step,
+                epoch: self.progress(),
+                metrics,
             })?;
-            let next = (epoch, b + 1);
-            let at_epoch_end = b + 1 == batches.len();
-            if config.eval_steps.is_some_and(|k| global_step % k == 0) && !at_epoch_end {
-                report.eval(
-                    evaluate(&session)?,
-                    global_step,
-                    progress(global_step),
-                    &mut evals,
-                )?;
+        }
+        Ok(())
+    }
+
+    /// The error for a model that has gone non-finite at `step`, after reporting it: nothing is
+    /// written over the output, and the last checkpoint (checked when it was saved) stays the
+    /// good one.
+    fn diverged(&mut self, what: &str, step: usize) -> TrainError {
+        let kept = match &self.last_checkpoint {
+            Some(p) => format!("the last good checkpoint is {}", p.display()),
+            None => "no checkpoint had been saved yet".to_string(),
+        };
+        let epoch = ((step.max(1) - 1) / self.steps_per_epoch).min(self.config.epochs - 1) + 1;
+        let message = format!(
+            "{what} at step {step} (epoch {epoch}); training stopped and nothing was written over \
+             {}; {kept}. Try a lower learning rate.",
+            self.config.output.display()
+        );
+        let _ = self.report.emit(TrainEvent::Failed {
+            step: self.global_step,
+            message: message.clone(),
+        });
+        TrainError::NonFinite(message)
+    }
+
+    /// One optimisation step on the next batch; at an epoch's end (and every `eval_steps`), an
+    /// evaluation. Does nothing once the run is done.
+    pub fn step(&mut self) -> Result<(), TrainError> {
+        if self.is_done() {
+            return Ok(());
+        }
+        let bs = self.config.batch_size;
+        let start = self.batch_in_epoch * bs;
+        let end = (start + bs).min(self.order.len());
+        let dataset = self.dataset.clone();
+        let batch: Vec<&Example> = self.order[start..end]
+            .iter()
+            .map(|&i| &dataset.examples[i])
+            .collect();
+        let lr = self.config.lr * linear_schedule(self.global_step, self.warmup, self.total_steps);
+        let outcome = match self.session.step(&batch, lr) {
+            Ok(o) => o,
+            Err(StepError::NonFinite(v)) => {
+                let step = self.global_step + 1;
+                return Err(self.diverged(&format!("the loss became {v}"), step));
             }
-            let stop_request = stop.requested();
-            let due = config
-                .checkpoint_steps
-                .is_some_and(|k| global_step % k == 0);
-            if due || stop_request == Some(true) {
-                let state = TrainerState {
-                    global_step,
-                    epoch: if at_epoch_end { next.0 + 1 } else { next.0 },
-                    batch_in_epoch: if at_epoch_end { 0 } else { next.1 },
-                    total_steps,
-                    dropout_position: session
-                        .dropout
-                        .as_ref()
-                        .map_or(0, |r| r.position())
-                        .to_string(),
-                    config: config.clone(),
-                    evals: evals.clone(),
-                    losses: losses.clone(),
-                };
-                let path = save_checkpoint(&session, &state, &dataset)?;
-                report.emit(TrainEvent::Checkpoint {
-                    step: global_step,
-                    path: path.clone(),
-                })?;
-                last_checkpoint = Some(path);
-            }
-            if stop_request.is_some() {
-                report.emit(TrainEvent::Cancelled {
-                    step: global_step,
-                    checkpoint: last_checkpoint.clone(),
-                })?;
-                return Ok(Outcome::Cancelled {
-                    step: global_step,
-                    checkpoint: last_checkpoint,
+            Err(StepError::Model(e)) => {
+                let _ = self.report.emit(TrainEvent::Failed {
+                    step: self.global_step,
+                    message: e.to_string(),
                 });
+                return Err(e.into());
             }
+        };
+        self.global_step += 1;
+        self.sentences_done += outcome.sentences;
+        self.losses.push((self.global_step, outcome.loss));
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.report.emit(TrainEvent::Step {
+            step: self.global_step,
+            total_steps: self.total_steps,
+            epoch: self.progress(),
+            loss: outcome.loss,
+            learning_rate: lr,
+            grad_norm: outcome.grad_norm,
+            sentences_per_second: self.sentences_done as f64 / elapsed.max(1e-9),
+            elapsed_seconds: elapsed,
+        })?;
+        self.batch_in_epoch += 1;
+        let epoch_end = self.batch_in_epoch * bs >= self.order.len();
+        if epoch_end {
+            self.epoch += 1;
+            self.batch_in_epoch = 0;
+            self.order = epoch_order(self.order.len(), self.config.seed, self.epoch);
         }
-        batch_start = 0;
-        epoch += 1;
-        report.eval(
-            evaluate(&session)?,
-            global_step,
-            progress(global_step),
-            &mut evals,
-        )?;
+        let due = self
+            .config
+            .eval_steps
+            .is_some_and(|k| self.global_step.is_multiple_of(k));
+        if epoch_end || due {
+            let metrics = self.evaluate()?;
+            self.record_eval(metrics)?;
+        }
+        Ok(())
     }
 
-    let final_metrics = evals.last().map(|e| e.1.clone()).unwrap_or_default();
-    let card = card::model_card(&card::CardInput {
-        config: &config,
-        dataset: &dataset,
-        eval_set: eval_set.as_ref(),
-        setup: &session.setup,
-        model: session.encoder.info(),
-        total_steps: global_step,
-        evals: &evals,
-        losses: &losses,
-        seconds: started.elapsed().as_secs_f64(),
-    });
-    write_folder_atomically(
-        &config.output,
-        &["checkpoints", "metrics.jsonl"],
-        None,
-        |w| write_model(&session.encoder, w, Some(&card)),
-    )?;
-    // The log file moved with the folder: reopen it to record the end.
-    report.log = Log::open(&config.output, true)?;
-    report.emit(TrainEvent::Finished {
-        step: global_step,
-        output: config.output.clone(),
-        metrics: final_metrics.clone(),
-    })?;
-    Ok(Outcome::Finished {
-        output: config.output.clone(),
-        metrics: final_metrics,
-    })
+    /// True when `checkpoint_steps` says the step just taken ends with a checkpoint.
+    pub fn checkpoint_due(&self) -> bool {
+        self.global_step > 0
+            && self
+                .config
+                .checkpoint_steps
+                .is_some_and(|k| self.global_step.is_multiple_of(k))
+    }
+
+    /// Refuses to call a model good that is not: every weight finite, and finite vectors for a
+    /// few training sentences (weights can be finite yet overflow inside the network).
+    fn check_model(&mut self) -> Result<(), TrainError> {
+        let finite_weights = self.session.encoder.varmaps().iter().all(|map| {
+            map.all_vars().iter().all(|v| {
+                v.as_tensor()
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .is_ok_and(|x| x.iter().all(|f| f.is_finite()))
+            })
+        });
+        if !finite_weights {
+            return Err(self.diverged("the weights became non-finite", self.global_step));
+        }
+        let probe: Vec<&str> = self
+            .dataset
+            .examples
+            .iter()
+            .take(4)
+            .flat_map(|e| e.texts())
+            .collect();
+        match self.session.encoder.encode(&probe, 8, &mut |_, _| {}) {
+            Ok(_) => Ok(()),
+            Err(ModelError::NonFinite { .. }) => {
+                Err(self.diverged("the model gives non-finite vectors", self.global_step))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Saves a checkpoint of where the run is (after checking the model is sound).
+    pub fn checkpoint(&mut self) -> Result<PathBuf, TrainError> {
+        self.check_model()?;
+        let state = TrainerState {
+            global_step: self.global_step,
+            epoch: self.epoch,
+            batch_in_epoch: self.batch_in_epoch,
+            total_steps: self.total_steps,
+            dropout_position: self
+                .session
+                .dropout
+                .as_ref()
+                .map_or(0, |r| r.position())
+                .to_string(),
+            config: self.saved_config.clone(),
+            evals: self.evals.clone(),
+            losses: self.losses.clone(),
+        };
+        let path = checkpoint::save(&self.session, &state, &self.dataset.path)?;
+        self.report.emit(TrainEvent::Checkpoint {
+            step: self.global_step,
+            path: path.clone(),
+        })?;
+        self.last_checkpoint = Some(path.clone());
+        Ok(path)
+    }
+
+    /// Ends the run early; the caller saves a checkpoint first if one is wanted.
+    pub fn cancel(mut self) -> Result<Outcome, TrainError> {
+        let checkpoint = self.last_checkpoint.clone();
+        self.report.emit(TrainEvent::Cancelled {
+            step: self.global_step,
+            checkpoint: checkpoint.clone(),
+        })?;
+        Ok(Outcome::Cancelled {
+            step: self.global_step,
+            checkpoint,
+        })
+    }
+
+    /// Saves the fine-tuned model (atomically, with its model card) over the output folder.
+    pub fn finish(mut self) -> Result<Outcome, TrainError> {
+        self.check_model()?;
+        let final_metrics = self.evals.last().map(|e| e.1.clone()).unwrap_or_default();
+        let card = card::model_card(&card::CardInput {
+            config: &self.config,
+            dataset: &self.dataset,
+            eval_set: self.eval_set.as_deref(),
+            setup: &self.session.setup,
+            model: self.session.encoder.info(),
+            total_steps: self.global_step,
+            evals: &self.evals,
+            losses: &self.losses,
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
+        let output = self.config.output.clone();
+        write_folder_atomically(&output, &["checkpoints", "metrics.jsonl"], None, |w| {
+            write_model(&self.session.encoder, w, Some(&card))
+        })?;
+        // The log file moved with the folder: reopen it to record the end.
+        self.report.log = Some(Log::open(&output, true)?);
+        self.report.emit(TrainEvent::Finished {
+            step: self.global_step,
+            output: output.clone(),
+            metrics: final_metrics.clone(),
+        })?;
+        Ok(Outcome::Finished {
+            output,
+            metrics: final_metrics,
+        })
+    }
 }
 
-fn check_evaluable(d: &Dataset, loss: LossKind) -> Result<(), TrainError> {
-    match d.kind {
-        DataKind::Texts => Err(TrainError::Config(format!(
-            "{}: unlabelled sentences cannot be evaluated; give --eval scored pairs, labelled pairs, pairs or triplets",
-            d.path.display()
-        ))),
-        DataKind::Nli if loss != LossKind::Softmax => Err(TrainError::Config(format!(
-            "{}: NLI data is evaluated with the softmax loss's classifier, and this run uses `{loss}`",
-            d.path.display()
-        ))),
-        _ => Ok(()),
+/// Drives a run to its end: steps until done or stopped (`stop` is checked after every step),
+/// checkpoints when due or when a stop asks to keep one.
+pub fn drive(mut run: TrainingRun, stop: &StopSignal) -> Result<Outcome, TrainError> {
+    while !run.is_done() {
+        run.step()?;
+        let stop_request = stop.requested();
+        if run.checkpoint_due() || stop_request == Some(true) {
+            run.checkpoint()?;
+        }
+        if stop_request.is_some() {
+            return run.cancel();
+        }
     }
+    run.finish()
 }
 
-/// Writes `OUTPUT/checkpoints/checkpoint-NNNNNN` atomically, then drops the oldest beyond K.
-fn save_checkpoint(
-    session: &Session,
-    state: &TrainerState,
-    dataset: &Dataset,
-) -> Result<PathBuf, TrainError> {
-    let dir = state.config.output.join("checkpoints");
-    let path = dir.join(format!("checkpoint-{:06}", state.global_step));
-    let note = format!(
-        "# Checkpoint at step {} of {}\n\nA loadable sentence-transformers model, plus the optimizer state \
-         to continue with `sbert-tui train --resume {}`. Data: {}.\n",
-        state.global_step,
-        state.total_steps,
-        path.display(),
-        dataset.path.display()
-    );
-    let optimizer = session.optimizer.state_tensors()?;
-    let classifier = session.classifier.as_ref().map(|c| c.tensors());
-    let state_json = serde_json::to_string_pretty(state).expect("state serializes");
-    write_folder_atomically(&path, &[], None, |w| {
-        write_model(&session.encoder, w, Some(&note))?;
-        w.tensors(OPTIMIZER_FILE, &optimizer)?;
-        if let Some(c) = &classifier {
-            w.tensors(CLASSIFIER_FILE, c)?;
-        }
-        w.file(STATE_FILE, state_json.as_bytes())
-    })?;
-    let all = list_checkpoints(&dir);
-    let keep = state.config.keep_checkpoints.max(1);
-    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
-        let _ = fs::remove_dir_all(old);
-    }
-    Ok(path)
+/// Runs a new training run to its end. Every event goes to `sink` and to
+/// `OUTPUT/metrics.jsonl`.
+pub fn train(
+    config: TrainConfig,
+    sink: &mut dyn FnMut(&TrainEvent),
+    stop: &StopSignal,
+) -> Result<Outcome, TrainError> {
+    train_with(config, Preloaded::default(), sink, stop)
+}
+
+/// [`train`] with data files read already.
+pub fn train_with(
+    config: TrainConfig,
+    preloaded: Preloaded,
+    sink: &mut dyn FnMut(&TrainEvent),
+    stop: &StopSignal,
+) -> Result<Outcome, TrainError> {
+    drive(TrainingRun::prepare(config, preloaded, sink)?, stop)
+}
+
+/// Continues a run from a checkpoint to its end.
+pub fn resume(
+    from: Resume,
+    sink: &mut dyn FnMut(&TrainEvent),
+    stop: &StopSignal,
+) -> Result<Outcome, TrainError> {
+    drive(TrainingRun::resume(from, Preloaded::default(), sink)?, stop)
 }

@@ -124,7 +124,13 @@ impl LineEditor {
         if width == 0 {
             return (String::new(), 0);
         }
-        let g = self.graphemes();
+        // Each grapheme as it is drawn (see `text::display_grapheme`), measured as drawn.
+        let shown_g: Vec<String> = self
+            .graphemes()
+            .into_iter()
+            .map(|s| text::display_grapheme(s).into_owned())
+            .collect();
+        let g: Vec<&str> = shown_g.iter().map(String::as_str).collect();
         let widths: Vec<usize> = g.iter().map(|s| text::width(s)).collect();
         let cursor_col: usize = widths[..self.cursor].iter().sum();
         // Keep one column free for the cursor at the end of the text.

@@ -18,6 +18,12 @@ pub enum Context {
     History,
     /// Typing in the input line (a sentence, a path, a model name).
     Editing,
+    /// The help overlay.
+    Help,
+    /// The demo-set picker.
+    Demo,
+    /// A question about a training run (stop it? quit while it trains?).
+    Confirm,
 }
 
 impl Context {
@@ -31,6 +37,9 @@ impl Context {
             Context::Run => "Training run",
             Context::History => "Run history",
             Context::Editing => "While typing",
+            Context::Help => "This help",
+            Context::Demo => "Demo sets",
+            Context::Confirm => "Stopping a run",
         }
     }
 }
@@ -81,6 +90,15 @@ pub enum Action {
     LoadRun,
     HistoryUp,
     HistoryDown,
+    /// Close a pop-up.
+    Close,
+    DemoUp,
+    DemoDown,
+    DemoLoad,
+    /// Stop the run keeping a checkpoint.
+    ConfirmKeep,
+    /// Stop the run without a checkpoint.
+    ConfirmDiscard,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -393,6 +411,62 @@ pub const BINDINGS: &[Binding] = &[
         A::StopRun,
         "stop the running run",
     ),
+    b(
+        C::Help,
+        &[k(K::Esc), c('?'), c('q')],
+        "Esc ? q",
+        A::Close,
+        "close (any other key too)",
+    ),
+    b(
+        C::Demo,
+        &[k(K::Up), c('k')],
+        "↑ k",
+        A::DemoUp,
+        "previous set",
+    ),
+    b(
+        C::Demo,
+        &[k(K::Down), c('j')],
+        "↓ j",
+        A::DemoDown,
+        "next set",
+    ),
+    b(
+        C::Demo,
+        &[k(K::Enter)],
+        "Enter",
+        A::DemoLoad,
+        "load the set (replaces the sentences)",
+    ),
+    b(
+        C::Demo,
+        &[k(K::Esc), c('q')],
+        "Esc q",
+        A::Close,
+        "close (any other key too)",
+    ),
+    b(
+        C::Confirm,
+        &[c('k'), c('y')],
+        "k y",
+        A::ConfirmKeep,
+        "stop at the end of this step, keeping a checkpoint",
+    ),
+    b(
+        C::Confirm,
+        &[c('d')],
+        "d",
+        A::ConfirmDiscard,
+        "stop without a checkpoint",
+    ),
+    b(
+        C::Confirm,
+        &[c('c'), k(K::Esc)],
+        "c Esc",
+        A::Close,
+        "carry on: do not stop or quit (any other key too)",
+    ),
     b(C::Editing, &[k(K::Enter)], "Enter", A::Commit, "accept"),
     b(C::Editing, &[k(K::Esc)], "Esc", A::Cancel, "cancel"),
     b(
@@ -484,7 +558,8 @@ pub fn lookup(ev: &KeyEvent, context: Context) -> Option<Action> {
         return Some(Action::Quit);
     }
     match context {
-        Context::Editing => find(Context::Editing),
+        // These take no global keys: typing, and the pop-ups.
+        Context::Editing | Context::Help | Context::Demo | Context::Confirm => find(context),
         ctx => find(ctx).or_else(|| find(Context::Global)),
     }
 }
@@ -518,6 +593,12 @@ mod tests {
         assert_eq!(lookup(&shift_k, Context::Sentences), Some(Action::MoveUp));
         let c = key(KeyCode::Char('c'), KeyModifiers::NONE);
         assert_eq!(lookup(&c, Context::Map), Some(Action::SwitchComponents));
+        // In the stop question, `y` keeps a checkpoint and `c` carries on; `q` means nothing.
+        let y = key(KeyCode::Char('y'), KeyModifiers::NONE);
+        assert_eq!(lookup(&y, Context::Confirm), Some(Action::ConfirmKeep));
+        assert_eq!(lookup(&c, Context::Confirm), Some(Action::Close));
+        assert_eq!(lookup(&q, Context::Confirm), None);
+        assert_eq!(lookup(&cc, Context::Confirm), Some(Action::Quit));
     }
 
     #[test]

@@ -1,12 +1,18 @@
-//! The terminal UI. `app` holds the state, `ui` draws it, `worker` owns the model on its own
-//! thread. This module wires them to the terminal: one channel carries input events and worker
-//! results into the UI thread, bursts are handled before one frame is drawn.
+//! The terminal UI. `app` routes between the screens (`explorer`, `training`), `ui` draws them,
+//! `worker` owns the model on its own thread. This module wires them to the terminal: one channel
+//! carries input events, worker results, training events and signals into the UI thread; bursts
+//! are handled before one frame is drawn. The terminal is put back on every way out: a normal
+//! quit, an error, a panic (the hook), a signal (SIGTERM, SIGHUP, SIGINT: the app stops its run
+//! and quits), and an abort (an allocation failure: a SIGABRT handler restores it first).
 
 pub mod app;
 pub mod demo;
 pub mod editor;
+pub mod explorer;
+pub mod hits;
 pub mod keys;
 pub mod messages;
+pub mod shell;
 pub mod theme;
 pub mod training;
 pub mod ui;
@@ -30,10 +36,12 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 
 use crate::model::DeviceChoice;
+use crate::train::data::Dataset;
 use crate::train::events::TrainEvent;
 use crate::train::run::StopSignal;
-use app::{App, Effect};
+use app::App;
 use messages::WorkerEvent;
+use shell::Effect;
 
 /// What the UI starts with.
 pub struct TuiOptions {
@@ -43,6 +51,11 @@ pub struct TuiOptions {
     pub max_seq_length: Option<usize>,
     pub sentences: Vec<String>,
 }
+
+/// Environment variables that make the binary misbehave on purpose, for the end-to-end tests:
+/// panic, or abort as an allocation failure does, after the first frame.
+const TEST_PANIC: &str = "SBERT_TUI_TEST_PANIC";
+const TEST_ABORT: &str = "SBERT_TUI_TEST_ABORT";
 
 /// Redraw interval while a run trains (the elapsed time and ETA move).
 const TICK: Duration = Duration::from_millis(50);
@@ -58,8 +71,18 @@ enum AppEvent {
     Data {
         path: String,
         eval: bool,
-        result: Result<training::DataSummary, String>,
+        result: Result<Arc<Dataset>, String>,
     },
+    /// SIGTERM, SIGHUP or SIGINT arrived.
+    Terminate,
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Carries out what the app asked for besides embeddings: runs and data files.
@@ -71,7 +94,7 @@ struct Effects {
 impl Effects {
     fn apply(&mut self, effect: Effect) {
         match effect {
-            Effect::StartTraining(config) => {
+            Effect::StartTraining { config, preloaded } => {
                 let stop = Arc::new(StopSignal::new());
                 self.stop = Some(stop.clone());
                 let tx = self.tx.clone();
@@ -83,10 +106,20 @@ impl Effects {
                             let mut sink = |e: &TrainEvent| {
                                 let _ = events.send(AppEvent::Train(e.clone()));
                             };
-                            let result = crate::train::run::train(*config, None, &mut sink, &stop);
-                            let _ = tx.send(AppEvent::TrainDone(
-                                result.map(|_| ()).map_err(|e| e.to_string()),
-                            ));
+                            // A panic in the engine ends the run, not the app.
+                            let result =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    crate::train::run::train_with(
+                                        *config, preloaded, &mut sink, &stop,
+                                    )
+                                }));
+                            let done = match result {
+                                Ok(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+                                Err(p) => {
+                                    Err(format!("the training run crashed: {}", panic_message(&p)))
+                                }
+                            };
+                            let _ = tx.send(AppEvent::TrainDone(done));
                         });
                 if let Err(e) = spawned {
                     let _ = self.tx.send(AppEvent::TrainDone(Err(format!(
@@ -103,7 +136,7 @@ impl Effects {
                 let tx = self.tx.clone();
                 std::thread::spawn(move || {
                     let result = crate::train::data::load(std::path::Path::new(&path))
-                        .map(|d| training::DataSummary::of(&d))
+                        .map(Arc::new)
                         .map_err(|e| e.to_string());
                     let _ = tx.send(AppEvent::Data { path, eval, result });
                 });
@@ -116,6 +149,8 @@ impl Effects {
 struct TerminalGuard;
 
 fn restore() {
+    #[cfg(unix)]
+    emergency::ACTIVE.store(false, std::sync::atomic::Ordering::SeqCst);
     let _ = disable_raw_mode();
     let _ = execute!(
         io::stdout(),
@@ -126,14 +161,85 @@ fn restore() {
     );
 }
 
+/// The last resort when the process aborts (an allocation failure, a panic while panicking):
+/// only async-signal-safe calls, the terminal modes as they were before raw mode, and escape
+/// sequences that turn off mouse capture and bracketed paste and leave the alternate screen.
+#[cfg(unix)]
+mod emergency {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static SAVED: OnceLock<libc::termios> = OnceLock::new();
+    /// True while the UI owns the terminal.
+    pub static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+    /// Restores the terminal if the UI owns it (for the allocator, when an allocation fails:
+    /// the standard library then prints its message and aborts).
+    pub fn restore_if_active() {
+        if ACTIVE.swap(false, Ordering::SeqCst) {
+            restore_now();
+        }
+    }
+
+    /// Mouse modes off, bracketed paste off, main screen, cursor shown.
+    const RESET: &[u8] =
+        b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l\x1b[?2004l\x1b[?1049l\x1b[?25h";
+
+    /// Saves the terminal's modes (before raw mode) and installs the SIGABRT handler.
+    pub fn install() {
+        // SAFETY: tcgetattr fills a plain struct; fd 0 may not be a terminal, then nothing is saved.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::isatty(0) == 1 && libc::tcgetattr(0, &mut t) == 0 {
+                let _ = SAVED.set(t);
+            }
+        }
+        // SAFETY: the handler only calls write(2) and tcsetattr(3), both async-signal-safe, then
+        // lets the default action (abort) happen.
+        let _ = unsafe {
+            signal_hook::low_level::register(signal_hook::consts::SIGABRT, || {
+                restore_if_active();
+                let _ =
+                    signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGABRT);
+            })
+        };
+    }
+
+    pub fn restore_now() {
+        // SAFETY: write(2) and tcsetattr(3) on the process's own descriptors.
+        unsafe {
+            libc::write(1, RESET.as_ptr().cast(), RESET.len());
+            if let Some(t) = SAVED.get() {
+                libc::tcsetattr(0, libc::TCSANOW, t);
+            }
+        }
+    }
+}
+
+/// Restores the terminal if the UI owns it, with async-signal-safe calls only: for the global
+/// allocator of the binary to call when an allocation fails (the standard library then prints
+/// its message, which would otherwise vanish with the alternate screen, and aborts).
+pub fn restore_terminal_now() {
+    #[cfg(unix)]
+    emergency::restore_if_active();
+}
+
 impl TerminalGuard {
     fn enter() -> Result<(Self, Terminal<CrosstermBackend<Stdout>>)> {
+        #[cfg(unix)]
+        emergency::install();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            restore();
+            // Only a panic of the UI thread ends the app; the worker and training threads catch
+            // theirs and report them (they must not restore the terminal under a live UI).
+            if std::thread::current().name() == Some(UI_THREAD) {
+                restore();
+            }
             previous(info);
         }));
         enable_raw_mode()?;
+        #[cfg(unix)]
+        emergency::ACTIVE.store(true, std::sync::atomic::Ordering::SeqCst);
         let guard = TerminalGuard;
         execute!(
             io::stdout(),
@@ -152,6 +258,29 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// The name of the thread that owns the terminal.
+const UI_THREAD: &str = "main";
+
+/// Forwards SIGTERM, SIGHUP and SIGINT to the app as [`AppEvent::Terminate`] (the app stops a
+/// run and quits). A third signal, when the app has not managed to quit, restores the terminal
+/// and exits at once.
+#[cfg(unix)]
+fn forward_signals(tx: Sender<AppEvent>) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for (n, _) in signals.forever().enumerate() {
+                if n >= 2 || tx.send(AppEvent::Terminate).is_err() {
+                    emergency::restore_now();
+                    std::process::exit(130);
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// Runs the explorer until the user quits.
 pub fn run(options: TuiOptions) -> Result<()> {
     let (tx, rx) = channel::<AppEvent>();
@@ -161,10 +290,26 @@ pub fn run(options: TuiOptions) -> Result<()> {
         options.device,
         options.max_seq_length,
     );
-    let mut app = App::new(options.sentences, theme::Theme::from_env().color);
+    let mut sentences = options.sentences;
+    let total = sentences.len();
+    sentences.truncate(explorer::MAX_SENTENCES);
+    let mut app = App::new(sentences, theme::Theme::from_env().color);
     app.load_model(&options.model, options.pooling);
+    if total > explorer::MAX_SENTENCES {
+        app.notify(
+            format!(
+                "kept the first {} of {total} sentences: the explorer holds at most {} \
+                 (`sbert-tui encode` embeds any number)",
+                explorer::MAX_SENTENCES,
+                explorer::MAX_SENTENCES
+            ),
+            true,
+        );
+    }
 
     let tx_effects = tx.clone();
+    #[cfg(unix)]
+    forward_signals(tx.clone())?;
     let (_guard, mut terminal) = TerminalGuard::enter()?;
     // Input on its own thread, so the UI thread sleeps on one channel.
     std::thread::Builder::new()
@@ -195,8 +340,9 @@ pub fn run(options: TuiOptions) -> Result<()> {
         .transpose()?;
     let mut trace = trace.map(io::BufWriter::new);
     let started = Instant::now();
-    app.size = terminal.size()?.into();
-    terminal.draw(|f| ui::draw(&app, f))?;
+    let mut hits = Default::default();
+    terminal.draw(|f| hits = ui::draw(&app, f))?;
+    app.hits = hits;
     if let Some(t) = trace.as_mut() {
         use std::io::Write;
         writeln!(
@@ -205,9 +351,15 @@ pub fn run(options: TuiOptions) -> Result<()> {
             started.elapsed().as_secs_f64() * 1000.0
         )?;
     }
-    // Test hook: proves the panic path restores the terminal (tests/tui_e2e.rs).
-    if std::env::var_os("SBERT_TUI_TEST_PANIC").is_some() {
+    // Test hooks: prove that a panic and an abort restore the terminal (tests/tui_e2e.rs).
+    if std::env::var_os(TEST_PANIC).is_some() {
         panic!("test panic after the first frame");
+    }
+    if std::env::var_os(TEST_ABORT).is_some() {
+        // An allocation no machine can satisfy: the allocator fails, the standard library
+        // prints its message and aborts.
+        let v: Vec<u8> = Vec::with_capacity(1 << 62);
+        std::hint::black_box(v);
     }
     let mut effects = Effects {
         tx: tx_effects,
@@ -263,6 +415,7 @@ fn event_loop(
                 AppEvent::TrainDone(Err(e)) => app.on_train_error(&e),
                 AppEvent::TrainDone(Ok(())) => {}
                 AppEvent::Data { path, eval, result } => app.on_data(&path, eval, result),
+                AppEvent::Terminate => app.on_terminate(),
             }
         }
         for r in app.take_requests() {
@@ -277,9 +430,10 @@ fn event_loop(
         if only_ticks && app.active_run().is_none() {
             continue;
         }
-        app.size = terminal.size()?.into();
         let t = Instant::now();
-        terminal.draw(|f| ui::draw(app, f))?;
+        let mut hits = Default::default();
+        terminal.draw(|f| hits = ui::draw(app, f))?;
+        app.hits = hits;
         if let Some(tr) = trace.as_deref_mut() {
             writeln!(
                 tr,
@@ -288,7 +442,7 @@ fn event_loop(
                 t.elapsed().as_secs_f64() * 1000.0,
                 received.elapsed().as_secs_f64() * 1000.0,
                 app.active_run().is_some(),
-                app.analysis.as_ref().map_or(0, |a| a.texts.len())
+                app.explorer.analysis.as_ref().map_or(0, |a| a.texts.len())
             )?;
             tr.flush()?;
         }

@@ -80,11 +80,48 @@ pub fn run(
             }
         }
         for (slot, p) in work {
-            if !serve(slot, p, &mut encoders, &send, device, max_seq_length) {
-                return;
+            // A panic while loading or embedding (a malformed model file, say) is reported as a
+            // failure of that request; the worker, and the app, go on.
+            let failed = request_ids(&p);
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serve(slot, p, &mut encoders, &send, device, max_seq_length)
+            }));
+            match served {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(panic) => {
+                    encoders.remove(&slot);
+                    let error = format!("the model crashed: {}", super::panic_message(&panic));
+                    let event = match failed {
+                        (Some(generation), _) => WorkerEvent::LoadFailed {
+                            slot,
+                            generation,
+                            error,
+                        },
+                        (None, Some(id)) => WorkerEvent::EmbedFailed { slot, id, error },
+                        (None, None) => continue,
+                    };
+                    if !send(event) {
+                        return;
+                    }
+                }
             }
         }
     }
+}
+
+/// The generation of a pending load or pooling change, and the id of a pending embedding.
+fn request_ids(p: &Pending) -> (Option<u64>, Option<u64>) {
+    let generation = match (&p.load, &p.pooling) {
+        (Some(Request::Load { generation, .. }), _)
+        | (_, Some(Request::SetPooling { generation, .. })) => Some(*generation),
+        _ => None,
+    };
+    let id = match &p.embed {
+        Some(Request::Embed { id, .. }) => Some(*id),
+        _ => None,
+    };
+    (generation, id)
 }
 
 #[derive(Default)]
@@ -227,7 +264,7 @@ fn serve(
 
 fn embed_texts(enc: &SentenceEncoder, texts: Vec<String>) -> model::Result<Vec<Embedded>> {
     let tokenized = enc.tokenize(&texts)?;
-    let vectors = enc.encode(&texts, 32, &mut |_, _| {})?;
+    let vectors = enc.encode_tokenized(&tokenized, 32, &mut |_, _| {})?;
     Ok(texts
         .into_iter()
         .zip(vectors)

@@ -120,7 +120,8 @@ pub fn type_str(app: &mut App, s: &str) {
 
 pub fn render(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
-    app.size = ratatui::layout::Rect::new(0, 0, w, h);
-    terminal.draw(|f| ui::draw(app, f)).unwrap();
+    let mut hits = Default::default();
+    terminal.draw(|f| hits = ui::draw(app, f)).unwrap();
+    app.hits = hits;
     terminal
 }

@@ -8,7 +8,8 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use crate::analysis::similarity::top_neighbours;
 use crate::text;
-use crate::tui::app::{App, MatrixView};
+use crate::tui::app::App;
+use crate::tui::explorer::MatrixView;
 use crate::tui::theme::Theme;
 
 /// A bar of eighths for a value in [0, 1].
@@ -26,10 +27,15 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let block = Block::bordered().title(" Nearest neighbours ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let Some(a) = app.analysis.as_ref().filter(|a| !a.texts.is_empty()) else {
+    let Some(a) = app
+        .explorer
+        .analysis
+        .as_ref()
+        .filter(|a| !a.texts.is_empty())
+    else {
         return;
     };
-    let i = app.selected.min(a.texts.len() - 1);
+    let i = app.explorer.selected.min(a.texts.len() - 1);
     let width = inner.width as usize;
     let (tokens, cut) = a.base.tokens[i];
     let info = if cut {
@@ -61,13 +67,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     lines.clear();
     let room = inner.height.saturating_sub(head_h) as usize;
     // Neighbours by the model on show; with a comparison, the base value beside.
-    let m = match (app.view, &a.tuned) {
+    let m = match (app.explorer.view, &a.tuned) {
         (MatrixView::Base, _) | (_, None) => &a.base.matrix,
         (_, Some(t)) => &t.matrix,
     };
     for (j, v) in top_neighbours(m, i, room) {
         let was = match &a.tuned {
-            Some(_) if !matches!(app.view, MatrixView::Base) => {
+            Some(_) if !matches!(app.explorer.view, MatrixView::Base) => {
                 format!(" (was {:.2})", a.base.matrix[i][j])
             }
             _ => String::new(),

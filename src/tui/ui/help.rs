@@ -6,9 +6,10 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph};
 
-use crate::tui::app::{App, Confirm};
+use crate::tui::app::App;
 use crate::tui::demo::DEMO_SETS;
 use crate::tui::keys::{BINDINGS, Context};
+use crate::tui::shell::Confirm;
 use crate::tui::theme::Theme;
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
@@ -21,74 +22,91 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     h
 }
 
-/// The help text: every binding, grouped by where it applies.
+/// Where bindings apply, in the order the help lists them.
+const HELP_ORDER: [Context; 11] = [
+    Context::Global,
+    Context::Sentences,
+    Context::Matrix,
+    Context::Map,
+    Context::Form,
+    Context::Run,
+    Context::History,
+    Context::Confirm,
+    Context::Demo,
+    Context::Editing,
+    Context::Help,
+];
+
+/// The help text: every binding, one group of lines per place where bindings apply.
+pub fn help_groups() -> Vec<Vec<Line<'static>>> {
+    HELP_ORDER
+        .iter()
+        .map(|&ctx| {
+            let mut lines = vec![Line::styled(
+                ctx.title(),
+                Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+            )];
+            for b in BINDINGS.iter().filter(|b| b.context == ctx) {
+                lines.push(Line::from(vec![
+                    Span::styled(
+                        format!("  {:<12}", b.label),
+                        Style::new().add_modifier(Modifier::BOLD),
+                    ),
+                    Span::raw(b.help),
+                ]));
+            }
+            lines
+        })
+        .collect()
+}
+
+/// The help text as one column.
 pub fn help_lines() -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    for ctx in [
-        Context::Global,
-        Context::Sentences,
-        Context::Matrix,
-        Context::Map,
-        Context::Form,
-        Context::Run,
-        Context::History,
-        Context::Editing,
-    ] {
+    for g in help_groups() {
         if !lines.is_empty() {
             lines.push(Line::raw(""));
         }
-        lines.push(Line::styled(
-            ctx.title(),
-            Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
-        ));
-        for b in BINDINGS.iter().filter(|b| b.context == ctx) {
-            lines.push(Line::from(vec![
-                Span::styled(
-                    format!("  {:<12}", b.label),
-                    Style::new().add_modifier(Modifier::BOLD),
-                ),
-                Span::raw(b.help),
-            ]));
-        }
+        lines.extend(g);
     }
     lines
 }
 
+/// Packs the groups into columns of at most `height` lines, never splitting a group.
+fn columns(groups: Vec<Vec<Line<'static>>>, height: usize) -> Vec<Vec<Line<'static>>> {
+    let mut cols: Vec<Vec<Line>> = vec![Vec::new()];
+    for g in groups {
+        let col = cols.last_mut().expect("one column at least");
+        let need = g.len() + usize::from(!col.is_empty());
+        if !col.is_empty() && col.len() + need > height {
+            cols.push(g);
+        } else {
+            if !col.is_empty() {
+                col.push(Line::raw(""));
+            }
+            col.extend(g);
+        }
+    }
+    cols
+}
+
 pub fn draw_help(theme: &Theme, frame: &mut Frame, area: Rect) {
-    let lines = help_lines();
     let block = Block::bordered()
         .title(" Keys · any key closes ")
         .border_style(theme.border(true));
-    if lines.len() as u16 + 2 <= area.height {
-        let popup = centered(area, 64, lines.len() as u16 + 2);
-        frame.render_widget(Clear, popup);
-        frame.render_widget(Paragraph::new(lines).block(block), popup);
-        return;
-    }
-    // Too tall for one column: split at the group boundary nearest the middle.
-    let breaks: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.spans.is_empty() || l.width() == 0)
-        .map(|(i, _)| i)
-        .collect();
-    let half = lines.len() / 2;
-    let split = breaks
-        .iter()
-        .copied()
-        .min_by_key(|&b| b.abs_diff(half))
-        .unwrap_or(half);
-    let (left, right) = lines.split_at(split);
-    let right: Vec<Line> = right.iter().skip(1).cloned().collect();
-    let height = left.len().max(right.len()) as u16 + 2;
-    let popup = centered(area, 122, height);
+    let height = area.height.saturating_sub(2).max(1) as usize;
+    let cols = columns(help_groups(), height);
+    let tallest = cols.iter().map(Vec::len).max().unwrap_or(0) as u16;
+    let col_w: u16 = 62;
+    let popup = centered(area, col_w * cols.len() as u16 + 2, tallest + 2);
     frame.render_widget(Clear, popup);
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
-    let [a, b] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(inner);
-    frame.render_widget(Paragraph::new(left.to_vec()), a);
-    frame.render_widget(Paragraph::new(right), b);
+    let parts =
+        Layout::horizontal(vec![Constraint::Ratio(1, cols.len() as u32); cols.len()]).split(inner);
+    for (col, part) in cols.into_iter().zip(parts.iter()) {
+        frame.render_widget(Paragraph::new(col), *part);
+    }
 }
 
 pub fn draw_demo(theme: &Theme, frame: &mut Frame, area: Rect, selected: usize) {
@@ -107,10 +125,7 @@ pub fn draw_demo(theme: &Theme, frame: &mut Frame, area: Rect, selected: usize) 
         ));
     }
     lines.push(Line::raw(""));
-    lines.push(Line::styled(
-        "↑↓ choose · Enter load (replaces the sentences) · Esc close",
-        theme.dim(),
-    ));
+    lines.extend(binding_lines(Context::Demo));
     let popup = centered(area, 66, lines.len() as u16 + 2);
     frame.render_widget(Clear, popup);
     frame.render_widget(
@@ -123,28 +138,31 @@ pub fn draw_demo(theme: &Theme, frame: &mut Frame, area: Rect, selected: usize) 
     );
 }
 
+/// The lines of a pop-up's keys, from the key map.
+fn binding_lines(ctx: Context) -> Vec<Line<'static>> {
+    BINDINGS
+        .iter()
+        .filter(|b| b.context == ctx)
+        .map(|b| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{:<7}", b.label),
+                    Style::new().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(b.help),
+            ])
+        })
+        .collect()
+}
+
 pub fn draw_confirm(theme: &Theme, frame: &mut Frame, area: Rect, what: Confirm, app: &App) {
     let id = app.active_run().map_or(0, |r| r.id);
-    let (title, lines) = match what {
-        Confirm::StopRun => (
-            format!(" Stop run {id}? "),
-            vec![
-                "k   stop at the end of this step and keep a checkpoint",
-                "d   stop without a checkpoint",
-                "c   keep training",
-            ],
-        ),
-        Confirm::QuitDuringRun => (
-            format!(" Run {id} is training. Quit? "),
-            vec![
-                "k   stop it, keep a checkpoint, then quit",
-                "d   stop it without a checkpoint and quit",
-                "c   do not quit",
-            ],
-        ),
+    let title = match what {
+        Confirm::StopRun => format!(" Stop run {id}? "),
+        Confirm::QuitDuringRun => format!(" Run {id} is training. Stop it and quit? "),
     };
-    let lines: Vec<Line> = lines.into_iter().map(Line::raw).collect();
-    let popup = centered(area, 62, lines.len() as u16 + 2);
+    let lines = binding_lines(Context::Confirm);
+    let popup = centered(area, 66, lines.len() as u16 + 2);
     frame.render_widget(Clear, popup);
     frame.render_widget(
         Paragraph::new(lines).block(

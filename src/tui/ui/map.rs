@@ -10,7 +10,8 @@ use ratatui::widgets::canvas::{Canvas, Line as CanvasLine, Points};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use crate::text;
-use crate::tui::app::{App, Pane};
+use crate::tui::app::App;
+use crate::tui::hits::Pane;
 use crate::tui::theme::Theme;
 
 /// Columns of text per label.
@@ -28,9 +29,9 @@ fn bounds(values: impl Iterator<Item = f64>) -> [f64; 2] {
 }
 
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
-    let focused = app.focus == Pane::Map;
+    let focused = app.explorer.focus == Pane::Map;
     let block = Block::bordered().border_style(theme.border(focused));
-    let Some(a) = &app.analysis else {
+    let Some(a) = &app.explorer.analysis else {
         frame.render_widget(block.title(" Map · PCA "), area);
         return;
     };
@@ -54,10 +55,9 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             return;
         }
     };
-    let (cx, cy) = if app.components == 1 && basis.components() >= 3 {
-        (1, 2)
-    } else {
-        (0, 1)
+    let (cx, cy) = match app.explorer.axes.components() {
+        (x, y) if y < basis.components() => (x, y),
+        _ => (0, 1),
     };
     let ratio = |c: usize| {
         basis
@@ -98,7 +98,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         .collect();
     let xb = bounds(all.iter().map(|p| p.0));
     let yb = bounds(all.iter().map(|p| p.1));
-    let selected = app.selected.min(pts.len().saturating_sub(1));
+    let selected = app.explorer.selected.min(pts.len().saturating_sub(1));
     let inner = Block::bordered().inner(area);
     let labels: Vec<String> = (0..pts.len())
         .map(|i| {

@@ -2,14 +2,16 @@
 //! legend, and the two sentences under the cursor. It scrolls when N exceeds the screen.
 
 use ratatui::Frame;
-use ratatui::layout::{Position, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
 use super::scroll_offset;
 use crate::text;
-use crate::tui::app::{App, MatrixView, ModelState, Pane};
+use crate::tui::app::App;
+use crate::tui::explorer::{MatrixView, ModelState};
+use crate::tui::hits::{GridHits, Pane};
 use crate::tui::theme::{SHADE_BOUNDS, SHADES, Theme, shade};
 
 /// Columns per cell: " 0.83 " plus a separator (or a shade glyph without colour).
@@ -31,8 +33,8 @@ fn grid(app: &App, area: Rect, n: usize) -> Grid {
     let label_w = (inner.width as usize / 3).clamp(4, 22);
     let cols = (inner.width as usize).saturating_sub(label_w) / CELL;
     let rows = (inner.height as usize).saturating_sub(1 + FOOTER);
-    let row = app.selected.min(n.saturating_sub(1));
-    let col = app.matrix_col.min(n.saturating_sub(1));
+    let row = app.explorer.selected.min(n.saturating_sub(1));
+    let col = app.explorer.matrix_col.min(n.saturating_sub(1));
     Grid {
         inner,
         label_w,
@@ -41,19 +43,6 @@ fn grid(app: &App, area: Rect, n: usize) -> Grid {
         row0: scroll_offset(row, n, rows),
         col0: scroll_offset(col, n, cols),
     }
-}
-
-/// The cell (row, column) under a click.
-pub fn hit(app: &App, area: Rect, at: Position) -> Option<(usize, usize)> {
-    let n = app.analysis.as_ref()?.texts.len();
-    let g = grid(app, area, n);
-    let x = at.x.checked_sub(g.inner.x)? as usize;
-    let y = at.y.checked_sub(g.inner.y + 1)? as usize;
-    if x < g.label_w || y >= g.rows {
-        return None;
-    }
-    let (r, c) = (g.row0 + y, g.col0 + (x - g.label_w) / CELL);
-    (r < n && c < n && (x - g.label_w) / CELL < g.cols).then_some((r, c))
 }
 
 fn cell_text(theme: &Theme, v: f32, diff: bool) -> String {
@@ -80,8 +69,11 @@ pub fn diff_mark(v: f32) -> char {
 /// The name of what the pane shows.
 pub fn view_name(app: &App) -> &'static str {
     match (
-        app.view,
-        app.analysis.as_ref().is_some_and(|a| a.tuned.is_some()),
+        app.explorer.view,
+        app.explorer
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.tuned.is_some()),
     ) {
         (MatrixView::Tuned, true) => "fine-tuned",
         (MatrixView::Difference, true) => "fine-tuned − base",
@@ -90,13 +82,18 @@ pub fn view_name(app: &App) -> &'static str {
     }
 }
 
-pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
-    let focused = app.focus == Pane::Matrix;
-    let n = app.analysis.as_ref().map_or(0, |a| a.texts.len());
-    let updating = if app.pending() { " · updating…" } else { "" };
+/// Draws the pane; returns where the cells went (for clicks), when a grid was drawn.
+pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<GridHits> {
+    let focused = app.explorer.focus == Pane::Matrix;
+    let n = app.explorer.analysis.as_ref().map_or(0, |a| a.texts.len());
+    let updating = if app.explorer.pending() {
+        " · updating…"
+    } else {
+        ""
+    };
     let view = view_name(app);
     let block = Block::bordered()
-        .title(if app.analysis.is_some() {
+        .title(if app.explorer.analysis.is_some() {
             format!(" Similarity · {view} · {n} × {n}{updating} ")
         } else {
             " Similarity · cosine ".to_string()
@@ -104,25 +101,34 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         .border_style(theme.border(focused));
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let Some(a) = &app.analysis else {
-        let msg = match &app.base.model {
-            ModelState::Loading { message, .. } => message.clone(),
-            ModelState::Failed { error, .. } => format!("model failed to load: {error}"),
-            ModelState::Ready(_) => "embedding…".into(),
+    let Some(a) = &app.explorer.analysis else {
+        let failure = app.explorer.base.failure().or(app
+            .explorer
+            .tuned
+            .as_ref()
+            .and_then(|t| t.failure()));
+        let msg = match (&app.explorer.base.model, failure) {
+            (ModelState::Loading { message, .. }, _) => message.clone(),
+            (ModelState::Failed { error, .. }, _) => format!("model failed to load: {error}"),
+            (ModelState::Ready(_), Some(e)) => format!("cannot embed the sentences: {e}"),
+            (ModelState::Ready(_), None) => "embedding…".into(),
         };
-        frame.render_widget(Paragraph::new(msg).wrap(Default::default()), inner);
-        return;
+        frame.render_widget(
+            Paragraph::new(text::sanitize(&msg)).wrap(Default::default()),
+            inner,
+        );
+        return None;
     };
     if n == 0 {
         frame.render_widget(
             Paragraph::new(Line::styled("No sentences.", theme.dim())),
             inner,
         );
-        return;
+        return None;
     }
     let g = grid(app, area, n);
     let diff = view == "fine-tuned − base";
-    let m = a.matrix(app.view);
+    let shown = app.explorer.view;
     if g.rows < n || g.cols < n {
         // Say which part of the matrix is on screen.
         let shown = format!(
@@ -140,8 +146,8 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             );
         }
     }
-    let row = app.selected.min(n - 1);
-    let col = app.matrix_col.min(n - 1);
+    let row = app.explorer.selected.min(n - 1);
+    let col = app.explorer.matrix_col.min(n - 1);
     let mut lines = Vec::new();
 
     // Header: column indices.
@@ -168,7 +174,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         );
         let mut spans = vec![Span::styled(format!("{label} "), label_style)];
         for j in (g.col0..n).take(g.cols) {
-            let v = m[i][j];
+            let v = a.value(shown, i, j);
             let mut style = if diff { theme.diff(v) } else { theme.heat(v) };
             if i == row && j == col {
                 style =
@@ -196,7 +202,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                 " = {:.4} → {:.4}",
                 a.base.matrix[row][col], t.matrix[row][col]
             ),
-            None => format!(" = {:.4}", m[row][col]),
+            None => format!(" = {:.4}", a.value(shown, row, col)),
         };
         let room = width.saturating_sub(text::width(&value) + 12) / 2;
         let pair = Line::from(vec![
@@ -220,6 +226,20 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             Rect::new(inner.x, footer_y + 1, inner.width, 1),
         );
     }
+    let visible_cols = g.cols.min(n - g.col0);
+    let visible_rows = g.rows.min(n - g.row0);
+    Some(GridHits {
+        cells: Rect::new(
+            g.inner.x + g.label_w as u16,
+            g.inner.y + 1,
+            (visible_cols * CELL) as u16,
+            (visible_rows as u16).min(g.inner.height.saturating_sub(1)),
+        ),
+        cell_width: CELL as u16,
+        row0: g.row0,
+        col0: g.col0,
+        n,
+    })
 }
 
 fn diff_legend(theme: &Theme) -> Line<'static> {

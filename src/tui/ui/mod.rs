@@ -12,7 +12,9 @@ use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use super::app::{App, Mode, Screen};
+use super::app::{App, Screen};
+use super::hits::{Hits, Pane};
+use super::shell::Mode;
 use super::theme::Theme;
 
 /// Smallest terminal the layout fits in.
@@ -53,7 +55,8 @@ pub fn scroll_offset(cursor: usize, len: usize, view: usize) -> usize {
     cursor.saturating_sub(view - 1).min(len - view)
 }
 
-pub fn draw(app: &App, frame: &mut Frame) {
+/// Draws a frame of the app; returns where its clickable parts went.
+pub fn draw(app: &App, frame: &mut Frame) -> Hits {
     let area = frame.area();
     let theme = Theme { color: app.color };
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
@@ -67,13 +70,19 @@ pub fn draw(app: &App, frame: &mut Frame) {
                 .alignment(Alignment::Center),
             area,
         );
-        return;
+        return Hits::default();
     }
     let areas = layout(area);
+    let mut hits = Hits::default();
     match app.screen {
         Screen::Explorer => {
-            sentences::draw(app, &theme, frame, areas.sentences);
-            matrix::draw(app, &theme, frame, areas.matrix);
+            hits.list = Some(sentences::draw(app, &theme, frame, areas.sentences));
+            hits.grid = matrix::draw(app, &theme, frame, areas.matrix);
+            hits.panes = vec![
+                (Pane::Sentences, areas.sentences),
+                (Pane::Matrix, areas.matrix),
+                (Pane::Map, areas.map),
+            ];
             map::draw(app, &theme, frame, areas.map);
             details::draw(app, &theme, frame, areas.details);
         }
@@ -82,19 +91,24 @@ pub fn draw(app: &App, frame: &mut Frame) {
                 Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
             training::draw(app, &theme, frame, main);
             // The input line for a form field sits in the status row's place.
-            if let Mode::Editing(target, editor) = &app.mode {
+            if let Mode::Editing(target, editor) = &app.shell.mode {
                 sentences::draw_input_line(target, editor, &theme, frame, areas.status);
-                return;
+                return hits;
             }
         }
     }
     status::draw(app, &theme, frame, areas.status);
-    match &app.mode {
+    match &app.shell.mode {
         Mode::Help => help::draw_help(&theme, frame, area),
         Mode::Demo { selected } => help::draw_demo(&theme, frame, area, *selected),
         Mode::Confirm(what) => help::draw_confirm(&theme, frame, area, *what, app),
         _ => {}
     }
+    if !matches!(app.shell.mode, Mode::Normal) {
+        // A pop-up or the input line covers the panes: clicks mean nothing there.
+        return Hits::default();
+    }
+    hits
 }
 
 #[cfg(test)]

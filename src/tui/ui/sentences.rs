@@ -8,14 +8,16 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::scroll_offset;
 use crate::text;
-use crate::tui::app::{App, EditTarget, Mode, Pane};
+use crate::tui::app::App;
 use crate::tui::editor::LineEditor;
+use crate::tui::hits::{ListHits, Pane};
+use crate::tui::shell::{EditTarget, Mode};
 use crate::tui::theme::Theme;
 
 /// Rows of the list inside `area` (the input line takes two rows while typing).
 fn list_area(app: &App, area: Rect) -> Rect {
     let inner = Block::bordered().inner(area);
-    let reserved = if matches!(app.mode, Mode::Editing(..)) {
+    let reserved = if matches!(app.shell.mode, Mode::Editing(..)) {
         2
     } else {
         0
@@ -26,43 +28,34 @@ fn list_area(app: &App, area: Rect) -> Rect {
     }
 }
 
-/// Which sentence a click at `at` lands on.
-pub fn hit(app: &App, area: Rect, at: Position) -> Option<usize> {
-    let list = list_area(app, area);
-    if !list.contains(at) {
-        return None;
-    }
-    let n = app.sentences.len();
-    let i = scroll_offset(app.selected, n, list.height as usize) + (at.y - list.y) as usize;
-    (i < n).then_some(i)
-}
-
-pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+/// Draws the pane; returns where the rows went (for clicks).
+pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits {
     let texts = app.texts();
-    let focused = app.focus == Pane::Sentences;
+    let focused = app.explorer.focus == Pane::Sentences;
     let block = Block::bordered()
         .title(format!(" Sentences ({}) ", texts.len()))
         .border_style(theme.border(focused));
     let list = list_area(app, area);
     frame.render_widget(block, area);
     if list.width == 0 {
-        return;
+        return ListHits::default();
     }
 
     let truncated = |i: usize| {
-        app.analysis
+        app.explorer
+            .analysis
             .as_ref()
             .filter(|a| a.texts.get(i) == texts.get(i))
             .and_then(|a| a.base.tokens.get(i))
             .is_some_and(|t| t.1)
     };
-    let editing_row = match &app.mode {
+    let editing_row = match &app.shell.mode {
         Mode::Editing(EditTarget::Sentence(i), _) => Some(*i),
         Mode::Editing(EditTarget::NewSentence, e) if !e.text().is_empty() => Some(texts.len() - 1),
         _ => None,
     };
     let height = list.height as usize;
-    let offset = scroll_offset(app.selected, texts.len(), height);
+    let offset = scroll_offset(app.explorer.selected, texts.len(), height);
     let width = list.width as usize;
     let mut lines: Vec<Line> = Vec::new();
     if texts.is_empty() {
@@ -73,7 +66,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         ));
     }
     for (i, t) in texts.iter().enumerate().skip(offset).take(height) {
-        let selected = i == app.selected;
+        let selected = i == app.explorer.selected;
         let marker = if selected { "▶" } else { " " };
         let cut = if truncated(i) { "✂" } else { "" };
         let prefix = format!("{marker}{i:>2} {cut}");
@@ -93,7 +86,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     }
     frame.render_widget(Paragraph::new(lines), list);
 
-    if let Mode::Editing(target, editor) = &app.mode {
+    if let Mode::Editing(target, editor) = &app.shell.mode {
         let inner = Block::bordered().inner(area);
         let y = inner.y + inner.height.saturating_sub(2);
         let label = format!("{}: ", target.prompt());
@@ -107,6 +100,11 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         );
         let input = Rect::new(inner.x, y + 1, inner.width, 1);
         draw_field(editor, frame, input, "> ");
+    }
+    ListHits {
+        rows: list,
+        first: offset,
+        count: texts.len(),
     }
 }
 

@@ -7,13 +7,14 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use crate::text;
-use crate::tui::app::{App, ModelState};
+use crate::tui::app::App;
+use crate::tui::explorer::ModelState;
 use crate::tui::theme::Theme;
 
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let sep = Span::styled(" │ ", theme.dim());
     let mut spans: Vec<Span> = Vec::new();
-    match &app.base.model {
+    match &app.explorer.base.model {
         ModelState::Ready(m) => {
             let name = m
                 .name
@@ -34,10 +35,10 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                 spans.push(Span::raw(part));
             }
             spans.push(sep.clone());
-            let activity = if app.pending() {
+            let activity = if app.explorer.pending() {
                 "embedding…".to_string()
             } else {
-                match app.last_embed_ms {
+                match app.explorer.last_embed_ms {
                     Some(ms) => format!("ready ({ms:.0} ms)"),
                     None => "ready".to_string(),
                 }
@@ -50,7 +51,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             theme.error(),
         )),
     }
-    if let Some(t) = &app.tuned {
+    if let Some(t) = &app.explorer.tuned {
         spans.push(sep.clone());
         let name = match &t.model {
             ModelState::Ready(m) => m.name.clone(),
@@ -70,8 +71,8 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         let pct = (100 * run.step).checked_div(run.total_steps).unwrap_or(0);
         spans.push(Span::raw(format!("training run {} {pct}%", run.id)));
     }
-    if let Some(s) = &app.status
-        && !(matches!(app.base.model, ModelState::Failed { .. }) && s.error)
+    if let Some(s) = &app.shell.status
+        && !(matches!(app.explorer.base.model, ModelState::Failed { .. }) && s.error)
     {
         spans.push(sep.clone());
         let style = if s.error { theme.error() } else { theme.dim() };

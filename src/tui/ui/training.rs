@@ -9,9 +9,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Dataset, Gauge, GraphType, Paragraph, Wrap};
 
 use crate::text;
-use crate::tui::app::{App, TrainFocus};
+use crate::train::rules::Setting;
+use crate::tui::app::App;
 use crate::tui::theme::Theme;
-use crate::tui::training::{FieldId, Form, RunStatus, RunView};
+use crate::tui::training::{Form, RunStatus, RunView, TrainFocus, is_choice};
 
 /// Steps in the "recent" loss chart.
 const RECENT: usize = 50;
@@ -19,10 +20,10 @@ const RECENT: usize = 50;
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)]).areas(area);
-    let main_focus = app.train_focus == TrainFocus::Main;
-    let shown = app.runs.get(app.run_selected);
-    if app.form_open || shown.is_none() {
-        draw_form(&app.form, theme, frame, left, main_focus);
+    let main_focus = app.training.focus == TrainFocus::Main;
+    let shown = app.training.runs.get(app.training.run_selected);
+    if app.training.form_shown() {
+        draw_form(&app.training.form, theme, frame, left, main_focus);
     } else if let Some(run) = shown {
         draw_run(run, theme, frame, left, main_focus);
     }
@@ -34,7 +35,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     .areas(right);
     let [recent, metric] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
-    let run = shown.filter(|_| !app.form_open || app.active_run().is_some());
+    let run = shown.filter(|_| !app.training.form_shown() || app.active_run().is_some());
     let run = run.or(app.active_run());
     draw_loss(run, theme, frame, top, None);
     draw_loss(run, theme, frame, recent, Some(RECENT));
@@ -42,14 +43,14 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     draw_history(app, theme, frame, bottom);
 }
 
-fn field_value(form: &Form, f: FieldId) -> String {
+fn field_value(form: &Form, f: Setting) -> String {
     let v = form.get(f);
-    if f.is_choice() {
+    if is_choice(f) {
         format!("◀ {v} ▶")
     } else if v.is_empty() {
         match f {
-            FieldId::MaxSeq => "(the model's)".into(),
-            FieldId::Eval => "(none)".into(),
+            Setting::MaxSeqLength => "(the model's)".into(),
+            Setting::Eval => "(none)".into(),
             _ => String::new(),
         }
     } else {
@@ -97,8 +98,8 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
             ));
         }
         let note = match f {
-            FieldId::Data | FieldId::Eval => {
-                let d = if f == FieldId::Data {
+            Setting::Data | Setting::Eval => {
+                let d = if f == Setting::Data {
                     &form.data
                 } else {
                     &form.eval
@@ -106,9 +107,9 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
                 match d {
                     Some(Ok(d)) => Some(format!(
                         "{} · {} rows{}",
-                        d.kind.describe(),
-                        d.rows,
-                        if d.scores_scaled {
+                        d.summary.kind.describe(),
+                        d.summary.rows,
+                        if d.summary.scores_scaled {
                             " · scores 0-5 scaled to 0-1"
                         } else {
                             ""
@@ -117,7 +118,7 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
                     Some(Err(_)) | None => None,
                 }
             }
-            FieldId::Loss => form
+            Setting::Loss => form
                 .get(f)
                 .parse::<crate::train::losses::LossKind>()
                 .ok()
@@ -134,10 +135,10 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
     if let Some(Ok(d)) = &form.data {
         lines.push(Line::raw(""));
         lines.push(Line::styled(
-            format!("first rows ({})", d.columns.join(", ")),
+            format!("first rows ({})", d.summary.columns.join(", ")),
             theme.dim(),
         ));
-        for row in &d.preview {
+        for row in &d.summary.preview {
             lines.push(Line::raw(text::clip(
                 &format!("  {}", row.join(" │ ")),
                 width,
@@ -452,13 +453,13 @@ fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Re
 }
 
 fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
-    let focused = app.train_focus == TrainFocus::History;
+    let focused = app.training.focus == TrainFocus::History;
     let block = Block::bordered()
         .title(" Runs this session · Tab here, ↑↓ choose, l load ")
         .border_style(theme.border(focused));
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    if app.runs.is_empty() {
+    if app.training.runs.is_empty() {
         frame.render_widget(
             Paragraph::new(Line::styled(
                 "none yet: fill in the form and press s",
@@ -468,8 +469,13 @@ fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         );
         return;
     }
-    let offset = super::scroll_offset(app.run_selected, app.runs.len(), inner.height as usize);
+    let offset = super::scroll_offset(
+        app.training.run_selected,
+        app.training.runs.len(),
+        inner.height as usize,
+    );
     let lines: Vec<Line> = app
+        .training
         .runs
         .iter()
         .enumerate()
@@ -495,7 +501,11 @@ fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                 .map_or(String::new(), |n| n.to_string_lossy().into_owned());
             let line = format!(
                 "{} {:>2} {:<9} {:<8} {:<22} {} ep · {}  {}",
-                if i == app.run_selected { "▶" } else { " " },
+                if i == app.training.run_selected {
+                    "▶"
+                } else {
+                    " "
+                },
                 r.id,
                 status,
                 r.config.loss.name(),
@@ -504,7 +514,7 @@ fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                 metric,
                 r.config.output.display()
             );
-            let style = if i == app.run_selected {
+            let style = if i == app.training.run_selected {
                 theme.selected()
             } else {
                 Style::new()

@@ -1,7 +1,14 @@
-//! Reading sentences for `encode`: plain text (one per line) or JSON Lines with a `text` field.
+//! Sentence files, for the command line and the explorer alike:
+//!
+//! - `encode`'s input: plain text (one sentence per line, an empty line is the empty sentence)
+//!   or JSON Lines with a `text` field ([`read_sentences`]);
+//! - the explorer's sentence lists: one sentence per line, blank lines skipped ([`read_list`]),
+//!   saved atomically ([`write_list`]).
+//!
+//! Every error names the file and, where there is one, the line.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// How the input file is laid out.
@@ -116,6 +123,63 @@ pub fn parse_sentences(
     Ok(out)
 }
 
+/// Reads a sentence list: one sentence per line, blank lines skipped.
+pub fn read_list(path: &Path) -> Result<Vec<String>, InputError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| InputError {
+        source: name.clone(),
+        line: None,
+        message: format!("cannot open: {e}"),
+    })?;
+    parse_list(&name, &bytes)
+}
+
+/// Parses a sentence list (see [`read_list`]); `name` is used in errors. A UTF-8 byte-order mark,
+/// `\r\n` line ends and trailing blanks are dropped.
+pub fn parse_list(name: &str, bytes: &[u8]) -> Result<Vec<String>, InputError> {
+    let mut out = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(raw).map_err(|e| InputError {
+            source: name.to_string(),
+            line: Some(i + 1),
+            message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+        })?;
+        let line = line.strip_prefix('\u{feff}').unwrap_or(line).trim_end();
+        if !line.trim().is_empty() {
+            out.push(line.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(InputError {
+            source: name.to_string(),
+            line: None,
+            message: "holds no sentences".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Writes one sentence per line (line breaks inside a sentence become spaces) through a
+/// temporary file renamed into place, so an interrupted save never leaves half a file.
+pub fn write_list(path: &Path, sentences: &[String]) -> Result<(), InputError> {
+    let fail = |e: std::io::Error| InputError {
+        source: path.display().to_string(),
+        line: None,
+        message: format!("cannot write: {e}"),
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    for s in sentences {
+        writeln!(tmp, "{}", s.replace(['\n', '\r'], " ")).map_err(fail)?;
+    }
+    tmp.as_file().sync_all().map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +239,28 @@ mod tests {
                 .starts_with("in.jsonl:1: invalid JSON")
         );
         assert!(j(b"\n\n").unwrap_err().to_string().contains("no records"));
+    }
+
+    #[test]
+    fn lists_skip_blank_lines_and_round_trip() {
+        assert_eq!(
+            parse_list("l.txt", "\u{feff}a  \r\n\n  \nb\n".as_bytes()).unwrap(),
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            parse_list("l.txt", b"\n \n").unwrap_err().to_string(),
+            "l.txt: holds no sentences"
+        );
+        assert_eq!(
+            parse_list("l.txt", b"ok\n\xc3\n").unwrap_err().to_string(),
+            "l.txt:2: invalid UTF-8 at byte 1 of the line"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.txt");
+        let s = vec!["机器学习".to_string(), "two\nlines".to_string()];
+        write_list(&p, &s).unwrap();
+        assert_eq!(read_list(&p).unwrap(), vec!["机器学习", "two lines"]);
+        let e = write_list(&dir.path().join("no/such/dir/s.txt"), &s).unwrap_err();
+        assert!(e.to_string().contains("cannot write"), "{e}");
     }
 }

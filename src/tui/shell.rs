@@ -1,0 +1,140 @@
+//! What the screens share: the mode the keys are in (an input line, a pop-up), the status line,
+//! and what the app asks of the world (requests for the embedding worker, effects for training
+//! and files). The screens (`explorer.rs`, `training/`) act through it; the app routes.
+
+use std::sync::Arc;
+
+use super::editor::LineEditor;
+use super::messages::Request;
+use crate::train::config::TrainConfig;
+use crate::train::data::Dataset;
+use crate::train::rules::Setting;
+use crate::train::run::Preloaded;
+
+/// What the input line is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditTarget {
+    NewSentence,
+    Sentence(usize),
+    OpenPath,
+    SavePath,
+    ModelSpec,
+    /// A fine-tuned model (or checkpoint) to compare with the base model.
+    TunedSpec,
+    /// A field of the training form.
+    Field(Setting),
+}
+
+impl EditTarget {
+    pub fn prompt(&self) -> &'static str {
+        match self {
+            EditTarget::NewSentence => "new sentence",
+            EditTarget::Sentence(_) => "edit sentence",
+            EditTarget::OpenPath => "open file",
+            EditTarget::SavePath => "save to file",
+            EditTarget::ModelSpec => "model (folder or Hub id)",
+            EditTarget::TunedSpec => "compare with (fine-tuned folder or checkpoint)",
+            EditTarget::Field(f) => f.label(),
+        }
+    }
+}
+
+/// A question that needs an answer before going on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Stop the running training run.
+    StopRun,
+    /// Quit while a run is training.
+    QuitDuringRun,
+}
+
+/// Where the keys go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    Editing(EditTarget, LineEditor),
+    Help,
+    Demo { selected: usize },
+    Confirm(Confirm),
+}
+
+/// What the app asks of the world besides embeddings.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    StartTraining {
+        config: Box<TrainConfig>,
+        /// The data files as the form read them (not parsed again).
+        preloaded: Preloaded,
+    },
+    StopTraining {
+        keep_checkpoint: bool,
+    },
+    /// Read a data file for the form (kind, rows, preview).
+    InspectData {
+        path: String,
+        eval: bool,
+    },
+}
+
+/// A data file read for the form.
+pub type DataRead = Result<Arc<Dataset>, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusMessage {
+    pub text: String,
+    pub error: bool,
+}
+
+/// The state the screens share.
+#[derive(Debug)]
+pub struct Shell {
+    pub mode: Mode,
+    pub status: Option<StatusMessage>,
+    requests: Vec<Request>,
+    effects: Vec<Effect>,
+}
+
+impl Default for Shell {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Normal,
+            status: None,
+            requests: Vec::new(),
+            effects: Vec::new(),
+        }
+    }
+}
+
+impl Shell {
+    pub fn set_status(&mut self, text: impl Into<String>, error: bool) {
+        self.status = Some(StatusMessage {
+            text: text.into(),
+            error,
+        });
+    }
+
+    pub fn clear_status(&mut self) {
+        self.status = None;
+    }
+
+    pub fn request(&mut self, r: Request) {
+        self.requests.push(r);
+    }
+
+    pub fn effect(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+
+    /// Opens the input line for `target`, starting with `text`.
+    pub fn edit(&mut self, target: EditTarget, text: &str) {
+        self.mode = Mode::Editing(target, LineEditor::new(text));
+    }
+
+    pub fn take_requests(&mut self) -> Vec<Request> {
+        std::mem::take(&mut self.requests)
+    }
+
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+}

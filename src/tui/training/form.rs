@@ -1,0 +1,518 @@
+//! The training form: every setting of a new run as typed, checked field by field before launch
+//! through the same rules the command line and the run use (`train/rules.rs`), and the data
+//! files as they were read (kept, so the run does not parse them again).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::model::{DeviceChoice, PoolingMode};
+use crate::train::config::TrainConfig;
+use crate::train::data::{DataKind, Dataset, Example, NLI_LABELS};
+use crate::train::losses::LossKind;
+use crate::train::rules::{self, Setting, SettingError};
+use crate::train::run::Preloaded;
+
+/// What the form shows about a data file once it has been read (off the UI thread).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSummary {
+    pub kind: DataKind,
+    pub rows: usize,
+    pub columns: Vec<String>,
+    /// The first rows, column by column.
+    pub preview: Vec<Vec<String>>,
+    pub scores_scaled: bool,
+}
+
+impl DataSummary {
+    pub fn of(d: &Dataset) -> Self {
+        Self {
+            kind: d.kind,
+            rows: d.examples.len(),
+            columns: d.columns.clone(),
+            preview: d
+                .examples
+                .iter()
+                .take(3)
+                .map(|e| {
+                    let mut row: Vec<String> = e.texts().into_iter().map(str::to_string).collect();
+                    match e {
+                        Example::Scored { score, .. } => row.push(format!("{score:.2}")),
+                        Example::Labeled { label, .. } => row.push(format!("{label}")),
+                        Example::Nli { label, .. } => {
+                            row.push(NLI_LABELS[*label as usize].to_string())
+                        }
+                        _ => {}
+                    }
+                    row
+                })
+                .collect(),
+            scores_scaled: d.scores_scaled,
+        }
+    }
+}
+
+/// A data file read for the form: what it shows, and the rows themselves for the run.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    pub summary: DataSummary,
+    pub dataset: Arc<Dataset>,
+}
+
+/// The form's fields, in order.
+pub const FIELDS: [Setting; 14] = [
+    Setting::Model,
+    Setting::Data,
+    Setting::Loss,
+    Setting::Pooling,
+    Setting::Epochs,
+    Setting::BatchSize,
+    Setting::Lr,
+    Setting::WarmupRatio,
+    Setting::MaxSeqLength,
+    Setting::Seed,
+    Setting::Device,
+    Setting::Eval,
+    Setting::Teacher,
+    Setting::Output,
+];
+
+/// Fields chosen from a list (←/→) rather than typed.
+pub fn is_choice(f: Setting) -> bool {
+    matches!(f, Setting::Loss | Setting::Pooling | Setting::Device)
+}
+
+pub const MODEL_POOLING: &str = "model's own";
+const DEVICES: [&str; 4] = ["auto", "cpu", "cuda", "metal"];
+
+/// The training form: every value as typed, and what is wrong with it.
+#[derive(Debug, Clone)]
+pub struct Form {
+    values: Vec<(Setting, String)>,
+    pub errors: Vec<SettingError>,
+    pub selected: usize,
+    pub data: Option<Result<DataFile, String>>,
+    pub eval: Option<Result<DataFile, String>>,
+}
+
+impl Form {
+    pub fn new(model: &str, output: String) -> Self {
+        let exists = |p: &str| Path::new(p).is_file();
+        let data = if exists("sample_data/scored-pairs.csv") {
+            "sample_data/scored-pairs.csv"
+        } else {
+            ""
+        };
+        let eval = if exists("sample_data/scored-pairs-dev.csv") {
+            "sample_data/scored-pairs-dev.csv"
+        } else {
+            ""
+        };
+        let defaults = TrainConfig::new(model, PathBuf::new(), LossKind::Cosine, PathBuf::new());
+        let values = FIELDS
+            .iter()
+            .map(|&f| {
+                let v = match f {
+                    Setting::Model => model.to_string(),
+                    Setting::Data => data.to_string(),
+                    Setting::Loss => "cosine".to_string(),
+                    Setting::Pooling => MODEL_POOLING.to_string(),
+                    Setting::Epochs => defaults.epochs.to_string(),
+                    Setting::BatchSize => defaults.batch_size.to_string(),
+                    Setting::Lr => format!("{:e}", defaults.lr),
+                    Setting::WarmupRatio => defaults.warmup_ratio.to_string(),
+                    Setting::Seed => defaults.seed.to_string(),
+                    Setting::Device => "auto".to_string(),
+                    Setting::Eval => eval.to_string(),
+                    Setting::Output => output.clone(),
+                    _ => String::new(),
+                };
+                (f, v)
+            })
+            .collect();
+        Self {
+            values,
+            errors: Vec::new(),
+            selected: 0,
+            data: None,
+            eval: None,
+        }
+    }
+
+    pub fn get(&self, f: Setting) -> &str {
+        self.values
+            .iter()
+            .find(|(id, _)| *id == f)
+            .map_or("", |(_, v)| v)
+    }
+
+    pub fn set(&mut self, f: Setting, v: String) {
+        if let Some(slot) = self.values.iter_mut().find(|(id, _)| *id == f) {
+            slot.1 = v;
+        }
+        self.errors.retain(|e| e.setting != f);
+    }
+
+    pub fn error(&self, f: Setting) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.setting == f)
+            .map(|e| e.reason.as_str())
+    }
+
+    /// The fields shown: the teacher only for distillation.
+    pub fn visible(&self) -> Vec<Setting> {
+        FIELDS
+            .into_iter()
+            .filter(|&f| f != Setting::Teacher || self.get(Setting::Loss) == "mse")
+            .collect()
+    }
+
+    pub fn selected_field(&self) -> Setting {
+        let v = self.visible();
+        v[self.selected.min(v.len() - 1)]
+    }
+
+    /// The losses offered: those that fit the data when it has been read, else all.
+    pub fn losses(&self) -> Vec<LossKind> {
+        match &self.data {
+            Some(Ok(d)) => d.summary.kind.losses().to_vec(),
+            _ => LossKind::ALL.to_vec(),
+        }
+    }
+
+    fn choices(&self, f: Setting) -> Vec<String> {
+        match f {
+            Setting::Loss => self.losses().iter().map(|l| l.name().to_string()).collect(),
+            Setting::Pooling => std::iter::once(MODEL_POOLING.to_string())
+                .chain(PoolingMode::ALL.iter().map(|m| m.name().to_string()))
+                .collect(),
+            Setting::Device => DEVICES.iter().map(|d| d.to_string()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Moves a choice field one option forward or back.
+    pub fn cycle(&mut self, f: Setting, forward: bool) {
+        let options = self.choices(f);
+        if options.is_empty() {
+            return;
+        }
+        let i = options.iter().position(|o| o == self.get(f));
+        let n = options.len();
+        let next = match (i, forward) {
+            (None, _) => 0,
+            (Some(i), true) => (i + 1) % n,
+            (Some(i), false) => (i + n - 1) % n,
+        };
+        self.set(f, options[next].clone());
+    }
+
+    /// A data file was read: offer only the losses that fit, keeping the chosen one if it does.
+    pub fn data_inspected(&mut self, path: &str, result: Result<Arc<Dataset>, String>, eval: bool) {
+        let field = if eval { Setting::Eval } else { Setting::Data };
+        if self.get(field) != path {
+            return; // the field changed meanwhile
+        }
+        let file = result.map(|dataset| DataFile {
+            summary: DataSummary::of(&dataset),
+            dataset,
+        });
+        if eval {
+            self.eval = Some(file);
+        } else {
+            self.data = Some(file);
+            let losses = self.losses();
+            let current = self.get(Setting::Loss).parse::<LossKind>().ok();
+            if !current.is_some_and(|l| losses.contains(&l)) {
+                self.set(Setting::Loss, losses[0].name().to_string());
+            }
+        }
+    }
+
+    /// Checks every field; on success, the run's settings and the data files as read. The rules
+    /// are the command line's and the run's (`train/rules.rs`); only turning the typed text into
+    /// values is the form's own.
+    pub fn validate(&mut self) -> Option<(TrainConfig, Preloaded)> {
+        let mut errs: Vec<SettingError> = Vec::new();
+        let text = |f: Setting| self.get(f).trim().to_string();
+        let mut parsed = |f: Setting, ok: bool, why: &str| {
+            if !ok {
+                errs.push(SettingError::new(f, why));
+            }
+        };
+        let loss = text(Setting::Loss).parse::<LossKind>().ok();
+        parsed(Setting::Loss, loss.is_some(), "choose a loss");
+        let epochs = text(Setting::Epochs).parse::<usize>().ok();
+        parsed(
+            Setting::Epochs,
+            epochs.is_some(),
+            "a whole number, at least 1",
+        );
+        let batch = text(Setting::BatchSize).parse::<usize>().ok();
+        parsed(
+            Setting::BatchSize,
+            batch.is_some(),
+            "a whole number, at least 1",
+        );
+        let lr = text(Setting::Lr).parse::<f64>().ok();
+        parsed(Setting::Lr, lr.is_some(), "a positive number, such as 2e-5");
+        let warmup = text(Setting::WarmupRatio).parse::<f64>().ok();
+        parsed(Setting::WarmupRatio, warmup.is_some(), "a number in [0, 1)");
+        let max_seq = match text(Setting::MaxSeqLength).as_str() {
+            "" => Some(None),
+            s => s.parse::<usize>().ok().map(Some),
+        };
+        parsed(
+            Setting::MaxSeqLength,
+            max_seq.is_some(),
+            "empty (the model's) or a number, at least 2",
+        );
+        let seed = text(Setting::Seed).parse::<u64>().ok();
+        parsed(Setting::Seed, seed.is_some(), "a whole number");
+        let device = text(Setting::Device).parse::<DeviceChoice>().ok();
+        parsed(
+            Setting::Device,
+            device.is_some(),
+            "auto, cpu, cuda or metal",
+        );
+        let pooling = match text(Setting::Pooling).as_str() {
+            MODEL_POOLING => Some(None),
+            p => p.parse().ok().map(Some),
+        };
+        parsed(Setting::Pooling, pooling.is_some(), "choose a pooling");
+
+        // The data files: read, and fitting the loss.
+        let file_state = |f: Setting, state: &Option<Result<DataFile, String>>| match (
+            state,
+            text(f).is_empty(),
+        ) {
+            (_, true) => Ok(None),
+            (None, false) => Err(SettingError::new(
+                f,
+                "not read yet (press Enter on the field)",
+            )),
+            (Some(Err(e)), false) => Err(SettingError::new(f, e.clone())),
+            (Some(Ok(d)), false) => Ok(Some(d.clone())),
+        };
+        let data = match file_state(Setting::Data, &self.data) {
+            Ok(None) => {
+                errs.push(SettingError::new(
+                    Setting::Data,
+                    "choose a .csv, .tsv or .jsonl file",
+                ));
+                None
+            }
+            Ok(Some(d)) => Some(d),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        };
+        let eval = match file_state(Setting::Eval, &self.eval) {
+            Ok(d) => d,
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        };
+        if let (Some(d), Some(l)) = (&data, loss)
+            && let Err(e) = rules::check_data(d.summary.kind, &d.dataset.path, l)
+        {
+            errs.push(e);
+        }
+        if let (Some(e), Some(l)) = (&eval, loss)
+            && let Err(e) = rules::check_eval(e.summary.kind, &e.dataset.path, Some(l))
+        {
+            errs.push(e);
+        }
+
+        // The rules run on what did parse (defaults stand in for the rest), so every problem
+        // shows at once; a field that did not parse keeps its own message.
+        let defaults = TrainConfig::new("", PathBuf::new(), LossKind::Cosine, PathBuf::new());
+        let mut c = TrainConfig::new(
+            &text(Setting::Model),
+            PathBuf::from(text(Setting::Data)),
+            loss.unwrap_or(defaults.loss),
+            PathBuf::from(text(Setting::Output)),
+        );
+        c.pooling = pooling.clone().unwrap_or(None);
+        c.epochs = epochs.unwrap_or(defaults.epochs);
+        c.batch_size = batch.unwrap_or(defaults.batch_size);
+        c.lr = lr.unwrap_or(defaults.lr);
+        c.warmup_ratio = warmup.unwrap_or(defaults.warmup_ratio);
+        c.max_seq_length = max_seq.unwrap_or(None);
+        c.seed = seed.unwrap_or(defaults.seed);
+        c.device = device.unwrap_or(defaults.device);
+        c.eval = (!text(Setting::Eval).is_empty()).then(|| PathBuf::from(text(Setting::Eval)));
+        c.teacher = (c.loss == LossKind::Mse).then(|| text(Setting::Teacher));
+        if let Err(more) = rules::check_config(&c) {
+            let unparsed: Vec<Setting> = errs.iter().map(|e| e.setting).collect();
+            errs.extend(more.into_iter().filter(|e| !unparsed.contains(&e.setting)));
+        }
+        if errs.iter().all(|e| e.setting != Setting::Output)
+            && let Err(e) = rules::check_output(&c.output)
+        {
+            errs.push(e);
+        }
+        // One message per field (the first), in the order of the form.
+        let mut seen = Vec::new();
+        errs.retain(|e| {
+            let first = !seen.contains(&e.setting);
+            seen.push(e.setting);
+            first
+        });
+        errs.sort_by_key(|e| FIELDS.iter().position(|f| *f == e.setting));
+        let all_parsed = loss.is_some()
+            && epochs.is_some()
+            && batch.is_some()
+            && lr.is_some()
+            && warmup.is_some()
+            && max_seq.is_some()
+            && seed.is_some()
+            && device.is_some()
+            && pooling.is_some();
+        if !errs.is_empty() || !all_parsed {
+            self.errors = errs;
+            return None;
+        }
+        self.errors.clear();
+        let preloaded = Preloaded {
+            data: data.map(|d| d.dataset),
+            eval: eval.map(|d| d.dataset),
+        };
+        Some((c, preloaded))
+    }
+}
+
+/// A free output folder name: `runs/run-N`.
+pub fn next_output(base: &Path) -> String {
+    (1..)
+        .map(|n| base.join(format!("run-{n}")))
+        .find(|p| !p.exists())
+        .expect("some name is free")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data file of `kind` with `rows` made-up rows.
+    pub fn dataset(path: &str, kind: DataKind, rows: usize) -> Arc<Dataset> {
+        let ex = |i: usize| match kind {
+            DataKind::ScoredPairs => Example::Scored {
+                a: format!("a{i}"),
+                b: format!("b{i}"),
+                score: 0.5,
+            },
+            DataKind::Nli => Example::Nli {
+                premise: format!("p{i}"),
+                hypothesis: format!("h{i}"),
+                label: 0,
+            },
+            _ => Example::Text(format!("t{i}")),
+        };
+        Arc::new(Dataset {
+            path: path.into(),
+            kind,
+            columns: vec![],
+            examples: (0..rows).map(ex).collect(),
+            scores_scaled: false,
+            stamp: None,
+        })
+    }
+
+    #[test]
+    fn invalid_values_are_marked_per_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Form::new("m", dir.path().join("new").to_string_lossy().into_owned());
+        f.set(Setting::Data, "d.csv".into());
+        f.data_inspected(
+            "d.csv",
+            Ok(dataset("d.csv", DataKind::ScoredPairs, 10)),
+            false,
+        );
+        f.set(Setting::Eval, String::new());
+        f.set(Setting::Epochs, "0".into());
+        f.set(Setting::Lr, "fast".into());
+        f.set(Setting::WarmupRatio, "1.5".into());
+        assert!(f.validate().is_none());
+        // Lr does not parse: the form says so. Epochs and warm-up parse, and the rules refuse
+        // them in the same pass.
+        assert_eq!(
+            f.error(Setting::Lr),
+            Some("a positive number, such as 2e-5")
+        );
+        assert_eq!(f.error(Setting::Epochs), Some("must be at least 1"));
+        assert_eq!(
+            f.errors[0].setting,
+            Setting::Epochs,
+            "in the order of the form"
+        );
+        f.set(Setting::Lr, "2e-5".into());
+        assert!(f.validate().is_none());
+        assert_eq!(f.error(Setting::Lr), None);
+        assert_eq!(f.error(Setting::WarmupRatio), Some("must be in [0, 1)"));
+        assert_eq!(f.error(Setting::Model), None);
+        f.set(Setting::Epochs, "1".into());
+        f.set(Setting::WarmupRatio, "0.1".into());
+        let (c, pre) = f.validate().expect("valid");
+        assert_eq!(c.loss, LossKind::Cosine);
+        assert_eq!(c.lr, 2e-5);
+        assert_eq!(pre.data.unwrap().examples.len(), 10, "the rows as read");
+    }
+
+    #[test]
+    fn only_losses_that_fit_are_offered() {
+        let mut f = Form::new("m", "out".into());
+        f.set(Setting::Data, "nli.csv".into());
+        f.data_inspected("nli.csv", Ok(dataset("nli.csv", DataKind::Nli, 3)), false);
+        assert_eq!(f.get(Setting::Loss), "softmax");
+        f.cycle(Setting::Loss, true);
+        assert_eq!(f.get(Setting::Loss), "softmax", "the only one");
+        f.set(Setting::Data, "t.csv".into());
+        f.data_inspected("t.csv", Ok(dataset("t.csv", DataKind::Texts, 3)), false);
+        assert_eq!(f.losses(), vec![LossKind::SimCse, LossKind::Mse]);
+        f.cycle(Setting::Loss, true);
+        assert_eq!(f.get(Setting::Loss), "mse");
+        assert!(f.visible().contains(&Setting::Teacher));
+    }
+
+    #[test]
+    fn a_rule_lands_on_its_own_field() {
+        // The form once matched error texts to labels by prefix, so an error about one setting
+        // could land on another. Now each refusal carries its setting.
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Form::new("m", dir.path().join("o").to_string_lossy().into_owned());
+        f.set(Setting::Data, "t.csv".into());
+        f.data_inspected("t.csv", Ok(dataset("t.csv", DataKind::Texts, 3)), false);
+        f.set(Setting::Eval, String::new());
+        f.set(Setting::Loss, "simcse".into());
+        f.set(Setting::BatchSize, "1".into());
+        f.set(Setting::MaxSeqLength, "1".into());
+        assert!(f.validate().is_none());
+        assert_eq!(
+            f.error(Setting::BatchSize),
+            Some("in-batch negatives need a batch of at least 2")
+        );
+        assert_eq!(f.error(Setting::MaxSeqLength), Some("must be at least 2"));
+        assert_eq!(f.errors.len(), 2, "{:?}", f.errors);
+    }
+
+    #[test]
+    fn a_folder_that_is_not_ours_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let mut f = Form::new("m", dir.path().to_string_lossy().into_owned());
+        f.set(Setting::Data, "d.csv".into());
+        f.data_inspected(
+            "d.csv",
+            Ok(dataset("d.csv", DataKind::ScoredPairs, 4)),
+            false,
+        );
+        f.set(Setting::Eval, String::new());
+        assert!(f.validate().is_none());
+        assert!(f.error(Setting::Output).unwrap().contains("notes.txt"));
+    }
+}

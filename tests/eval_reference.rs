@@ -1,0 +1,119 @@
+//! The evaluators against the Python library's, on the real all-MiniLM-L6-v2: the metrics of
+//! `sbert-tui eval` (and of a run's evaluations) are the numbers sentence-transformers gives.
+//!
+//! - `eval_sample_reference.json`: the library's evaluators on each evaluable sample data file
+//!   (made by `tests/fixtures/generate/make_eval_reference.py`);
+//! - `evaluators_reference.json` (shared fixture): `BinaryClassificationEvaluator` on 300 SNLI
+//!   pairs (`snli-binary-300.csv`) and `InformationRetrievalEvaluator` with several relevant
+//!   documents per query.
+//!
+//! Tolerance 1e-4 (the fixtures' own).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use sbert_tui::train::data;
+use sbert_tui::train::eval::{self, Metrics};
+
+const TOL: f64 = 1e-4;
+
+fn get(m: &Metrics, name: &str) -> f64 {
+    m.iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in {m:?}"))
+        .1
+}
+
+#[test]
+fn minilm_metrics_equal_the_librarys_on_every_sample_file() {
+    let enc = minilm();
+    let reference = json("eval_sample_reference.json");
+    let expected = reference["models"]["all-MiniLM-L6-v2"].as_object().unwrap();
+    assert_eq!(expected.len(), 5);
+    for (file, metrics) in expected {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("sample_data")
+            .join(file);
+        let d = data::load(&path).unwrap();
+        let got = eval::evaluate(&enc, &d, None, 32).unwrap();
+        for (name, want) in metrics.as_object().unwrap() {
+            let (g, w) = (get(&got, name), want.as_f64().unwrap());
+            assert!(
+                (g - w).abs() < TOL,
+                "{file}: {name} = {g}, Python gives {w}"
+            );
+        }
+        // The primary metric comes first, as the library names it.
+        let primary = eval::primary_metric(d.kind).unwrap();
+        assert_eq!(got[0].0, primary, "{file}");
+    }
+}
+
+#[test]
+fn minilm_binary_classification_equals_the_shared_reference() {
+    let enc = minilm();
+    let r = json("evaluators_reference.json");
+    let want = r["binary_classification"]["metrics"].as_object().unwrap();
+    let d = data::load(&fixture("snli-binary-300.csv")).unwrap();
+    assert_eq!(d.examples.len(), 300);
+    let got = eval::evaluate(&enc, &d, None, 32).unwrap();
+    assert_eq!(want.len(), 8);
+    for (name, value) in want {
+        // `snli_cosine_accuracy` -> `cosine_accuracy`
+        let ours = name.strip_prefix("snli_").unwrap();
+        let (g, w) = (get(&got, ours), value.as_f64().unwrap());
+        assert!((g - w).abs() < TOL, "{ours} = {g}, Python gives {w}");
+    }
+}
+
+#[test]
+fn minilm_retrieval_with_several_relevant_documents_equals_the_shared_reference() {
+    let enc = minilm();
+    let r = &json("evaluators_reference.json")["information_retrieval"];
+    let queries = r["queries"].as_object().unwrap();
+    let corpus = r["corpus"].as_object().unwrap();
+    // The library ranks ties by document id (as strings); ours by position: order the documents
+    // by id so both agree.
+    let mut doc_ids: Vec<&String> = corpus.keys().collect();
+    doc_ids.sort();
+    let doc_texts: Vec<&str> = doc_ids
+        .iter()
+        .map(|k| corpus[*k].as_str().unwrap())
+        .collect();
+    let query_ids: Vec<&String> = queries.keys().collect();
+    let query_texts: Vec<&str> = query_ids
+        .iter()
+        .map(|k| queries[*k].as_str().unwrap())
+        .collect();
+    let relevant: Vec<Vec<usize>> = query_ids
+        .iter()
+        .map(|q| {
+            r["relevant"][q.as_str()]
+                .as_array()
+                .map(|docs| {
+                    docs.iter()
+                        .map(|d| {
+                            doc_ids
+                                .iter()
+                                .position(|k| *k == d.as_str().unwrap())
+                                .unwrap()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(relevant.iter().any(|r| r.len() > 1), "several per query");
+    let q = enc.encode(&query_texts, 32, &mut |_, _| {}).unwrap();
+    let d = enc.encode(&doc_texts, 32, &mut |_, _| {}).unwrap();
+    let got = eval::information_retrieval(&q, &d, &relevant);
+    let want = r["metrics"].as_object().unwrap();
+    assert_eq!(want.len(), 15);
+    for (name, value) in want {
+        let ours = name.strip_prefix("snli_").unwrap();
+        let (g, w) = (get(&got, ours), value.as_f64().unwrap());
+        assert!((g - w).abs() < TOL, "{ours} = {g}, Python gives {w}");
+    }
+}
