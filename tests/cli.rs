@@ -382,3 +382,20 @@ fn a_write_failure_says_write() {
     assert!(err.contains("cannot write"), "{err}");
     assert!(!err.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn a_malformed_tokenizer_is_an_error_not_a_crash() {
+    // Found by fuzzing (fuzz/regressions/model_folder): the tokenizers crate panicked on this
+    // `decoder` entry instead of returning an error.
+    let dir = tiny_copy();
+    let path = dir.path().join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "\"type\": \"WordPiece\",\n    \"prefix\"",
+        "\"t\"y\":p eWordPiece\",\n    \"prefix\"",
+    );
+    assert!(text.contains("\"t\"y\":p eWordPiece"));
+    std::fs::write(&path, text).unwrap();
+    let o = encode_stdin(dir.path().to_str().unwrap(), b"x\n", &[]);
+    assert_fails_with(&o, "tokenizer.json: cannot load tokenizer: malformed");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

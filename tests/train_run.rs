@@ -647,3 +647,43 @@ fn a_run_killed_while_saving_is_found_by_resume() {
         .collect();
     assert_eq!(names, ["run"], "nothing hidden left behind");
 }
+
+#[test]
+fn a_checkpoint_missing_its_optimizer_state_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let Outcome::Cancelled {
+        checkpoint: Some(ckpt),
+        ..
+    } = run_until(config("scored-pairs.csv", LossKind::Cosine, &out), 3)
+    else {
+        panic!()
+    };
+    std::fs::remove_file(ckpt.join(checkpoint::OPTIMIZER_FILE)).unwrap();
+    let resume = Resume::open(&out).unwrap();
+    let err = run::resume(resume, &mut |_| {}, &StopSignal::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("optimizer.safetensors") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_new_run_clears_what_killed_runs_left_beside_it() {
+    // A run killed while saving its final model left `runs/.run-1.tmp-PID` behind for good.
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dir.path().join(".run-1.tmp-999999999");
+    std::fs::create_dir(&dead).unwrap();
+    std::fs::write(dead.join(".sbert-tui-write"), "partial\n").unwrap();
+    std::fs::write(dead.join("model.safetensors"), vec![0u8; 1024]).unwrap();
+    let mut c = config(
+        "scored-pairs.csv",
+        LossKind::Cosine,
+        &dir.path().join("run-2"),
+    );
+    c.epochs = 1;
+    run(c).0.unwrap();
+    assert!(!dead.exists());
+}

@@ -1,98 +1,16 @@
-//! End to end: the real binary in a pseudo-terminal with the tiny fixture model. Loads three
-//! sentences, types a fourth, reads the screen until the matrix is 4 x 4, quits, checks the exit
-//! status and that the terminal was restored.
+//! End to end: the real binary in a pseudo-terminal with the tiny fixture model: typing a
+//! sentence and seeing the matrix grow, training from the form and comparing, and every way out
+//! (quit, panic, abort, SIGTERM) leaving the terminal as it was. Also: emoji that terminals
+//! measure differently leave every row aligned.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use common::pty::{restored_after, spawn_here};
 
-use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-
-/// Starts the binary in a 40 x 120 pseudo-terminal.
-fn spawn(
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (
-    Box<dyn portable_pty::Child + Send + Sync>,
-    Screen,
-    Box<dyn Write + Send>,
-) {
-    let pair = native_pty_system()
-        .openpty(PtySize {
-            rows: 40,
-            cols: 120,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .unwrap();
-    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_sbert-tui"));
-    cmd.args(args);
-    cmd.cwd(env!("CARGO_MANIFEST_DIR"));
-    cmd.env("TERM", "xterm-256color");
-    cmd.env("HF_HUB_OFFLINE", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = pair.slave.spawn_command(cmd).unwrap();
-    drop(pair.slave);
-    let parser = Arc::new(Mutex::new(vt100::Parser::new(
-        std::num::NonZero::new(40).unwrap(),
-        std::num::NonZero::new(120).unwrap(),
-        0,
-    )));
-    let raw = Arc::new(Mutex::new(Vec::new()));
-    let mut reader = pair.master.try_clone_reader().unwrap();
-    let (p, r) = (parser.clone(), raw.clone());
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            p.lock().unwrap().process(&buf[..n]);
-            r.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    let keys = pair.master.take_writer().unwrap();
-    // Keep the master open for the child's lifetime.
-    std::mem::forget(pair.master);
-    (child, Screen(parser, raw), keys)
-}
-
-fn wait_exit(child: &mut Box<dyn portable_pty::Child + Send + Sync>) -> portable_pty::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Screen(Arc<Mutex<vt100::Parser>>, Arc<Mutex<Vec<u8>>>);
-
-impl Screen {
-    fn text(&self) -> String {
-        self.0.lock().unwrap().screen().contents()
-    }
-
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let text = self.text();
-            if pred(&text) {
-                return text;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "timed out waiting for {what}; screen:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+fn tiny() -> String {
+    common::fixture("tiny-bert-st")
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -104,31 +22,29 @@ fn type_a_fourth_sentence_and_see_a_four_by_four_matrix() {
         "The cat sleeps.\nA dog runs in the park.\n机器学习很有趣。\n",
     )
     .unwrap();
-
-    let tiny = common::fixture("tiny-bert-st");
-    let (mut child, screen, mut keys) = spawn(
+    let mut pty = spawn_here(
         &[
             "--model",
-            tiny.to_str().unwrap(),
+            &tiny(),
             "--sentences",
             sentences.to_str().unwrap(),
         ],
         &[],
     );
-
-    let text = screen.wait_for("a 3 x 3 matrix", |s| s.contains("3 × 3"));
+    let text = pty
+        .screen
+        .wait_for("a 3 x 3 matrix", |s| s.contains("3 × 3"));
     assert!(
         text.contains("机器学习很有趣。"),
         "CJK shows as typed:\n{text}"
     );
 
-    keys.write_all(b"a").unwrap();
-    keys.write_all("a fourth sentence".as_bytes()).unwrap();
-    keys.flush().unwrap();
-    screen.wait_for("the draft to show live", |s| s.contains("4 × 4"));
-    keys.write_all(b"\r").unwrap();
-    keys.flush().unwrap();
-    let text = screen.wait_for("the committed fourth row", |s| {
+    pty.send_now(b"a");
+    pty.send_now("a fourth sentence".as_bytes());
+    pty.screen
+        .wait_for("the draft to show live", |s| s.contains("4 × 4"));
+    pty.send_now(b"\r");
+    let text = pty.screen.wait_for("the committed fourth row", |s| {
         s.contains("4 × 4")
             && s.lines()
                 .any(|l| l.contains(" 3 a fourth") && l.contains("1.00"))
@@ -144,35 +60,18 @@ fn type_a_fourth_sentence_and_see_a_four_by_four_matrix() {
         .count();
     assert!(values >= 4, "{row}");
 
-    keys.write_all(b"q").unwrap();
-    keys.flush().unwrap();
-    let status = wait_exit(&mut child);
+    pty.send_now(b"q");
+    let status = pty.wait_exit(10);
     assert!(status.success(), "{status:?}");
-    std::thread::sleep(Duration::from_millis(100));
-    let raw = screen.1.lock().unwrap();
-    let tail = String::from_utf8_lossy(&raw[raw.len().saturating_sub(200)..]).to_string();
-    assert!(
-        tail.contains("\x1b[?1049l"),
-        "left the alternate screen: {tail:?}"
-    );
-    assert!(
-        tail.contains("\x1b[?2004l"),
-        "bracketed paste off: {tail:?}"
-    );
+    let out = pty.screen.output();
+    assert!(restored_after(&out, out.rfind("\x1b[?1049h").unwrap()));
 }
 
 #[test]
 fn a_panic_restores_the_terminal_before_the_message() {
-    let tiny = common::fixture("tiny-bert-st");
-    let (mut child, screen, _keys) = spawn(
-        &["--model", tiny.to_str().unwrap()],
-        &[("SBERT_TUI_TEST_PANIC", "1")],
-    );
-    let status = wait_exit(&mut child);
-    assert!(!status.success());
-    std::thread::sleep(Duration::from_millis(200));
-    let raw = screen.1.lock().unwrap();
-    let out = String::from_utf8_lossy(&raw).to_string();
+    let mut pty = spawn_here(&["--model", &tiny()], &[("SBERT_TUI_TEST_PANIC", "1")]);
+    assert!(!pty.wait_exit(10).success());
+    let out = pty.screen.output();
     let restored = out.find("\x1b[?1049l").expect("left the alternate screen");
     let message = out
         .find("test panic after the first frame")
@@ -184,65 +83,12 @@ fn a_panic_restores_the_terminal_before_the_message() {
 }
 
 #[test]
-fn train_from_the_form_then_compare_before_and_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let tiny = common::fixture("tiny-bert-st");
-    let (mut child, screen, mut keys) = spawn(&["--model", tiny.to_str().unwrap()], &[]);
-    screen.wait_for("the explorer", |s| s.contains("8 × 8"));
-    let mut send = |bytes: &[u8]| {
-        keys.write_all(bytes).unwrap();
-        keys.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-    };
-    send(b"t");
-    screen.wait_for("the form with the sample data read", |s| {
-        s.contains("scored pairs (sentence1")
-    });
-    // Down to the output folder (the last field), type a fresh folder, then start.
-    for _ in 0..14 {
-        send(b"j");
-    }
-    send(b"\r");
-    send(b"\x15"); // Ctrl-U
-    send(out.to_str().unwrap().as_bytes());
-    send(b"\r");
-    send(b"s");
-    let text = screen.wait_for("the run to finish", |s| s.contains("finished · saved to"));
-    assert!(text.contains("Loss · whole run"), "{text}");
-    assert!(text.contains("spearman_cosine"), "{text}");
-    assert!(out.join("modules.json").is_file(), "the model was saved");
-    send(b"l");
-    let text = screen.wait_for("the difference view", |s| {
-        s.contains("fine-tuned − base · 8 × 8")
-    });
-    assert!(text.contains("○ base → ● fine-tuned"), "{text}");
-    send(b"q");
-    let status = wait_exit(&mut child);
-    assert!(status.success(), "{status:?}");
-}
-
-/// The terminal modes the app turned on are turned off in `out` after `from`: the alternate
-/// screen left, mouse capture and bracketed paste off.
-fn restored_after(out: &str, from: usize) -> bool {
-    let tail = &out[from..];
-    tail.contains("\x1b[?1049l") && tail.contains("\x1b[?1000l") && tail.contains("\x1b[?2004l")
-}
-
-#[test]
 fn an_abort_restores_the_terminal_before_the_message() {
     // An allocation failure aborts the process without a panic; the terminal was left in the
     // alternate screen with mouse capture on.
-    let tiny = common::fixture("tiny-bert-st");
-    let (mut child, screen, _keys) = spawn(
-        &["--model", tiny.to_str().unwrap()],
-        &[("SBERT_TUI_TEST_ABORT", "1")],
-    );
-    let status = wait_exit(&mut child);
-    assert!(!status.success());
-    std::thread::sleep(Duration::from_millis(200));
-    let raw = screen.1.lock().unwrap();
-    let out = String::from_utf8_lossy(&raw).to_string();
+    let mut pty = spawn_here(&["--model", &tiny()], &[("SBERT_TUI_TEST_ABORT", "1")]);
+    assert!(!pty.wait_exit(10).success());
+    let out = pty.screen.output();
     let entered = out
         .find("\x1b[?1049h")
         .expect("entered the alternate screen");
@@ -259,49 +105,69 @@ fn an_abort_restores_the_terminal_before_the_message() {
 }
 
 #[test]
+fn train_from_the_form_then_compare_before_and_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut pty = spawn_here(&["--model", &tiny()], &[]);
+    pty.open_training_form();
+    // Down to the output folder (the last field), type a fresh folder, then start.
+    for _ in 0..14 {
+        pty.send(b"j");
+    }
+    pty.send(b"\r\x15"); // Enter, Ctrl-U
+    pty.send(out.to_str().unwrap().as_bytes());
+    pty.send(b"\r");
+    pty.send(b"s");
+    let text = pty
+        .screen
+        .wait_for("the run to finish", |s| s.contains("finished · saved to"));
+    assert!(text.contains("Loss · whole run"), "{text}");
+    assert!(text.contains("spearman_cosine"), "{text}");
+    assert!(out.join("modules.json").is_file(), "the model was saved");
+    pty.send(b"l");
+    let text = pty.screen.wait_for("the difference view", |s| {
+        s.contains("fine-tuned − base · 8 × 8")
+    });
+    assert!(text.contains("○ base → ● fine-tuned"), "{text}");
+    pty.send(b"q");
+    let status = pty.wait_exit(10);
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
 fn sigterm_while_training_keeps_a_checkpoint_and_restores_the_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let tiny = common::fixture("tiny-bert-st");
-    let (mut child, screen, mut keys) = spawn(&["--model", tiny.to_str().unwrap()], &[]);
-    screen.wait_for("the explorer", |s| s.contains("8 × 8"));
-    let mut send = |bytes: &[u8]| {
-        keys.write_all(bytes).unwrap();
-        keys.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-    };
-    send(b"t");
-    screen.wait_for("the form with the sample data read", |s| {
-        s.contains("scored pairs (sentence1")
-    });
+    let mut pty = spawn_here(&["--model", &tiny()], &[]);
+    pty.open_training_form();
     // Epochs (the fifth field): many, so the run is still going when the signal comes.
     for _ in 0..4 {
-        send(b"j");
+        pty.send(b"j");
     }
-    send(b"\r\x15400\r");
+    pty.send(b"\r\x15400\r");
     for _ in 0..10 {
-        send(b"j");
+        pty.send(b"j");
     }
-    send(b"\r\x15");
-    send(out.to_str().unwrap().as_bytes());
-    send(b"\r");
-    send(b"s");
+    pty.send(b"\r\x15");
+    pty.send(out.to_str().unwrap().as_bytes());
+    pty.send(b"\r");
+    pty.send(b"s");
     // 300 rows at batch 16: 19 steps an epoch, 7,600 in all.
-    screen.wait_for("the run to train", |s| {
+    pty.screen.wait_for("the run to train", |s| {
         s.contains("step ") && s.contains("/7600")
     });
     // SAFETY: a signal to our own child.
     assert_eq!(
-        unsafe { libc::kill(child.process_id().unwrap() as libc::pid_t, libc::SIGTERM) },
+        unsafe { libc::kill(pty.pid() as libc::pid_t, libc::SIGTERM) },
         0
     );
-    let status = wait_exit(&mut child);
+    let status = pty.wait_exit(30);
     assert!(status.success(), "{status:?}");
-    std::thread::sleep(Duration::from_millis(100));
-    let raw = screen.1.lock().unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let entered = text.find("\x1b[?1049h").unwrap();
-    assert!(restored_after(&text, entered), "terminal restored");
+    let text = pty.screen.output();
+    assert!(
+        restored_after(&text, text.find("\x1b[?1049h").unwrap()),
+        "terminal restored"
+    );
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "cancelled", "{log}");
@@ -310,9 +176,9 @@ fn sigterm_while_training_keeps_a_checkpoint_and_restores_the_terminal() {
 
 #[test]
 fn joined_emoji_and_flags_leave_no_stray_glyphs() {
-    // A family emoji (three joined by zero-width joiners) is 2 columns for ratatui but 6 for
-    // many terminals (and for vt100, standing in for one here): the rest of the row shifted
-    // and left stray glyphs. Each row's pane borders must stay where the layout put them.
+    // Terminals draw a family emoji (three joined by zero-width joiners) 2 or 6 columns wide,
+    // and flags, skin tones and variation selectors vary too; a row measured wrong moved its
+    // values sideways. Each row's borders and values must stay where the layout put them.
     let dir = tempfile::tempdir().unwrap();
     let sentences = dir.path().join("emoji.txt");
     std::fs::write(
@@ -320,62 +186,58 @@ fn joined_emoji_and_flags_leave_no_stray_glyphs() {
         "👨‍👩‍👧 a family\n🇫🇷 a flag\n👍🏽 a thumb\n❤️ a heart\nplain words\n",
     )
     .unwrap();
-    let tiny = common::fixture("tiny-bert-st");
-    let (mut child, screen, mut keys) = spawn(
+    let mut pty = spawn_here(
         &[
             "--model",
-            tiny.to_str().unwrap(),
+            &tiny(),
             "--sentences",
             sentences.to_str().unwrap(),
         ],
         &[],
     );
-    screen.wait_for("the matrix", |s| s.contains("5 × 5"));
+    pty.screen.wait_for("the matrix", |s| s.contains("5 × 5"));
     // Move through the list so every row is redrawn, then look at the screen.
     for k in [b"j", b"j", b"j", b"k"] {
-        keys.write_all(k).unwrap();
-        keys.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        pty.send(k);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let parser = screen.0.lock().unwrap();
-    let s = parser.screen();
-    let at = |row: u16, col: u16| -> String {
-        s.cell(row, col)
-            .map(|c| c.contents().to_string())
-            .unwrap_or_default()
-    };
-    // The sentences pane's top-right corner gives the column of its right border; the matrix
-    // pane's left border is the next one. Every row of the top half keeps both there.
-    let corner = (0..120)
-        .find(|&c| at(0, c) == "┐")
-        .expect("the sentences pane's corner");
-    assert_eq!(at(0, corner + 1), "┌");
-    for row in 1..12 {
-        assert_eq!(
-            (at(row, corner), at(row, corner + 1)),
-            ("│".to_string(), "│".to_string()),
-            "row {row}: {:?}",
-            s.contents().lines().nth(row as usize)
-        );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    {
+        let parser = pty.screen.parser.lock().unwrap();
+        let s = parser.screen();
+        let at = |row: u16, col: u16| -> String {
+            s.cell(row, col)
+                .map(|c| c.contents().to_string())
+                .unwrap_or_default()
+        };
+        // The sentences pane's top-right corner gives the column of its right border; the
+        // matrix pane's left border is the next one. Every row of the top half keeps both.
+        let corner = (0..120)
+            .find(|&c| at(0, c) == "┐")
+            .expect("the sentences pane's corner");
+        assert_eq!(at(0, corner + 1), "┌");
+        for row in 1..12 {
+            assert_eq!(
+                (at(row, corner), at(row, corner + 1)),
+                ("│".to_string(), "│".to_string()),
+                "row {row}: {:?}",
+                s.contents().lines().nth(row as usize)
+            );
+        }
+        // In the matrix, the decimal points of each row's five values are in the same five
+        // columns.
+        let dots =
+            |row: u16| -> Vec<u16> { (corner + 2..120).filter(|&c| at(row, c) == ".").collect() };
+        let rows: Vec<Vec<u16>> = (2..7).map(dots).collect();
+        assert_eq!(rows[0].len(), 5, "{:?}", s.contents().lines().nth(2));
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(
+                r,
+                &rows[0],
+                "row {i}: {:?}",
+                s.contents().lines().nth(i + 2)
+            );
+        }
     }
-    // In the matrix, each row's values sit under the same columns: the decimal points of the
-    // five values of each row are in the same five columns (a label measured wrong once moved
-    // its row's values sideways).
-    let dots =
-        |row: u16| -> Vec<u16> { (corner + 2..120).filter(|&c| at(row, c) == ".").collect() };
-    let rows: Vec<Vec<u16>> = (2..7).map(dots).collect();
-    assert_eq!(rows[0].len(), 5, "{:?}", s.contents().lines().nth(2));
-    for (i, r) in rows.iter().enumerate() {
-        assert_eq!(
-            r,
-            &rows[0],
-            "row {i}: {:?}",
-            s.contents().lines().nth(i + 2)
-        );
-    }
-    drop(parser);
-    keys.write_all(b"q").unwrap();
-    keys.flush().unwrap();
-    assert!(wait_exit(&mut child).success());
+    pty.send(b"q");
+    assert!(pty.wait_exit(10).success());
 }

@@ -55,8 +55,9 @@ pub enum Command {
     Info(InfoArgs),
     /// Fine-tune a model on a CSV / TSV / JSON Lines file and save it for Python and for us.
     Train(Box<train::TrainArgs>),
-    /// Evaluate a model on a data file: Spearman / Pearson for scored pairs, accuracy for
-    /// triplets and labelled pairs, accuracy@1 / MRR@10 for positive pairs.
+    /// Evaluate a model on a data file with the Python library's evaluators: Spearman / Pearson
+    /// for scored pairs, average precision, accuracy and F1 for labelled pairs, accuracy for
+    /// triplets, NDCG / MRR / MAP / accuracy@k for positive pairs (retrieval).
     Eval(train::EvalArgs),
 }
 

@@ -8,6 +8,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod folder;
+pub mod guard;
 pub mod kernels;
 pub mod layers;
 pub mod pooling;

@@ -6,9 +6,11 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::error::{ModelError, Result};
+use super::guard::catch_quietly;
 
 /// One tokenized text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +40,15 @@ impl TextTokenizer {
                     .into(),
             });
         }
-        let mut inner = Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        // The tokenizers crate panics on some malformed files (found by fuzzing): a panic here
+        // is a bad file, reported as one.
+        let mut inner = catch_quietly(|| Tokenizer::from_file(&path))
+            .map_err(|panic| format!("malformed ({panic})"))
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| ModelError::Tokenizer {
+                path: path.clone(),
+                message,
+            })?;
         let pad_id = inner
             .get_padding()
             .map(|p| p.pad_id)
@@ -91,10 +98,18 @@ impl TextTokenizer {
                 }
             })
             .collect();
-        let encodings = self
-            .inner
-            .encode_batch(inputs, true)
-            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        // What `encode_batch` does (padding is off), with each text guarded on the thread that
+        // encodes it: a malformed tokenizer can panic while encoding too (found by fuzzing).
+        let encodings = inputs
+            .into_par_iter()
+            .map(|text| {
+                catch_quietly(|| self.inner.encode(text, true))
+                    .map_err(|panic| {
+                        ModelError::Tokenize(format!("the tokenizer failed: {panic}"))
+                    })?
+                    .map_err(|e| ModelError::Tokenize(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(encodings
             .into_iter()
             .map(|e| Tokenized {
@@ -112,9 +127,8 @@ impl TextTokenizer {
         } else {
             text.to_string()
         };
-        let enc = self
-            .inner
-            .encode(text, true)
+        let enc = catch_quietly(|| self.inner.encode(text, true))
+            .map_err(|panic| ModelError::Tokenize(format!("the tokenizer failed: {panic}")))?
             .map_err(|e| ModelError::Tokenize(e.to_string()))?;
         Ok(enc.get_tokens().to_vec())
     }

@@ -70,10 +70,15 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
     v
 }
 
-/// Finishes or removes what a killed run left half-written in its output folder: the final save
-/// (in the output's parent) and checkpoints (in `OUTPUT/checkpoints`).
+/// Finishes or removes what killed runs left half-written: the final saves of this output and
+/// of the runs beside it (in the output's parent: `runs/.run-1.tmp-PID`, 90 MB each for
+/// all-MiniLM-L6-v2, were never cleaned up), and this run's checkpoints. Only folders a writer of
+/// ours marked, of processes that are gone, are touched.
 pub fn recover_run_folder(output: &Path) -> Result<Vec<String>, CheckpointError> {
     let mut done = recover(output)?;
+    if let Some(parent) = output.parent().filter(|p| p.is_dir()) {
+        done.extend(recover_all(parent)?);
+    }
     let checkpoints = output.join("checkpoints");
     if checkpoints.is_dir() {
         done.extend(recover_all(&checkpoints)?);

@@ -204,21 +204,18 @@ impl App {
 
     /// Quit, unless a run is training: then ask what to do with it (asked twice: quit now).
     fn request_quit(&mut self) {
-        if self.active_run().is_none() {
-            self.quit = true;
-        } else if self.training.quit_after_stop {
-            self.shell.effect(Effect::StopTraining {
-                keep_checkpoint: false,
-            });
-            self.quit = true;
-        } else {
-            self.shell.mode = Mode::Confirm(Confirm::QuitDuringRun);
-        }
+        self.end(true);
     }
 
     /// The process was asked to end (SIGTERM, SIGHUP): a training run stops at the end of its
     /// step and keeps a checkpoint, then the app quits; asked again, it quits at once.
     pub fn on_terminate(&mut self) {
+        self.end(false);
+    }
+
+    /// Quits now, or once the training run has stopped: `ask` what to do with the run, or stop
+    /// it keeping a checkpoint. Asked a second time while the run stops, quits at once.
+    fn end(&mut self, ask: bool) {
         if self.active_run().is_none() {
             self.quit = true;
         } else if self.training.quit_after_stop {
@@ -226,6 +223,8 @@ impl App {
                 keep_checkpoint: false,
             });
             self.quit = true;
+        } else if ask {
+            self.shell.mode = Mode::Confirm(Confirm::QuitDuringRun);
         } else {
             self.shell.mode = Mode::Normal;
             self.training.stop_run(true, &mut self.shell);

@@ -154,6 +154,11 @@ impl ModelSlot {
         self.cache.contains_key(text)
     }
 
+    /// The last request cannot be served: remember why, so it is not asked again.
+    fn fail(&mut self, error: String) {
+        self.failed = Some((std::mem::take(&mut self.requested), error));
+    }
+
     fn forget(&mut self) {
         self.generation += 1;
         self.cache.clear();
@@ -492,9 +497,8 @@ impl Explorer {
                         "the model gives non-finite values (NaN or infinity) for \"{}\": its weights are not usable",
                         crate::text::clip(&bad.text, 40)
                     );
-                    s.failed = Some((std::mem::take(&mut s.requested), error.clone()));
-                    shell.set_status(error, true);
-                    self.analysis = None;
+                    s.fail(error.clone());
+                    self.failed(error, shell);
                     return;
                 }
                 for item in items {
@@ -506,12 +510,17 @@ impl Explorer {
             }
             WorkerEvent::EmbedFailed { id, error, .. } if id == s.last_request => {
                 s.pending = false;
-                s.failed = Some((std::mem::take(&mut s.requested), error.clone()));
-                shell.set_status(error, true);
-                self.analysis = None;
+                s.fail(error.clone());
+                self.failed(error, shell);
             }
             _ => {} // an event about an older generation
         }
+    }
+
+    /// Vectors cannot be had: say why, and show nothing computed from the old ones.
+    fn failed(&mut self, error: String, shell: &mut Shell) {
+        shell.set_status(error, true);
+        self.analysis = None;
     }
 
     /// Switches every loaded model to the next pooling mode.
