@@ -8,7 +8,7 @@
 //! Reports time per call and, for the products, throughput in multiply-adds per second.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sbert_tui::model::kernels;
+use sbert_tui::model::cpu::kernels;
 
 fn data(n: usize, seed: f32) -> Vec<f32> {
     (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()

@@ -136,7 +136,14 @@ fn main() {
 
     // Adding a sentence to 30, 20 times.
     let (tx, rx) = channel();
-    let req = worker::spawn(tx, |e| e, DeviceChoice::Cpu, None);
+    let req = worker::spawn(
+        tx,
+        |e| e,
+        worker::WorkerOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+    );
     let mut app = App::new(pool[..30].to_vec(), true);
     app.load_model(&model, None);
     settle(&mut app, &req, &rx);

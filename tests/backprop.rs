@@ -57,11 +57,8 @@ fn both_ways(enc: &SentenceEncoder, seed: Option<u64>) -> (ByName, ByName, f32) 
     let loss_b = (&out_b * weights(&out_b)).unwrap().sum_all().unwrap();
     let mut grads_b = loss_b.backward().unwrap();
     let dtok = grads_b.remove(leaf.as_tensor()).unwrap();
-    let hand = tape
-        .backward(
-            enc.transformer(),
-            &dtok.flatten_all().unwrap().to_vec1().unwrap(),
-        )
+    let hand = enc
+        .backward(tape, &dtok.flatten_all().unwrap().to_vec1().unwrap())
         .unwrap();
     for (w, g) in hand.0 {
         let g = Tensor::from_vec(g, w.shape(), w.device()).unwrap();

@@ -14,6 +14,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use sbert_tui::analysis::similarity::Similarity;
 use sbert_tui::train::data;
 use sbert_tui::train::eval::{self, Metrics};
 
@@ -37,7 +38,7 @@ fn minilm_metrics_equal_the_librarys_on_every_sample_file() {
             .join("sample_data")
             .join(file);
         let d = data::load(&path).unwrap();
-        let got = eval::evaluate(&enc, &d, None, 32).unwrap();
+        let got = eval::evaluate(&enc, &d, None, &Default::default()).unwrap();
         for (name, want) in metrics.as_object().unwrap() {
             let (g, w) = (get(&got, name), want.as_f64().unwrap());
             assert!(
@@ -46,7 +47,7 @@ fn minilm_metrics_equal_the_librarys_on_every_sample_file() {
             );
         }
         // The primary metric comes first, as the library names it.
-        let primary = eval::primary_metric(d.kind).unwrap();
+        let primary = eval::primary_metric(d.kind, Similarity::Cosine).unwrap();
         assert_eq!(got[0].0, primary, "{file}");
     }
 }
@@ -58,7 +59,7 @@ fn minilm_binary_classification_equals_the_shared_reference() {
     let want = r["binary_classification"]["metrics"].as_object().unwrap();
     let d = data::load(&fixture("snli-binary-300.csv")).unwrap();
     assert_eq!(d.examples.len(), 300);
-    let got = eval::evaluate(&enc, &d, None, 32).unwrap();
+    let got = eval::evaluate(&enc, &d, None, &Default::default()).unwrap();
     assert_eq!(want.len(), 8);
     for (name, value) in want {
         // `snli_cosine_accuracy` -> `cosine_accuracy`
@@ -108,7 +109,7 @@ fn minilm_retrieval_with_several_relevant_documents_equals_the_shared_reference(
     assert!(relevant.iter().any(|r| r.len() > 1), "several per query");
     let q = enc.encode(&query_texts, 32, &mut |_, _| {}).unwrap();
     let d = enc.encode(&doc_texts, 32, &mut |_, _| {}).unwrap();
-    let got = eval::information_retrieval(&q, &d, &relevant);
+    let got = eval::information_retrieval(&q, &d, &relevant, Similarity::Cosine);
     let want = r["metrics"].as_object().unwrap();
     assert_eq!(want.len(), 15);
     for (name, value) in want {

@@ -22,7 +22,14 @@ struct Live {
 impl Live {
     fn new(sentences: &[&str], model: &str) -> Self {
         let (tx, events) = channel();
-        let requests = worker::spawn(tx, |e| e, DeviceChoice::Cpu, None);
+        let requests = worker::spawn(
+            tx,
+            |e| e,
+            worker::WorkerOptions {
+                device: DeviceChoice::Cpu,
+                ..Default::default()
+            },
+        );
         let mut app = App::new(sentences.iter().map(|s| s.to_string()).collect(), false);
         app.load_model(model, None);
         let mut live = Live {

@@ -1,4 +1,103 @@
-//! Cosine similarity between sentence vectors.
+//! Similarity between sentence vectors: cosine (the default), dot product, and the negated
+//! euclidean and manhattan distances, as `sentence_transformers.SimilarityFunction` defines them.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How a model compares two vectors (`similarity_fn_name` in its
+/// `config_sentence_transformers.json`). Higher is more similar for every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Similarity {
+    #[default]
+    Cosine,
+    Dot,
+    /// Minus the euclidean distance.
+    Euclidean,
+    /// Minus the manhattan (L1) distance.
+    Manhattan,
+}
+
+impl Similarity {
+    pub const ALL: [Similarity; 4] = [
+        Similarity::Cosine,
+        Similarity::Dot,
+        Similarity::Euclidean,
+        Similarity::Manhattan,
+    ];
+
+    /// The library's name (`similarity_fn_name`, and the suffix of evaluator metrics).
+    pub fn name(self) -> &'static str {
+        match self {
+            Similarity::Cosine => "cosine",
+            Similarity::Dot => "dot",
+            Similarity::Euclidean => "euclidean",
+            Similarity::Manhattan => "manhattan",
+        }
+    }
+
+    /// The similarity of two vectors, accumulated in f64.
+    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Similarity::Cosine => cosine(a, b),
+            Similarity::Dot => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| *x as f64 * *y as f64)
+                .sum::<f64>() as f32,
+            Similarity::Euclidean => {
+                -(a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt() as f32)
+            }
+            Similarity::Manhattan => {
+                -(a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (*x as f64 - *y as f64).abs())
+                    .sum::<f64>() as f32)
+            }
+        }
+    }
+
+    /// The N x N matrix of similarities, row-major.
+    pub fn matrix(self, vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let n = vectors.len();
+        let mut m = vec![vec![0f32; n]; n];
+        for i in 0..n {
+            for j in i..n {
+                let c = self.score(&vectors[i], &vectors[j]);
+                m[i][j] = c;
+                m[j][i] = c;
+            }
+        }
+        m
+    }
+
+    /// True when values lie in [-1, 1] (a heat map can use a fixed scale).
+    pub fn bounded(self) -> bool {
+        self == Similarity::Cosine
+    }
+}
+
+impl fmt::Display for Similarity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Similarity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Similarity::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                format!("unknown similarity `{s}` (cosine, dot, euclidean or manhattan)")
+            })
+    }
+}
 
 /// Cosine similarity of two vectors, accumulated in f64; 0 when either vector is all zeros
 /// (norms are floored at 1e-12, as `sentence_transformers.util.cos_sim` does).
@@ -16,16 +115,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// The N x N matrix of cosine similarities, row-major.
 pub fn cosine_matrix(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
-    let n = vectors.len();
-    let mut m = vec![vec![0f32; n]; n];
-    for i in 0..n {
-        for j in i..n {
-            let c = cosine(&vectors[i], &vectors[j]);
-            m[i][j] = c;
-            m[j][i] = c;
-        }
-    }
-    m
+    Similarity::Cosine.matrix(vectors)
 }
 
 /// The `k` rows most similar to row `i` of a similarity matrix (itself excluded), best first.
@@ -69,6 +159,16 @@ mod tests {
         // 3-4-5 triangle: cos = (3*4) / (5 * 4) = 0.6
         assert!((cosine(&[3., 4.], &[4., 0.]) - 0.6).abs() < 1e-7);
         assert_eq!(cosine(&[0., 0.], &[1., 1.]), 0.0);
+    }
+
+    #[test]
+    fn every_similarity_by_hand() {
+        let (a, b) = ([3.0f32, 4.0], [0.0f32, 0.0]);
+        assert_eq!(Similarity::Dot.score(&a, &[1.0, 2.0]), 11.0);
+        assert_eq!(Similarity::Euclidean.score(&a, &b), -5.0);
+        assert_eq!(Similarity::Manhattan.score(&a, &b), -7.0);
+        assert_eq!("dot".parse::<Similarity>(), Ok(Similarity::Dot));
+        assert!("dot_product".parse::<Similarity>().is_err());
     }
 
     #[test]

@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::analysis::similarity::cosine_matrix;
-use crate::model::{self, DeviceChoice, LoadOptions, PoolingSpec, SentenceEncoder, SourceOptions};
+use crate::model::{
+    self, DeviceChoice, LoadOptions, PoolingSpec, Prompt, SentenceEncoder, SourceOptions,
+};
 use crate::sentence_file::{InputFormat, read_sentences};
 
 #[derive(Debug, Parser)]
@@ -77,9 +78,24 @@ pub struct ModelArgs {
     /// Token limit per sentence, overriding the model's max_seq_length.
     #[arg(long)]
     pub max_seq_length: Option<usize>,
+    /// Put the model's prompt of this name before each sentence (see `info` for the names; the
+    /// model's default prompt applies otherwise).
+    #[arg(long)]
+    pub prompt_name: Option<String>,
+    /// Put this text before each sentence (instead of a named prompt).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Keep only the first N dimensions of each vector (Matryoshka models).
+    #[arg(long)]
+    pub truncate_dim: Option<usize>,
 }
 
 impl ModelArgs {
+    /// The prompt the flags ask for (`--prompt` wins over `--prompt-name`).
+    pub fn prompt(&self) -> Prompt {
+        Prompt::from_flags(self.prompt_name.as_deref(), self.prompt.as_deref())
+    }
+
     pub fn load(&self) -> Result<SentenceEncoder> {
         let encoder = model::load(
             &self.model,
@@ -88,9 +104,12 @@ impl ModelArgs {
                 device: self.device,
                 pooling: self.pooling.clone(),
                 max_seq_length: self.max_seq_length,
+                truncate_dim: self.truncate_dim,
             },
         )
         .with_context(|| format!("cannot load model `{}`", self.model))?;
+        // A prompt name the model lacks is an error before any work.
+        encoder.prompt_text(&self.prompt())?;
         let unexpected = &encoder.info().unexpected_weights;
         if !unexpected.is_empty() {
             eprintln!(
@@ -169,11 +188,14 @@ pub fn run_ui(args: UiArgs) -> Result<()> {
         Some(path) => crate::sentence_file::read_list(path)?,
         None => crate::tui::demo::DEMO_SETS[0].sentences(),
     };
+    let prompt = args.model.prompt();
     crate::tui::run(crate::tui::TuiOptions {
         model: args.model.model,
         pooling: args.model.pooling.map(|p| p.to_string()),
         device: args.model.device,
         max_seq_length: args.model.max_seq_length,
+        truncate_dim: args.model.truncate_dim,
+        prompt,
         sentences,
     })
 }
@@ -222,11 +244,13 @@ fn encode(args: EncodeArgs) -> Result<()> {
     let sentences = read_sentences(&args.input, args.input_format)?;
     let encoder = args.model.load()?;
     let bar = progress_bar(sentences.len(), args.batch_size);
-    let mut vectors = encoder.encode(&sentences, args.batch_size, &mut |done, _| {
-        if let Some(bar) = &bar {
-            bar.set_position(done as u64);
-        }
-    })?;
+    let prompt = args.model.prompt();
+    let mut vectors =
+        encoder.encode_prompted(&sentences, &prompt, args.batch_size, &mut |done, _| {
+            if let Some(bar) = &bar {
+                bar.set_position(done as u64);
+            }
+        })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -262,8 +286,10 @@ fn progress_bar(total: usize, batch_size: usize) -> Option<ProgressBar> {
 
 fn similarity(args: SimilarityArgs) -> Result<()> {
     let encoder = args.model.load()?;
-    let vectors = encoder.encode(&args.sentences, 32, &mut |_, _| {})?;
-    let matrix = cosine_matrix(&vectors);
+    let vectors =
+        encoder.encode_prompted(&args.sentences, &args.model.prompt(), 32, &mut |_, _| {})?;
+    let similarity = encoder.info().similarity;
+    let matrix = similarity.matrix(&vectors);
     let mut out = io::BufWriter::new(io::stdout().lock());
     match args.format {
         MatrixFormat::Table => output::write_matrix_table(&mut out, &args.sentences, &matrix)?,
@@ -272,6 +298,7 @@ fn similarity(args: SimilarityArgs) -> Result<()> {
                 &mut out,
                 &serde_json::json!({
                     "model": args.model.model,
+                    "similarity": similarity.name(),
                     "sentences": args.sentences,
                     "matrix": matrix,
                 }),
@@ -298,6 +325,24 @@ fn info(args: InfoArgs) -> Result<()> {
     writeln!(out, "dense layers    {}", i.dense_layers)?;
     writeln!(out, "normalize       {}", i.normalize)?;
     writeln!(out, "dimension       {}", i.embedding_dim)?;
+    writeln!(out, "similarity      {}", i.similarity)?;
+    let prompts: Vec<String> = i
+        .prompts
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}"))
+        .collect();
+    writeln!(
+        out,
+        "prompts         {}",
+        if prompts.is_empty() {
+            "none".to_string()
+        } else {
+            prompts.join(", ")
+        }
+    )?;
+    if let Some(d) = &i.default_prompt_name {
+        writeln!(out, "default prompt  {d}")?;
+    }
     writeln!(out, "max seq length  {}", i.max_seq_length)?;
     writeln!(out, "device          {}", i.device)?;
     Ok(())

@@ -238,7 +238,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let dataset = data::load(&args.data)?;
     rules::check_eval(dataset.kind, &dataset.path, None).map_err(|e| anyhow::anyhow!(e.reason))?;
     let encoder = args.model.load()?;
-    let metrics = evaluators::evaluate(&encoder, &dataset, None, args.batch_size)?;
+    let opts = evaluators::EvalOptions {
+        batch: args.batch_size,
+        prompt: args.model.prompt(),
+    };
+    let metrics = evaluators::evaluate(&encoder, &dataset, None, &opts)?;
     let mut out = io::stdout().lock();
     match args.format {
         MatrixFormat::Table => {
@@ -261,6 +265,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                 &mut out,
                 &serde_json::json!({
                     "model": args.model.model,
+                    "similarity": encoder.info().similarity.name(),
                     "data": args.data,
                     "kind": dataset.kind.describe(),
                     "rows": dataset.examples.len(),

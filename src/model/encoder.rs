@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::bert::{Bert, EncoderInput, Tape};
 use super::dense::Dense;
 use super::device::{DeviceChoice, describe};
 use super::error::{ModelError, Result};
+use super::families;
 use super::folder::{ModelLayout, Stage, read_transformer_files};
 use super::layers::{DropoutRng, Mode};
 use super::pooling::{PoolingSpec, mask_from_lengths, normalize};
 use super::tokenize::{TextTokenizer, Tokenized};
+use super::transformer::{EncoderInput, Tape, Transformer, WeightGrads};
+use crate::analysis::similarity::Similarity;
 
 /// Choices made when loading a model, each overriding what the folder says.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +24,33 @@ pub struct LoadOptions {
     pub pooling: Option<PoolingSpec>,
     /// Replaces the model's `max_seq_length`.
     pub max_seq_length: Option<usize>,
+    /// Keeps the first N dimensions of every vector (`truncate_dim` in Python).
+    pub truncate_dim: Option<usize>,
+}
+
+/// Which prompt goes before each text (the prompts of `config_sentence_transformers.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Prompt {
+    /// The model's `default_prompt_name`, if it has one: what `encode` does in Python.
+    #[default]
+    ModelDefault,
+    /// No prompt.
+    None,
+    /// One of the model's prompts, by name.
+    Name(String),
+    /// This text.
+    Text(String),
+}
+
+impl Prompt {
+    /// From `--prompt-name` and `--prompt` (the text wins, as in Python).
+    pub fn from_flags(name: Option<&str>, text: Option<&str>) -> Self {
+        match (text, name) {
+            (Some(t), _) => Prompt::Text(t.to_string()),
+            (None, Some(n)) => Prompt::Name(n.to_string()),
+            (None, None) => Prompt::ModelDefault,
+        }
+    }
 }
 
 /// What a loaded model is, for status lines, logs and `--help`-style summaries.
@@ -35,8 +64,10 @@ pub struct ModelInfo {
     pub model_type: String,
     pub hidden_size: usize,
     pub layers: usize,
-    /// Width of the final sentence vector.
+    /// Width of the final sentence vector (after `truncate_dim`).
     pub embedding_dim: usize,
+    /// Vectors are cut to this many dimensions.
+    pub truncate_dim: Option<usize>,
     pub max_seq_length: usize,
     pub pooling: PoolingSpec,
     pub dense_layers: usize,
@@ -44,6 +75,13 @@ pub struct ModelInfo {
     pub device: String,
     /// Names in the checkpoint that the encoder does not use (warned about, not fatal).
     pub unexpected_weights: Vec<String>,
+    /// Prompt name -> text.
+    pub prompts: std::collections::BTreeMap<String, String>,
+    pub default_prompt_name: Option<String>,
+    /// False: pooling leaves the prompt's tokens out.
+    pub include_prompt: bool,
+    /// How the model compares vectors (`similarity_fn_name`).
+    pub similarity: Similarity,
 }
 
 /// A module after the transformer, as the saver sees it.
@@ -63,7 +101,7 @@ enum LoadedStage {
 pub struct SentenceEncoder {
     info: ModelInfo,
     tokenizer: TextTokenizer,
-    transformer: Bert,
+    transformer: Box<dyn Transformer>,
     stages: Vec<LoadedStage>,
     device: Device,
     /// `config.json` and the tokenizer files, kept from load time for saving.
@@ -75,7 +113,7 @@ impl SentenceEncoder {
     pub fn load(folder: &Path, options: &LoadOptions) -> Result<Self> {
         let layout = ModelLayout::read(folder)?;
         let device = options.device.open()?;
-        let transformer = Bert::load(&layout.transformer_dir, &device)?;
+        let transformer = families::load(&layout.transformer_dir, &device)?;
         let hidden = transformer.hidden_size();
 
         let max_seq_length = options
@@ -135,15 +173,22 @@ impl SentenceEncoder {
                 Stage::Normalize => stages.push(LoadedStage::Normalize),
             }
         }
-        let config = transformer.config();
+        if let Some(t) = options.truncate_dim
+            && (t == 0 || t > dim)
+        {
+            return Err(ModelError::Invalid(format!(
+                "truncate_dim {t}: the model's vectors have {dim} dimensions"
+            )));
+        }
         let info = ModelInfo {
             folder: folder.to_path_buf(),
             transformer_dir: layout.transformer_dir.clone(),
             do_lower_case: layout.do_lower_case,
-            model_type: config.model_type.clone().unwrap_or_default(),
+            model_type: transformer.model_type().to_string(),
             hidden_size: hidden,
-            layers: config.num_hidden_layers,
-            embedding_dim: dim,
+            layers: transformer.layers(),
+            embedding_dim: options.truncate_dim.unwrap_or(dim),
+            truncate_dim: options.truncate_dim,
             max_seq_length,
             pooling: pooling.expect("ModelLayout guarantees a Pooling stage"),
             dense_layers: stages
@@ -153,6 +198,10 @@ impl SentenceEncoder {
             normalize: layout.normalizes(),
             device: describe(&device),
             unexpected_weights: transformer.unexpected_weights().to_vec(),
+            prompts: layout.st_config.prompts.clone(),
+            default_prompt_name: layout.st_config.default_prompt_name.clone(),
+            include_prompt: layout.include_prompt,
+            similarity: layout.st_config.similarity,
         };
         Ok(Self {
             info,
@@ -184,13 +233,20 @@ impl SentenceEncoder {
                 LoadedStage::Normalize => {}
             }
         }
+        if let Some(t) = self.info.truncate_dim
+            && t > dim
+        {
+            return Err(ModelError::Invalid(format!(
+                "pooling {spec} gives {dim} values, fewer than truncate_dim {t}"
+            )));
+        }
         for stage in &mut self.stages {
             if let LoadedStage::Pooling(p) = stage {
                 *p = spec.clone();
             }
         }
         self.info.pooling = spec;
-        self.info.embedding_dim = dim;
+        self.info.embedding_dim = self.info.truncate_dim.unwrap_or(dim);
         Ok(())
     }
 
@@ -213,8 +269,19 @@ impl SentenceEncoder {
         &self.tokenizer
     }
 
-    pub fn transformer(&self) -> &Bert {
-        &self.transformer
+    pub fn transformer(&self) -> &dyn Transformer {
+        self.transformer.as_ref()
+    }
+
+    /// The transformer as its family's own type (for tests of one family's paths).
+    pub fn transformer_as<T: 'static>(&self) -> Option<&T> {
+        self.transformer.as_any().downcast_ref::<T>()
+    }
+
+    /// The encoder's part of a hand-written backward pass: from the gradient of the token
+    /// vectors of [`SentenceEncoder::forward_recorded`] to the gradient of every weight.
+    pub fn backward(&self, tape: Tape, grad_tokens: &[f32]) -> Result<WeightGrads> {
+        Ok(self.transformer.backward(tape, grad_tokens)?)
     }
 
     /// The modules after the transformer, in order.
@@ -239,9 +306,45 @@ impl SentenceEncoder {
         maps
     }
 
-    /// Tokenizes texts with this model's settings.
+    /// Tokenizes texts with this model's settings (no prompt).
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Tokenized>> {
         self.tokenizer.encode(texts)
+    }
+
+    /// The text of `prompt` for this model (`None`: no prompt). A name the model does not have
+    /// is an error that lists the ones it has.
+    pub fn prompt_text(&self, prompt: &Prompt) -> Result<Option<String>> {
+        let named = |name: &str| {
+            self.info.prompts.get(name).cloned().ok_or_else(|| {
+                ModelError::Invalid(format!(
+                    "prompt `{name}` is not one of the model's prompts ({})",
+                    super::folder::prompt_names(&self.info.prompts)
+                ))
+            })
+        };
+        let text = match prompt {
+            Prompt::None => return Ok(None),
+            Prompt::Text(t) => t.clone(),
+            Prompt::Name(n) => named(n)?,
+            Prompt::ModelDefault => match &self.info.default_prompt_name {
+                Some(n) => named(n)?,
+                None => return Ok(None),
+            },
+        };
+        // An empty prompt is no prompt (as in Python).
+        Ok((!text.is_empty()).then_some(text))
+    }
+
+    /// Tokenizes texts with `prompt` before each.
+    pub fn tokenize_prompted<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        prompt: &Prompt,
+    ) -> Result<Vec<Tokenized>> {
+        match self.prompt_text(prompt)? {
+            Some(p) => self.tokenizer.encode_prompted(texts, &p),
+            None => self.tokenize(texts),
+        }
     }
 
     /// Pads tokenized texts into one batch (right padding).
@@ -262,6 +365,7 @@ impl SentenceEncoder {
             type_ids: Tensor::from_vec(type_ids, (b, seq), &self.device)?,
             mask: mask_from_lengths(&lengths, seq, &self.device)?,
             lengths,
+            prompt_lens: items.iter().map(|t| t.prompt_len).collect(),
         })
     }
 
@@ -274,13 +378,13 @@ impl SentenceEncoder {
     /// `mode.grad` is set.
     pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
         let tokens = self.token_embeddings(input, mode)?;
-        self.after_transformer(tokens, &input.mask, mode)
+        self.after_transformer(tokens, input, mode)
     }
 
     /// Training-mode sentence vectors with the encoder's backward pass written by hand (CPU):
     /// the token vectors become a leaf variable, pooling / Dense / Normalize stay differentiable
     /// candle operations on it. After `loss.backward()`, pass the leaf's gradient to
-    /// [`Tape::backward`]. `None` where the hand-written path does not apply.
+    /// [`SentenceEncoder::backward`]. `None` where the hand-written path does not apply.
     pub fn forward_recorded(
         &self,
         input: &EncoderInput,
@@ -294,15 +398,37 @@ impl SentenceEncoder {
             dropout,
             grad: true,
         };
-        let out = self.after_transformer(leaf.as_tensor().clone(), &input.mask, mode)?;
+        let out = self.after_transformer(leaf.as_tensor().clone(), input, mode)?;
         Ok(Some((out, leaf, tape)))
     }
 
-    fn after_transformer(&self, tokens: Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
+    /// The mask pooling uses: the attention mask, less the prompt's tokens when the model's
+    /// pooling leaves them out (`include_prompt: false`).
+    fn pooling_mask(&self, input: &EncoderInput) -> Result<Tensor> {
+        if self.info.include_prompt || input.prompt_lens.iter().all(|&p| p == 0) {
+            return Ok(input.mask.clone());
+        }
+        let (b, seq) = input.mask.dims2()?;
+        let mut m = vec![0f32; b * seq];
+        for (row, (&len, &p)) in input.lengths.iter().zip(&input.prompt_lens).enumerate() {
+            for v in &mut m[row * seq + p.min(len)..row * seq + len] {
+                *v = 1.0;
+            }
+        }
+        Ok(Tensor::from_vec(m, (b, seq), input.mask.device())?)
+    }
+
+    fn after_transformer(
+        &self,
+        tokens: Tensor,
+        input: &EncoderInput,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let mask = self.pooling_mask(input)?;
         let mut x = tokens;
         for stage in &self.stages {
             x = match stage {
-                LoadedStage::Pooling(spec) => spec.forward(&x, mask)?,
+                LoadedStage::Pooling(spec) => spec.forward(&x, &mask)?,
                 LoadedStage::Dense(d) => d.forward(&x, mode.grad)?,
                 LoadedStage::Normalize => normalize(&x)?,
             };
@@ -310,7 +436,8 @@ impl SentenceEncoder {
         Ok(x)
     }
 
-    /// Embeds texts in batches sorted by length (less padding), returning vectors in input order.
+    /// Embeds texts (with the model's default prompt, if it has one, as Python's `encode`) in
+    /// batches sorted by length (less padding), returning vectors in input order.
     /// `progress(done, total)` is called after each batch.
     pub fn encode<S: AsRef<str>>(
         &self,
@@ -318,9 +445,19 @@ impl SentenceEncoder {
         batch_size: usize,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Vec<f32>>> {
-        self.encode_with(texts, batch_size, progress, |input| {
-            self.forward(input, Mode::EVAL)
-        })
+        self.encode_prompted(texts, &Prompt::ModelDefault, batch_size, progress)
+    }
+
+    /// [`SentenceEncoder::encode`] with `prompt` before each text.
+    pub fn encode_prompted<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        prompt: &Prompt,
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let tokenized = self.tokenize_prompted(texts, prompt)?;
+        self.encode_tokenized(&tokenized, batch_size, progress)
     }
 
     /// Pools with `spec` over the model's token vectors (skipping Dense and Normalize): the
@@ -357,7 +494,7 @@ impl SentenceEncoder {
         progress: &mut dyn FnMut(usize, usize),
         run: impl Fn(&EncoderInput) -> Result<Tensor>,
     ) -> Result<Vec<Vec<f32>>> {
-        let tokenized = self.tokenize(texts)?;
+        let tokenized = self.tokenize_prompted(texts, &Prompt::ModelDefault)?;
         self.encode_tokenized_with(&tokenized, batch_size, progress, run)
     }
 
@@ -395,7 +532,10 @@ impl SentenceEncoder {
             let items: Vec<&Tokenized> = chunk.iter().map(|&i| &tokenized[i]).collect();
             let input = self.batch(&items)?;
             let vectors = run(&input)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-            for (&i, v) in chunk.iter().zip(vectors) {
+            for (&i, mut v) in chunk.iter().zip(vectors) {
+                if let Some(t) = self.info.truncate_dim {
+                    v.truncate(t);
+                }
                 if v.iter().any(|x| !x.is_finite()) {
                     return Err(ModelError::NonFinite {
                         index: i,

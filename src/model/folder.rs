@@ -6,6 +6,7 @@
 //! `sentence_transformers.sentence_transformer.modules.pooling.Pooling`) are accepted: the class
 //! name at the end decides. A plain Hugging Face folder without `modules.json` gets mean pooling.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use super::dense::{Activation, DenseConfig};
 use super::error::{ModelError, Result, read_json};
 use super::pooling::{PoolingMode, PoolingSpec};
+use crate::analysis::similarity::Similarity;
 
 /// One entry of `modules.json`.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +37,71 @@ pub struct SentenceBertConfig {
     pub max_seq_length: Option<usize>,
     #[serde(default)]
     pub do_lower_case: bool,
+}
+
+/// `config_sentence_transformers.json`: the prompts, the default prompt and the similarity
+/// function (the file is optional; so is each field).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StConfig {
+    /// Prompt name -> text put before each sentence (`query` -> `query: `).
+    pub prompts: BTreeMap<String, String>,
+    /// The prompt `encode` uses when none is asked for.
+    pub default_prompt_name: Option<String>,
+    pub similarity: Similarity,
+}
+
+#[derive(Deserialize)]
+struct RawStConfig {
+    #[serde(default)]
+    prompts: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
+    #[serde(default)]
+    similarity_fn_name: Option<String>,
+}
+
+/// Reads `config_sentence_transformers.json` (absent: no prompts, cosine).
+pub fn read_st_config(path: &Path) -> Result<StConfig> {
+    if !path.is_file() {
+        return Ok(StConfig::default());
+    }
+    let raw: RawStConfig = read_json(path)?;
+    let prompts = raw.prompts.unwrap_or_default();
+    if let Some(name) = &raw.default_prompt_name
+        && !prompts.contains_key(name)
+    {
+        return Err(ModelError::config(
+            path,
+            format!(
+                "default_prompt_name `{name}` is not one of the prompts ({})",
+                prompt_names(&prompts)
+            ),
+        ));
+    }
+    let similarity = match raw.similarity_fn_name.as_deref() {
+        None => Similarity::Cosine,
+        Some(s) => s
+            .parse()
+            .map_err(|e: String| ModelError::config(path, format!("similarity_fn_name: {e}")))?,
+    };
+    Ok(StConfig {
+        prompts,
+        default_prompt_name: raw.default_prompt_name,
+        similarity,
+    })
+}
+
+/// The names of `prompts`, for messages (`none` when there are none).
+pub fn prompt_names(prompts: &BTreeMap<String, String>) -> String {
+    if prompts.is_empty() {
+        "the model has none".to_string()
+    } else {
+        prompts
+            .keys()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// What follows the transformer, in the order of `modules.json`.
@@ -62,6 +129,9 @@ pub struct ModelLayout {
     /// True when the folder has a `modules.json`; false for a plain Hugging Face model.
     pub has_modules_json: bool,
     pub stages: Vec<Stage>,
+    /// `include_prompt` of the pooling config: false leaves the prompt's tokens out of pooling.
+    pub include_prompt: bool,
+    pub st_config: StConfig,
 }
 
 impl ModelLayout {
@@ -95,6 +165,7 @@ impl ModelLayout {
 
         let mut transformer_dir = None;
         let mut stages = Vec::new();
+        let mut include_prompt = true;
         for (i, entry) in entries.iter().enumerate() {
             let dir = folder.join(&entry.path);
             let class = class_name(&entry.kind);
@@ -117,7 +188,11 @@ impl ModelLayout {
                     }
                     transformer_dir = Some(dir);
                 }
-                "Pooling" => stages.push(Stage::Pooling(read_pooling(&dir.join("config.json"))?)),
+                "Pooling" => {
+                    let (spec, include) = read_pooling_config(&dir.join("config.json"))?;
+                    include_prompt = include;
+                    stages.push(Stage::Pooling(spec));
+                }
                 "Dense" => {
                     let config_path = dir.join("config.json");
                     let config: DenseConfig = read_json(&config_path)?;
@@ -205,6 +280,7 @@ impl ModelLayout {
                 "max_seq_length must be at least 1",
             ));
         }
+        let st_config = read_st_config(&folder.join("config_sentence_transformers.json"))?;
         Ok(ModelLayout {
             folder: folder.to_path_buf(),
             transformer_dir,
@@ -212,6 +288,8 @@ impl ModelLayout {
             do_lower_case: sbert.do_lower_case,
             has_modules_json,
             stages,
+            include_prompt,
+            st_config,
         })
     }
 }
@@ -264,8 +342,24 @@ fn read_tokenizer_max_length(path: &Path) -> Result<Option<usize>> {
 /// `1_Pooling/config.json`: the newer `pooling_mode` string (or list), or the classic
 /// `pooling_mode_*_tokens` flags, concatenated in the library's order when several are on.
 pub fn read_pooling(path: &Path) -> Result<PoolingSpec> {
+    Ok(read_pooling_config(path)?.0)
+}
+
+/// [`read_pooling`], and `include_prompt` (default true).
+pub fn read_pooling_config(path: &Path) -> Result<(PoolingSpec, bool)> {
     let v: Value = read_json(path)?;
-    parse_pooling_config(&v).map_err(|m| ModelError::config(path, m))
+    let spec = parse_pooling_config(&v).map_err(|m| ModelError::config(path, m))?;
+    let include = match v.get("include_prompt") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ModelError::config(
+                path,
+                "include_prompt: expected true or false",
+            ));
+        }
+    };
+    Ok((spec, include))
 }
 
 fn parse_pooling_config(v: &Value) -> std::result::Result<PoolingSpec, String> {

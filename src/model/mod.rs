@@ -3,22 +3,24 @@
 
 pub mod atomic;
 pub mod bert;
+pub mod cpu;
 pub mod dense;
 pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod families;
 pub mod folder;
 pub mod guard;
-pub mod kernels;
 pub mod layers;
 pub mod pooling;
 pub mod save;
 pub mod source;
 pub mod tokenize;
+pub mod transformer;
 pub mod weights;
 
 pub use device::DeviceChoice;
-pub use encoder::{LoadOptions, ModelInfo, SentenceEncoder};
+pub use encoder::{LoadOptions, ModelInfo, Prompt, SentenceEncoder};
 pub use error::{ModelError, Result};
 pub use layers::{DropoutRng, Mode};
 pub use pooling::{PoolingMode, PoolingSpec};

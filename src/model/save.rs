@@ -51,7 +51,7 @@ pub fn write_tensors(w: &mut Writer, rel: &str, tensors: &HashMap<String, Tensor
     w.file(rel, &bytes)
 }
 
-fn pooling_config(spec: &PoolingSpec, hidden: usize) -> serde_json::Value {
+fn pooling_config(spec: &PoolingSpec, hidden: usize, include_prompt: bool) -> serde_json::Value {
     let on = |m: PoolingMode| spec.modes().contains(&m);
     json!({
         "word_embedding_dimension": hidden,
@@ -61,7 +61,7 @@ fn pooling_config(spec: &PoolingSpec, hidden: usize) -> serde_json::Value {
         "pooling_mode_mean_sqrt_len_tokens": on(PoolingMode::MeanSqrtLen),
         "pooling_mode_weightedmean_tokens": on(PoolingMode::WeightedMean),
         "pooling_mode_lasttoken": on(PoolingMode::LastToken),
-        "include_prompt": true
+        "include_prompt": include_prompt
     })
 }
 
@@ -98,9 +98,9 @@ pub fn write_model(encoder: &SentenceEncoder, w: &mut Writer, card: Option<&str>
         "config_sentence_transformers.json",
         &json!({
             "__version__": { "sbert_tui": env!("CARGO_PKG_VERSION") },
-            "prompts": {},
-            "default_prompt_name": null,
-            "similarity_fn_name": "cosine"
+            "prompts": info.prompts,
+            "default_prompt_name": info.default_prompt_name,
+            "similarity_fn_name": info.similarity.name()
         }),
     )?;
     for (i, stage) in encoder.stages().into_iter().enumerate() {
@@ -110,7 +110,7 @@ pub fn write_model(encoder: &SentenceEncoder, w: &mut Writer, card: Option<&str>
                 let dir = format!("{idx}_Pooling");
                 w.json(
                     &format!("{dir}/config.json"),
-                    &pooling_config(spec, info.hidden_size),
+                    &pooling_config(spec, info.hidden_size, info.include_prompt),
                 )?;
                 ("Pooling", dir)
             }

@@ -19,6 +19,8 @@ pub struct Tokenized {
     pub type_ids: Vec<u32>,
     /// True when tokens were cut off at `max_seq_length`.
     pub truncated: bool,
+    /// Tokens at the start that belong to a prompt (0 without one).
+    pub prompt_len: usize,
 }
 
 pub struct TextTokenizer {
@@ -26,6 +28,8 @@ pub struct TextTokenizer {
     max_len: usize,
     lowercase: bool,
     pad_id: u32,
+    /// Ids of the special tokens (`[CLS]`, `</s>`, `<|endoftext|>`, ...).
+    special: std::collections::HashSet<u32>,
 }
 
 impl TextTokenizer {
@@ -70,11 +74,18 @@ impl TextTokenizer {
                 message: e.to_string(),
             })?;
         inner.with_padding(None);
+        let special = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
         Ok(Self {
             inner,
             max_len,
             lowercase,
             pad_id,
+            special,
         })
     }
 
@@ -116,8 +127,33 @@ impl TextTokenizer {
                 truncated: !e.get_overflowing().is_empty(),
                 ids: e.get_ids().to_vec(),
                 type_ids: e.get_type_ids().to_vec(),
+                prompt_len: 0,
             })
             .collect())
+    }
+
+    /// Tokenizes each text with `prompt` before it, as the Python library does (`prompt + text`),
+    /// and records how many tokens at the start are the prompt's: its own tokens, less a trailing
+    /// special token (what `include_prompt: false` leaves out of pooling).
+    pub fn encode_prompted<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        prompt: &str,
+    ) -> Result<Vec<Tokenized>> {
+        let joined: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{prompt}{}", t.as_ref()))
+            .collect();
+        let own = self.encode(&[prompt])?.remove(0).ids;
+        let prompt_len = match own.last() {
+            Some(last) if self.special.contains(last) => own.len() - 1,
+            _ => own.len(),
+        };
+        let mut out = self.encode(&joined)?;
+        for t in &mut out {
+            t.prompt_len = prompt_len.min(t.ids.len());
+        }
+        Ok(out)
     }
 
     /// The token strings of one text, for display.

@@ -17,8 +17,8 @@ use candle_core::Tensor;
 
 use super::data::{DataKind, Dataset, Example};
 use super::losses::softmax_logits;
-use crate::analysis::similarity::cosine;
-use crate::model::{Result, SentenceEncoder};
+use crate::analysis::similarity::Similarity;
+use crate::model::{Prompt, Result, SentenceEncoder};
 
 /// Named metric values, the first being the one to watch.
 pub type Metrics = Vec<(String, f64)>;
@@ -70,15 +70,33 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     pearson(&ranks(x), &ranks(y))
 }
 
-/// What a kind of data can be evaluated with (`None`: nothing, e.g. unlabelled sentences).
-pub fn primary_metric(kind: DataKind) -> Option<&'static str> {
+/// The metric to watch for a kind of data under a model's similarity (`None`: nothing to
+/// measure, e.g. unlabelled sentences), named as the library names it.
+pub fn primary_metric(kind: DataKind, sim: Similarity) -> Option<String> {
     match kind {
-        DataKind::ScoredPairs => Some("spearman_cosine"),
-        DataKind::LabeledPairs => Some("cosine_ap"),
-        DataKind::Nli => Some("classifier_accuracy"),
-        DataKind::Pairs => Some("cosine_ndcg@10"),
-        DataKind::Triplets => Some("cosine_accuracy"),
+        DataKind::ScoredPairs => Some(format!("spearman_{sim}")),
+        DataKind::LabeledPairs => Some(format!("{sim}_ap")),
+        DataKind::Nli => Some("classifier_accuracy".into()),
+        DataKind::Pairs => Some(format!("{sim}_ndcg@10")),
+        DataKind::Triplets => Some(format!("{sim}_accuracy")),
         DataKind::Texts => None,
+    }
+}
+
+/// How to embed the texts of an evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub batch: usize,
+    /// The prompt before every text (by default the model's default prompt, as in Python).
+    pub prompt: Prompt,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            batch: 32,
+            prompt: Prompt::ModelDefault,
+        }
     }
 }
 
@@ -87,10 +105,10 @@ fn column(
     encoder: &SentenceEncoder,
     data: &Dataset,
     col: usize,
-    batch: usize,
+    opts: &EvalOptions,
 ) -> Result<Vec<Vec<f32>>> {
     let texts: Vec<&str> = data.examples.iter().map(|e| e.texts()[col]).collect();
-    encoder.encode(&texts, batch, &mut |_, _| {})
+    encoder.encode_prompted(&texts, &opts.prompt, opts.batch, &mut |_, _| {})
 }
 
 /// A trained NLI classifier (`W [u; v; |u-v|] + b`).
@@ -99,21 +117,23 @@ pub struct Classifier<'a> {
     pub bias: &'a Tensor,
 }
 
-/// Evaluates `encoder` on `data` (in evaluation mode: no dropout).
+/// Evaluates `encoder` on `data` (in evaluation mode: no dropout), comparing vectors with the
+/// model's similarity function.
 pub fn evaluate(
     encoder: &SentenceEncoder,
     data: &Dataset,
     classifier: Option<&Classifier>,
-    batch: usize,
+    opts: &EvalOptions,
 ) -> Result<Metrics> {
     let n = data.examples.len();
+    let sim = encoder.info().similarity;
     Ok(match data.kind {
         DataKind::ScoredPairs => {
             let (a, b) = (
-                column(encoder, data, 0, batch)?,
-                column(encoder, data, 1, batch)?,
+                column(encoder, data, 0, opts)?,
+                column(encoder, data, 1, opts)?,
             );
-            let cos: Vec<f64> = (0..n).map(|i| cosine(&a[i], &b[i]) as f64).collect();
+            let cos: Vec<f64> = (0..n).map(|i| sim.score(&a[i], &b[i]) as f64).collect();
             let gold: Vec<f64> = data
                 .examples
                 .iter()
@@ -123,33 +143,33 @@ pub fn evaluate(
                 })
                 .collect();
             vec![
-                ("spearman_cosine".into(), spearman(&cos, &gold)),
-                ("pearson_cosine".into(), pearson(&cos, &gold)),
+                (format!("spearman_{sim}"), spearman(&cos, &gold)),
+                (format!("pearson_{sim}"), pearson(&cos, &gold)),
             ]
         }
         DataKind::LabeledPairs => {
             let (a, b) = (
-                column(encoder, data, 0, batch)?,
-                column(encoder, data, 1, batch)?,
+                column(encoder, data, 0, opts)?,
+                column(encoder, data, 1, opts)?,
             );
-            let scores: Vec<f32> = (0..n).map(|i| cosine(&a[i], &b[i])).collect();
+            let scores: Vec<f32> = (0..n).map(|i| sim.score(&a[i], &b[i])).collect();
             let labels: Vec<bool> = data
                 .examples
                 .iter()
                 .map(|e| matches!(e, Example::Labeled { label, .. } if *label == 1.0))
                 .collect();
-            binary_classification(&scores, &labels)
+            binary_classification(&scores, &labels, sim)
         }
         DataKind::Triplets => {
             let (a, p, q) = (
-                column(encoder, data, 0, batch)?,
-                column(encoder, data, 1, batch)?,
-                column(encoder, data, 2, batch)?,
+                column(encoder, data, 0, opts)?,
+                column(encoder, data, 1, opts)?,
+                column(encoder, data, 2, opts)?,
             );
             let hits = (0..n)
-                .filter(|&i| cosine(&a[i], &p[i]) > cosine(&a[i], &q[i]))
+                .filter(|&i| sim.score(&a[i], &p[i]) > sim.score(&a[i], &q[i]))
                 .count();
-            vec![("cosine_accuracy".into(), hits as f64 / n as f64)]
+            vec![(format!("{sim}_accuracy"), hits as f64 / n as f64)]
         }
         DataKind::Pairs => {
             // Queries and documents by their text, in order of first appearance.
@@ -177,9 +197,10 @@ pub fn evaluate(
                     relevant[q].push(d);
                 }
             }
-            let q = encoder.encode(&queries, batch, &mut |_, _| {})?;
-            let d = encoder.encode(&docs, batch, &mut |_, _| {})?;
-            information_retrieval(&q, &d, &relevant)
+            let embed = |texts: &[&str]| {
+                encoder.encode_prompted(texts, &opts.prompt, opts.batch, &mut |_, _| {})
+            };
+            information_retrieval(&embed(&queries)?, &embed(&docs)?, &relevant, sim)
         }
         DataKind::Nli => {
             let Some(c) = classifier else {
@@ -190,8 +211,8 @@ pub fn evaluate(
                 ));
             };
             let (a, b) = (
-                column(encoder, data, 0, batch)?,
-                column(encoder, data, 1, batch)?,
+                column(encoder, data, 0, opts)?,
+                column(encoder, data, 1, opts)?,
             );
             let dev = c.weight.device();
             let to_t = |v: &Vec<Vec<f32>>| -> Result<Tensor> {
@@ -218,11 +239,12 @@ pub fn evaluate(
     })
 }
 
-/// `BinaryClassificationEvaluator`'s metrics for cosine scores and 0/1 labels: accuracy and F1
-/// at their best thresholds (midpoints between neighbouring scores, as the library picks them),
-/// precision and recall at the F1 threshold, average precision (scikit-learn's
-/// `average_precision_score`) and Matthews correlation at the F1 threshold.
-pub fn binary_classification(scores: &[f32], labels: &[bool]) -> Metrics {
+/// `BinaryClassificationEvaluator`'s metrics for similarity scores (higher: more similar) and
+/// 0/1 labels: accuracy and F1 at their best thresholds (midpoints between neighbouring scores,
+/// as the library picks them), precision and recall at the F1 threshold, average precision
+/// (scikit-learn's `average_precision_score`) and Matthews correlation at the F1 threshold.
+/// Thresholds of the distance similarities are given as distances, as the library does.
+pub fn binary_classification(scores: &[f32], labels: &[bool], sim: Similarity) -> Metrics {
     let n = scores.len();
     let mut rows: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
     // Highest score first; a stable sort keeps ties in input order, as Python's `sorted`.
@@ -312,15 +334,21 @@ pub fn binary_classification(scores: &[f32], labels: &[bool]) -> Metrics {
     } else {
         (tp * tn - fp * fn_) / denom
     };
+    let shown = |t: f32| -> f64 {
+        match sim {
+            Similarity::Euclidean | Similarity::Manhattan => -t as f64,
+            _ => t as f64,
+        }
+    };
     vec![
-        ("cosine_ap".into(), ap),
-        ("cosine_accuracy".into(), best_acc),
-        ("cosine_accuracy_threshold".into(), acc_threshold as f64),
-        ("cosine_f1".into(), best_f1),
-        ("cosine_f1_threshold".into(), f1_threshold as f64),
-        ("cosine_precision".into(), best_p),
-        ("cosine_recall".into(), best_r),
-        ("cosine_mcc".into(), mcc),
+        (format!("{sim}_ap"), ap),
+        (format!("{sim}_accuracy"), best_acc),
+        (format!("{sim}_accuracy_threshold"), shown(acc_threshold)),
+        (format!("{sim}_f1"), best_f1),
+        (format!("{sim}_f1_threshold"), shown(f1_threshold)),
+        (format!("{sim}_precision"), best_p),
+        (format!("{sim}_recall"), best_r),
+        (format!("{sim}_mcc"), mcc),
     ]
 }
 
@@ -330,13 +358,14 @@ const NDCG_AT: usize = 10;
 const MRR_AT: usize = 10;
 const MAP_AT: usize = 100;
 
-/// `InformationRetrievalEvaluator`'s metrics: each query's documents ranked by cosine (ties by
+/// `InformationRetrievalEvaluator`'s metrics: each query's documents ranked by `sim` (ties by
 /// position), `relevant[q]` the documents relevant to query `q`. Queries without a relevant
 /// document are left out, as the library does.
 pub fn information_retrieval(
     queries: &[Vec<f32>],
     docs: &[Vec<f32>],
     relevant: &[Vec<usize>],
+    sim: Similarity,
 ) -> Metrics {
     let mut hits_at = [0f64; 4];
     let mut precision_at = [0f64; 4];
@@ -358,7 +387,7 @@ pub fn information_retrieval(
         let mut ranked: Vec<(f32, usize)> = docs
             .iter()
             .enumerate()
-            .map(|(i, d)| (cosine(q, d), i))
+            .map(|(i, d)| (sim.score(q, d), i))
             .collect();
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         ranked.truncate(MAP_AT);
@@ -389,18 +418,18 @@ pub fn information_retrieval(
     }
     let n = counted.max(1) as f64;
     let mut m: Metrics = vec![
-        (format!("cosine_ndcg@{NDCG_AT}"), ndcg / n),
-        (format!("cosine_mrr@{MRR_AT}"), mrr / n),
-        (format!("cosine_map@{MAP_AT}"), map / n),
+        (format!("{sim}_ndcg@{NDCG_AT}"), ndcg / n),
+        (format!("{sim}_mrr@{MRR_AT}"), mrr / n),
+        (format!("{sim}_map@{MAP_AT}"), map / n),
     ];
     for (j, k) in ACCURACY_AT.iter().enumerate() {
-        m.push((format!("cosine_accuracy@{k}"), hits_at[j] / n));
+        m.push((format!("{sim}_accuracy@{k}"), hits_at[j] / n));
     }
     for (j, k) in ACCURACY_AT.iter().enumerate() {
-        m.push((format!("cosine_precision@{k}"), precision_at[j] / n));
+        m.push((format!("{sim}_precision@{k}"), precision_at[j] / n));
     }
     for (j, k) in ACCURACY_AT.iter().enumerate() {
-        m.push((format!("cosine_recall@{k}"), recall_at[j] / n));
+        m.push((format!("{sim}_recall@{k}"), recall_at[j] / n));
     }
     m
 }
@@ -432,7 +461,11 @@ mod tests {
     fn binary_metrics_by_hand() {
         // sklearn: average_precision_score([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) -> 0.8333333333
         // matthews_corrcoef([1, 0, 1, 0], [1, 1, 1, 0]) -> 0.5773502691896258
-        let m = binary_classification(&[0.9, 0.8, 0.7, 0.1], &[true, false, true, false]);
+        let m = binary_classification(
+            &[0.9, 0.8, 0.7, 0.1],
+            &[true, false, true, false],
+            Similarity::Cosine,
+        );
         let get = |k: &str| m.iter().find(|(n, _)| n == k).unwrap().1;
         assert!((get("cosine_ap") - 0.833_333_333_3).abs() < 1e-9);
         // Accuracy: 3 of 4 with the threshold between 0.9 and 0.8 or between 0.7 and 0.1.
@@ -449,7 +482,7 @@ mod tests {
         // Query 0: documents ranked 1, 0, 2 (cosines 1, 0.6, 0), relevant {0}: the hit at rank 2.
         let q = vec![vec![1.0f32, 0.0]];
         let d = vec![vec![0.6f32, 0.8], vec![1.0, 0.0], vec![0.0, 1.0]];
-        let m = information_retrieval(&q, &d, &[vec![0]]);
+        let m = information_retrieval(&q, &d, &[vec![0]], Similarity::Cosine);
         let get = |k: &str| m.iter().find(|(n, _)| n == k).unwrap().1;
         assert_eq!(get("cosine_accuracy@1"), 0.0);
         assert_eq!(get("cosine_accuracy@3"), 1.0);

@@ -315,7 +315,7 @@ fn sum_of_squares(g: &Tensor) -> R<f64> {
         {
             return Ok(data[a..b]
                 .par_chunks(1 << 12)
-                .map(|c| crate::model::kernels::dot(c, c) as f64)
+                .map(|c| crate::model::cpu::kernels::dot(c, c) as f64)
                 .sum());
         }
     }

@@ -236,6 +236,7 @@ fn load_encoder(spec: &str, config: &TrainConfig) -> Result<SentenceEncoder, Tra
             device: config.device,
             pooling: config.pooling.clone(),
             max_seq_length: config.max_seq_length,
+            truncate_dim: None,
         },
     )?)
 }
@@ -469,7 +470,12 @@ impl<'a> TrainingRun<'a> {
                 weight: c.weight.as_tensor(),
                 bias: c.bias.as_tensor(),
             });
-            eval::evaluate(&self.session.encoder, &set, classifier.as_ref(), 32)
+            eval::evaluate(
+                &self.session.encoder,
+                &set,
+                classifier.as_ref(),
+                &eval::EvalOptions::default(),
+            )
         };
         match result {
             Ok(m) => Ok(Some(m)),

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::data::Example;
 use super::losses::{self, LossKind, TripletDistance};
 use super::optim::{AdamW, AdamWConfig, Param, clip_coefficient, decays, grad_norm};
-use crate::model::bert::Tape;
+use crate::model::transformer::Tape;
 use crate::model::{DropoutRng, Mode, ModelError, Result, SentenceEncoder};
 
 /// Loss settings beyond its kind.
@@ -350,8 +350,7 @@ impl Session {
                 Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
                 None => vec![0.0; leaf.elem_count()],
             };
-            let bert = self.encoder.transformer();
-            for (weight, grad) in tape.backward(bert, &grad_tokens)?.0 {
+            for (weight, grad) in self.encoder.backward(tape, &grad_tokens)?.0 {
                 let g = Tensor::from_vec(grad, weight.shape(), weight.device())?;
                 grads.insert(&weight, g);
             }

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use super::hits::{Hit, Pane};
 use super::keys::{Action, Context};
-use super::messages::{Embedded, ModelSummary, Request, Slot, WorkerEvent};
+use super::messages::{Embedded, ModelSummary, Prompt, Request, Slot, WorkerEvent};
 use super::shell::{EditTarget, Mode, Shell};
 use crate::analysis::pca::{PcaBasis, PcaError};
-use crate::analysis::similarity::cosine_matrix;
+use crate::analysis::similarity::Similarity;
 use crate::model::PoolingMode;
 use crate::sentence_file;
 
@@ -80,6 +80,8 @@ pub struct Analysis {
     pub texts: Vec<String>,
     /// The model generations the vectors came from (base, fine-tuned).
     pub generations: (u64, Option<u64>),
+    /// How the matrices compare vectors (the base model's `similarity_fn_name`).
+    pub similarity: Similarity,
     pub base: Side,
     /// The fine-tuned model's side, when one is loaded.
     pub tuned: Option<Side>,
@@ -176,12 +178,19 @@ impl ModelSlot {
             .collect()
     }
 
-    fn side(&self, texts: &[String]) -> Side {
+    /// The model's similarity function (`similarity_fn_name`).
+    pub fn similarity(&self) -> Similarity {
+        self.summary()
+            .and_then(|m| m.similarity.parse().ok())
+            .unwrap_or_default()
+    }
+
+    fn side(&self, texts: &[String], similarity: Similarity) -> Side {
         let items: Vec<&Embedded> = texts.iter().map(|t| &self.cache[t]).collect();
         let vectors: Vec<Vec<f32>> = items.iter().map(|e| e.vector.clone()).collect();
         Side {
             tokens: items.iter().map(|e| (e.tokens, e.truncated)).collect(),
-            matrix: cosine_matrix(&vectors),
+            matrix: similarity.matrix(&vectors),
             vectors,
         }
     }
@@ -214,6 +223,8 @@ pub struct Explorer {
     /// A fine-tuned model shown next to it.
     pub tuned: Option<ModelSlot>,
     pub view: MatrixView,
+    /// The prompt the models' texts get (the model's default unless chosen).
+    pub prompt: Prompt,
     pub analysis: Option<Analysis>,
     pub last_embed_ms: Option<f64>,
     /// Results that arrived too late to matter (for tests and diagnostics).
@@ -231,6 +242,7 @@ impl Explorer {
             base: ModelSlot::new(),
             tuned: None,
             view: MatrixView::Base,
+            prompt: Prompt::ModelDefault,
             analysis: None,
             last_embed_ms: None,
             dropped_results: 0,
@@ -289,6 +301,7 @@ impl Explorer {
             generation: s.generation,
             spec: spec.to_string(),
             pooling,
+            prompt: self.prompt.clone(),
         });
     }
 
@@ -306,6 +319,7 @@ impl Explorer {
             generation: slot.generation,
             spec: spec.to_string(),
             pooling: self.base.summary().map(|m| m.pooling.clone()),
+            prompt: self.prompt.clone(),
         });
         self.tuned = Some(slot);
         self.view = MatrixView::Difference;
@@ -380,12 +394,14 @@ impl Explorer {
     }
 
     fn analyse(&mut self, texts: Vec<String>, generations: (u64, Option<u64>)) -> Analysis {
-        let base = self.base.side(&texts);
+        // Both models are compared the base model's way, so their matrices can be subtracted.
+        let similarity = self.base.similarity();
+        let base = self.base.side(&texts, similarity);
         let tuned = self
             .tuned
             .as_ref()
             .filter(|t| t.ready())
-            .map(|t| t.side(&texts));
+            .map(|t| t.side(&texts, similarity));
         let pca = PcaBasis::fit(&base.vectors);
         let (coords, tuned_coords) = match &pca {
             Ok(b) => (
@@ -404,6 +420,7 @@ impl Explorer {
         Analysis {
             texts,
             generations,
+            similarity,
             base,
             tuned,
             pca,
@@ -549,6 +566,44 @@ impl Explorer {
         shell.set_status(format!("switching pooling to {next}…"), false);
     }
 
+    /// Moves to the model's next prompt: no prompt, then each named prompt in turn.
+    fn next_prompt(&mut self, shell: &mut Shell) {
+        let Some(model) = self.base.summary() else {
+            return shell.set_status("no model loaded yet", true);
+        };
+        if model.prompts.is_empty() {
+            return shell.set_status("this model has no prompts", true);
+        }
+        let choices: Vec<Option<String>> = std::iter::once(None)
+            .chain(model.prompts.iter().cloned().map(Some))
+            .collect();
+        let i = choices
+            .iter()
+            .position(|c| *c == model.prompt)
+            .map_or(0, |i| (i + 1) % choices.len());
+        self.prompt = choices[i].clone().map_or(Prompt::None, Prompt::Name);
+        for slot in [Slot::Base, Slot::Tuned] {
+            let Some(s) = self.slot_mut(slot).filter(|s| s.ready()) else {
+                continue;
+            };
+            s.previous_model = s.summary().cloned();
+            s.forget();
+            let generation = s.generation;
+            shell.request(Request::SetPrompt {
+                slot,
+                generation,
+                prompt: self.prompt.clone(),
+            });
+        }
+        shell.set_status(
+            match &choices[i] {
+                Some(n) => format!("prompt `{n}` before every sentence…"),
+                None => "no prompt…".to_string(),
+            },
+            false,
+        );
+    }
+
     /// Carries out an explorer action; false when `action` is not the explorer's.
     pub fn act(&mut self, action: Action, shell: &mut Shell) -> bool {
         let n = self.sentences.len();
@@ -612,6 +667,7 @@ impl Explorer {
             Action::Left => self.matrix_col = self.matrix_col.saturating_sub(1),
             Action::Right => self.matrix_col = (self.matrix_col + 1).min(n.saturating_sub(1)),
             Action::NextPooling => self.next_pooling(shell),
+            Action::NextPrompt => self.next_prompt(shell),
             Action::LoadModel => {
                 let current = self.model_spec();
                 shell.edit(EditTarget::ModelSpec, &current);

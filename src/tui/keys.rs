@@ -51,6 +51,7 @@ pub enum Action {
     PrevPane,
     Help,
     NextPooling,
+    NextPrompt,
     LoadModel,
     DemoSets,
     OpenFile,
@@ -183,6 +184,13 @@ pub const BINDINGS: &[Binding] = &[
         "p",
         A::NextPooling,
         "next pooling mode (cls, mean, max, ...)",
+    ),
+    b(
+        C::Global,
+        &[c('P')],
+        "P",
+        A::NextPrompt,
+        "next prompt of the model (none, query, passage, ...)",
     ),
     b(
         C::Global,

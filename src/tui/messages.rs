@@ -1,6 +1,8 @@
 //! What the UI and the embedding worker say to each other. Everything here is owned, plain
 //! data: the UI never sees a tensor.
 
+pub use crate::model::Prompt;
+
 /// Which of the two models a message is about: the one being explored, or a fine-tuned one
 /// shown next to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,18 +14,26 @@ pub enum Slot {
 /// From the UI to the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// Load a model (folder or Hub id), optionally with a pooling override.
+    /// Load a model (folder or Hub id), optionally with a pooling override, and the prompt its
+    /// texts get.
     Load {
         slot: Slot,
         generation: u64,
         spec: String,
         pooling: Option<String>,
+        prompt: Prompt,
     },
     /// Change a loaded model's pooling.
     SetPooling {
         slot: Slot,
         generation: u64,
         pooling: String,
+    },
+    /// Change the prompt a loaded model's texts get.
+    SetPrompt {
+        slot: Slot,
+        generation: u64,
+        prompt: Prompt,
     },
     /// Forget a model.
     Unload { slot: Slot },
@@ -45,6 +55,12 @@ pub struct ModelSummary {
     pub pooling: String,
     pub max_seq_length: usize,
     pub normalize: bool,
+    /// How the model compares vectors (`cosine`, `dot`, `euclidean`, `manhattan`).
+    pub similarity: String,
+    /// The names of the model's prompts.
+    pub prompts: Vec<String>,
+    /// The prompt its texts get now (its name, or the text itself), if any.
+    pub prompt: Option<String>,
 }
 
 /// One embedded text.

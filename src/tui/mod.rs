@@ -49,6 +49,9 @@ pub struct TuiOptions {
     pub pooling: Option<String>,
     pub device: DeviceChoice,
     pub max_seq_length: Option<usize>,
+    pub truncate_dim: Option<usize>,
+    /// The prompt to start with.
+    pub prompt: crate::model::Prompt,
     pub sentences: Vec<String>,
 }
 
@@ -287,13 +290,17 @@ pub fn run(options: TuiOptions) -> Result<()> {
     let requests = worker::spawn(
         tx.clone(),
         AppEvent::Worker,
-        options.device,
-        options.max_seq_length,
+        worker::WorkerOptions {
+            device: options.device,
+            max_seq_length: options.max_seq_length,
+            truncate_dim: options.truncate_dim,
+        },
     );
     let mut sentences = options.sentences;
     let total = sentences.len();
     sentences.truncate(explorer::MAX_SENTENCES);
     let mut app = App::new(sentences, theme::Theme::from_env().color);
+    app.explorer.prompt = options.prompt;
     app.load_model(&options.model, options.pooling);
     if total > explorer::MAX_SENTENCES {
         app.notify(

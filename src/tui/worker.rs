@@ -6,52 +6,62 @@ use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
-use crate::model::{self, LoadOptions, PoolingSpec, SentenceEncoder, SourceOptions};
+use crate::model::{self, LoadOptions, PoolingSpec, Prompt, SentenceEncoder, SourceOptions};
 
 use super::messages::{Embedded, ModelSummary, Request, Slot, WorkerEvent};
+
+/// How the worker loads models (the command line's choices).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerOptions {
+    pub device: model::DeviceChoice,
+    pub max_seq_length: Option<usize>,
+    pub truncate_dim: Option<usize>,
+}
 
 /// Starts the worker; events go through `send` (wrapped by `wrap` into the UI's event type).
 pub fn spawn<E: Send + 'static>(
     send: Sender<E>,
     wrap: fn(WorkerEvent) -> E,
-    device: model::DeviceChoice,
-    max_seq_length: Option<usize>,
+    options: WorkerOptions,
 ) -> Sender<Request> {
     let (tx, rx) = channel::<Request>();
     std::thread::Builder::new()
         .name("embedding-worker".into())
-        .spawn(move || {
-            run(
-                rx,
-                move |e| send.send(wrap(e)).is_ok(),
-                device,
-                max_seq_length,
-            )
-        })
+        .spawn(move || run(rx, move |e| send.send(wrap(e)).is_ok(), options))
         .expect("spawn the embedding worker");
     tx
 }
 
-fn summary(name: &str, enc: &SentenceEncoder) -> ModelSummary {
-    let i = enc.info();
+/// A loaded model: its name, the encoder, and the prompt its texts get.
+struct Loaded {
+    name: String,
+    encoder: SentenceEncoder,
+    prompt: Prompt,
+}
+
+fn summary(m: &Loaded) -> ModelSummary {
+    let i = m.encoder.info();
     ModelSummary {
-        name: name.to_string(),
+        name: m.name.clone(),
         device: i.device.clone(),
         dim: i.embedding_dim,
         pooling: i.pooling.to_string(),
         max_seq_length: i.max_seq_length,
         normalize: i.normalize,
+        similarity: i.similarity.name().to_string(),
+        prompts: i.prompts.keys().cloned().collect(),
+        prompt: match &m.prompt {
+            Prompt::Name(n) => Some(n.clone()),
+            Prompt::Text(t) if !t.is_empty() => Some(format!("{t:?}")),
+            Prompt::ModelDefault => i.default_prompt_name.clone(),
+            Prompt::None | Prompt::Text(_) => None,
+        },
     }
 }
 
 /// The worker loop, separate from the thread so tests can drive it.
-pub fn run(
-    rx: Receiver<Request>,
-    send: impl Fn(WorkerEvent) -> bool,
-    device: model::DeviceChoice,
-    max_seq_length: Option<usize>,
-) {
-    let mut encoders: HashMap<Slot, (String, SentenceEncoder)> = HashMap::new();
+pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: WorkerOptions) {
+    let mut encoders: HashMap<Slot, Loaded> = HashMap::new();
     while let Ok(first) = rx.recv() {
         // Drain what has queued up meanwhile: per slot, only the newest of each kind matters,
         // in the order load, pooling, embed.
@@ -60,6 +70,7 @@ pub fn run(
             let slot = match &req {
                 Request::Load { slot, .. }
                 | Request::SetPooling { slot, .. }
+                | Request::SetPrompt { slot, .. }
                 | Request::Unload { slot }
                 | Request::Embed { slot, .. } => *slot,
             };
@@ -76,6 +87,7 @@ pub fn run(
                     p.load = Some(r);
                 }
                 r @ Request::SetPooling { .. } => p.pooling = Some(r),
+                r @ Request::SetPrompt { .. } => p.prompt = Some(r),
                 r @ Request::Embed { .. } => p.embed = Some(r),
             }
         }
@@ -84,7 +96,7 @@ pub fn run(
             // failure of that request; the worker, and the app, go on.
             let failed = request_ids(&p);
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve(slot, p, &mut encoders, &send, device, max_seq_length)
+                serve(slot, p, &mut encoders, &send, options)
             }));
             match served {
                 Ok(true) => {}
@@ -112,9 +124,10 @@ pub fn run(
 
 /// The generation of a pending load or pooling change, and the id of a pending embedding.
 fn request_ids(p: &Pending) -> (Option<u64>, Option<u64>) {
-    let generation = match (&p.load, &p.pooling) {
-        (Some(Request::Load { generation, .. }), _)
-        | (_, Some(Request::SetPooling { generation, .. })) => Some(*generation),
+    let generation = match (&p.load, &p.pooling, &p.prompt) {
+        (Some(Request::Load { generation, .. }), _, _)
+        | (_, Some(Request::SetPooling { generation, .. }), _)
+        | (_, _, Some(Request::SetPrompt { generation, .. })) => Some(*generation),
         _ => None,
     };
     let id = match &p.embed {
@@ -128,6 +141,7 @@ fn request_ids(p: &Pending) -> (Option<u64>, Option<u64>) {
 struct Pending {
     load: Option<Request>,
     pooling: Option<Request>,
+    prompt: Option<Request>,
     embed: Option<Request>,
 }
 
@@ -135,10 +149,9 @@ struct Pending {
 fn serve(
     slot: Slot,
     p: Pending,
-    encoders: &mut HashMap<Slot, (String, SentenceEncoder)>,
+    encoders: &mut HashMap<Slot, Loaded>,
     send: &impl Fn(WorkerEvent) -> bool,
-    device: model::DeviceChoice,
-    max_seq_length: Option<usize>,
+    options: WorkerOptions,
 ) -> bool {
     match p.load {
         Some(Request::Unload { .. }) => {
@@ -148,6 +161,7 @@ fn serve(
             generation,
             spec,
             pooling,
+            prompt,
             ..
         }) => {
             // The current model stays until the new one has loaded, so a failed load leaves
@@ -168,20 +182,28 @@ fn serve(
                     let mut source = SourceOptions::from_env();
                     source.progress = false; // never write to the terminal the UI owns
                     let options = LoadOptions {
-                        device,
+                        device: options.device,
                         pooling,
-                        max_seq_length,
+                        max_seq_length: options.max_seq_length,
+                        truncate_dim: options.truncate_dim,
                     };
-                    model::load(&spec, &source, &options).map_err(|e| e.to_string())
+                    let enc = model::load(&spec, &source, &options).map_err(|e| e.to_string())?;
+                    enc.prompt_text(&prompt).map_err(|e| e.to_string())?;
+                    Ok(enc)
                 });
             let event = match result {
-                Ok(enc) => {
+                Ok(encoder) => {
+                    let loaded = Loaded {
+                        name: spec,
+                        encoder,
+                        prompt,
+                    };
                     let event = WorkerEvent::Loaded {
                         slot,
                         generation,
-                        model: summary(&spec, &enc),
+                        model: summary(&loaded),
                     };
-                    encoders.insert(slot, (spec, enc));
+                    encoders.insert(slot, loaded);
                     event
                 }
                 Err(error) => WorkerEvent::LoadFailed {
@@ -213,12 +235,42 @@ fn serve(
                 generation,
                 error: e,
             },
-            (Some((name, enc)), Ok(spec)) => match enc.set_pooling(spec) {
+            (Some(m), Ok(spec)) => match m.encoder.set_pooling(spec) {
                 Ok(()) => WorkerEvent::Loaded {
                     slot,
                     generation,
-                    model: summary(name, enc),
+                    model: summary(m),
                 },
+                Err(e) => WorkerEvent::LoadFailed {
+                    slot,
+                    generation,
+                    error: e.to_string(),
+                },
+            },
+        };
+        if !send(event) {
+            return false;
+        }
+    }
+    if let Some(Request::SetPrompt {
+        generation, prompt, ..
+    }) = p.prompt
+    {
+        let event = match encoders.get_mut(&slot) {
+            None => WorkerEvent::LoadFailed {
+                slot,
+                generation,
+                error: "no model is loaded".into(),
+            },
+            Some(m) => match m.encoder.prompt_text(&prompt) {
+                Ok(_) => {
+                    m.prompt = prompt;
+                    WorkerEvent::Loaded {
+                        slot,
+                        generation,
+                        model: summary(m),
+                    }
+                }
                 Err(e) => WorkerEvent::LoadFailed {
                     slot,
                     generation,
@@ -237,11 +289,11 @@ fn serve(
         ..
     }) = p.embed
     {
-        let Some((_, enc)) = encoders.get(&slot) else {
+        let Some(m) = encoders.get(&slot) else {
             return true;
         };
         let start = Instant::now();
-        let event = match embed_texts(enc, texts) {
+        let event = match embed_texts(&m.encoder, &m.prompt, texts) {
             Ok(items) => WorkerEvent::Embedded {
                 slot,
                 id,
@@ -262,8 +314,12 @@ fn serve(
     true
 }
 
-fn embed_texts(enc: &SentenceEncoder, texts: Vec<String>) -> model::Result<Vec<Embedded>> {
-    let tokenized = enc.tokenize(&texts)?;
+fn embed_texts(
+    enc: &SentenceEncoder,
+    prompt: &Prompt,
+    texts: Vec<String>,
+) -> model::Result<Vec<Embedded>> {
+    let tokenized = enc.tokenize_prompted(&texts, prompt)?;
     let vectors = enc.encode_tokenized(&tokenized, 32, &mut |_, _| {})?;
     Ok(texts
         .into_iter()
@@ -304,8 +360,10 @@ mod tests {
                 events.lock().unwrap().push(e);
                 true
             },
-            model::DeviceChoice::Cpu,
-            None,
+            WorkerOptions {
+                device: model::DeviceChoice::Cpu,
+                ..Default::default()
+            },
         );
         events.into_inner().unwrap()
     }
@@ -324,6 +382,7 @@ mod tests {
                 generation: 1,
                 spec: tiny(),
                 pooling: None,
+                prompt: Prompt::ModelDefault,
             },
             embed(1, "a"),
             embed(2, "ab"),
@@ -350,6 +409,7 @@ mod tests {
             generation: 4,
             spec: "./no/such/model".into(),
             pooling: None,
+            prompt: Prompt::ModelDefault,
         }]);
         assert!(
             matches!(&events[1], WorkerEvent::LoadFailed { generation: 4, error, .. } if error.contains("does not exist"))
@@ -360,6 +420,7 @@ mod tests {
                 generation: 1,
                 spec: tiny(),
                 pooling: None,
+                prompt: Prompt::ModelDefault,
             },
             Request::SetPooling {
                 slot: Slot::Base,
@@ -383,6 +444,7 @@ mod tests {
                 generation: 1,
                 spec: tiny.join(dir).to_string_lossy().into_owned(),
                 pooling: None,
+                prompt: Prompt::ModelDefault,
             });
             requests.push(Request::Embed {
                 slot,

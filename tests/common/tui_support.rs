@@ -40,6 +40,9 @@ pub fn summary() -> ModelSummary {
         pooling: "mean".into(),
         max_seq_length: 256,
         normalize: true,
+        similarity: "cosine".into(),
+        prompts: vec![],
+        prompt: None,
     }
 }
 
@@ -57,6 +60,9 @@ pub fn serve(app: &mut App) -> usize {
                     slot, generation, ..
                 }
                 | Request::SetPooling {
+                    slot, generation, ..
+                }
+                | Request::SetPrompt {
                     slot, generation, ..
                 } => WorkerEvent::Loaded {
                     slot,

@@ -1,24 +1,25 @@
 //! Training the encoder on the CPU without candle's autograd: a forward pass that records what
-//! its backward pass needs ([`Tape`]), and that backward pass written out by hand, on packed
-//! tokens (no padding) with the fused kernels of [`super::super::kernels`].
+//! its backward pass needs ([`BertTape`]), and that backward pass written out by hand, on packed
+//! tokens (no padding) with the fused kernels of `model/cpu/kernels.rs`.
 //!
 //! The gradients are those of the composition in `bert.rs` (training mode), dropout included:
 //! masks are drawn from the same [`DropoutRng`] in the same order and shapes as the composition
 //! draws them, so a run is the same run either way (`tests/backprop.rs` compares the two, with and
 //! without dropout). Only the encoder is done here; pooling, Dense, Normalize and the loss stay
 //! candle operations, and meet this code at the token vectors: the session takes their gradient
-//! from candle's backward pass and hands it to [`Tape::backward`].
+//! from candle's backward pass and hands it to [`BertTape::backward`].
 
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::super::kernels::{self, Mat};
 use super::super::layers::{DropoutRng, LayerNorm, Linear};
 use super::fused::{Data, Packed};
 use super::{Bert, EncoderInput, HiddenAct, Layer};
+use crate::model::cpu::kernels::{self, Mat};
+use crate::model::transformer::WeightGrads;
 
 /// Everything the backward pass needs from one recorded forward pass.
-pub struct Tape {
+pub struct BertTape {
     b: usize,
     seq: usize,
     h: usize,
@@ -149,7 +150,7 @@ pub(super) fn forward(
     bert: &Bert,
     input: &EncoderInput,
     rng: Option<&DropoutRng>,
-) -> candle_core::Result<(Tensor, Tape)> {
+) -> candle_core::Result<(Tensor, BertTape)> {
     let c = &bert.config;
     let (h, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
     let d = h / heads;
@@ -284,7 +285,7 @@ pub(super) fn forward(
     let tokens = packed.unpack(&x, h, input.ids.device())?;
     Ok((
         tokens,
-        Tape {
+        BertTape {
             b,
             seq,
             h,
@@ -297,25 +298,18 @@ pub(super) fn forward(
     ))
 }
 
-/// Gradients of the encoder's weights, each with the weight it belongs to.
-pub struct WeightGrads(pub Vec<(Tensor, Vec<f32>)>);
-
-impl WeightGrads {
-    fn push(&mut self, weight: &Tensor, grad: Vec<f32>) {
-        self.0.push((weight.clone(), grad));
+/// The gradients of a linear layer's weight and bias.
+fn push_linear(grads: &mut WeightGrads, lin: &Linear, dw: Vec<f32>, db: Vec<f32>) {
+    grads.push(lin.weight(), dw);
+    if let Some(b) = lin.bias() {
+        grads.push(b, db);
     }
+}
 
-    fn linear(&mut self, lin: &Linear, dw: Vec<f32>, db: Vec<f32>) {
-        self.push(lin.weight(), dw);
-        if let Some(b) = lin.bias() {
-            self.push(b, db);
-        }
-    }
-
-    fn norm(&mut self, norm: &LayerNorm, dgamma: Vec<f32>, dbeta: Vec<f32>) {
-        self.push(norm.weight(), dgamma);
-        self.push(norm.bias(), dbeta);
-    }
+/// The gradients of a layer norm's scale and shift.
+fn push_norm(grads: &mut WeightGrads, norm: &LayerNorm, dgamma: Vec<f32>, dbeta: Vec<f32>) {
+    grads.push(norm.weight(), dgamma);
+    grads.push(norm.bias(), dbeta);
 }
 
 /// `dw = dyᵀ · x` (`[n, k]`), `db = Σ dy`, and `dx (+)= dy · w`, for `y = x wᵀ + b`.
@@ -340,7 +334,7 @@ fn linear_backward(
     let w = Data::of(lin.weight())?;
     kernels::matmul(dx, k, dy, Mat::rows(w.get(), n, k), dx_accumulate);
     drop(w);
-    grads.linear(lin, dw, db);
+    push_linear(grads, lin, dw, db);
     Ok(())
 }
 
@@ -365,11 +359,11 @@ fn norm_backward(
         &mut dbeta,
     );
     drop(gamma);
-    grads.norm(norm, dgamma, dbeta);
+    push_norm(grads, norm, dgamma, dbeta);
     Ok(())
 }
 
-impl Tape {
+impl BertTape {
     /// From the gradient of the token vectors (`[b, seq, hidden]`, as returned by [`forward`])
     /// to the gradient of every encoder weight.
     pub fn backward(&self, bert: &Bert, grad_tokens: &[f32]) -> candle_core::Result<WeightGrads> {

@@ -9,7 +9,7 @@
 //!   kernel for a few rows (`kernels::matmul_wt`), where packing the weight would cost more than
 //!   the product.
 //! - Bias, GELU, residual and layer norm are fused into one pass after each product
-//!   ([`super::super::kernels`], AVX2 where available).
+//!   (`model/cpu/kernels.rs`, AVX2 where available).
 //! - Attention runs per sentence and head, the head's keys transposed so that eight scores are
 //!   computed at once.
 //! - One thread pool (rayon's, which gemm also uses) runs everything; small batches stay on the
@@ -21,8 +21,8 @@
 use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
 use rayon::prelude::*;
 
-use super::super::kernels;
 use super::{Bert, EncoderInput, HiddenAct, Layer};
+use crate::model::cpu::kernels;
 
 /// Rows per parallel task in the element-wise passes; below two tasks' worth, no pool.
 const ROWS_PER_TASK: usize = 16;

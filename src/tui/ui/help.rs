@@ -22,8 +22,8 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     h
 }
 
-/// Where bindings apply, in the order the help lists them.
-const HELP_ORDER: [Context; 11] = [
+/// Where bindings apply, in the order the help lists them (the help's own keys are in its title).
+const HELP_ORDER: [Context; 10] = [
     Context::Global,
     Context::Sentences,
     Context::Matrix,
@@ -34,7 +34,6 @@ const HELP_ORDER: [Context; 11] = [
     Context::Confirm,
     Context::Demo,
     Context::Editing,
-    Context::Help,
 ];
 
 /// The help text: every binding, one group of lines per place where bindings apply.
@@ -92,7 +91,7 @@ fn columns(groups: Vec<Vec<Line<'static>>>, height: usize) -> Vec<Vec<Line<'stat
 
 pub fn draw_help(theme: &Theme, frame: &mut Frame, area: Rect) {
     let block = Block::bordered()
-        .title(" Keys · any key closes ")
+        .title(" Keys · Esc or any other key closes ")
         .border_style(theme.border(true));
     let height = area.height.saturating_sub(2).max(1) as usize;
     let cols = columns(help_groups(), height);

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
 use super::scroll_offset;
+use crate::analysis::similarity::Similarity;
 use crate::text;
 use crate::tui::app::App;
 use crate::tui::explorer::{MatrixView, ModelState};
@@ -45,13 +46,15 @@ fn grid(app: &App, area: Rect, n: usize) -> Grid {
     }
 }
 
-fn cell_text(theme: &Theme, v: f32, diff: bool) -> String {
+/// A cell: the value, after a shade glyph without colour; `heat` is the value on the [-1, 1]
+/// scale of the colours and glyphs.
+fn cell_text(theme: &Theme, v: f32, heat: f32, diff: bool) -> String {
     match (diff, theme.color) {
-        (false, true) => format!(" {v:>5.2} "),
-        (false, false) => format!("{}{v:>5.2} ", shade(v)),
+        (false, true) => format!(" {} ", five(v, false)),
+        (false, false) => format!("{}{} ", shade(heat), five(v, false)),
         // Differences carry their sign; without colour an arrow marks the larger changes.
-        (true, true) => format!(" {v:>+5.2} "),
-        (true, false) => format!("{}{v:>+5.2} ", diff_mark(v)),
+        (true, true) => format!(" {} ", five(v, true)),
+        (true, false) => format!("{}{} ", diff_mark(v), five(v, true)),
     }
 }
 
@@ -67,18 +70,29 @@ pub fn diff_mark(v: f32) -> char {
 }
 
 /// The name of what the pane shows.
-pub fn view_name(app: &App) -> &'static str {
-    match (
-        app.explorer.view,
-        app.explorer
-            .analysis
-            .as_ref()
-            .is_some_and(|a| a.tuned.is_some()),
-    ) {
-        (MatrixView::Tuned, true) => "fine-tuned",
-        (MatrixView::Difference, true) => "fine-tuned − base",
-        (_, true) => "base",
-        _ => "cosine",
+pub fn view_name(app: &App) -> String {
+    let a = app.explorer.analysis.as_ref();
+    match (app.explorer.view, a.is_some_and(|a| a.tuned.is_some())) {
+        (MatrixView::Tuned, true) => "fine-tuned".into(),
+        (MatrixView::Difference, true) => DIFFERENCE.into(),
+        (_, true) => "base".into(),
+        _ => a.map_or(Similarity::Cosine, |a| a.similarity).to_string(),
+    }
+}
+
+const DIFFERENCE: &str = "fine-tuned − base";
+
+/// A value in five columns, whatever its size (dot products and distances are not in [-1, 1]).
+fn five(v: f32, signed: bool) -> String {
+    let d = match v.abs() {
+        x if x < 9.995 => 2,
+        x if x < 99.95 => 1,
+        _ => 0,
+    };
+    if signed {
+        format!("{v:>+5.d$}")
+    } else {
+        format!("{v:>5.d$}")
     }
 }
 
@@ -127,8 +141,30 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<G
         return None;
     }
     let g = grid(app, area, n);
-    let diff = view == "fine-tuned − base";
+    let diff = view == DIFFERENCE;
     let shown = app.explorer.view;
+    // Similarities outside [-1, 1] (dot products, negated distances) are coloured by where they
+    // fall between the smallest and the largest value shown.
+    let heat = {
+        let bounded = a.similarity.bounded() || diff;
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        if !bounded {
+            for i in 0..n {
+                for j in 0..n {
+                    let v = a.value(shown, i, j);
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+            }
+        }
+        move |v: f32| {
+            if bounded || hi <= lo {
+                v
+            } else {
+                2.0 * (v - lo) / (hi - lo) - 1.0
+            }
+        }
+    };
     if g.rows < n || g.cols < n {
         // Say which part of the matrix is on screen.
         let shown = format!(
@@ -175,12 +211,16 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<G
         let mut spans = vec![Span::styled(format!("{label} "), label_style)];
         for j in (g.col0..n).take(g.cols) {
             let v = a.value(shown, i, j);
-            let mut style = if diff { theme.diff(v) } else { theme.heat(v) };
+            let mut style = if diff {
+                theme.diff(v)
+            } else {
+                theme.heat(heat(v))
+            };
             if i == row && j == col {
                 style =
                     style.add_modifier(Modifier::REVERSED | Modifier::BOLD | Modifier::UNDERLINED);
             }
-            spans.push(Span::styled(cell_text(theme, v, diff), style));
+            spans.push(Span::styled(cell_text(theme, v, heat(v), diff), style));
         }
         lines.push(Line::from(spans));
     }

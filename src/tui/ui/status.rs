@@ -25,12 +25,19 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                 text::clip(name, 28),
                 Style::new().add_modifier(Modifier::BOLD),
             ));
-            for part in [
+            let mut parts = vec![
                 m.device.clone(),
                 format!("dim {}", m.dim),
                 format!("pooling {}", m.pooling),
                 format!("max {} tokens", m.max_seq_length),
-            ] {
+            ];
+            if m.similarity != "cosine" {
+                parts.push(m.similarity.clone());
+            }
+            if let Some(p) = &m.prompt {
+                parts.push(format!("prompt {}", text::clip(p, 24)));
+            }
+            for part in parts {
                 spans.push(sep.clone());
                 spans.push(Span::raw(part));
             }

@@ -10,16 +10,19 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
-use super::layers::{Embedding, LayerNorm, Linear, Mode};
+use super::layers::{DropoutRng, Embedding, LayerNorm, Linear, Mode};
 use super::weights::CheckedWeights;
 
 mod backprop;
 mod fused;
 
-pub use backprop::{Tape, WeightGrads};
+pub use super::transformer::EncoderInput;
+pub use backprop::BertTape;
+
+use super::transformer::{Tape, Transformer, WeightGrads};
 
 /// The architectures this encoder runs, by `config.json`'s `model_type`.
-pub const SUPPORTED_MODEL_TYPES: [&str; 3] = ["bert", "roberta", "xlm-roberta"];
+pub const MODEL_TYPES: [&str; 3] = ["bert", "roberta", "xlm-roberta"];
 
 /// `config.json` of a BERT-family model.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,7 +73,7 @@ impl BertConfig {
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_string();
-        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
+        if !MODEL_TYPES.contains(&model_type.as_str()) {
             let shown = if model_type.is_empty() {
                 "no model_type".to_string()
             } else {
@@ -79,8 +82,8 @@ impl BertConfig {
             return Err(ModelError::config(
                 path,
                 format!(
-                    "{shown} is not supported (supported: {})",
-                    SUPPORTED_MODEL_TYPES.join(", ")
+                    "{shown} is not a BERT-family model_type ({})",
+                    MODEL_TYPES.join(", ")
                 ),
             ));
         }
@@ -154,7 +157,7 @@ impl HiddenAct {
     /// The activation of one value and its derivative there (the hand-written backward pass).
     fn value_and_grad(self, x: f32) -> (f32, f32) {
         match self {
-            HiddenAct::Gelu => super::kernels::gelu_erf_and_grad(x),
+            HiddenAct::Gelu => super::cpu::kernels::gelu_erf_and_grad(x),
             HiddenAct::GeluTanh => {
                 // 0.5 x (1 + tanh(c (x + 0.044715 x³))), as torch's approximate="tanh".
                 let c = (2.0f32 / std::f32::consts::PI).sqrt();
@@ -368,18 +371,6 @@ impl Layer {
     }
 }
 
-/// Token ids of a padded batch, ready for the encoder.
-pub struct EncoderInput {
-    /// `[b, seq]` u32.
-    pub ids: Tensor,
-    /// `[b, seq]` u32.
-    pub type_ids: Tensor,
-    /// `[b, seq]` f32, 1 for real tokens.
-    pub mask: Tensor,
-    /// Real tokens per row (right padding).
-    pub lengths: Vec<usize>,
-}
-
 /// The BERT encoder: token ids to contextual token vectors (`last_hidden_state`).
 pub struct Bert {
     config: BertConfig,
@@ -424,55 +415,58 @@ impl Bert {
         &self.config
     }
 
-    pub fn varmap(&self) -> &VarMap {
-        &self.varmap
+    /// Training-mode forward pass on the CPU that records a [`BertTape`] for the hand-written
+    /// backward pass (`None` where that path does not apply: devices other than the CPU, weights
+    /// that are not contiguous float32). The returned token vectors are not part of any candle
+    /// graph.
+    pub fn forward_recorded_bert(
+        &self,
+        input: &EncoderInput,
+        dropout: Option<&DropoutRng>,
+    ) -> candle_core::Result<Option<(Tensor, BertTape)>> {
+        if !backprop::applies(self, input) {
+            return Ok(None);
+        }
+        backprop::forward(self, input, dropout).map(Some)
+    }
+}
+
+impl Transformer for Bert {
+    fn model_type(&self) -> &str {
+        self.config.model_type.as_deref().unwrap_or("bert")
     }
 
-    pub fn unexpected_weights(&self) -> &[String] {
-        &self.unexpected
-    }
-
-    pub fn hidden_size(&self) -> usize {
+    fn hidden_size(&self) -> usize {
         self.config.hidden_size
     }
 
-    /// Largest number of tokens (special tokens included) the position table allows.
-    pub fn max_tokens(&self) -> usize {
+    fn layers(&self) -> usize {
+        self.config.num_hidden_layers
+    }
+
+    fn max_tokens(&self) -> usize {
         match self.embeddings.position_offset {
             None => self.config.max_position_embeddings,
             Some(pad) => self.config.max_position_embeddings.saturating_sub(pad + 1),
         }
     }
 
-    /// `[b, seq]` ids -> `[b, seq, hidden]` token vectors.
-    pub fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
+    fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    fn unexpected_weights(&self) -> &[String] {
+        &self.unexpected
+    }
+
+    fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         if !mode.grad && mode.dropout.is_none() && fused::applies(self, input) {
             return fused::forward(self, input);
         }
         self.forward_composed(input, mode)
     }
 
-    /// Training-mode forward pass on the CPU that records a [`Tape`] for the hand-written
-    /// backward pass (`None` where that path does not apply: devices other than the CPU, weights
-    /// that are not contiguous float32). The returned token vectors are not part of any candle
-    /// graph.
-    pub fn forward_recorded(
-        &self,
-        input: &EncoderInput,
-        dropout: Option<&super::layers::DropoutRng>,
-    ) -> candle_core::Result<Option<(Tensor, Tape)>> {
-        if !backprop::applies(self, input) {
-            return Ok(None);
-        }
-        backprop::forward(self, input, dropout).map(Some)
-    }
-
-    /// The forward pass as a composition of candle operations (differentiable; any device).
-    pub fn forward_composed(
-        &self,
-        input: &EncoderInput,
-        mode: Mode,
-    ) -> candle_core::Result<Tensor> {
+    fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         // Padding gets a bias of f32::MIN before the softmax, as transformers does.
         let bias = ((1.0 - &input.mask)? * f32::MIN as f64)?
             .to_dtype(DType::F32)?
@@ -483,5 +477,26 @@ impl Bert {
             x = layer.forward(&x, &bias, mode)?;
         }
         Ok(x)
+    }
+
+    fn forward_recorded(
+        &self,
+        input: &EncoderInput,
+        dropout: Option<&DropoutRng>,
+    ) -> candle_core::Result<Option<(Tensor, Tape)>> {
+        Ok(self
+            .forward_recorded_bert(input, dropout)?
+            .map(|(t, tape)| (t, Tape(Box::new(tape)))))
+    }
+
+    fn backward(&self, tape: Tape, grad_tokens: &[f32]) -> candle_core::Result<WeightGrads> {
+        let Ok(tape) = tape.0.downcast::<BertTape>() else {
+            candle_core::bail!("a tape of another family");
+        };
+        tape.backward(self, grad_tokens)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

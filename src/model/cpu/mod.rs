@@ -1,0 +1,5 @@
+//! The CPU's fast paths: vectorised kernels (`kernels.rs`) shared by every family's fused
+//! inference and hand-written training passes (`bert/fused.rs`, `bert/backprop.rs`) and by the
+//! optimizer.
+
+pub mod kernels;
