@@ -64,7 +64,18 @@ fn elementwise(c: &mut Criterion) {
         let mut scratch = vec![0f32; kernels::attend_scratch(len, 32)];
         group.throughput(Throughput::Elements((12 * len * len * 32 * 2) as u64));
         group.bench_function(format!("attend_{len}_tokens"), |b| {
-            b.iter(|| kernels::attend(&qkv, &mut ctx, len, 12, 32, 0.176, &mut scratch))
+            b.iter(|| {
+                kernels::attend(
+                    &qkv,
+                    &mut ctx,
+                    len,
+                    12,
+                    32,
+                    0.176,
+                    Default::default(),
+                    &mut scratch,
+                )
+            })
         });
     }
     group.finish();

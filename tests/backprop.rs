@@ -137,6 +137,29 @@ fn hand_backward_matches_autograd_tiny_xlmr() {
 }
 
 #[test]
+fn hand_backward_matches_autograd_tiny_distilbert() {
+    // No token types, DistilBERT's own weight names.
+    let enc =
+        SentenceEncoder::load(&fixture("tiny-distilbert-st"), &LoadOptions::default()).unwrap();
+    compare(&enc, None, "distilbert, no dropout");
+    compare(&enc, Some(3), "distilbert, dropout");
+}
+
+#[test]
+fn hand_backward_matches_autograd_tiny_mpnet() {
+    // The relative position bias table is shared by every layer: its gradient sums them all.
+    let enc = SentenceEncoder::load(&fixture("tiny-mpnet-st"), &LoadOptions::default()).unwrap();
+    compare(&enc, None, "mpnet, no dropout");
+    compare(&enc, Some(5), "mpnet, dropout");
+    let (a, _, _) = both_ways(&enc, None);
+    assert!(
+        a.keys().any(|k| k.contains("relative_attention_bias")),
+        "the relative bias gets a gradient: {:?}",
+        a.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn a_training_step_is_the_same_step_either_way() {
     let examples: Vec<Example> = SENTENCES
         .windows(2)

@@ -61,6 +61,20 @@ fn fused_equals_composed_tiny_xlmr() {
 }
 
 #[test]
+fn fused_equals_composed_tiny_mpnet() {
+    // MPNet adds a relative position bias; the long sentence reaches its logarithmic buckets.
+    let enc = SentenceEncoder::load(&fixture("tiny-mpnet-st"), &LoadOptions::default()).unwrap();
+    compare(&enc, 1e-5, "tiny MPNet");
+}
+
+#[test]
+fn fused_equals_composed_tiny_distilbert() {
+    let enc =
+        SentenceEncoder::load(&fixture("tiny-distilbert-st"), &LoadOptions::default()).unwrap();
+    compare(&enc, 1e-5, "tiny DistilBERT");
+}
+
+#[test]
 fn fused_equals_composed_for_every_activation() {
     for act in ["gelu_new", "relu", "silu"] {
         let (_dir, enc) = with_activation("tiny-bert-st", act);

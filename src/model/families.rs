@@ -9,7 +9,15 @@ use super::error::{ModelError, Result, read_json};
 use super::transformer::Transformer;
 
 /// The families, by `model_type`.
-pub const SUPPORTED_MODEL_TYPES: [&str; 3] = ["bert", "roberta", "xlm-roberta"];
+pub const SUPPORTED_MODEL_TYPES: [&str; 7] = [
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "mpnet",
+    "t5",
+    "mt5",
+];
 
 /// Loads the transformer in `dir` (`config.json` and the weights) with the family its
 /// `model_type` names.
@@ -22,7 +30,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<Box<dyn Transformer>> {
         .unwrap_or("")
         .to_string();
     match model_type.as_str() {
-        "bert" | "roberta" | "xlm-roberta" => Ok(Box::new(super::bert::Bert::load(dir, device)?)),
+        "bert" | "roberta" | "xlm-roberta" | "distilbert" | "mpnet" => {
+            Ok(Box::new(super::bert::Bert::load(dir, device)?))
+        }
+        "t5" | "mt5" => Ok(Box::new(super::t5::T5Encoder::load(dir, device)?)),
         other => {
             let shown = if other.is_empty() {
                 "no model_type".to_string()

@@ -214,6 +214,55 @@ impl LayerNorm {
     }
 }
 
+/// Root-mean-square normalisation over the last dimension, scaled by `weight` (no mean, no bias):
+/// T5's `T5LayerNorm`, Qwen3's `Qwen3RMSNorm`. Computed in float32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            eps,
+        })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        let hidden = x.dim(D::Minus1)? as f64;
+        let var = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
+        let normed = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed.broadcast_mul(&mode.param(&self.weight))
+    }
+}
+
+/// The bucket of a relative position (`key - query`) for the bidirectional relative position
+/// biases of T5 and MPNet (`T5Attention._relative_position_bucket`,
+/// `MPNetEncoder.relative_position_bucket`): exact up to a quarter of the buckets either way,
+/// then logarithmic up to `max_distance`; positive and negative positions use separate halves.
+/// Computed in float32 and truncated, as `transformers` does.
+pub fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance: usize) -> usize {
+    let half = (num_buckets / 2) as i64;
+    let mut ret = if relative > 0 { half } else { 0 };
+    let n = relative.abs();
+    let max_exact = half / 2;
+    if n < max_exact {
+        ret += n;
+    } else {
+        let scale = (max_distance as f64 / max_exact as f64).ln() as f32;
+        let large = max_exact
+            + ((n as f32 / max_exact as f32).ln() / scale * (half - max_exact) as f32) as i64;
+        ret += large.min(half - 1);
+    }
+    ret as usize
+}
+
 /// A lookup table (`weight` of shape `[n, dim]`).
 #[derive(Debug, Clone)]
 pub struct Embedding {

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod pooling;
 pub mod save;
 pub mod source;
+pub mod t5;
 pub mod tokenize;
 pub mod transformer;
 pub mod weights;

@@ -24,6 +24,8 @@ pub struct BertTape {
     seq: usize,
     h: usize,
     offsets: Vec<usize>,
+    /// The longest sentence: the span of MPNet's relative position bias.
+    span: usize,
     /// Per packed token: word id, position id, type id.
     ids: Vec<(usize, usize, usize)>,
     emb_norm: NormSaved,
@@ -167,6 +169,15 @@ pub(super) fn forward(
     apply_mask(&mut x, &emb_mask);
 
     let prob_off = prob_offsets(&offsets, heads);
+    let span = super::fused::longest(&offsets);
+    let rel_values = match &bert.relative {
+        Some(r) => r.values(span)?,
+        None => Vec::new(),
+    };
+    let rel = kernels::RelBias {
+        values: &rel_values,
+        span,
+    };
     let mut layers = Vec::with_capacity(bert.layers.len());
     for layer in &bert.layers {
         let a = &layer.attention;
@@ -217,6 +228,7 @@ pub(super) fn forward(
                     heads,
                     d,
                     scale,
+                    rel,
                     p,
                     m,
                     &mut scratch,
@@ -290,6 +302,7 @@ pub(super) fn forward(
             seq,
             h,
             offsets,
+            span,
             ids: packed.ids,
             emb_norm,
             emb_mask,
@@ -383,6 +396,12 @@ impl BertTape {
             dx.extend_from_slice(&grad_tokens[r * seq * h..(r * seq + len) * h]);
         }
         let prob_off = prob_offsets(&self.offsets, heads);
+        // MPNet: the gradient of the relative position bias, shared by every layer.
+        let width = 2 * self.span.max(1) - 1;
+        let mut drel = match &bert.relative {
+            Some(_) => vec![0f32; heads * width],
+            None => Vec::new(),
+        };
 
         for (layer, saved) in bert.layers.iter().zip(&self.layers).rev() {
             dx = self.layer_backward(
@@ -391,8 +410,20 @@ impl BertTape {
                 dx,
                 &prob_off,
                 (h, inter, heads, d),
+                &mut drel,
                 &mut grads,
             )?;
+        }
+        if let Some(r) = &bert.relative {
+            // Fold the per-offset gradient into the table's buckets.
+            let mut dtable = vec![0f32; r.buckets * heads];
+            for o in 0..width {
+                let bucket = super::relative_bucket(o as i64 - (width / 2) as i64, r.buckets);
+                for head in 0..heads {
+                    dtable[bucket * heads + head] += drel[head * width + o];
+                }
+            }
+            grads.push(r.table.weight(), dtable);
         }
 
         // Embeddings: dropout, layer norm, then the three tables.
@@ -403,21 +434,31 @@ impl BertTape {
         let rows = |w: &Tensor| w.dims()[0];
         let mut dword = vec![0f32; rows(e.word.weight()) * h];
         let mut dpos = vec![0f32; rows(e.position.weight()) * h];
-        let mut dtype = vec![0f32; rows(e.token_type.weight()) * h];
+        // No token types (DistilBERT): an empty table that collects nothing.
+        let mut dtype = vec![0f32; e.token_type.as_ref().map_or(0, |t| rows(t.weight())) * h];
         for (row, &(id, p, ty)) in self.ids.iter().enumerate() {
             let g = &dsum[row * h..(row + 1) * h];
-            for (table, at) in [(&mut dword, id), (&mut dpos, p), (&mut dtype, ty)] {
-                for (a, v) in table[at * h..(at + 1) * h].iter_mut().zip(g) {
+            for (a, v) in dword[id * h..(id + 1) * h].iter_mut().zip(g) {
+                *a += v;
+            }
+            for (a, v) in dpos[p * h..(p + 1) * h].iter_mut().zip(g) {
+                *a += v;
+            }
+            if let Some(d) = dtype.get_mut(ty * h..(ty + 1) * h) {
+                for (a, v) in d.iter_mut().zip(g) {
                     *a += v;
                 }
             }
         }
         grads.push(e.word.weight(), dword);
         grads.push(e.position.weight(), dpos);
-        grads.push(e.token_type.weight(), dtype);
+        if let Some(t) = &e.token_type {
+            grads.push(t.weight(), dtype);
+        }
         Ok(grads)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn layer_backward(
         &self,
         layer: &Layer,
@@ -425,6 +466,7 @@ impl BertTape {
         dx2: Vec<f32>,
         prob_off: &[usize],
         (h, inter, heads, d): (usize, usize, usize, usize),
+        drel: &mut [f32],
         grads: &mut WeightGrads,
     ) -> candle_core::Result<Vec<f32>> {
         let t = dx2.len() / h;
@@ -481,7 +523,8 @@ impl BertTape {
                 jobs.push((w[0], len, prob_off[r], part));
             }
             let dctx = &dctx;
-            jobs.into_par_iter().for_each(|(start, len, po, part)| {
+            let (span, rel_len) = (self.span, drel.len());
+            let job_drel = jobs.into_par_iter().map(|(start, len, po, part)| {
                 let n = heads * len * len;
                 let mask = if s.probs_mask.is_empty() {
                     &[][..]
@@ -489,6 +532,7 @@ impl BertTape {
                     &s.probs_mask[po..po + n]
                 };
                 let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+                let mut my_drel = vec![0f32; rel_len];
                 kernels::attend_backward(
                     &s.qkv[start * 3 * h..(start + len) * 3 * h],
                     &s.probs[po..po + n],
@@ -499,9 +543,19 @@ impl BertTape {
                     heads,
                     d,
                     scale,
+                    span,
+                    &mut my_drel,
                     &mut scratch,
                 );
+                my_drel
             });
+            // Summed in sentence order, so a run is the same run on any number of threads.
+            let per_job: Vec<Vec<f32>> = job_drel.collect();
+            for g in per_job {
+                for (a, v) in drel.iter_mut().zip(g) {
+                    *a += v;
+                }
+            }
         }
         for (which, lin) in [&a.query, &a.key, &a.value].into_iter().enumerate() {
             let dy = Mat {

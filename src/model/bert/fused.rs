@@ -138,9 +138,15 @@ impl Packed {
         let h = bert.config.hidden_size;
         let word = Data::of(e.word.weight())?;
         let pos = Data::of(e.position.weight())?;
-        let typ = Data::of(e.token_type.weight())?;
-        let (word, pos, typ) = (word.get(), pos.get(), typ.get());
-        let (vocab, types) = (word.len() / h, typ.len() / h);
+        let typ = e
+            .token_type
+            .as_ref()
+            .map(|t| Data::of(t.weight()))
+            .transpose()?;
+        let (word, pos) = (word.get(), pos.get());
+        let typ = typ.as_ref().map(|t| t.get());
+        let vocab = word.len() / h;
+        let types = typ.map_or(1, |t| t.len() / h);
         let mut x = vec![0f32; self.tokens() * h];
         for (dst, &(id, p, t)) in x.chunks_exact_mut(h).zip(&self.ids) {
             if id >= vocab || t >= types {
@@ -148,13 +154,19 @@ impl Packed {
                     "token id {id} / type id {t} out of range (vocabulary {vocab}, types {types})"
                 );
             }
-            let (w, pe, te) = (
-                &word[id * h..(id + 1) * h],
-                &pos[p * h..(p + 1) * h],
-                &typ[t * h..(t + 1) * h],
-            );
-            for j in 0..h {
-                dst[j] = (w[j] + pe[j]) + te[j];
+            let (w, pe) = (&word[id * h..(id + 1) * h], &pos[p * h..(p + 1) * h]);
+            match typ {
+                Some(typ) => {
+                    let te = &typ[t * h..(t + 1) * h];
+                    for j in 0..h {
+                        dst[j] = (w[j] + pe[j]) + te[j];
+                    }
+                }
+                None => {
+                    for j in 0..h {
+                        dst[j] = w[j] + pe[j];
+                    }
+                }
             }
         }
         Ok(x)
@@ -195,8 +207,17 @@ pub(super) fn forward(bert: &Bert, input: &EncoderInput) -> candle_core::Result<
     drop((gamma, beta));
 
     let mut scratch = Scratch::new(packed.tokens(), h, c.intermediate_size);
+    let span = longest(&packed.offsets);
+    let rel_values = match &bert.relative {
+        Some(r) => r.values(span)?,
+        None => Vec::new(),
+    };
+    let rel = kernels::RelBias {
+        values: &rel_values,
+        span,
+    };
     for layer in &bert.layers {
-        layer_forward(layer, bert, &packed.offsets, &mut x, &mut scratch)?;
+        layer_forward(layer, bert, &packed.offsets, rel, &mut x, &mut scratch)?;
     }
     packed.unpack(&x, h, input.ids.device())
 }
@@ -222,10 +243,16 @@ impl Scratch {
     }
 }
 
+/// The most tokens of one sentence.
+pub(super) fn longest(offsets: &[usize]) -> usize {
+    offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+}
+
 fn layer_forward(
     layer: &Layer,
     bert: &Bert,
     offsets: &[usize],
+    rel: kernels::RelBias,
     x: &mut [f32],
     s: &mut Scratch,
 ) -> candle_core::Result<()> {
@@ -250,7 +277,7 @@ fn layer_forward(
         kernels::add_bias(rows, qkv_bias)
     });
 
-    attention(&s.qkv, &mut s.ctx, offsets, h, a.heads, a.head_dim);
+    attention(&s.qkv, &mut s.ctx, offsets, h, a.heads, a.head_dim, rel);
 
     // Attention output, residual, layer norm.
     dense_residual_norm(&a.output, &a.norm, &s.ctx, h, &mut s.tmp, x)?;
@@ -298,8 +325,16 @@ fn dense_residual_norm(
 }
 
 /// Multi-head attention of each sentence over its own tokens: `ctx` rows get
-/// `softmax(q kᵀ / √d) v` per head.
-fn attention(qkv: &[f32], ctx: &mut [f32], offsets: &[usize], h: usize, heads: usize, d: usize) {
+/// `softmax(q kᵀ / √d + rel) v` per head.
+fn attention(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    offsets: &[usize],
+    h: usize,
+    heads: usize,
+    d: usize,
+    rel: kernels::RelBias,
+) {
     let scale = 1.0 / (d as f32).sqrt();
     // Split `ctx` into each sentence's rows.
     let mut parts = Vec::with_capacity(offsets.len().saturating_sub(1));
@@ -319,6 +354,7 @@ fn attention(qkv: &[f32], ctx: &mut [f32], offsets: &[usize], h: usize, heads: u
             heads,
             d,
             scale,
+            rel,
             &mut scratch,
         );
     };

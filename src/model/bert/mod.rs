@@ -1,7 +1,11 @@
-//! A BERT-family encoder (BERT, MiniLM, BGE, E5; RoBERTa / XLM-RoBERTa positions) on candle,
-//! written so it can be trained: weights are variables in a [`VarMap`], dropout is real in
+//! The BERT family of encoders on candle: BERT itself (MiniLM, BGE, E5, ...), RoBERTa and
+//! XLM-RoBERTa (positions offset by the padding index), DistilBERT (no token types, its own
+//! weight names) and MPNet (RoBERTa positions, no token types, and a relative position bias in
+//! every layer's attention): all post-LN layers of self-attention and a feed-forward block.
+//! Written so it can be trained: weights are variables in a [`VarMap`], dropout is real in
 //! training mode and absent in evaluation mode. Weight names are PyTorch's (`vb.pp(...)` mirrors
-//! `transformers.BertModel`'s module tree), so they are checkable by eye against the checkpoint.
+//! each `transformers` model's module tree), so they are checkable by eye against the checkpoint
+//! and a saved model loads in Python.
 
 use std::path::Path;
 
@@ -10,7 +14,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
-use super::layers::{DropoutRng, Embedding, LayerNorm, Linear, Mode};
+use super::layers::{DropoutRng, Embedding, LayerNorm, Linear, Mode, relative_position_bucket};
 use super::weights::CheckedWeights;
 
 mod backprop;
@@ -22,7 +26,15 @@ pub use backprop::BertTape;
 use super::transformer::{Tape, Transformer, WeightGrads};
 
 /// The architectures this encoder runs, by `config.json`'s `model_type`.
-pub const MODEL_TYPES: [&str; 3] = ["bert", "roberta", "xlm-roberta"];
+pub const MODEL_TYPES: [&str; 5] = ["bert", "roberta", "xlm-roberta", "distilbert", "mpnet"];
+
+/// Which member of the family: how its weights are named and what its layers add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Bert,
+    DistilBert,
+    MpNet,
+}
 
 /// `config.json` of a BERT-family model.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +61,9 @@ pub struct BertConfig {
     pub pad_token_id: Option<usize>,
     #[serde(default)]
     pub position_embedding_type: Option<String>,
+    /// MPNet: buckets of the relative position bias.
+    #[serde(default)]
+    pub relative_attention_num_buckets: Option<usize>,
 }
 
 fn default_act() -> String {
@@ -87,6 +102,15 @@ impl BertConfig {
                 ),
             ));
         }
+        let raw = match model_type.as_str() {
+            "distilbert" => distilbert_as_bert(raw).map_err(|m| ModelError::config(path, m))?,
+            "mpnet" => {
+                let mut raw = raw;
+                raw["type_vocab_size"] = 0.into(); // no token types
+                raw
+            }
+            _ => raw,
+        };
         let config: BertConfig = serde_json::from_value(raw).map_err(|e| ModelError::Json {
             path: path.to_path_buf(),
             source: e,
@@ -121,13 +145,56 @@ impl BertConfig {
         Ok(config)
     }
 
-    /// RoBERTa-style models number positions from `pad_token_id + 1`.
+    pub fn variant(&self) -> Variant {
+        match self.model_type.as_deref() {
+            Some("distilbert") => Variant::DistilBert,
+            Some("mpnet") => Variant::MpNet,
+            _ => Variant::Bert,
+        }
+    }
+
+    /// RoBERTa-style models (and MPNet) number positions from `pad_token_id + 1`.
     fn position_offset(&self) -> Option<usize> {
         match self.model_type.as_deref() {
-            Some("roberta") | Some("xlm-roberta") => Some(self.pad_token_id.unwrap_or(1)),
+            Some("roberta") | Some("xlm-roberta") | Some("mpnet") => {
+                Some(self.pad_token_id.unwrap_or(1))
+            }
             _ => None,
         }
     }
+}
+
+/// DistilBERT's `config.json` under BERT's names (`dim` is `hidden_size`, ...). Its layer norms
+/// use 1e-12, fixed in `transformers`; it has no token types.
+fn distilbert_as_bert(raw: serde_json::Value) -> std::result::Result<serde_json::Value, String> {
+    if raw.get("sinusoidal_pos_embds").and_then(|v| v.as_bool()) == Some(true) {
+        return Err("sinusoidal_pos_embds: fixed sinusoidal positions are not supported".into());
+    }
+    let get = |k: &str| raw.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let mut out = serde_json::json!({
+        "model_type": "distilbert",
+        "vocab_size": get("vocab_size"),
+        "hidden_size": get("dim"),
+        "num_hidden_layers": get("n_layers"),
+        "num_attention_heads": get("n_heads"),
+        "intermediate_size": get("hidden_dim"),
+        "max_position_embeddings": get("max_position_embeddings"),
+        "type_vocab_size": 0,
+        "layer_norm_eps": 1e-12,
+    });
+    if let Some(a) = raw.get("activation") {
+        out["hidden_act"] = a.clone();
+    }
+    if let Some(d) = raw.get("dropout") {
+        out["hidden_dropout_prob"] = d.clone();
+    }
+    if let Some(d) = raw.get("attention_dropout") {
+        out["attention_probs_dropout_prob"] = d.clone();
+    }
+    if let Some(p) = raw.get("pad_token_id") {
+        out["pad_token_id"] = p.clone();
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -195,7 +262,8 @@ impl HiddenAct {
 struct Embeddings {
     word: Embedding,
     position: Embedding,
-    token_type: Embedding,
+    /// BERT's token types (absent in DistilBERT and MPNet).
+    token_type: Option<Embedding>,
     norm: LayerNorm,
     dropout: f64,
     position_offset: Option<usize>,
@@ -210,11 +278,15 @@ impl Embeddings {
                 c.max_position_embeddings,
                 c.hidden_size,
             )?,
-            token_type: Embedding::load(
-                vb.pp("token_type_embeddings"),
-                c.type_vocab_size,
-                c.hidden_size,
-            )?,
+            token_type: (c.type_vocab_size > 0)
+                .then(|| {
+                    Embedding::load(
+                        vb.pp("token_type_embeddings"),
+                        c.type_vocab_size,
+                        c.hidden_size,
+                    )
+                })
+                .transpose()?,
             norm: LayerNorm::load(vb.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps)?,
             dropout: c.hidden_dropout_prob,
             position_offset: c.position_offset(),
@@ -238,8 +310,10 @@ impl Embeddings {
         let positions = self.position_ids(&input.lengths, b, seq, input.ids.device())?;
         self.check_positions(seq)?;
         let x = self.word.forward(&input.ids, mode)?;
-        let x = (x + self.position.forward(&positions, mode)?)?;
-        let x = (x + self.token_type.forward(&input.type_ids, mode)?)?;
+        let mut x = (x + self.position.forward(&positions, mode)?)?;
+        if let Some(t) = &self.token_type {
+            x = (x + t.forward(&input.type_ids, mode)?)?;
+        }
         let x = self.norm.forward(&x, mode)?;
         mode.dropout(&x, self.dropout)
     }
@@ -269,6 +343,55 @@ impl Embeddings {
     }
 }
 
+/// MPNet's relative position bias: each head adds a learned value to the score of a query and a
+/// key, by the bucket of their distance (`MPNetEncoder.relative_position_bucket`: exact up to 8
+/// either way, then logarithmic up to 128).
+struct RelativeBias {
+    /// `[buckets, heads]`.
+    table: Embedding,
+    buckets: usize,
+}
+
+/// The bucket of `key - query` (the relative position), as `transformers` computes it for MPNet
+/// (at most 128 apart).
+pub fn relative_bucket(relative: i64, num_buckets: usize) -> usize {
+    relative_position_bucket(relative, num_buckets, 128)
+}
+
+impl RelativeBias {
+    /// The bias of every relative position `-(span-1)..=span-1` per head, in the layout of
+    /// `kernels::RelBias` (`values[head * (2 * span - 1) + (key - query + span - 1)]`), for the
+    /// fused kernels.
+    pub(super) fn values(&self, span: usize) -> candle_core::Result<Vec<f32>> {
+        let table = self.table.weight().to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let heads = table.first().map_or(0, Vec::len);
+        let width = 2 * span.max(1) - 1;
+        let mut out = vec![0f32; heads * width];
+        for o in 0..width {
+            let bucket = relative_bucket(o as i64 - (span.max(1) as i64 - 1), self.buckets);
+            for (head, v) in table[bucket].iter().enumerate() {
+                out[head * width + o] = *v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bias of every (query, key) pair of a `seq`-token input, per head: `[1, heads, seq, seq]`.
+    fn forward(&self, seq: usize, dev: &Device, mode: Mode) -> candle_core::Result<Tensor> {
+        let ids: Vec<u32> = (0..seq)
+            .flat_map(|i| {
+                (0..seq).map(move |j| relative_bucket(j as i64 - i as i64, self.buckets) as u32)
+            })
+            .collect();
+        let ids = Tensor::from_vec(ids, (seq, seq), dev)?;
+        self.table
+            .forward(&ids, mode)? // [seq, seq, heads]
+            .permute((2, 0, 1))?
+            .contiguous()?
+            .unsqueeze(0)
+    }
+}
+
 struct SelfAttention {
     query: Linear,
     key: Linear,
@@ -282,16 +405,40 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn load(vb: VarBuilder, c: &BertConfig) -> candle_core::Result<Self> {
+    /// `layer` is the layer's module (the attention's weights are under it).
+    fn load(layer: VarBuilder, c: &BertConfig) -> candle_core::Result<Self> {
         let h = c.hidden_size;
-        let s = vb.pp("self");
-        let o = vb.pp("output");
+        let vb = layer.pp("attention");
+        // (query, key, value, output, layer norm) under each member's names.
+        let (q, k, v, o, n) = match c.variant() {
+            Variant::Bert => (
+                vb.pp("self").pp("query"),
+                vb.pp("self").pp("key"),
+                vb.pp("self").pp("value"),
+                vb.pp("output").pp("dense"),
+                vb.pp("output").pp("LayerNorm"),
+            ),
+            Variant::DistilBert => (
+                vb.pp("q_lin"),
+                vb.pp("k_lin"),
+                vb.pp("v_lin"),
+                vb.pp("out_lin"),
+                layer.pp("sa_layer_norm"),
+            ),
+            Variant::MpNet => (
+                vb.pp("attn").pp("q"),
+                vb.pp("attn").pp("k"),
+                vb.pp("attn").pp("v"),
+                vb.pp("attn").pp("o"),
+                vb.pp("LayerNorm"),
+            ),
+        };
         Ok(Self {
-            query: Linear::load(s.pp("query"), h, h, true)?,
-            key: Linear::load(s.pp("key"), h, h, true)?,
-            value: Linear::load(s.pp("value"), h, h, true)?,
-            output: Linear::load(o.pp("dense"), h, h, true)?,
-            norm: LayerNorm::load(o.pp("LayerNorm"), h, c.layer_norm_eps)?,
+            query: Linear::load(q, h, h, true)?,
+            key: Linear::load(k, h, h, true)?,
+            value: Linear::load(v, h, h, true)?,
+            output: Linear::load(o, h, h, true)?,
+            norm: LayerNorm::load(n, h, c.layer_norm_eps)?,
             heads: c.num_attention_heads,
             head_dim: h / c.num_attention_heads,
             attn_dropout: c.attention_probs_dropout_prob,
@@ -336,26 +483,24 @@ struct Layer {
 
 impl Layer {
     fn load(vb: VarBuilder, c: &BertConfig) -> candle_core::Result<Self> {
-        Ok(Self {
-            attention: SelfAttention::load(vb.pp("attention"), c)?,
-            intermediate: Linear::load(
+        let (inter, out, norm) = match c.variant() {
+            Variant::DistilBert => (
+                vb.pp("ffn").pp("lin1"),
+                vb.pp("ffn").pp("lin2"),
+                vb.pp("output_layer_norm"),
+            ),
+            Variant::Bert | Variant::MpNet => (
                 vb.pp("intermediate").pp("dense"),
-                c.hidden_size,
-                c.intermediate_size,
-                true,
-            )?,
-            act: HiddenAct::parse(&c.hidden_act).expect("validated in BertConfig::read"),
-            output: Linear::load(
                 vb.pp("output").pp("dense"),
-                c.intermediate_size,
-                c.hidden_size,
-                true,
-            )?,
-            norm: LayerNorm::load(
                 vb.pp("output").pp("LayerNorm"),
-                c.hidden_size,
-                c.layer_norm_eps,
-            )?,
+            ),
+        };
+        Ok(Self {
+            attention: SelfAttention::load(vb.clone(), c)?,
+            intermediate: Linear::load(inter, c.hidden_size, c.intermediate_size, true)?,
+            act: HiddenAct::parse(&c.hidden_act).expect("validated in BertConfig::read"),
+            output: Linear::load(out, c.intermediate_size, c.hidden_size, true)?,
+            norm: LayerNorm::load(norm, c.hidden_size, c.layer_norm_eps)?,
             dropout: c.hidden_dropout_prob,
         })
     }
@@ -376,6 +521,8 @@ pub struct Bert {
     config: BertConfig,
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    /// MPNet's relative position bias, shared by every layer.
+    relative: Option<RelativeBias>,
     varmap: VarMap,
     /// Checkpoint names no module asked for (warned about, not fatal).
     unexpected: Vec<String>,
@@ -388,9 +535,27 @@ impl Bert {
         let weights = CheckedWeights::open(dir, "embeddings.word_embeddings.weight")?;
         let vb = weights.var_builder(device);
         let embeddings = Embeddings::load(vb.pp("embeddings"), &config)?;
+        let stack = match config.variant() {
+            Variant::DistilBert => vb.pp("transformer"),
+            Variant::Bert | Variant::MpNet => vb.pp("encoder"),
+        };
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp("encoder").pp("layer").pp(i), &config))
+            .map(|i| Layer::load(stack.pp("layer").pp(i), &config))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let relative = match config.variant() {
+            Variant::MpNet => {
+                let buckets = config.relative_attention_num_buckets.unwrap_or(32);
+                Some(RelativeBias {
+                    table: Embedding::load(
+                        stack.pp("relative_attention_bias"),
+                        buckets,
+                        config.num_attention_heads,
+                    )?,
+                    buckets,
+                })
+            }
+            _ => None,
+        };
         // The pooler is not used by sentence-transformers, but it is kept so that a saved model
         // loads in Python without "newly initialised" warnings.
         if vb.contains_tensor("pooler.dense.weight") {
@@ -406,6 +571,7 @@ impl Bert {
             config,
             embeddings,
             layers,
+            relative,
             varmap,
             unexpected,
         })
@@ -468,10 +634,17 @@ impl Transformer for Bert {
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         // Padding gets a bias of f32::MIN before the softmax, as transformers does.
-        let bias = ((1.0 - &input.mask)? * f32::MIN as f64)?
+        let mut bias = ((1.0 - &input.mask)? * f32::MIN as f64)?
             .to_dtype(DType::F32)?
             .unsqueeze(1)?
             .unsqueeze(1)?;
+        if let Some(r) = &self.relative {
+            // [1, heads, seq, seq] + [b, 1, 1, seq]: MPNet adds the position bias first.
+            let seq = input.ids.dim(1)?;
+            bias = r
+                .forward(seq, input.ids.device(), mode)?
+                .broadcast_add(&bias)?;
+        }
         let mut x = self.embeddings.forward(input, mode)?;
         for layer in &self.layers {
             x = layer.forward(&x, &bias, mode)?;
@@ -498,5 +671,58 @@ impl Transformer for Bert {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mpnet_buckets_equal_the_librarys() {
+        // transformers' MPNetEncoder.relative_position_bucket(torch.arange(-300, 301), 32):
+        // (first relative position of a run, its bucket), runs in order.
+        const RUNS: [(i64, usize); 31] = [
+            (-300, 15),
+            (-90, 14),
+            (-63, 13),
+            (-45, 12),
+            (-31, 11),
+            (-22, 10),
+            (-15, 9),
+            (-11, 8),
+            (-7, 7),
+            (-6, 6),
+            (-5, 5),
+            (-4, 4),
+            (-3, 3),
+            (-2, 2),
+            (-1, 1),
+            (0, 0),
+            (1, 17),
+            (2, 18),
+            (3, 19),
+            (4, 20),
+            (5, 21),
+            (6, 22),
+            (7, 23),
+            (8, 24),
+            (12, 25),
+            (16, 26),
+            (23, 27),
+            (32, 28),
+            (46, 29),
+            (64, 30),
+            (91, 31),
+        ];
+        for rel in -300i64..=300 {
+            let want = RUNS
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= rel)
+                .unwrap()
+                .1;
+            assert_eq!(relative_bucket(rel, 32), want, "relative position {rel}");
+        }
     }
 }

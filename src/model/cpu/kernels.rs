@@ -439,6 +439,23 @@ fn softmax_row_generic(x: &mut [f32]) {
     }
 }
 
+/// A relative position bias added to attention scores (MPNet): the score of query `i` and key `j`
+/// of head `h` gets `values[h * (2 * span - 1) + (j + span - 1 - i)]`, for sentences of up to
+/// `span` tokens. Empty `values`: no bias.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelBias<'a> {
+    pub values: &'a [f32],
+    pub span: usize,
+}
+
+impl RelBias<'_> {
+    /// Where the bias of (head, query `i`, key `j`) is.
+    #[inline(always)]
+    fn at(&self, head: usize, i: usize, j: usize) -> usize {
+        head * (2 * self.span - 1) + (j + self.span - 1 - i)
+    }
+}
+
 /// Scratch values [`attend`], [`attend_record`] and [`attend_backward`] need for a sentence
 /// of `len` tokens and heads of `d` values.
 pub fn attend_scratch(len: usize, d: usize) -> usize {
@@ -489,6 +506,7 @@ fn scores_row(q: &[f32], kt: &[f32], lp: usize, scale: f32, row: &mut [f32]) {
 /// Attention of one sentence over its own tokens. Row `i` of `qkv` is `[q_i | k_i | v_i]`
 /// (`3 * heads * d` values); row `i` of `ctx` gets `softmax(q_i kᵀ · scale) v` for each head.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn attend_generic(
     qkv: &[f32],
     ctx: &mut [f32],
@@ -496,9 +514,10 @@ fn attend_generic(
     heads: usize,
     d: usize,
     scale: f32,
+    rel: RelBias,
     scratch: &mut [f32],
 ) {
-    attend_record_generic(qkv, ctx, len, heads, d, scale, &mut [], &[], scratch)
+    attend_record_generic(qkv, ctx, len, heads, d, scale, rel, &mut [], &[], scratch)
 }
 
 /// [`attend_generic`] for training: also stores the softmax weights of every head
@@ -513,6 +532,7 @@ fn attend_record_generic(
     heads: usize,
     d: usize,
     scale: f32,
+    rel: RelBias,
     probs: &mut [f32],
     mask: &[f32],
     scratch: &mut [f32],
@@ -530,6 +550,12 @@ fn attend_record_generic(
             let q = &qkv[i * stride + head * d..][..d];
             scores_row(q, kt, lp, scale, tmp);
             let row = &mut tmp[..len];
+            if !rel.values.is_empty() {
+                let at = rel.at(head, i, 0);
+                for (s, b) in row.iter_mut().zip(&rel.values[at..at + len]) {
+                    *s += b;
+                }
+            }
             softmax_row_generic(row);
             if !probs.is_empty() {
                 probs[base..base + len].copy_from_slice(row);
@@ -550,7 +576,9 @@ fn attend_record_generic(
 }
 
 /// Backward of [`attend_record_generic`] for one sentence: from `dctx` (`[len, h]`) to
-/// `dqkv` (`[len, 3h]`, overwritten). `scratch` holds [`attend_scratch`] values.
+/// `dqkv` (`[len, 3h]`, overwritten), and (when it is not empty) the gradient of the relative
+/// position bias added to `drel` (the layout of [`RelBias`]). `scratch` holds [`attend_scratch`]
+/// values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_backward_generic(
@@ -563,8 +591,11 @@ fn attend_backward_generic(
     heads: usize,
     d: usize,
     scale: f32,
+    span: usize,
+    drel: &mut [f32],
     scratch: &mut [f32],
 ) {
+    let rel = RelBias { values: &[], span };
     let h = heads * d;
     let stride = 3 * h;
     let lp = len.next_multiple_of(LANES);
@@ -586,10 +617,15 @@ fn attend_backward_generic(
                 let dv = &mut dqkv[j * stride + 2 * h + head * d..][..d];
                 axpy_generic(dv, p[j] * m, g);
             }
-            // dS = P ⊙ (dP - Σ P dP), then through the scaled q kᵀ.
+            // dS = P ⊙ (dP - Σ P dP): the bias's gradient as it is, then through the scaled
+            // q kᵀ.
             let row_dot = dot_generic(p, &dp[..len]);
             for j in 0..len {
-                let ds = p[j] * (dp[j] - row_dot) * scale;
+                let g = p[j] * (dp[j] - row_dot);
+                if !drel.is_empty() {
+                    drel[rel.at(head, i, j)] += g;
+                }
+                let ds = g * scale;
                 if ds == 0.0 {
                     continue;
                 }
@@ -950,6 +986,7 @@ dispatch!(
         heads: usize,
         d: usize,
         scale: f32,
+        rel: RelBias<'_>,
         scratch: &mut [f32]
     ) => attend_generic
 );
@@ -962,6 +999,7 @@ dispatch!(
         heads: usize,
         d: usize,
         scale: f32,
+        rel: RelBias<'_>,
         probs: &mut [f32],
         mask: &[f32],
         scratch: &mut [f32]
@@ -979,6 +1017,8 @@ dispatch!(
         heads: usize,
         d: usize,
         scale: f32,
+        span: usize,
+        drel: &mut [f32],
         scratch: &mut [f32]
     ) => attend_backward_generic
 );
@@ -1054,83 +1094,109 @@ mod tests {
         let h = heads * d;
         let qkv = data(len * 3 * h, 3.0);
         let scratch_len = attend_scratch(len, d);
-        let (mut ca, mut cb) = (vec![0f32; len * h], vec![0f32; len * h]);
-        attend_generic(
-            &qkv,
-            &mut ca,
-            len,
-            heads,
-            d,
-            0.3,
-            &mut vec![0.0; scratch_len],
-        );
-        attend(
-            &qkv,
-            &mut cb,
-            len,
-            heads,
-            d,
-            0.3,
-            &mut vec![0.0; scratch_len],
-        );
-        close(&ca, &cb, "attend");
+        // With and without a relative position bias (MPNet), for sentences of up to 13 tokens.
+        let span = 13;
+        let bias = data(heads * (2 * span - 1), 5.0);
+        for rel in [
+            RelBias::default(),
+            RelBias {
+                values: &bias,
+                span,
+            },
+        ] {
+            let what = if rel.values.is_empty() {
+                "no bias"
+            } else {
+                "relative bias"
+            };
+            let (mut ca, mut cb) = (vec![0f32; len * h], vec![0f32; len * h]);
+            attend_generic(
+                &qkv,
+                &mut ca,
+                len,
+                heads,
+                d,
+                0.3,
+                rel,
+                &mut vec![0.0; scratch_len],
+            );
+            attend(
+                &qkv,
+                &mut cb,
+                len,
+                heads,
+                d,
+                0.3,
+                rel,
+                &mut vec![0.0; scratch_len],
+            );
+            close(&ca, &cb, &format!("attend, {what}"));
 
-        let mask: Vec<f32> = (0..heads * len * len)
-            .map(|i| if i % 7 == 0 { 0.0 } else { 1.1 })
-            .collect();
-        let (mut pa, mut pb) = (vec![0f32; heads * len * len], vec![0f32; heads * len * len]);
-        attend_record_generic(
-            &qkv,
-            &mut ca,
-            len,
-            heads,
-            d,
-            0.3,
-            &mut pa,
-            &mask,
-            &mut vec![0.0; scratch_len],
-        );
-        attend_record(
-            &qkv,
-            &mut cb,
-            len,
-            heads,
-            d,
-            0.3,
-            &mut pb,
-            &mask,
-            &mut vec![0.0; scratch_len],
-        );
-        close(&pa, &pb, "attend_record probs");
-        close(&ca, &cb, "attend_record ctx");
+            let mask: Vec<f32> = (0..heads * len * len)
+                .map(|i| if i % 7 == 0 { 0.0 } else { 1.1 })
+                .collect();
+            let (mut pa, mut pb) = (vec![0f32; heads * len * len], vec![0f32; heads * len * len]);
+            attend_record_generic(
+                &qkv,
+                &mut ca,
+                len,
+                heads,
+                d,
+                0.3,
+                rel,
+                &mut pa,
+                &mask,
+                &mut vec![0.0; scratch_len],
+            );
+            attend_record(
+                &qkv,
+                &mut cb,
+                len,
+                heads,
+                d,
+                0.3,
+                rel,
+                &mut pb,
+                &mask,
+                &mut vec![0.0; scratch_len],
+            );
+            close(&pa, &pb, &format!("attend_record probs, {what}"));
+            close(&ca, &cb, &format!("attend_record ctx, {what}"));
 
-        let dctx = data(len * h, 4.0);
-        let (mut da, mut db) = (vec![0f32; len * 3 * h], vec![0f32; len * 3 * h]);
-        attend_backward_generic(
-            &qkv,
-            &pa,
-            &mask,
-            &dctx,
-            &mut da,
-            len,
-            heads,
-            d,
-            0.3,
-            &mut vec![0.0; scratch_len],
-        );
-        attend_backward(
-            &qkv,
-            &pa,
-            &mask,
-            &dctx,
-            &mut db,
-            len,
-            heads,
-            d,
-            0.3,
-            &mut vec![0.0; scratch_len],
-        );
-        close(&da, &db, "attend_backward");
+            let dctx = data(len * h, 4.0);
+            let (mut da, mut db) = (vec![0f32; len * 3 * h], vec![0f32; len * 3 * h]);
+            let (mut ra, mut rb) = (vec![0f32; bias.len()], vec![0f32; bias.len()]);
+            attend_backward_generic(
+                &qkv,
+                &pa,
+                &mask,
+                &dctx,
+                &mut da,
+                len,
+                heads,
+                d,
+                0.3,
+                span,
+                &mut ra,
+                &mut vec![0.0; scratch_len],
+            );
+            attend_backward(
+                &qkv,
+                &pa,
+                &mask,
+                &dctx,
+                &mut db,
+                len,
+                heads,
+                d,
+                0.3,
+                span,
+                &mut rb,
+                &mut vec![0.0; scratch_len],
+            );
+            close(&da, &db, &format!("attend_backward, {what}"));
+            close(&ra, &rb, &format!("attend_backward bias, {what}"));
+        }
 
         let (rows, h) = (5, 24);
         let (r, gamma, beta) = (data(rows * h, 5.0), data(h, 6.0), data(h, 7.0));

@@ -1,0 +1,360 @@
+//! The T5 encoder (`model_type` `t5` and `mt5`): Sentence-T5 and GTR. Pre-norm blocks with RMS
+//! norms (no bias anywhere), unscaled dot-product attention with a relative position bias that the
+//! first block computes and every block adds, and a feed-forward block that is ReLU (T5) or gated
+//! GELU (T5 v1.1, mT5). Written for training: weights are variables, dropout (`dropout_rate`) is
+//! real in training mode. Names follow `transformers.T5EncoderModel`.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use serde::Deserialize;
+
+use super::error::{ModelError, Result, read_json};
+use super::layers::{Embedding, Linear, Mode, RmsNorm, relative_position_bucket};
+use super::transformer::{EncoderInput, Transformer};
+use super::weights::CheckedWeights;
+
+/// `config.json` of a T5 model (the encoder's part).
+#[derive(Debug, Clone, Deserialize)]
+pub struct T5Config {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub d_kv: usize,
+    pub d_ff: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: usize,
+    #[serde(default = "default_max_distance")]
+    pub relative_attention_max_distance: usize,
+    #[serde(default = "default_dropout")]
+    pub dropout_rate: f64,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_proj")]
+    pub feed_forward_proj: String,
+}
+
+fn default_buckets() -> usize {
+    32
+}
+fn default_max_distance() -> usize {
+    128
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_proj() -> String {
+    "relu".into()
+}
+
+/// The feed-forward activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    Relu,
+    /// `gelu_new`: the tanh approximation.
+    GeluNew,
+    Gelu,
+    Silu,
+}
+
+impl Act {
+    fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Act::Relu => x.relu(),
+            Act::GeluNew => x.gelu(),
+            Act::Gelu => x.gelu_erf(),
+            Act::Silu => x.silu(),
+        }
+    }
+}
+
+impl T5Config {
+    pub fn read(path: &Path) -> Result<Self> {
+        let c: T5Config = read_json(path)?;
+        if c.num_heads == 0 || c.d_kv == 0 {
+            return Err(ModelError::config(
+                path,
+                "num_heads and d_kv must be at least 1",
+            ));
+        }
+        c.ffn(path)?;
+        Ok(c)
+    }
+
+    /// Whether the feed-forward block is gated, and its activation (as `transformers` reads
+    /// `feed_forward_proj`: `relu`, `gated-gelu` (which means `gelu_new`), `gated-silu`, ...).
+    fn ffn(&self, path: &Path) -> Result<(bool, Act)> {
+        let parts: Vec<&str> = self.feed_forward_proj.split('-').collect();
+        let gated = parts.len() == 2 && parts[0] == "gated";
+        if parts.len() > 2 || (parts.len() == 2 && !gated) {
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "feed_forward_proj `{}` is not understood",
+                    self.feed_forward_proj
+                ),
+            ));
+        }
+        let name = if self.feed_forward_proj == "gated-gelu" {
+            "gelu_new"
+        } else {
+            parts[parts.len() - 1]
+        };
+        let act = match name {
+            "relu" => Act::Relu,
+            "gelu_new" | "gelu_pytorch_tanh" => Act::GeluNew,
+            "gelu" => Act::Gelu,
+            "silu" | "swish" => Act::Silu,
+            other => {
+                return Err(ModelError::config(
+                    path,
+                    format!("feed-forward activation `{other}` is not supported"),
+                ));
+            }
+        };
+        Ok((gated, act))
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    d_kv: usize,
+}
+
+struct FeedForward {
+    /// `wi`, or `wi_0` when gated.
+    wi: Linear,
+    /// `wi_1` when gated.
+    gate: Option<Linear>,
+    wo: Linear,
+    act: Act,
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ff_norm: RmsNorm,
+    ff: FeedForward,
+}
+
+/// The T5 encoder: token ids to token vectors.
+pub struct T5Encoder {
+    config: T5Config,
+    embed: Embedding,
+    /// `[buckets, heads]`, in the first block.
+    relative: Embedding,
+    blocks: Vec<Block>,
+    final_norm: RmsNorm,
+    varmap: VarMap,
+    unexpected: Vec<String>,
+}
+
+impl T5Encoder {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let path = dir.join("config.json");
+        let c = T5Config::read(&path)?;
+        let (gated, act) = c.ffn(&path)?;
+        let weights = CheckedWeights::open(dir, "encoder.final_layer_norm.weight")?;
+        let vb = weights.var_builder(device);
+        let (h, inner) = (c.d_model, c.num_heads * c.d_kv);
+        // The word embedding is `shared` (tied to `encoder.embed_tokens`); some checkpoints keep
+        // only the encoder's copy.
+        let embed_vb = if vb.contains_tensor("shared.weight") {
+            vb.pp("shared")
+        } else {
+            vb.pp("encoder").pp("embed_tokens")
+        };
+        let embed = Embedding::load(embed_vb, c.vocab_size, h)?;
+        let enc = vb.pp("encoder");
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        let mut relative = None;
+        for i in 0..c.num_layers {
+            let b = enc.pp("block").pp(i);
+            let sa = b.pp("layer").pp(0);
+            let att = sa.pp("SelfAttention");
+            if i == 0 {
+                relative = Some(Embedding::load(
+                    att.pp("relative_attention_bias"),
+                    c.relative_attention_num_buckets,
+                    c.num_heads,
+                )?);
+            }
+            let ff = b.pp("layer").pp(1);
+            let dense = ff.pp("DenseReluDense");
+            let (wi, gate) = if gated {
+                (
+                    Linear::load(dense.pp("wi_0"), h, c.d_ff, false)?,
+                    Some(Linear::load(dense.pp("wi_1"), h, c.d_ff, false)?),
+                )
+            } else {
+                (Linear::load(dense.pp("wi"), h, c.d_ff, false)?, None)
+            };
+            blocks.push(Block {
+                attn_norm: RmsNorm::load(sa.pp("layer_norm"), h, c.layer_norm_epsilon)?,
+                attn: Attention {
+                    q: Linear::load(att.pp("q"), h, inner, false)?,
+                    k: Linear::load(att.pp("k"), h, inner, false)?,
+                    v: Linear::load(att.pp("v"), h, inner, false)?,
+                    o: Linear::load(att.pp("o"), inner, h, false)?,
+                    heads: c.num_heads,
+                    d_kv: c.d_kv,
+                },
+                ff_norm: RmsNorm::load(ff.pp("layer_norm"), h, c.layer_norm_epsilon)?,
+                ff: FeedForward {
+                    wi,
+                    gate,
+                    wo: Linear::load(dense.pp("wo"), c.d_ff, h, false)?,
+                    act,
+                },
+            });
+        }
+        let final_norm = RmsNorm::load(enc.pp("final_layer_norm"), h, c.layer_norm_epsilon)?;
+        let relative = relative.ok_or_else(|| {
+            ModelError::config(&path, "num_layers must be at least 1 for a T5 encoder")
+        })?;
+        // The embedding is tied (`encoder.embed_tokens` is `shared`); a full encoder-decoder
+        // checkpoint's decoder weights are not used here.
+        let (varmap, unexpected) =
+            weights.finish_with_unexpected(&["encoder.embed_tokens.weight"])?;
+        Ok(Self {
+            config: c,
+            embed,
+            relative,
+            blocks,
+            final_norm,
+            varmap,
+            unexpected,
+        })
+    }
+
+    /// The position bias of every (query, key) pair: `[1, heads, seq, seq]`.
+    fn position_bias(&self, seq: usize, dev: &Device, mode: Mode) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let ids: Vec<u32> = (0..seq)
+            .flat_map(|i| {
+                (0..seq).map(move |j| {
+                    relative_position_bucket(
+                        j as i64 - i as i64,
+                        c.relative_attention_num_buckets,
+                        c.relative_attention_max_distance,
+                    ) as u32
+                })
+            })
+            .collect();
+        let ids = Tensor::from_vec(ids, (seq, seq), dev)?;
+        self.relative
+            .forward(&ids, mode)?
+            .permute((2, 0, 1))?
+            .contiguous()?
+            .unsqueeze(0)
+    }
+}
+
+impl Attention {
+    /// `x` `[b, seq, hidden]`; `bias` `[b or 1, heads or 1, seq, seq]`. T5 does not scale scores.
+    fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        dropout: f64,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((b, seq, self.heads, self.d_kv))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.q.forward_mode(x, mode)?)?;
+        let k = split(self.k.forward_mode(x, mode)?)?;
+        let v = split(self.v.forward_mode(x, mode)?)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
+        let probs = mode.softmax_last_dim(&scores)?;
+        let probs = mode.dropout(&probs, dropout)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
+            b,
+            seq,
+            self.heads * self.d_kv,
+        ))?;
+        self.o.forward_mode(&ctx, mode)
+    }
+}
+
+impl FeedForward {
+    fn forward(&self, x: &Tensor, dropout: f64, mode: Mode) -> candle_core::Result<Tensor> {
+        let mut hidden = self.act.forward(&self.wi.forward_mode(x, mode)?)?;
+        if let Some(g) = &self.gate {
+            hidden = (hidden * g.forward_mode(x, mode)?)?;
+        }
+        let hidden = mode.dropout(&hidden, dropout)?;
+        self.wo.forward_mode(&hidden, mode)
+    }
+}
+
+impl Transformer for T5Encoder {
+    fn model_type(&self) -> &str {
+        &self.config.model_type
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.config.d_model
+    }
+
+    fn layers(&self) -> usize {
+        self.config.num_layers
+    }
+
+    fn max_tokens(&self) -> usize {
+        // Relative positions: no table limits the length.
+        usize::MAX >> 1
+    }
+
+    fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    fn unexpected_weights(&self) -> &[String] {
+        &self.unexpected
+    }
+
+    fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
+        self.forward_composed(input, mode)
+    }
+
+    fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
+        let p = self.config.dropout_rate;
+        let seq = input.ids.dim(1)?;
+        let mask = ((1.0 - &input.mask)? * f32::MIN as f64)?
+            .to_dtype(DType::F32)?
+            .unsqueeze(1)?
+            .unsqueeze(1)?;
+        let bias = self
+            .position_bias(seq, input.ids.device(), mode)?
+            .broadcast_add(&mask)?;
+        let mut x = mode.dropout(&self.embed.forward(&input.ids, mode)?, p)?;
+        for block in &self.blocks {
+            let h = block.attn_norm.forward(&x, mode)?;
+            let a = block.attn.forward(&h, &bias, p, mode)?;
+            x = (x + mode.dropout(&a, p)?)?;
+            let h = block.ff_norm.forward(&x, mode)?;
+            let f = block.ff.forward(&h, p, mode)?;
+            x = (x + mode.dropout(&f, p)?)?;
+        }
+        let x = self.final_norm.forward(&x, mode)?;
+        mode.dropout(&x, p)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

@@ -1,0 +1,141 @@
+//! The model families against the Python library: token ids exact and sentence embeddings within
+//! 1e-5 on tiny random-init models of each family (`families2_reference.json`, made by
+//! sentence-transformers 6.2.0 / transformers 5.24 / torch 2.15; see
+//! `tests/fixtures/README-shared.md`), and what every family must do: a sentence alone equals the
+//! same sentence in a padded batch, dropout acts in training and not in evaluation, every weight
+//! gets a gradient, a short run lowers the loss, a saved model loads back the same.
+
+mod common;
+
+use candle_core::{D, Tensor};
+use common::*;
+use sbert_tui::model::save::save;
+use sbert_tui::model::{DropoutRng, LoadOptions, Mode, SentenceEncoder};
+use serde_json::Value;
+
+/// The families checked here, by their key in `families2_reference.json` (and `t5`, whose
+/// reference is `tiny-t5_reference.json`).
+const FAMILIES: [&str; 3] = ["distilbert", "mpnet", "t5"];
+
+fn reference(key: &str) -> Value {
+    match key {
+        "t5" => json("tiny-t5_reference.json"),
+        _ => json("families2_reference.json")[key].clone(),
+    }
+}
+
+fn load(key: &str) -> SentenceEncoder {
+    let r = reference(key);
+    let dir = fixture(r["model_dir"].as_str().unwrap());
+    SentenceEncoder::load(&dir, &LoadOptions::default()).unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+#[test]
+fn token_ids_and_embeddings_equal_the_librarys() {
+    for key in FAMILIES {
+        let r = reference(key);
+        let enc = load(key);
+        let sentences = strings(&r["sentences"]);
+        let got: Vec<Vec<u32>> = enc
+            .tokenize(&sentences)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.ids)
+            .collect();
+        assert_eq!(got, ids(&r["token_ids"]), "{key}: token ids");
+        let emb = enc.encode(&sentences, 4, &mut |_, _| {}).unwrap();
+        assert_close(&emb, &matrix(&r["sentence_embedding"]), 1e-5, key);
+    }
+}
+
+#[test]
+fn a_sentence_alone_equals_it_in_a_padded_batch() {
+    for key in FAMILIES {
+        let enc = load(key);
+        let texts = [
+            "short",
+            "a much longer sentence with many more words in it than the first",
+        ];
+        let batch = enc.encode(&texts, 2, &mut |_, _| {}).unwrap();
+        let alone = enc.encode(&texts[..1], 1, &mut |_, _| {}).unwrap();
+        assert_close(&batch[..1], &alone, 1e-5, key);
+    }
+}
+
+/// The sentence vectors of `texts` in one forward pass of `mode`.
+fn forward(enc: &SentenceEncoder, texts: &[&str], mode: Mode) -> Tensor {
+    let tokenized = enc.tokenize(texts).unwrap();
+    let items: Vec<_> = tokenized.iter().collect();
+    let input = enc.batch(&items).unwrap();
+    enc.forward(&input, mode).unwrap()
+}
+
+#[test]
+fn dropout_acts_in_training_only_and_every_weight_gets_a_gradient() {
+    let texts = ["the cat sits on the mat", "a dog runs in the park"];
+    for key in FAMILIES {
+        let enc = load(key);
+        let eval1 = forward(&enc, &texts, Mode::EVAL);
+        let eval2 = forward(&enc, &texts, Mode::EVAL);
+        let diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_keepdim(D::Minus1)
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert_eq!(
+            diff(&eval1, &eval2),
+            0.0,
+            "{key}: evaluation is deterministic"
+        );
+        let rng = DropoutRng::new(7);
+        let train = forward(&enc, &texts, Mode::train(&rng));
+        assert!(
+            diff(&train, &eval1) > 1e-4,
+            "{key}: dropout changes training outputs"
+        );
+        // Every weight of the transformer receives a gradient.
+        let out = forward(&enc, &texts, Mode::train_without_dropout());
+        let grads = (out.sqr().unwrap().sum_all().unwrap()).backward().unwrap();
+        let map = enc.transformer().varmap().data().lock().unwrap();
+        let mut missing: Vec<&String> = map
+            .iter()
+            .filter(|(name, var)| {
+                // The pooler is kept for Python but not used by sentence-transformers.
+                !name.starts_with("pooler.") && grads.get(var.as_tensor()).is_none()
+            })
+            .map(|(name, _)| name)
+            .collect();
+        missing.sort();
+        assert!(missing.is_empty(), "{key}: no gradient for {missing:?}");
+    }
+}
+
+#[test]
+fn a_saved_model_loads_back_with_the_same_vectors() {
+    for key in FAMILIES {
+        let enc = load(key);
+        let dir = tempfile::tempdir().unwrap();
+        save(&enc, &dir.path().join("m"), None).unwrap();
+        let back = SentenceEncoder::load(&dir.path().join("m"), &LoadOptions::default()).unwrap();
+        let texts = ["hello world", "机器学习"];
+        assert_eq!(
+            back.encode(&texts, 2, &mut |_, _| {}).unwrap(),
+            enc.encode(&texts, 2, &mut |_, _| {}).unwrap(),
+            "{key}"
+        );
+        assert!(back.info().unexpected_weights.is_empty(), "{key}");
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("m/config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["model_type"], key);
+        assert!(dir.path().join("m/tokenizer.json").is_file(), "{key}");
+    }
+}
