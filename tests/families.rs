@@ -10,12 +10,12 @@ mod common;
 use candle_core::{D, Tensor};
 use common::*;
 use sbert_tui::model::save::save;
-use sbert_tui::model::{DropoutRng, LoadOptions, Mode, SentenceEncoder};
+use sbert_tui::model::{DropoutRng, LoadOptions, Mode, Prompt, SentenceEncoder};
 use serde_json::Value;
 
 /// The families checked here, by their key in `families2_reference.json` (and `t5`, whose
 /// reference is `tiny-t5_reference.json`).
-const FAMILIES: [&str; 3] = ["distilbert", "mpnet", "t5"];
+const FAMILIES: [&str; 5] = ["distilbert", "mpnet", "t5", "modernbert", "qwen3"];
 
 fn reference(key: &str) -> Value {
     match key {
@@ -49,6 +49,27 @@ fn token_ids_and_embeddings_equal_the_librarys() {
 }
 
 #[test]
+fn qwen3_with_its_query_prompt_equals_the_library() {
+    // `qwen3_query_prompt`: prompt_name="query" puts the instruction before each sentence; the
+    // tokenizer appends <|endoftext|> and the last token is pooled.
+    let r = json("families2_reference.json")["qwen3_query_prompt"].clone();
+    let enc = load("qwen3");
+    let sentences = strings(&r["sentences"]);
+    let prompt = Prompt::Name("query".into());
+    let got: Vec<Vec<u32>> = enc
+        .tokenize_prompted(&sentences, &prompt)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.ids)
+        .collect();
+    assert_eq!(got, ids(&r["token_ids"]), "token ids");
+    let emb = enc
+        .encode_prompted(&sentences, &prompt, 4, &mut |_, _| {})
+        .unwrap();
+    assert_close(&emb, &matrix(&r["sentence_embedding"]), 1e-5, "qwen3 query");
+}
+
+#[test]
 fn a_sentence_alone_equals_it_in_a_padded_batch() {
     for key in FAMILIES {
         let enc = load(key);
@@ -60,6 +81,32 @@ fn a_sentence_alone_equals_it_in_a_padded_batch() {
         let alone = enc.encode(&texts[..1], 1, &mut |_, _| {}).unwrap();
         assert_close(&batch[..1], &alone, 1e-5, key);
     }
+}
+
+/// The family's tiny model; where its config has no dropout (ModernBERT and Qwen3 set theirs to
+/// 0), a copy with every dropout of the config at 0.1, so that the test sees them act.
+fn with_dropout(key: &str) -> (tempfile::TempDir, SentenceEncoder) {
+    let from = fixture(reference(key)["model_dir"].as_str().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(&from, &dir);
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for name in [
+        "embedding_dropout",
+        "attention_dropout",
+        "mlp_dropout",
+        "hidden_dropout_prob",
+        "dropout",
+        "dropout_rate",
+    ] {
+        if config.get(name).and_then(Value::as_f64) == Some(0.0) {
+            config[name] = 0.1.into();
+        }
+    }
+    std::fs::write(&path, config.to_string()).unwrap();
+    let enc = SentenceEncoder::load(&dir, &LoadOptions::default()).unwrap();
+    (tmp, enc)
 }
 
 /// The sentence vectors of `texts` in one forward pass of `mode`.
@@ -74,7 +121,7 @@ fn forward(enc: &SentenceEncoder, texts: &[&str], mode: Mode) -> Tensor {
 fn dropout_acts_in_training_only_and_every_weight_gets_a_gradient() {
     let texts = ["the cat sits on the mat", "a dog runs in the park"];
     for key in FAMILIES {
-        let enc = load(key);
+        let (_dir, enc) = with_dropout(key);
         let eval1 = forward(&enc, &texts, Mode::EVAL);
         let eval2 = forward(&enc, &texts, Mode::EVAL);
         let diff = |a: &Tensor, b: &Tensor| -> f32 {

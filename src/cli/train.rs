@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{MatrixFormat, ModelArgs};
 use crate::model::{self, DeviceChoice, PoolingSpec};
 use crate::train::checkpoint::Resume;
-use crate::train::config::TrainConfig;
+use crate::train::config::{ColumnPrompt, TrainConfig};
 use crate::train::events::TrainEvent;
 use crate::train::losses::{LossKind, TripletDistance};
 use crate::train::rules;
@@ -85,6 +85,11 @@ pub struct TrainArgs {
     /// Train without dropout (deterministic steps).
     #[arg(long)]
     pub no_dropout: bool,
+    /// Prompts for the data's columns, as the Python trainer's `prompts`: `COLUMN=PROMPT` pairs
+    /// (`anchor=query,positive=passage`), or one PROMPT for every column. A PROMPT that names one
+    /// of the model's prompts is that prompt; otherwise it is the text itself. May be repeated.
+    #[arg(long)]
+    pub prompts: Vec<String>,
     /// Continue a run from a checkpoint folder (or a run's output folder: its newest checkpoint).
     /// The run's saved settings are used.
     #[arg(long)]
@@ -120,6 +125,11 @@ impl TrainArgs {
         c.margin = self.margin;
         c.scale = self.scale;
         c.dropout = !self.no_dropout;
+        c.prompts = self
+            .prompts
+            .iter()
+            .flat_map(|v| ColumnPrompt::parse_list(v))
+            .collect();
         c
     }
 }

@@ -9,7 +9,7 @@ use super::error::{ModelError, Result, read_json};
 use super::transformer::Transformer;
 
 /// The families, by `model_type`.
-pub const SUPPORTED_MODEL_TYPES: [&str; 7] = [
+pub const SUPPORTED_MODEL_TYPES: [&str; 9] = [
     "bert",
     "roberta",
     "xlm-roberta",
@@ -17,6 +17,8 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 7] = [
     "mpnet",
     "t5",
     "mt5",
+    "modernbert",
+    "qwen3",
 ];
 
 /// Loads the transformer in `dir` (`config.json` and the weights) with the family its
@@ -34,6 +36,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<Box<dyn Transformer>> {
             Ok(Box::new(super::bert::Bert::load(dir, device)?))
         }
         "t5" | "mt5" => Ok(Box::new(super::t5::T5Encoder::load(dir, device)?)),
+        "modernbert" => Ok(Box::new(super::modernbert::ModernBert::load(dir, device)?)),
+        "qwen3" => Ok(Box::new(super::qwen3::Qwen3::load(dir, device)?)),
         other => {
             let shown = if other.is_empty() {
                 "no model_type".to_string()

@@ -174,11 +174,24 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
-        Ok(Self {
-            weight: vb.get(dim, "weight")?,
-            bias: vb.get(dim, "bias")?,
-            eps,
-        })
+        Self::load_with_bias(vb, dim, eps, true)
+    }
+
+    /// A layer norm whose checkpoint may have no `bias` (ModernBERT's `norm_bias: false`): the
+    /// bias is then a constant zero, not a weight.
+    pub fn load_with_bias(
+        vb: VarBuilder,
+        dim: usize,
+        eps: f64,
+        bias: bool,
+    ) -> candle_core::Result<Self> {
+        let weight = vb.get(dim, "weight")?;
+        let bias = if bias {
+            vb.get(dim, "bias")?
+        } else {
+            Tensor::zeros(dim, weight.dtype(), weight.device())?
+        };
+        Ok(Self { weight, bias, eps })
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -239,6 +252,90 @@ impl RmsNorm {
         let var = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
         let normed = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         normed.broadcast_mul(&mode.param(&self.weight))
+    }
+}
+
+/// A feed-forward activation, by its `transformers` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    /// `gelu_new`, `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+    /// `gelu`: the exact (erf) form.
+    Gelu,
+    Silu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "relu" => Activation::Relu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
+            "silu" | "swish" => Activation::Silu,
+            _ => return None,
+        })
+    }
+
+    pub fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Gelu => x.gelu_erf(),
+            Activation::Silu => x.silu(),
+        }
+    }
+}
+
+/// Rotary position embeddings (`rotate_half` layout, as `transformers`' Llama, Qwen3 and
+/// ModernBERT apply them) for heads of `dim` values, with frequencies `base^(-2i/dim)`.
+#[derive(Debug, Clone)]
+pub struct Rotary {
+    inv_freq: Vec<f32>,
+}
+
+impl Rotary {
+    pub fn new(dim: usize, base: f64) -> Self {
+        // As `compute_default_rope_parameters`: 1 / base^(arange(0, dim, 2) / dim) in float32.
+        let inv_freq = (0..dim)
+            .step_by(2)
+            .map(|i| 1.0 / (base as f32).powf(i as f32 / dim as f32))
+            .collect();
+        Self { inv_freq }
+    }
+
+    /// `cos` and `sin` of positions `0..seq`: `[seq, dim / 2]` each.
+    pub fn cos_sin(&self, seq: usize, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(seq * half);
+        let mut sin = Vec::with_capacity(seq * half);
+        for p in 0..seq {
+            for f in &self.inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (seq, half), dev)?,
+            Tensor::from_vec(sin, (seq, half), dev)?,
+        ))
+    }
+
+    /// Rotates `x` (`[b, heads, seq, dim]`) by position; differentiable in training mode.
+    pub fn apply(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let x = x.contiguous()?;
+        if mode.grad {
+            candle_nn::rotary_emb::rope_slow(&x, cos, sin)
+        } else {
+            candle_nn::rotary_emb::rope(&x, cos, sin)
+        }
     }
 }
 

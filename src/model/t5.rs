@@ -11,7 +11,9 @@ use candle_nn::VarMap;
 use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
-use super::layers::{Embedding, Linear, Mode, RmsNorm, relative_position_bucket};
+use super::layers::{
+    Activation as Act, Embedding, Linear, Mode, RmsNorm, relative_position_bucket,
+};
 use super::transformer::{EncoderInput, Transformer};
 use super::weights::CheckedWeights;
 
@@ -53,27 +55,6 @@ fn default_proj() -> String {
     "relu".into()
 }
 
-/// The feed-forward activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Act {
-    Relu,
-    /// `gelu_new`: the tanh approximation.
-    GeluNew,
-    Gelu,
-    Silu,
-}
-
-impl Act {
-    fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Act::Relu => x.relu(),
-            Act::GeluNew => x.gelu(),
-            Act::Gelu => x.gelu_erf(),
-            Act::Silu => x.silu(),
-        }
-    }
-}
-
 impl T5Config {
     pub fn read(path: &Path) -> Result<Self> {
         let c: T5Config = read_json(path)?;
@@ -106,18 +87,12 @@ impl T5Config {
         } else {
             parts[parts.len() - 1]
         };
-        let act = match name {
-            "relu" => Act::Relu,
-            "gelu_new" | "gelu_pytorch_tanh" => Act::GeluNew,
-            "gelu" => Act::Gelu,
-            "silu" | "swish" => Act::Silu,
-            other => {
-                return Err(ModelError::config(
-                    path,
-                    format!("feed-forward activation `{other}` is not supported"),
-                ));
-            }
-        };
+        let act = Act::parse(name).ok_or_else(|| {
+            ModelError::config(
+                path,
+                format!("feed-forward activation `{name}` is not supported"),
+            )
+        })?;
         Ok((gated, act))
     }
 }

@@ -1,6 +1,7 @@
 //! Everything that defines a training run. Saved in each checkpoint so `--resume` continues the
 //! same run. What the values may be is decided in `rules.rs`.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,57 @@ pub struct TrainConfig {
     pub scale: Option<f64>,
     /// Dropout during training (the model's own probabilities). Off makes steps deterministic.
     pub dropout: bool,
+    /// Prompts put before the texts of the data's columns, as the Python trainer's `prompts`.
+    #[serde(default)]
+    pub prompts: Vec<ColumnPrompt>,
+}
+
+/// A prompt for the texts of one column of the training data (or of every column): the name of
+/// one of the model's prompts, or else the text itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnPrompt {
+    /// `None`: every column.
+    pub column: Option<String>,
+    pub prompt: String,
+}
+
+impl ColumnPrompt {
+    /// Reads `--prompts`: `COLUMN=PROMPT` pairs separated by commas (`anchor=query,positive=passage`),
+    /// or one prompt for every column when the value is not such a list.
+    pub fn parse_list(value: &str) -> Vec<ColumnPrompt> {
+        let pair = |part: &str| -> Option<ColumnPrompt> {
+            let (column, prompt) = part.split_once('=')?;
+            let column = column.trim();
+            let ok = !column.is_empty()
+                && column
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+            ok.then(|| ColumnPrompt {
+                column: Some(column.to_string()),
+                prompt: prompt.to_string(),
+            })
+        };
+        let parts: Option<Vec<ColumnPrompt>> = value.split(',').map(pair).collect();
+        if let Some(parts) = parts {
+            return parts;
+        }
+        match pair(value) {
+            Some(one) => vec![one],
+            None => vec![ColumnPrompt {
+                column: None,
+                prompt: value.to_string(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ColumnPrompt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.column {
+            Some(c) => write!(f, "{c}={}", self.prompt),
+            None => f.write_str(&self.prompt),
+        }
+    }
 }
 
 impl TrainConfig {
@@ -131,6 +183,7 @@ impl TrainConfig {
             margin: None,
             scale: None,
             dropout: true,
+            prompts: Vec::new(),
         }
     }
 }
@@ -138,6 +191,37 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompts_parse_per_column_or_for_every_column() {
+        let p = ColumnPrompt::parse_list("anchor=query,positive=passage");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].column.as_deref(), Some("anchor"));
+        assert_eq!(p[1].prompt, "passage");
+        let p = ColumnPrompt::parse_list("anchor=query: a, b");
+        assert_eq!(
+            p,
+            vec![ColumnPrompt {
+                column: Some("anchor".into()),
+                prompt: "query: a, b".into()
+            }]
+        );
+        let p = ColumnPrompt::parse_list("query: ");
+        assert_eq!(
+            p,
+            vec![ColumnPrompt {
+                column: None,
+                prompt: "query: ".into()
+            }]
+        );
+        // An old checkpoint's settings have no prompts.
+        let mut v =
+            serde_json::to_value(TrainConfig::new("m", "d".into(), LossKind::Mnr, "o".into()))
+                .unwrap();
+        v.as_object_mut().unwrap().remove("prompts");
+        let back: TrainConfig = serde_json::from_value(v).unwrap();
+        assert!(back.prompts.is_empty());
+    }
 
     #[test]
     fn round_trips_through_json() {

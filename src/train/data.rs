@@ -128,6 +128,20 @@ pub struct Dataset {
     pub stamp: Option<(u64, std::time::SystemTime)>,
 }
 
+impl Dataset {
+    /// The names of the text columns, in the order of [`Example::texts`].
+    pub fn text_columns(&self) -> Vec<String> {
+        detect(&self.columns)
+            .map(|(_, need)| {
+                need.iter()
+                    .filter(|n| !matches!(**n, "score" | "label"))
+                    .map(|n| n.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.len(), m.modified().ok()?))

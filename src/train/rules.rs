@@ -7,8 +7,8 @@ use std::fmt;
 use std::path::{Component, Path};
 
 use super::checkpoint;
-use super::config::TrainConfig;
-use super::data::{DataKind, columns_for};
+use super::config::{ColumnPrompt, TrainConfig};
+use super::data::{DataKind, Dataset, columns_for};
 use super::losses::LossKind;
 
 /// A setting of a training run.
@@ -36,6 +36,7 @@ pub enum Setting {
     TripletDistance,
     Margin,
     Scale,
+    Prompts,
 }
 
 impl Setting {
@@ -64,6 +65,7 @@ impl Setting {
             Setting::TripletDistance => "--triplet-distance",
             Setting::Margin => "--margin",
             Setting::Scale => "--scale",
+            Setting::Prompts => "--prompts",
         }
     }
 
@@ -92,6 +94,7 @@ impl Setting {
             Setting::TripletDistance => "triplet distance",
             Setting::Margin => "margin",
             Setting::Scale => "scale",
+            Setting::Prompts => "prompts",
         }
     }
 }
@@ -275,6 +278,45 @@ fn names_a_folder(output: &Path) -> Result<(), SettingError> {
             ),
         )),
     }
+}
+
+/// Refuses a per-column prompt for a column the training data does not have (or has, but not
+/// as text), and two prompts for one column.
+pub fn check_prompts(prompts: &[ColumnPrompt], data: &Dataset) -> Result<(), SettingError> {
+    let columns = data.text_columns();
+    let mut seen: Vec<Option<&str>> = Vec::new();
+    for p in prompts {
+        let column = p.column.as_deref();
+        if let Some(c) = column
+            && !columns.iter().any(|t| t == c)
+        {
+            return Err(SettingError::new(
+                Setting::Prompts,
+                format!(
+                    "`{c}` is not a text column of {} (its text columns: {})",
+                    data.path.display(),
+                    columns.join(", ")
+                ),
+            ));
+        }
+        if seen.contains(&column) || (column.is_some() && seen.contains(&None)) {
+            return Err(SettingError::new(
+                Setting::Prompts,
+                format!(
+                    "two prompts for {}",
+                    column.map_or("every column".to_string(), |c| format!("column `{c}`"))
+                ),
+            ));
+        }
+        if column.is_none() && !seen.is_empty() {
+            return Err(SettingError::new(
+                Setting::Prompts,
+                "a prompt for every column cannot be given with per-column prompts",
+            ));
+        }
+        seen.push(column);
+    }
+    Ok(())
 }
 
 /// Refuses a loss that does not fit the columns of the training data.

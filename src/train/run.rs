@@ -24,7 +24,7 @@ use super::card;
 use super::checkpoint::{
     self, CLASSIFIER_FILE, CheckpointError, OPTIMIZER_FILE, Resume, TrainerState,
 };
-use super::config::TrainConfig;
+use super::config::{ColumnPrompt, TrainConfig};
 use super::data::{self, Dataset, Example};
 use super::eval::{self, Metrics};
 use super::events::TrainEvent;
@@ -34,7 +34,7 @@ use super::rules::{self, Setting, SettingError};
 use super::session::{LossSetup, Session, StepError};
 use crate::model::atomic::write_folder_atomically;
 use crate::model::save::write_model;
-use crate::model::{self, LoadOptions, ModelError, SentenceEncoder, SourceOptions};
+use crate::model::{self, LoadOptions, ModelError, Prompt, SentenceEncoder, SourceOptions};
 
 /// A request to stop a run at the end of the current step, shared with the thread that runs it.
 #[derive(Debug, Default)]
@@ -265,6 +265,30 @@ pub struct TrainingRun<'a> {
     sentences_done: usize,
 }
 
+/// The prompt of each text column of `data`: a model prompt's name where `prompts` names one the
+/// model has, the text as given otherwise (as the Python trainer's `prompts`, which are texts).
+pub fn column_prompts(
+    prompts: &[ColumnPrompt],
+    data: &Dataset,
+    encoder: &SentenceEncoder,
+) -> Vec<Prompt> {
+    let names = &encoder.info().prompts;
+    data.text_columns()
+        .iter()
+        .map(|col| {
+            let given = prompts
+                .iter()
+                .find(|p| p.column.as_deref() == Some(col.as_str()))
+                .or_else(|| prompts.iter().find(|p| p.column.is_none()));
+            match given {
+                Some(p) if names.contains_key(&p.prompt) => Prompt::Name(p.prompt.clone()),
+                Some(p) if !p.prompt.is_empty() => Prompt::Text(p.prompt.clone()),
+                _ => Prompt::None,
+            }
+        })
+        .collect()
+}
+
 impl<'a> TrainingRun<'a> {
     /// Checks everything a new run needs, loads the data and the model, opens the log and
     /// evaluates once before the first step. Nothing is written before every check has passed.
@@ -314,6 +338,7 @@ impl<'a> TrainingRun<'a> {
     ) -> Result<(Arc<Dataset>, Option<Arc<Dataset>>), TrainError> {
         let dataset = read_data(&config.data, preloaded.data.as_ref())?;
         rules::check_data(dataset.kind, &dataset.path, config.loss)?;
+        rules::check_prompts(&config.prompts, &dataset)?;
         let eval_set = match &config.eval {
             Some(p) => {
                 let d = read_data(p, preloaded.eval.as_ref())?;
@@ -352,6 +377,7 @@ impl<'a> TrainingRun<'a> {
             config.seed,
             config.max_grad_norm,
         )?;
+        session.column_prompts = column_prompts(&config.prompts, &dataset, &session.encoder);
         let n = dataset.examples.len();
         let steps_per_epoch = n.div_ceil(config.batch_size);
         let total_steps = steps_per_epoch * config.epochs;

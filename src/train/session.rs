@@ -11,7 +11,7 @@ use super::data::Example;
 use super::losses::{self, LossKind, TripletDistance};
 use super::optim::{AdamW, AdamWConfig, Param, clip_coefficient, decays, grad_norm};
 use crate::model::transformer::Tape;
-use crate::model::{DropoutRng, Mode, ModelError, Result, SentenceEncoder};
+use crate::model::{DropoutRng, Mode, ModelError, Prompt, Result, SentenceEncoder};
 
 /// Loss settings beyond its kind.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +147,9 @@ pub struct Session {
     /// Use the encoder's hand-written CPU backward pass where it applies (the default); off,
     /// candle's autograd runs the whole graph (kept for comparison and tests).
     pub hand_backward: bool,
+    /// The prompt of each column of the data (by the position of [`Example::texts`]); no prompt
+    /// for a column past the end.
+    pub column_prompts: Vec<Prompt>,
 }
 
 /// The token vectors' leaf variable and the encoder's tape, from a recorded forward pass.
@@ -213,6 +216,7 @@ impl Session {
             dropout: dropout_seed.map(DropoutRng::new),
             max_grad_norm,
             hand_backward: true,
+            column_prompts: Vec::new(),
         })
     }
 
@@ -243,8 +247,21 @@ impl Session {
                 columns[c].push(t);
             }
         }
-        let all: Vec<&str> = columns.iter().flatten().copied().collect();
-        let tokenized = self.encoder.tokenize(&all)?;
+        // Each column with its prompt (SimCSE's two views are both the first column).
+        let mut tokenized = Vec::with_capacity(n * columns.len());
+        for (c, texts) in columns.iter().enumerate() {
+            let c = if self.setup.kind == LossKind::SimCse {
+                0
+            } else {
+                c
+            };
+            match self.column_prompts.get(c) {
+                Some(p) if *p != Prompt::None => {
+                    tokenized.extend(self.encoder.tokenize_prompted(texts, p)?)
+                }
+                _ => tokenized.extend(self.encoder.tokenize(texts)?),
+            }
+        }
         let refs: Vec<_> = tokenized.iter().collect();
         let input = self.encoder.batch(&refs)?;
         let mode = match &self.dropout {
