@@ -186,3 +186,114 @@ fn a_saved_model_loads_back_with_the_same_vectors() {
         assert!(dir.path().join("m/tokenizer.json").is_file(), "{key}");
     }
 }
+
+/// A copy of a fixture folder with `tokenizer.json` replaced by `vocab.txt`.
+fn vocab_only(from: &std::path::Path, vocab: &std::path::Path) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(from, tmp.path());
+    std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+    std::fs::copy(vocab, tmp.path().join("vocab.txt")).unwrap();
+    tmp
+}
+
+#[test]
+fn a_folder_with_only_vocab_txt_tokenizes_and_embeds_as_the_library() {
+    // `vocab_only_reference.json`: the Python library builds these tokenizers from vocab.txt
+    // (made by tests/fixtures/generate/make_vocab_reference.py): accents, Chinese, control
+    // whitespace, the empty text and a word too long for WordPiece included.
+    let r = json("vocab_only_reference.json");
+    let sentences = strings(&r["sentences"]);
+    for name in ["tiny-distilbert-st", "tiny-mpnet-st"] {
+        let vocab = fixture("vocab-only").join(name).join("vocab.txt");
+        let dir = vocab_only(&fixture(name), &vocab);
+        let enc = SentenceEncoder::load(dir.path(), &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: Vec<Vec<u32>> = enc
+            .tokenize(&sentences)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.ids)
+            .collect();
+        assert_eq!(got, ids(&r[name]["token_ids"]), "{name}: token ids");
+        let emb = enc.encode(&sentences, 4, &mut |_, _| {}).unwrap();
+        assert_close(&emb, &matrix(&r[name]["sentence_embedding"]), 1e-5, name);
+        // Saved, the folder keeps its vocab.txt and loads back the same.
+        let out = tempfile::tempdir().unwrap();
+        save(&enc, &out.path().join("m"), None).unwrap();
+        assert!(out.path().join("m/vocab.txt").is_file(), "{name}");
+        let back = SentenceEncoder::load(&out.path().join("m"), &LoadOptions::default()).unwrap();
+        assert_eq!(
+            back.encode(&sentences, 4, &mut |_, _| {}).unwrap(),
+            emb,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn minilm_without_tokenizer_json_tokenizes_as_with_it() {
+    // The real all-MiniLM-L6-v2 folder ships both files: the tokenizer built from its vocab.txt
+    // must give the ids its tokenizer.json gives.
+    let dir = minilm_dir();
+    let copy = vocab_only(&dir, &dir.join("vocab.txt"));
+    let built = SentenceEncoder::load(copy.path(), &LoadOptions::default()).unwrap();
+    let full = minilm();
+    let texts: Vec<String> = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/scored-pairs.csv"),
+    )
+    .unwrap()
+    .lines()
+    .skip(1)
+    .take(200)
+    .map(str::to_string)
+    .chain(strings(&json("vocab_only_reference.json")["sentences"]))
+    .collect();
+    assert_eq!(
+        built.tokenize(&texts).unwrap(),
+        full.tokenize(&texts).unwrap()
+    );
+}
+
+#[test]
+fn a_folder_without_any_tokenizer_file_names_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("tiny-xlmr-st"), tmp.path());
+    std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+    let e = SentenceEncoder::load(tmp.path(), &LoadOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("tokenizer.json"), "{e}");
+    // A vocab.txt cannot make an XLM-R tokenizer: that is said, not guessed.
+    std::fs::write(tmp.path().join("vocab.txt"), "[UNK]\n[CLS]\n[SEP]\n").unwrap();
+    let e = SentenceEncoder::load(tmp.path(), &LoadOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("vocab.txt") && e.contains("xlm-roberta"), "{e}");
+}
+
+#[test]
+fn an_unknown_model_type_names_the_supported_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("tiny-bert-st"), tmp.path());
+    let path = tmp.path().join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["model_type"] = "gpt2".into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let e = SentenceEncoder::load(tmp.path(), &LoadOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    for t in [
+        "gpt2",
+        "bert",
+        "mpnet",
+        "t5",
+        "modernbert",
+        "qwen3",
+        "distilbert",
+    ] {
+        assert!(e.contains(t), "{t} in: {e}");
+    }
+}

@@ -20,6 +20,7 @@ pub mod source;
 pub mod t5;
 pub mod tokenize;
 pub mod transformer;
+pub mod vocab;
 pub mod weights;
 
 pub use device::DeviceChoice;

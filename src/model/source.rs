@@ -225,7 +225,7 @@ fn files_to_fetch(files: &[String]) -> Vec<String> {
 
 fn folder_is_complete(folder: &Path) -> bool {
     folder.join("config.json").is_file()
-        && folder.join("tokenizer.json").is_file()
+        && (folder.join("tokenizer.json").is_file() || folder.join("vocab.txt").is_file())
         && WEIGHT_FILES.iter().any(|w| folder.join(w).is_file())
 }
 

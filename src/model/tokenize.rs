@@ -1,4 +1,5 @@
-//! Text to token ids with the model's `tokenizer.json`.
+//! Text to token ids with the model's `tokenizer.json` (or, without one, a WordPiece tokenizer
+//! built from its `vocab.txt`: see `vocab.rs`).
 //!
 //! Truncation is set from the model's `max_seq_length` and padding is done by the batcher, so
 //! whatever `tokenizer.json` says about either is ignored (all-MiniLM-L6-v2's says 128 where the
@@ -36,23 +37,39 @@ impl TextTokenizer {
     /// Reads `tokenizer.json` from `dir`. `lowercase` lower-cases text first
     /// (`do_lower_case` in `sentence_bert_config.json`).
     pub fn load(dir: &Path, max_len: usize, lowercase: bool) -> Result<Self> {
-        let path = dir.join("tokenizer.json");
-        if !path.is_file() {
+        let mut path = dir.join("tokenizer.json");
+        let mut inner = if path.is_file() {
+            // The tokenizers crate panics on some malformed files (found by fuzzing): a panic
+            // here is a bad file, reported as one.
+            catch_quietly(|| Tokenizer::from_file(&path))
+                .map_err(|panic| format!("malformed ({panic})"))
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(|message| ModelError::Tokenizer {
+                    path: path.clone(),
+                    message,
+                })?
+        } else if dir.join("vocab.txt").is_file() {
+            // An older folder: build the WordPiece tokenizer as `transformers` does.
+            path = dir.join("vocab.txt");
+            let config: serde_json::Value = super::error::read_json(&dir.join("config.json"))?;
+            let model_type = config
+                .get("model_type")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
+            catch_quietly(|| super::vocab::wordpiece_tokenizer(dir, model_type))
+                .unwrap_or_else(|panic| Err(format!("malformed ({panic})")))
+                .map_err(|message| ModelError::Tokenizer {
+                    path: path.clone(),
+                    message,
+                })?
+        } else {
             return Err(ModelError::MissingFile {
                 folder: dir.to_path_buf(),
-                what: "tokenizer.json (save the tokenizer with a recent transformers version)"
+                what: "tokenizer.json (or a WordPiece vocab.txt; save the tokenizer with a \
+                       recent transformers version)"
                     .into(),
             });
-        }
-        // The tokenizers crate panics on some malformed files (found by fuzzing): a panic here
-        // is a bad file, reported as one.
-        let mut inner = catch_quietly(|| Tokenizer::from_file(&path))
-            .map_err(|panic| format!("malformed ({panic})"))
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| ModelError::Tokenizer {
-                path: path.clone(),
-                message,
-            })?;
+        };
         let pad_id = inner
             .get_padding()
             .map(|p| p.pad_id)
