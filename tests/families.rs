@@ -297,3 +297,100 @@ fn an_unknown_model_type_names_the_supported_ones() {
         assert!(e.contains(t), "{t} in: {e}");
     }
 }
+
+fn encdec(pooling: Option<&str>) -> SentenceEncoder {
+    let options = LoadOptions {
+        pooling: pooling.map(|p| p.parse().unwrap()),
+        ..LoadOptions::default()
+    };
+    SentenceEncoder::load(&fixture("tiny-t5-encdec-st"), &options).unwrap()
+}
+
+#[test]
+fn st5_encdec_pooling_is_the_first_decoder_output() {
+    // `tiny-t5-encdec_reference.json` (tests/fixtures/generate/make_st5_encdec.py): a full T5
+    // checkpoint; `st5_encdec` from transformers' T5Model with the decoder start token, `mean`
+    // from the Python library (which loads the encoder half).
+    let r = json("tiny-t5-encdec_reference.json");
+    let sentences = strings(&r["sentences"]);
+    let mean = encdec(None);
+    let got: Vec<Vec<u32>> = mean
+        .tokenize(&sentences)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.ids)
+        .collect();
+    assert_eq!(got, ids(&r["token_ids"]));
+    let emb = mean.encode(&sentences, 4, &mut |_, _| {}).unwrap();
+    assert_close(&emb, &matrix(&r["mean"]), 1e-5, "mean pooling of a full T5");
+
+    let enc = encdec(Some("st5_encdec"));
+    let emb = enc.encode(&sentences, 3, &mut |_, _| {}).unwrap();
+    assert_close(&emb, &matrix(&r["st5_encdec"]), 1e-5, "st5_encdec");
+    // Alone equals in a padded batch.
+    let alone = enc.encode(&sentences[..1], 1, &mut |_, _| {}).unwrap();
+    assert_close(&alone, &emb[..1], 1e-5, "st5_encdec alone");
+    // Concatenated with a Python mode, each part is its own.
+    let both = encdec(Some("mean+st5_encdec"));
+    let v = both.encode(&sentences, 4, &mut |_, _| {}).unwrap();
+    assert_eq!(v[0].len(), 64);
+}
+
+#[test]
+fn st5_encdec_trains_the_decoder_and_saves_it() {
+    let enc = encdec(Some("st5_encdec"));
+    let texts = ["the cat sits on the mat", "a dog runs in the park"];
+    let rng = DropoutRng::new(3);
+    let eval = forward(&enc, &texts, Mode::EVAL);
+    let train = forward(&enc, &texts, Mode::train(&rng));
+    let d = (&train - &eval)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d > 1e-4, "dropout acts in training");
+    let out = forward(&enc, &texts, Mode::train_without_dropout());
+    let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let map = enc.transformer().varmap().data().lock().unwrap();
+    let mut missing: Vec<&String> = map
+        .iter()
+        .filter(|(name, var)| {
+            // One decoder token: the softmax over its one score is 1 whatever the decoder's
+            // position bias is, so that table gets no gradient (as in Python).
+            !name.starts_with("decoder.block.0.layer.0.SelfAttention.relative_attention_bias")
+                && grads.get(var.as_tensor()).is_none()
+        })
+        .map(|(name, _)| name)
+        .collect();
+    missing.sort();
+    assert!(missing.is_empty(), "no gradient for {missing:?}");
+    assert!(map.keys().any(|k| k.starts_with("decoder.")));
+    drop(map);
+
+    let dir = tempfile::tempdir().unwrap();
+    save(&enc, &dir.path().join("m"), None).unwrap();
+    let back = SentenceEncoder::load(&dir.path().join("m"), &LoadOptions::default()).unwrap();
+    assert_eq!(back.info().pooling.to_string(), "st5_encdec");
+    assert_eq!(
+        back.encode(&texts, 2, &mut |_, _| {}).unwrap(),
+        enc.encode(&texts, 2, &mut |_, _| {}).unwrap()
+    );
+}
+
+#[test]
+fn st5_encdec_without_a_decoder_is_refused_at_load() {
+    let options = LoadOptions {
+        pooling: Some("st5_encdec".parse().unwrap()),
+        ..LoadOptions::default()
+    };
+    for name in ["tiny-t5-st", "tiny-bert-st"] {
+        let e = SentenceEncoder::load(&fixture(name), &options)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("st5_encdec") && e.contains("decoder"), "{e}");
+    }
+}

@@ -139,6 +139,9 @@ impl SentenceEncoder {
             match stage {
                 Stage::Pooling(spec) => {
                     let spec = options.pooling.clone().unwrap_or_else(|| spec.clone());
+                    if spec.needs_decoder() && !transformer.has_decoder() {
+                        return Err(no_decoder(transformer.model_type()));
+                    }
                     dim = spec.output_dim(hidden);
                     pooling = Some(spec.clone());
                     stages.push(LoadedStage::Pooling(spec));
@@ -216,6 +219,9 @@ impl SentenceEncoder {
     /// Replaces the pooling (as `--pooling` does at load time), checking that a following Dense
     /// module still gets the width it expects.
     pub fn set_pooling(&mut self, spec: PoolingSpec) -> Result<()> {
+        if spec.needs_decoder() && !self.transformer.has_decoder() {
+            return Err(no_decoder(self.transformer.model_type()));
+        }
         let hidden = self.info.hidden_size;
         let mut dim = hidden;
         for stage in &self.stages {
@@ -428,7 +434,12 @@ impl SentenceEncoder {
         let mut x = tokens;
         for stage in &self.stages {
             x = match stage {
-                LoadedStage::Pooling(spec) => spec.forward(&x, &mask)?,
+                LoadedStage::Pooling(spec) => {
+                    let tokens = &x;
+                    spec.forward_with(tokens, &mask, &|| {
+                        self.transformer.decoder_first(tokens, input, mode)
+                    })?
+                }
                 LoadedStage::Dense(d) => d.forward(&x, mode.grad)?,
                 LoadedStage::Normalize => normalize(&x)?,
             };
@@ -470,7 +481,9 @@ impl SentenceEncoder {
     ) -> Result<Vec<Vec<f32>>> {
         self.encode_with(texts, batch_size, &mut |_, _| {}, |input| {
             let tokens = self.token_embeddings(input, Mode::EVAL)?;
-            Ok(spec.forward(&tokens, &input.mask)?)
+            Ok(spec.forward_with(&tokens, &input.mask, &|| {
+                self.transformer.decoder_first(&tokens, input, Mode::EVAL)
+            })?)
         })
     }
 
@@ -549,4 +562,12 @@ impl SentenceEncoder {
         }
         Ok(out)
     }
+}
+
+/// The refusal of ST5-EncDec pooling for a model without a T5 decoder.
+fn no_decoder(model_type: &str) -> ModelError {
+    ModelError::Invalid(format!(
+        "st5_encdec pooling needs a full T5 checkpoint with its decoder (decoder.block.*); \
+         this `{model_type}` model has none"
+    ))
 }

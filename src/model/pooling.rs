@@ -23,6 +23,10 @@ pub enum PoolingMode {
     WeightedMean,
     /// The last real token.
     LastToken,
+    /// Sentence-T5's ST5-EncDec: the first output of the T5 decoder, fed the encoder's tokens
+    /// and its start token. Ours (the Python library has no such mode); needs a full T5
+    /// checkpoint, encoder and decoder.
+    St5EncDec,
 }
 
 impl PoolingMode {
@@ -35,6 +39,9 @@ impl PoolingMode {
         PoolingMode::LastToken,
     ];
 
+    /// Modes of this tool only: a folder saved with one loads here, not in Python.
+    pub const OURS: [PoolingMode; 1] = [PoolingMode::St5EncDec];
+
     /// The name the Python library uses (and writes into `1_Pooling/config.json`).
     pub fn name(self) -> &'static str {
         match self {
@@ -44,6 +51,7 @@ impl PoolingMode {
             PoolingMode::MeanSqrtLen => "mean_sqrt_len_tokens",
             PoolingMode::WeightedMean => "weightedmean",
             PoolingMode::LastToken => "lasttoken",
+            PoolingMode::St5EncDec => "st5_encdec",
         }
     }
 }
@@ -66,10 +74,12 @@ impl FromStr for PoolingMode {
             "mean_sqrt_len_tokens" | "mean_sqrt_len" => PoolingMode::MeanSqrtLen,
             "weightedmean" | "weighted_mean" | "weightedmean_tokens" => PoolingMode::WeightedMean,
             "lasttoken" | "last_token" | "last" => PoolingMode::LastToken,
+            "st5_encdec" | "st5encdec" | "encdec" => PoolingMode::St5EncDec,
             _ => {
                 return Err(format!(
-                    "unknown pooling mode `{s}` (expected one of: {})",
-                    PoolingMode::ALL.map(PoolingMode::name).join(", ")
+                    "unknown pooling mode `{s}` (expected one of: {}, or ours: {})",
+                    PoolingMode::ALL.map(PoolingMode::name).join(", "),
+                    PoolingMode::OURS.map(PoolingMode::name).join(", ")
                 ));
             }
         })
@@ -98,13 +108,33 @@ impl PoolingSpec {
         hidden * self.0.len()
     }
 
+    /// True when a mode needs the transformer's decoder ([`PoolingMode::St5EncDec`]).
+    pub fn needs_decoder(&self) -> bool {
+        self.0.contains(&PoolingMode::St5EncDec)
+    }
+
     /// Pools `tokens` `[batch, seq, hidden]` under `mask` `[batch, seq]` (1 for a real token,
     /// 0 for padding, any float dtype). Differentiable.
     pub fn forward(&self, tokens: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(tokens, mask, &|| {
+            candle_core::bail!("st5_encdec pooling needs the T5 decoder")
+        })
+    }
+
+    /// [`PoolingSpec::forward`], with `decoder` giving the ST5-EncDec output `[batch, hidden]`.
+    pub fn forward_with(
+        &self,
+        tokens: &Tensor,
+        mask: &Tensor,
+        decoder: &dyn Fn() -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let outs = self
             .0
             .iter()
-            .map(|&m| pool(m, tokens, mask))
+            .map(|&m| match m {
+                PoolingMode::St5EncDec => decoder(),
+                m => pool(m, tokens, mask),
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         if outs.len() == 1 {
             Ok(outs.into_iter().next().expect("one output"))
@@ -140,6 +170,9 @@ pub fn pool(mode: PoolingMode, tokens: &Tensor, mask: &Tensor) -> candle_core::R
     let (_b, seq, _h) = tokens.dims3()?;
     let mask3 = mask.unsqueeze(D::Minus1)?; // [b, seq, 1]
     match mode {
+        PoolingMode::St5EncDec => {
+            candle_core::bail!("st5_encdec pooling needs the T5 decoder, not token vectors")
+        }
         PoolingMode::Cls => {
             // The first real token: mask[i] - mask[i-1] is 1 exactly there (left or right padding).
             select(tokens, &(&mask - shift_right(&mask)?)?.relu()?)

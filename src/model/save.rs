@@ -52,6 +52,15 @@ pub fn write_tensors(w: &mut Writer, rel: &str, tensors: &HashMap<String, Tensor
 }
 
 fn pooling_config(spec: &PoolingSpec, hidden: usize, include_prompt: bool) -> serde_json::Value {
+    if spec.needs_decoder() {
+        // A mode of ours: the newer `pooling_mode` list, which we read back (Python refuses it).
+        let modes: Vec<&str> = spec.modes().iter().map(|m| m.name()).collect();
+        return json!({
+            "word_embedding_dimension": hidden,
+            "pooling_mode": modes,
+            "include_prompt": include_prompt
+        });
+    }
     let on = |m: PoolingMode| spec.modes().contains(&m);
     json!({
         "word_embedding_dimension": hidden,

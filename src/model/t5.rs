@@ -26,6 +26,8 @@ pub struct T5Config {
     pub d_kv: usize,
     pub d_ff: usize,
     pub num_layers: usize,
+    #[serde(default)]
+    pub num_decoder_layers: Option<usize>,
     pub num_heads: usize,
     #[serde(default = "default_buckets")]
     pub relative_attention_num_buckets: usize,
@@ -37,6 +39,8 @@ pub struct T5Config {
     pub layer_norm_epsilon: f64,
     #[serde(default = "default_proj")]
     pub feed_forward_proj: String,
+    #[serde(default)]
+    pub decoder_start_token_id: Option<u32>,
 }
 
 fn default_buckets() -> usize {
@@ -122,6 +126,24 @@ struct Block {
     ff: FeedForward,
 }
 
+/// A decoder block: self-attention, attention over the encoder's tokens, feed-forward.
+struct DecoderBlock {
+    self_norm: RmsNorm,
+    self_attn: Attention,
+    cross_norm: RmsNorm,
+    cross_attn: Attention,
+    ff_norm: RmsNorm,
+    ff: FeedForward,
+}
+
+/// The decoder of a full T5 checkpoint, for ST5-EncDec pooling.
+struct Decoder {
+    blocks: Vec<DecoderBlock>,
+    final_norm: RmsNorm,
+    /// The decoder's first input: `decoder_start_token_id` (the padding id, 0, in T5).
+    start: u32,
+}
+
 /// The T5 encoder: token ids to token vectors.
 pub struct T5Encoder {
     config: T5Config,
@@ -130,6 +152,8 @@ pub struct T5Encoder {
     relative: Embedding,
     blocks: Vec<Block>,
     final_norm: RmsNorm,
+    /// Present in a full encoder-decoder checkpoint.
+    decoder: Option<Decoder>,
     varmap: VarMap,
     unexpected: Vec<String>,
 }
@@ -194,19 +218,81 @@ impl T5Encoder {
             });
         }
         let final_norm = RmsNorm::load(enc.pp("final_layer_norm"), h, c.layer_norm_epsilon)?;
+        // A full checkpoint's decoder is loaded (trained and saved with the encoder) for
+        // ST5-EncDec pooling.
+        let decoder = if vb.contains_tensor("decoder.final_layer_norm.weight") {
+            let dec = vb.pp("decoder");
+            let attention = |vb: candle_nn::VarBuilder| -> candle_core::Result<Attention> {
+                Ok(Attention {
+                    q: Linear::load(vb.pp("q"), h, inner, false)?,
+                    k: Linear::load(vb.pp("k"), h, inner, false)?,
+                    v: Linear::load(vb.pp("v"), h, inner, false)?,
+                    o: Linear::load(vb.pp("o"), inner, h, false)?,
+                    heads: c.num_heads,
+                    d_kv: c.d_kv,
+                })
+            };
+            let mut blocks = Vec::new();
+            for i in 0..c.num_decoder_layers.unwrap_or(c.num_layers) {
+                let b = dec.pp("block").pp(i);
+                let sa = b.pp("layer").pp(0);
+                if i == 0 {
+                    // Its relative position bias: with one decoder token, the softmax over one
+                    // score is 1 whatever the bias is; kept so the checkpoint stays whole.
+                    sa.pp("SelfAttention")
+                        .pp("relative_attention_bias")
+                        .get((c.relative_attention_num_buckets, c.num_heads), "weight")?;
+                }
+                let ca = b.pp("layer").pp(1);
+                let ff = b.pp("layer").pp(2);
+                let dense = ff.pp("DenseReluDense");
+                let (wi, gate) = if gated {
+                    (
+                        Linear::load(dense.pp("wi_0"), h, c.d_ff, false)?,
+                        Some(Linear::load(dense.pp("wi_1"), h, c.d_ff, false)?),
+                    )
+                } else {
+                    (Linear::load(dense.pp("wi"), h, c.d_ff, false)?, None)
+                };
+                blocks.push(DecoderBlock {
+                    self_norm: RmsNorm::load(sa.pp("layer_norm"), h, c.layer_norm_epsilon)?,
+                    self_attn: attention(sa.pp("SelfAttention"))?,
+                    cross_norm: RmsNorm::load(ca.pp("layer_norm"), h, c.layer_norm_epsilon)?,
+                    cross_attn: attention(ca.pp("EncDecAttention"))?,
+                    ff_norm: RmsNorm::load(ff.pp("layer_norm"), h, c.layer_norm_epsilon)?,
+                    ff: FeedForward {
+                        wi,
+                        gate,
+                        wo: Linear::load(dense.pp("wo"), c.d_ff, h, false)?,
+                        act,
+                    },
+                });
+            }
+            Some(Decoder {
+                blocks,
+                final_norm: RmsNorm::load(dec.pp("final_layer_norm"), h, c.layer_norm_epsilon)?,
+                start: c.decoder_start_token_id.unwrap_or(0),
+            })
+        } else {
+            None
+        };
         let relative = relative.ok_or_else(|| {
             ModelError::config(&path, "num_layers must be at least 1 for a T5 encoder")
         })?;
         // The embedding is tied (`encoder.embed_tokens` is `shared`); a full encoder-decoder
         // checkpoint's decoder weights are not used here.
-        let (varmap, unexpected) =
-            weights.finish_with_unexpected(&["encoder.embed_tokens.weight"])?;
+        let (varmap, unexpected) = weights.finish_with_unexpected(&[
+            "encoder.embed_tokens.weight",
+            "decoder.embed_tokens.weight",
+            "lm_head.weight",
+        ])?;
         Ok(Self {
             config: c,
             embed,
             relative,
             blocks,
             final_norm,
+            decoder,
             varmap,
             unexpected,
         })
@@ -244,21 +330,36 @@ impl Attention {
         dropout: f64,
         mode: Mode,
     ) -> candle_core::Result<Tensor> {
-        let (b, seq, _) = x.dims3()?;
+        self.attend(x, x, bias, dropout, mode)
+    }
+
+    /// Queries from `x` `[b, q_len, hidden]`, keys and values from `kv` `[b, kv_len, hidden]`;
+    /// `bias` broadcasts to `[b, heads, q_len, kv_len]`.
+    fn attend(
+        &self,
+        x: &Tensor,
+        kv: &Tensor,
+        bias: &Tensor,
+        dropout: f64,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let b = x.dim(0)?;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, seq, self.heads, self.d_kv))?
+            let len = t.dim(1)?;
+            t.reshape((b, len, self.heads, self.d_kv))?
                 .transpose(1, 2)?
                 .contiguous()
         };
         let q = split(self.q.forward_mode(x, mode)?)?;
-        let k = split(self.k.forward_mode(x, mode)?)?;
-        let v = split(self.v.forward_mode(x, mode)?)?;
+        let k = split(self.k.forward_mode(kv, mode)?)?;
+        let v = split(self.v.forward_mode(kv, mode)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
         let probs = mode.softmax_last_dim(&scores)?;
         let probs = mode.dropout(&probs, dropout)?;
+        let q_len = x.dim(1)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
             b,
-            seq,
+            q_len,
             self.heads * self.d_kv,
         ))?;
         self.o.forward_mode(&ctx, mode)
@@ -327,6 +428,47 @@ impl Transformer for T5Encoder {
         }
         let x = self.final_norm.forward(&x, mode)?;
         mode.dropout(&x, p)
+    }
+
+    fn has_decoder(&self) -> bool {
+        self.decoder.is_some()
+    }
+
+    /// The decoder run for one step: its start token attends to itself (a softmax over one
+    /// score, so no position bias matters) and over the encoder's tokens (padding masked, no
+    /// position bias, as `T5Stack` does for cross-attention).
+    fn decoder_first(
+        &self,
+        tokens: &Tensor,
+        input: &EncoderInput,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let Some(dec) = &self.decoder else {
+            candle_core::bail!("this T5 checkpoint has no decoder");
+        };
+        let p = self.config.dropout_rate;
+        let b = tokens.dim(0)?;
+        let dev = tokens.device();
+        let start = Tensor::full(dec.start, (b, 1), dev)?;
+        let mut x = mode.dropout(&self.embed.forward(&start, mode)?, p)?;
+        let self_bias = Tensor::zeros((1, 1, 1, 1), DType::F32, dev)?;
+        let cross_bias = ((1.0 - &input.mask)? * f32::MIN as f64)?
+            .to_dtype(DType::F32)?
+            .unsqueeze(1)?
+            .unsqueeze(1)?;
+        for block in &dec.blocks {
+            let h = block.self_norm.forward(&x, mode)?;
+            let a = block.self_attn.forward(&h, &self_bias, p, mode)?;
+            x = (x + mode.dropout(&a, p)?)?;
+            let h = block.cross_norm.forward(&x, mode)?;
+            let a = block.cross_attn.attend(&h, tokens, &cross_bias, p, mode)?;
+            x = (x + mode.dropout(&a, p)?)?;
+            let h = block.ff_norm.forward(&x, mode)?;
+            let f = block.ff.forward(&h, p, mode)?;
+            x = (x + mode.dropout(&f, p)?)?;
+        }
+        let x = mode.dropout(&dec.final_norm.forward(&x, mode)?, p)?;
+        x.squeeze(1)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -69,6 +69,20 @@ pub trait Transformer: Send + Sync {
     fn backward(&self, _tape: Tape, _grad_tokens: &[f32]) -> candle_core::Result<WeightGrads> {
         candle_core::bail!("{} has no hand-written backward pass", self.model_type())
     }
+    /// True when the model has a decoder that [`Transformer::decoder_first`] runs.
+    fn has_decoder(&self) -> bool {
+        false
+    }
+    /// Sentence-T5's ST5-EncDec: the decoder's first output `[b, hidden]`, fed the encoder's
+    /// token vectors `tokens` of `input`.
+    fn decoder_first(
+        &self,
+        _tokens: &Tensor,
+        _input: &EncoderInput,
+        _mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        candle_core::bail!("`{}` has no decoder", self.model_type())
+    }
     /// For tests that look inside one family.
     fn as_any(&self) -> &dyn Any;
 }
