@@ -17,11 +17,15 @@ p.add_argument("--input", required=True)
 p.add_argument("--batch-size", type=int, default=32)
 p.add_argument("--latency", type=int, default=200)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--device", default="cpu")
 a = p.parse_args()
 
 torch.set_num_threads(a.threads)
-sentences = open(a.input, encoding="utf-8").read().splitlines()
-model = SentenceTransformer(a.model, device="cpu")
+# Lines split on "\n" only, as benches/encode.rs reads them (splitlines also splits on U+2028, ...).
+sentences = open(a.input, encoding="utf-8").read().split("\n")
+if sentences and sentences[-1] == "":
+    sentences.pop()
+model = SentenceTransformer(a.model, device=a.device)
 model.encode(sentences[: a.batch_size], batch_size=a.batch_size)
 
 t = time.perf_counter()
@@ -42,7 +46,7 @@ def pct(q):
 
 
 print(json.dumps({
-    "engine": "sentence-transformers",
+    "engine": "sentence-transformers", "device": str(model.device),
     "sentences": len(sentences),
     "batch_size": a.batch_size,
     "encode_seconds": secs,

@@ -18,6 +18,7 @@ p.add_argument("--data", required=True)
 p.add_argument("--steps", type=int, default=60)
 p.add_argument("--batch-size", type=int, default=16)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--device", default="cpu")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(42)
@@ -25,7 +26,7 @@ torch.manual_seed(42)
 rows = list(csv.DictReader(open(a.data, encoding="utf-8")))
 scale = 5.0 if max(float(r["score"]) for r in rows) > 1 else 1.0
 batches = [rows[i:i + a.batch_size] for i in range(0, (a.steps + 1) * a.batch_size, a.batch_size)]
-model = SentenceTransformer(a.model, device="cpu")
+model = SentenceTransformer(a.model, device=a.device)
 model.train()
 loss_fn = losses.CosineSimilarityLoss(model)
 no_decay = ["bias", "LayerNorm.bias", "LayerNorm.weight"]
@@ -39,9 +40,10 @@ sched = get_linear_schedule_with_warmup(opt, len(batches) // 10, len(batches))
 
 
 def step(batch):
-    a_feat = model.tokenize([r["sentence1"] for r in batch])
-    b_feat = model.tokenize([r["sentence2"] for r in batch])
-    labels = torch.tensor([float(r["score"]) / scale for r in batch])
+    to_dev = lambda f: {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in f.items()}
+    a_feat = to_dev(model.tokenize([r["sentence1"] for r in batch]))
+    b_feat = to_dev(model.tokenize([r["sentence2"] for r in batch]))
+    labels = torch.tensor([float(r["score"]) / scale for r in batch], device=model.device)
     loss = loss_fn([a_feat, b_feat], labels)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), 1.0)
@@ -51,9 +53,13 @@ def step(batch):
 
 
 step(batches[0])
+if model.device.type == "cuda":
+    torch.cuda.synchronize()
 t = time.perf_counter()
 for b in batches[1:]:
     step(b)
+if model.device.type == "cuda":
+    torch.cuda.synchronize()
 secs = time.perf_counter() - t
-print(json.dumps({"engine": "sentence-transformers", "steps": len(batches) - 1, "batch_size": a.batch_size,
+print(json.dumps({"engine": "sentence-transformers", "device": str(model.device), "steps": len(batches) - 1, "batch_size": a.batch_size,
                   "seconds": secs, "steps_per_second": (len(batches) - 1) / secs, "threads": torch.get_num_threads()}))

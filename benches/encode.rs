@@ -37,8 +37,15 @@ fn main() {
         .map(str::to_string)
         .collect();
 
-    let enc = SentenceEncoder::load(std::path::Path::new(&model), &LoadOptions::default())
-        .expect("model loads");
+    let enc = SentenceEncoder::load(
+        std::path::Path::new(&model),
+        &LoadOptions {
+            device: arg(&args, "--device")
+                .map_or(Default::default(), |d| d.parse().expect("--device")),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("model loads");
     // Warm-up: one batch.
     enc.encode(
         &sentences[..batch.min(sentences.len())],
@@ -64,6 +71,7 @@ fn main() {
         "{}",
         serde_json::json!({
             "engine": "sbert-tui",
+            "device": sbert_tui::model::device::describe(enc.device()),
             "sentences": sentences.len(),
             "batch_size": batch,
             "encode_seconds": secs,

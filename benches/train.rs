@@ -30,7 +30,16 @@ fn main() {
     let steps: usize = arg(&args, "--steps").map_or(60, |s| s.parse().unwrap());
     let batch: usize = arg(&args, "--batch-size").map_or(16, |s| s.parse().unwrap());
     let dataset = data::load(std::path::Path::new(&data_path)).expect("data");
-    let enc = SentenceEncoder::load(std::path::Path::new(&model), &LoadOptions::default()).unwrap();
+    let enc = SentenceEncoder::load(
+        std::path::Path::new(&model),
+        &LoadOptions {
+            device: arg(&args, "--device")
+                .map_or(Default::default(), |d| d.parse().expect("--device")),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let device_name = sbert_tui::model::device::describe(enc.device());
     let mut session = Session::new(
         enc,
         LossSetup::new(LossKind::Cosine),
@@ -62,6 +71,7 @@ fn main() {
         "{}",
         serde_json::json!({
             "engine": "sbert-tui",
+            "device": device_name,
             "steps": total - 1,
             "batch_size": batch,
             "seconds": secs,

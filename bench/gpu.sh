@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The GPU check, run on a machine with an NVIDIA GPU and Python sentence-transformers (+ torch)
+# but no Rust toolchain: parity with the Python library on the same GPU, then encode throughput,
+# single-sentence latency and training steps/s side by side.
+#
+# Expects a pack folder (PACK=, default target/gpu-pack) made on the build machine by
+# bench/gpu-pack.sh: the CUDA build of `sbert-tui` and of the `encode` / `train` benchmarks
+# (one xz-compressed tar), and all-MiniLM-L6-v2 with its weights in float16 (`minilm-f16/`, to fit the
+# transfer); the weights are widened back to float32 here and both engines read that folder.
+set -u
+cd "$(dirname "$0")/.."
+PACK=${PACK:-target/gpu-pack}
+PY=${PY:-python3}
+N=${N:-5000}
+STEPS=${STEPS:-60}
+DEV=${DEV:-cuda}   # DEV=cpu tries the script on a machine without a GPU
+W=$(mktemp -d)
+export TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false
+echo "== machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+lscpu | grep -m1 'Model name'
+$PY -c 'import torch, sentence_transformers as st, transformers as t; print("torch", torch.__version__, "cuda", torch.version.cuda, "| sentence-transformers", st.__version__, "| transformers", t.__version__)'
+
+xz -dc "$PACK/bins.tar.xz" | tar -C "$W" -xf - && chmod +x "$W/sbert-tui" "$W/encode" "$W/train"
+# The CUDA runtime libraries of the Python installation (cudart, cublas, curand, nvrtc).
+LIBS=$($PY - 2>/dev/null <<'PY'
+import os, glob, nvidia
+dirs = set()
+for root in nvidia.__path__:
+    for f in glob.glob(os.path.join(root, "**", "lib*.so*"), recursive=True):
+        dirs.add(os.path.dirname(f))
+print(":".join(sorted(dirs)))
+PY
+)
+export LD_LIBRARY_PATH="$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if ldd "$W/sbert-tui" | grep -q 'not found'; then
+  echo "missing libraries:"; ldd "$W/sbert-tui" | grep 'not found'
+fi
+
+# all-MiniLM-L6-v2 in float32 again (the float16 rounding is the same for both engines).
+cp -r "$PACK/minilm-f16" "$W/minilm"
+xz -d "$W/minilm/model.safetensors.xz"
+$PY - "$W/minilm" <<'PY'
+import sys, os
+from safetensors.torch import load_file, save_file
+for root, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        if f.endswith(".safetensors"):
+            p = os.path.join(root, f)
+            save_file({k: v.float().contiguous() for k, v in load_file(p).items()}, p, metadata={"format": "pt"})
+PY
+
+# Sentences: the MiniLM fixture's 12 (one past 256 tokens) and STS-B dev.
+$PY - "$N" > "$W/sentences.txt" <<'PY'
+import csv, json, sys
+out = [" ".join(s.split()) for s in json.load(open("tests/fixtures/minilm_reference.json"))["sentences"]]
+for r in csv.DictReader(open("sample_data/stsb/sts-train.csv", encoding="utf-8")):
+    out.append(r["sentence1"].replace("\n", " "))
+for s in out[: int(sys.argv[1])]:
+    print(s)
+PY
+head -300 "$W/sentences.txt" > "$W/parity.txt"
+
+echo "== parity: sbert-tui ($DEV) against sentence-transformers ($DEV and CPU), 300 sentences"
+MODELS=("$W/minilm" tests/fixtures/tiny-bert-st tests/fixtures/tiny-xlmr-st tests/fixtures/tiny-distilbert-st
+        tests/fixtures/tiny-mpnet-st tests/fixtures/tiny-t5-st tests/fixtures/tiny-modernbert-st tests/fixtures/tiny-qwen3-st)
+for m in "${MODELS[@]}"; do
+  name=$(basename "$m")
+  if ! timeout 120 "$W/sbert-tui" encode --device $DEV --model "$m" --input "$W/parity.txt" > "$W/ours-$name.jsonl" 2> "$W/err"; then
+    echo "$name: sbert-tui failed: $(tail -3 "$W/err")"; rm -f "$W/ours-$name.jsonl"
+  fi
+done
+timeout 300 $PY - "$W" "$DEV" "${MODELS[@]}" <<'PY'
+import json, os, sys, numpy as np
+from sentence_transformers import SentenceTransformer
+w, gpu, models = sys.argv[1], sys.argv[2], sys.argv[3:]
+sents = open(f"{w}/parity.txt", encoding="utf-8").read().split("\n")[:-1]
+for model in models:
+    name = os.path.basename(model)
+    if not os.path.exists(f"{w}/ours-{name}.jsonl"):
+        continue
+    o = np.array([json.loads(l)["embedding"] for l in open(f"{w}/ours-{name}.jsonl")], dtype=np.float64)
+    res = []
+    for dev in (gpu, "cpu"):
+        p = SentenceTransformer(model, device=dev).encode(sents, batch_size=32).astype(np.float64)
+        no, npy = np.linalg.norm(o, axis=1), np.linalg.norm(p, axis=1)
+        cos = np.where((no < 1e-12) & (npy < 1e-12), 1.0, (o * p).sum(1) / np.maximum(no * npy, 1e-30))
+        res.append(f"vs python {dev}: max abs {np.abs(o - p).max():.2e}, min cosine {cos.min():.8f}")
+    print(f"{name:20s} {o.shape[0]}x{o.shape[1]}  " + " | ".join(res), flush=True)
+PY
+
+echo "== encode: all-MiniLM-L6-v2, $N sentences, batch 32, then 200 single sentences"
+for dev in $DEV cpu; do
+  timeout 300 "$W/encode" --model "$W/minilm" --input "$W/sentences.txt" --device $dev || echo "sbert-tui encode on $dev failed"
+  timeout 300 $PY bench/encode_python.py --model "$W/minilm" --input "$W/sentences.txt" --device $dev --threads "$(nproc)" 2>/dev/null || echo "python encode on $dev failed"
+done
+echo "== encode, batch 256, $DEV"
+timeout 300 "$W/encode" --model "$W/minilm" --input "$W/sentences.txt" --device $DEV --batch-size 256 --latency 1 || true
+timeout 300 $PY bench/encode_python.py --model "$W/minilm" --input "$W/sentences.txt" --device $DEV --batch-size 256 --latency 1 2>/dev/null || true
+
+echo "== training steps: cosine loss, batch 16, $STEPS steps, dropout on, $DEV"
+timeout 300 "$W/train" --model "$W/minilm" --data sample_data/stsb/sts-train.csv --steps "$STEPS" --device $DEV || echo "sbert-tui train failed"
+timeout 300 $PY bench/train_step_python.py --model "$W/minilm" --data sample_data/stsb/sts-train.csv --steps "$STEPS" --device $DEV 2>/dev/null || echo "python train failed"
+
+echo "== a short fine-tune through the CLI on $DEV, loaded back by Python"
+if timeout 300 "$W/sbert-tui" train --device $DEV --model tests/fixtures/tiny-bert-st --data sample_data/stsb/sts-train.csv \
+     --loss cosent --epochs 1 --batch-size 16 --output "$W/tuned" > "$W/train.log" 2>&1; then
+  tail -2 "$W/train.log"
+  "$W/sbert-tui" encode --device $DEV --model "$W/tuned" --input "$W/parity.txt" > "$W/tuned.jsonl"
+  $PY - "$W/tuned" "$W/parity.txt" "$W/tuned.jsonl" "$DEV" <<'PY'
+import json, sys, numpy as np
+from sentence_transformers import SentenceTransformer
+o = np.array([json.loads(l)["embedding"] for l in open(sys.argv[3])])
+p = SentenceTransformer(sys.argv[1], device=sys.argv[4]).encode(open(sys.argv[2], encoding="utf-8").read().split("\n")[:-1])
+print(f"fine-tuned on {sys.argv[4]}, loaded by python: max abs {np.abs(o - p).max():.2e}")
+PY
+else
+  echo "train failed:"; tail -5 "$W/train.log"
+fi
