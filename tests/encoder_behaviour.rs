@@ -109,3 +109,39 @@ fn gradients_reach_every_weight_in_training_mode() {
     without.sort();
     assert!(without.is_empty(), "weights without gradient: {without:?}");
 }
+
+/// Unknown pieces are counted among the text's own tokens (special tokens left out), for the
+/// explorer's "7 of 9 tokens unknown to this model". Expected tokens from the `tokenizers`
+/// Python package on each fixture's `tokenizer.json`.
+#[test]
+fn unknown_tokens_are_counted_among_the_texts_own_tokens() {
+    let load = |name: &str| {
+        sbert_tui::model::SentenceEncoder::load(
+            &fixture(name),
+            &sbert_tui::model::LoadOptions::default(),
+        )
+        .unwrap()
+    };
+    let counts = |enc: &sbert_tui::model::SentenceEncoder, text: &str| {
+        let t = enc.tokenize(&[text]).unwrap().remove(0);
+        (t.ids.len(), t.content, t.unknown)
+    };
+    // tiny BERT's vocabulary is a few test words: [CLS] + 7 x [UNK] + [SEP].
+    assert_eq!(
+        counts(&load("tiny-bert-st"), "A man is playing a guitar."),
+        (9, 7, 7)
+    );
+    // tiny XLM-R: <s> ▁ 猫 在 睡觉 ▁cat </s>, ids [0, 7, 3, 651, 3, 258, 2]: 猫 and 睡觉 are
+    // pieces of the Unigram model that map to <unk> (id 3).
+    assert_eq!(counts(&load("tiny-xlmr-st"), "猫在睡觉 cat"), (7, 5, 2));
+    // byte-level BPE has no unknown token: 12 byte pieces, Ġcat, <|endoftext|>.
+    assert_eq!(counts(&load("tiny-qwen3-st"), "猫在睡觉 cat"), (14, 13, 0));
+}
+
+/// all-MiniLM-L6-v2's vocabulary has no Chinese characters: every one is [UNK] (Python's
+/// tokenizer gives [CLS] [UNK] [UNK] [UNK] [UNK] [SEP]).
+#[test]
+fn chinese_is_unknown_to_minilm() {
+    let t = minilm().tokenize(&["猫在睡觉"]).unwrap().remove(0);
+    assert_eq!((t.ids.len(), t.content, t.unknown), (6, 4, 4));
+}

@@ -8,7 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent,
 use sbert_tui::tui::app::App;
 use sbert_tui::tui::explorer::ModelState;
 use sbert_tui::tui::hits::Pane;
-use sbert_tui::tui::messages::{Embedded, Request, Slot, WorkerEvent};
+use sbert_tui::tui::messages::{Embedded, Request, Slot, TokenCount, WorkerEvent};
 use sbert_tui::tui::shell::{EditTarget, Mode};
 use sbert_tui::tui::ui;
 
@@ -180,8 +180,7 @@ fn stale_results_are_dropped() {
         items: vec![Embedded {
             text: "x".into(),
             vector: fake_vector("x"),
-            tokens: 3,
-            truncated: false,
+            tokens: TokenCount::plain(3),
         }],
         millis: 1.0,
     });
@@ -204,8 +203,7 @@ fn stale_results_are_dropped() {
         items: vec![Embedded {
             text: "xy".into(),
             vector: fake_vector("xy"),
-            tokens: 3,
-            truncated: false,
+            tokens: TokenCount::plain(3),
         }],
         millis: 1.0,
     });
@@ -427,8 +425,7 @@ fn non_finite_vectors_are_reported_never_analysed() {
         items: vec![Embedded {
             text: "broken".into(),
             vector: vec![f32::NAN; 27],
-            tokens: 3,
-            truncated: false,
+            tokens: TokenCount::plain(3),
         }],
         millis: 1.0,
     });

@@ -22,6 +22,10 @@ pub struct Tokenized {
     pub truncated: bool,
     /// Tokens at the start that belong to a prompt (0 without one).
     pub prompt_len: usize,
+    /// Tokens that are not special tokens (`[CLS]`, `</s>`, ...), unknown ones included.
+    pub content: usize,
+    /// Unknown tokens (`[UNK]`, `<unk>`): pieces of text the vocabulary has no entry for.
+    pub unknown: usize,
 }
 
 pub struct TextTokenizer {
@@ -31,6 +35,8 @@ pub struct TextTokenizer {
     pad_id: u32,
     /// Ids of the special tokens (`[CLS]`, `</s>`, `<|endoftext|>`, ...).
     special: std::collections::HashSet<u32>,
+    /// The unknown token's id, when the vocabulary has one (byte-level BPE has none).
+    unk_id: Option<u32>,
 }
 
 impl TextTokenizer {
@@ -97,12 +103,16 @@ impl TextTokenizer {
             .filter(|(_, t)| t.special)
             .map(|(id, _)| id)
             .collect();
+        let unk_id = ["[UNK]", "<unk>", "<UNK>"]
+            .iter()
+            .find_map(|t| inner.token_to_id(t));
         Ok(Self {
             inner,
             max_len,
             lowercase,
             pad_id,
             special,
+            unk_id,
         })
     }
 
@@ -140,11 +150,20 @@ impl TextTokenizer {
             .collect::<Result<Vec<_>>>()?;
         Ok(encodings
             .into_iter()
-            .map(|e| Tokenized {
-                truncated: !e.get_overflowing().is_empty(),
-                ids: e.get_ids().to_vec(),
-                type_ids: e.get_type_ids().to_vec(),
-                prompt_len: 0,
+            .map(|e| {
+                let ids = e.get_ids();
+                let unknown = ids.iter().filter(|&&i| Some(i) == self.unk_id).count();
+                let special = ids.iter().filter(|i| self.special.contains(i)).count();
+                // The unknown token is itself among the special tokens of most vocabularies.
+                let unk_special = self.unk_id.is_some_and(|u| self.special.contains(&u));
+                Tokenized {
+                    truncated: !e.get_overflowing().is_empty(),
+                    ids: ids.to_vec(),
+                    type_ids: e.get_type_ids().to_vec(),
+                    prompt_len: 0,
+                    content: ids.len() - special + if unk_special { unknown } else { 0 },
+                    unknown,
+                }
             })
             .collect())
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::hits::{Hit, Pane};
 use super::keys::{Action, Context};
-use super::messages::{Embedded, ModelSummary, Prompt, Request, Slot, WorkerEvent};
+use super::messages::{Embedded, ModelSummary, Prompt, Request, Slot, TokenCount, WorkerEvent};
 use super::shell::{EditTarget, Mode, Shell};
 use crate::analysis::pca::{PcaBasis, PcaError};
 use crate::analysis::similarity::Similarity;
@@ -69,8 +69,8 @@ pub enum ModelState {
 #[derive(Debug, Clone)]
 pub struct Side {
     pub vectors: Vec<Vec<f32>>,
-    /// Tokens per text and whether it was cut at the model's max sequence length.
-    pub tokens: Vec<(usize, bool)>,
+    /// What the tokenizer made of each text (its length, whether it was cut, unknown pieces).
+    pub tokens: Vec<TokenCount>,
     pub matrix: Vec<Vec<f32>>,
 }
 
@@ -189,7 +189,7 @@ impl ModelSlot {
         let items: Vec<&Embedded> = texts.iter().map(|t| &self.cache[t]).collect();
         let vectors: Vec<Vec<f32>> = items.iter().map(|e| e.vector.clone()).collect();
         Side {
-            tokens: items.iter().map(|e| (e.tokens, e.truncated)).collect(),
+            tokens: items.iter().map(|e| e.tokens).collect(),
             matrix: similarity.matrix(&vectors),
             vectors,
         }

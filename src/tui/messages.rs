@@ -68,10 +68,38 @@ pub struct ModelSummary {
 pub struct Embedded {
     pub text: String,
     pub vector: Vec<f32>,
+    pub tokens: TokenCount,
+}
+
+/// What the tokenizer made of one text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCount {
     /// Tokens after truncation, special tokens included.
-    pub tokens: usize,
+    pub total: usize,
     /// True when the text was longer than the model's max sequence length.
     pub truncated: bool,
+    /// Tokens other than the special ones (`[CLS]`, `[SEP]`, ...), unknown ones included.
+    pub content: usize,
+    /// Pieces the model's vocabulary has no entry for (`[UNK]`).
+    pub unknown: usize,
+}
+
+impl TokenCount {
+    /// A text of `total` tokens, nothing cut, nothing unknown (two of them special).
+    pub fn plain(total: usize) -> Self {
+        Self {
+            total,
+            truncated: false,
+            content: total.saturating_sub(2),
+            unknown: 0,
+        }
+    }
+
+    /// True when at least half of the text's tokens are unknown to the model: its vector says
+    /// little about the text (a script the vocabulary lacks, say).
+    pub fn mostly_unknown(&self) -> bool {
+        self.unknown > 0 && self.unknown * 2 >= self.content
+    }
 }
 
 /// From the worker to the UI.

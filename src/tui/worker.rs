@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::model::{self, LoadOptions, PoolingSpec, Prompt, SentenceEncoder, SourceOptions};
 
-use super::messages::{Embedded, ModelSummary, Request, Slot, WorkerEvent};
+use super::messages::{Embedded, ModelSummary, Request, Slot, TokenCount, WorkerEvent};
 
 /// How the worker loads models (the command line's choices).
 #[derive(Debug, Clone, Copy, Default)]
@@ -328,8 +328,12 @@ fn embed_texts(
         .map(|((text, vector), t)| Embedded {
             text,
             vector,
-            tokens: t.ids.len(),
-            truncated: t.truncated,
+            tokens: TokenCount {
+                total: t.ids.len(),
+                truncated: t.truncated,
+                content: t.content,
+                unknown: t.unknown,
+            },
         })
         .collect())
 }

@@ -5,7 +5,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use sbert_tui::tui::app::App;
-use sbert_tui::tui::messages::{Embedded, ModelSummary, Request, Slot, WorkerEvent};
+use sbert_tui::tui::messages::{Embedded, ModelSummary, Request, Slot, TokenCount, WorkerEvent};
 use sbert_tui::tui::ui;
 
 /// The "fine-tuned" stand-in: the same letter counts with vowels weighed three times, so
@@ -30,6 +30,22 @@ pub fn fake_vector(text: &str) -> Vec<f32> {
     }
     v[26] = text.chars().count() as f32 / 10.0;
     v
+}
+
+/// The stand-in tokenizer: a token per word and two special ones; a word with a character from
+/// U+2E80 on (CJK, emoji) is unknown, as it is to all-MiniLM-L6-v2's vocabulary; cut past 200
+/// bytes.
+pub fn fake_tokens(text: &str) -> TokenCount {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    TokenCount {
+        total: words.len() + 2,
+        truncated: text.len() > 200,
+        content: words.len(),
+        unknown: words
+            .iter()
+            .filter(|w| w.chars().any(|c| c >= '\u{2E80}'))
+            .count(),
+    }
 }
 
 pub fn summary() -> ModelSummary {
@@ -89,8 +105,7 @@ pub fn serve(app: &mut App) -> usize {
                                 } else {
                                     fake_vector(&t)
                                 },
-                                tokens: t.split_whitespace().count() + 2,
-                                truncated: t.len() > 200,
+                                tokens: fake_tokens(&t),
                                 text: t,
                             })
                             .collect(),

@@ -37,8 +37,9 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     };
     let i = app.explorer.selected.min(a.texts.len() - 1);
     let width = inner.width as usize;
-    let (tokens, cut) = a.base.tokens[i];
-    let info = if cut {
+    let count = a.base.tokens[i];
+    let tokens = count.total;
+    let info = if count.truncated {
         Span::styled(
             format!("✂ cut at the model's limit of {tokens} tokens"),
             theme.error(),
@@ -46,15 +47,25 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     } else {
         Span::styled(format!("{tokens} tokens"), theme.dim())
     };
-    let mut lines = vec![
-        Line::from(vec![
-            Span::styled(format!("[{i}] "), theme.selected()),
-            info,
-        ]),
-        Line::raw(text::sanitize(&a.texts[i])),
-    ];
-    let first = text::width(&text::sanitize(&a.texts[i]));
-    let wrapped = first.div_ceil(width.max(1)).max(1) + 1;
+    let mut head = vec![Span::styled(format!("[{i}] "), theme.selected()), info];
+    if count.unknown > 0 {
+        let style = if count.mostly_unknown() {
+            theme.error()
+        } else {
+            theme.dim()
+        };
+        head.push(Span::styled(
+            format!(
+                " · {} of {} tokens unknown to this model",
+                count.unknown, count.content
+            ),
+            style,
+        ));
+    }
+    let head = Line::from(head);
+    let rows = |w: usize| w.div_ceil(width.max(1)).max(1);
+    let wrapped = rows(head.width()) + rows(text::width(&text::sanitize(&a.texts[i])));
+    let mut lines = vec![head, Line::raw(text::sanitize(&a.texts[i]))];
     let head_h = (wrapped as u16).min(inner.height / 2 + 1);
     let head = Paragraph::new(lines.clone()).wrap(Wrap { trim: false });
     frame.render_widget(

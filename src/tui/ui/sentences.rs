@@ -32,8 +32,17 @@ fn list_area(app: &App, area: Rect) -> Rect {
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits {
     let texts = app.texts();
     let focused = app.explorer.focus == Pane::Sentences;
+    let unknown = app.explorer.analysis.as_ref().map_or(0, |a| {
+        a.base.tokens.iter().filter(|t| t.mostly_unknown()).count()
+    });
+    let title = if unknown > 0 {
+        // `?` marks the sentences that are mostly pieces the model does not know.
+        format!(" Sentences ({}) · ? {unknown} unknown ", texts.len())
+    } else {
+        format!(" Sentences ({}) ", texts.len())
+    };
     let block = Block::bordered()
-        .title(format!(" Sentences ({}) ", texts.len()))
+        .title(title)
         .border_style(theme.border(focused));
     let list = list_area(app, area);
     frame.render_widget(block, area);
@@ -41,13 +50,14 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits
         return ListHits::default();
     }
 
-    let truncated = |i: usize| {
+    let counts = |i: usize| {
         app.explorer
             .analysis
             .as_ref()
             .filter(|a| a.texts.get(i) == texts.get(i))
             .and_then(|a| a.base.tokens.get(i))
-            .is_some_and(|t| t.1)
+            .copied()
+            .unwrap_or_default()
     };
     let editing_row = match &app.shell.mode {
         Mode::Editing(EditTarget::Sentence(i), _) => Some(*i),
@@ -68,8 +78,11 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits
     for (i, t) in texts.iter().enumerate().skip(offset).take(height) {
         let selected = i == app.explorer.selected;
         let marker = if selected { "▶" } else { " " };
-        let cut = if truncated(i) { "✂" } else { "" };
-        let prefix = format!("{marker}{i:>2} {cut}");
+        let count = counts(i);
+        // ✂: cut at the model's limit; ?: mostly pieces the model does not know.
+        let cut = if count.truncated { "✂" } else { "" };
+        let unknown = if count.mostly_unknown() { "?" } else { "" };
+        let prefix = format!("{marker}{i:>2} {cut}{unknown}");
         let room = width.saturating_sub(text::width(&prefix));
         let mut style = if selected {
             theme.selected()
