@@ -3,6 +3,7 @@
 //! - [`model`]: text to vectors (the sentence-transformers folder format, encoder, pooling).
 //! - [`train`]: fine-tuning (data, losses, the run, evaluators, checkpoints).
 //! - [`analysis`]: similarity matrices, neighbours and PCA, computed from vectors.
+//! - [`lessons`]: workshop lessons (English and Chinese) read from TOML files.
 //! - [`sentence_file`]: reading and writing sentence files (the command line and the UI).
 //! - [`text`]: text for display (control characters, widths, clipping).
 //! - [`cli`]: the command line and the headless commands.
@@ -12,6 +13,7 @@ pub mod analysis;
 pub mod cli;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lessons;
 pub mod model;
 pub mod sentence_file;
 pub mod text;

@@ -44,6 +44,22 @@ pub struct UiArgs {
     /// Sentences to start with, one per line (default: the first demo set).
     #[arg(short, long)]
     pub sentences: Option<std::path::PathBuf>,
+    /// Open this lesson file (TOML, as those in assets/lessons/) on the lessons screen.
+    #[arg(long, value_name = "FILE")]
+    pub lesson: Option<std::path::PathBuf>,
+    /// Language of the lessons: en or zh (default: from LC_ALL / LANG; `z` switches in the app).
+    #[arg(long, value_name = "LANG", value_parser = parse_lang)]
+    pub lang: Option<crate::lessons::Lang>,
+}
+
+fn parse_lang(s: &str) -> std::result::Result<crate::lessons::Lang, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "en" => Ok(crate::lessons::Lang::En),
+        "zh" => Ok(crate::lessons::Lang::Zh),
+        other => Err(format!(
+            "`{other}` is not a language of the lessons (en, zh)"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +205,13 @@ pub fn run_ui(args: UiArgs) -> Result<()> {
         None => crate::tui::demo::DEMO_SETS[0].sentences(),
     };
     let prompt = args.model.prompt();
+    let lesson = match &args.lesson {
+        Some(path) => Some(crate::lessons::load(path).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
     crate::tui::run(crate::tui::TuiOptions {
+        lesson,
+        lang: args.lang.unwrap_or_else(crate::lessons::Lang::from_env),
         model: args.model.model,
         pooling: args.model.pooling.map(|p| p.to_string()),
         device: args.model.device,

@@ -13,24 +13,31 @@ use super::demo::DEMO_SETS;
 use super::explorer::Explorer;
 use super::hits::Hits;
 use super::keys::{self, Action, Context};
+use super::lessons::LessonsScreen;
 use super::messages::{Request, WorkerEvent};
 use super::shell::{Confirm, EditTarget, Effect, Mode, Shell, StatusMessage};
 use super::training::{RunView, TrainingScreen};
+use crate::lessons::{Action as LessonAction, Lang};
 use crate::train::data::Dataset;
 use crate::train::events::TrainEvent;
 
-/// The explorer, or the training screen (the explorer keeps working while a run trains).
+/// The explorer, the training screen (the explorer keeps working while a run trains), or the
+/// lessons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
     Explorer,
     Training,
+    Lessons,
 }
 
 pub struct App {
     pub shell: Shell,
     pub explorer: Explorer,
     pub training: TrainingScreen,
+    pub lessons: LessonsScreen,
     pub screen: Screen,
+    /// Where `W` / Esc goes back to from the lessons.
+    pub before_lessons: Screen,
     pub color: bool,
     pub quit: bool,
     /// Where the last frame put things, for clicks (see `hits.rs`).
@@ -43,7 +50,9 @@ impl App {
             shell: Shell::default(),
             explorer: Explorer::new(sentences),
             training: TrainingScreen::new(),
+            lessons: LessonsScreen::new(crate::lessons::built_in(), Lang::En),
             screen: Screen::Explorer,
+            before_lessons: Screen::Explorer,
             color,
             quit: false,
             hits: Hits::default(),
@@ -97,6 +106,7 @@ impl App {
             (Mode::Confirm(_), _) => Context::Confirm,
             (Mode::Normal, Screen::Explorer) => self.explorer.focus.context(),
             (Mode::Normal, Screen::Training) => self.training.context(),
+            (Mode::Normal, Screen::Lessons) => Context::Lessons,
         }
     }
 
@@ -158,11 +168,15 @@ impl App {
                 }
             }
             Mode::Editing(..) => self.on_editing_key(ev, action),
-            Mode::Normal => {
-                if let Some(action) = action {
-                    self.act(action);
+            Mode::Normal => match (action, ev.code) {
+                (Some(Action::LessonStep), KeyCode::Char(d)) => {
+                    if let Some(n) = d.to_digit(10) {
+                        self.run_lesson_step(n as usize);
+                    }
                 }
-            }
+                (Some(action), _) => self.act(action),
+                (None, _) => {}
+            },
         }
     }
 
@@ -241,9 +255,17 @@ impl App {
             Action::Quit => self.request_quit(),
             Action::Help => self.shell.mode = Mode::Help,
             Action::DemoSets => self.shell.mode = Mode::Demo { selected: 0 },
+            Action::Lessons => {
+                if self.screen == Screen::Lessons {
+                    self.screen = self.before_lessons;
+                } else {
+                    self.before_lessons = self.screen;
+                    self.screen = Screen::Lessons;
+                }
+            }
             Action::ToggleScreen => {
                 self.screen = match self.screen {
-                    Screen::Explorer => Screen::Training,
+                    Screen::Explorer | Screen::Lessons => Screen::Training,
                     Screen::Training => Screen::Explorer,
                 };
                 if self.screen == Screen::Training {
@@ -278,12 +300,60 @@ impl App {
             action => {
                 let handled = match self.screen {
                     Screen::Training => self.training.act(action, &mut self.shell),
+                    Screen::Lessons => self.lessons.act(action),
                     Screen::Explorer => false,
                 };
                 if !handled {
                     self.explorer.act(action, &mut self.shell);
                 }
             }
+        }
+    }
+
+    /// Runs step `n` (from 1) of the lesson on show: it acts on the explorer or the training
+    /// form, and shows the screen it acted on (`W` comes back).
+    pub fn run_lesson_step(&mut self, n: usize) {
+        let Some(lesson) = self.lessons.current() else {
+            return;
+        };
+        let lang = self.lessons.lang;
+        let Some(step) = n.checked_sub(1).and_then(|i| lesson.steps.get(i)) else {
+            return self.shell.set_status(
+                format!("this lesson has {} steps", lesson.steps.len()),
+                true,
+            );
+        };
+        let (action, label) = (step.action.clone(), step.label.get(lang).to_string());
+        let sentences = lesson.sentences.clone();
+        self.before_lessons = Screen::Lessons;
+        self.shell.status = None;
+        match action {
+            LessonAction::Sentences => {
+                self.screen = Screen::Explorer;
+                self.explorer.replace_sentences(sentences, &mut self.shell);
+            }
+            LessonAction::Pooling(mode) => {
+                self.screen = Screen::Explorer;
+                self.explorer.set_pooling(mode, &mut self.shell);
+            }
+            LessonAction::Prompt(name) => {
+                self.screen = Screen::Explorer;
+                self.explorer.set_prompt(name, &mut self.shell);
+            }
+            LessonAction::Compare(model) => {
+                self.screen = Screen::Explorer;
+                self.explorer.load_tuned(&model, &mut self.shell);
+            }
+            LessonAction::Train(t) => {
+                self.screen = Screen::Training;
+                self.training.prepare(&t, &mut self.shell);
+            }
+        }
+        // The step's own message (an error, say) wins; otherwise say what ran.
+        let failed = self.shell.status.as_ref().is_some_and(|s| s.error);
+        if !failed {
+            self.shell
+                .set_status(format!("step {n}: {label} · W: back to the lesson"), false);
         }
     }
 

@@ -549,7 +549,14 @@ impl Explorer {
         let i = current
             .and_then(|m| PoolingMode::ALL.iter().position(|x| *x == m))
             .map_or(0, |i| (i + 1) % PoolingMode::ALL.len());
-        let next = PoolingMode::ALL[i];
+        self.set_pooling(PoolingMode::ALL[i], shell);
+    }
+
+    /// Switches every loaded model to `next` pooling (a lesson's step, or `p`).
+    pub fn set_pooling(&mut self, next: PoolingMode, shell: &mut Shell) {
+        if self.base.summary().is_none() {
+            return shell.set_status("no model loaded yet", true);
+        }
         for slot in [Slot::Base, Slot::Tuned] {
             let Some(s) = self.slot_mut(slot).filter(|s| s.ready()) else {
                 continue;
@@ -581,7 +588,25 @@ impl Explorer {
             .iter()
             .position(|c| *c == model.prompt)
             .map_or(0, |i| (i + 1) % choices.len());
-        self.prompt = choices[i].clone().map_or(Prompt::None, Prompt::Name);
+        self.set_prompt(choices[i].clone(), shell);
+    }
+
+    /// Puts the model's prompt `name` (or none) before every sentence (a lesson's step, or `P`).
+    pub fn set_prompt(&mut self, name: Option<String>, shell: &mut Shell) {
+        let Some(model) = self.base.summary() else {
+            return shell.set_status("no model loaded yet", true);
+        };
+        if let Some(n) = &name
+            && !model.prompts.contains(n)
+        {
+            let has = if model.prompts.is_empty() {
+                "it has none".to_string()
+            } else {
+                format!("its prompts: {}", model.prompts.join(", "))
+            };
+            return shell.set_status(format!("this model has no prompt `{n}` ({has})"), true);
+        }
+        self.prompt = name.clone().map_or(Prompt::None, Prompt::Name);
         for slot in [Slot::Base, Slot::Tuned] {
             let Some(s) = self.slot_mut(slot).filter(|s| s.ready()) else {
                 continue;
@@ -596,7 +621,7 @@ impl Explorer {
             });
         }
         shell.set_status(
-            match &choices[i] {
+            match &name {
                 Some(n) => format!("prompt `{n}` before every sentence…"),
                 None => "no prompt…".to_string(),
             },

@@ -24,6 +24,8 @@ pub enum Context {
     Demo,
     /// A question about a training run (stop it? quit while it trains?).
     Confirm,
+    /// The lessons screen.
+    Lessons,
 }
 
 impl Context {
@@ -40,6 +42,7 @@ impl Context {
             Context::Help => "This help",
             Context::Demo => "Demo sets",
             Context::Confirm => "Stopping a run",
+            Context::Lessons => "Lessons",
         }
     }
 }
@@ -100,6 +103,14 @@ pub enum Action {
     ConfirmKeep,
     /// Stop the run without a checkpoint.
     ConfirmDiscard,
+    /// The lessons screen / back.
+    Lessons,
+    /// Run a step of the lesson (its number is the key: 1 to 9).
+    LessonStep,
+    ScrollUp,
+    ScrollDown,
+    /// English / Chinese.
+    SwitchLanguage,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +239,66 @@ pub const BINDINGS: &[Binding] = &[
         A::ToggleScreen,
         "training pane / explorer",
     ),
+    b(
+        C::Global,
+        &[c('W')],
+        "W",
+        A::Lessons,
+        "workshop lessons (English and Chinese) / back",
+    ),
+    b(
+        C::Lessons,
+        &[k(K::Up), c('k')],
+        "↑ k",
+        A::Up,
+        "previous lesson",
+    ),
+    b(
+        C::Lessons,
+        &[k(K::Down), c('j')],
+        "↓ j",
+        A::Down,
+        "next lesson",
+    ),
+    b(
+        C::Lessons,
+        &[
+            c('1'),
+            c('2'),
+            c('3'),
+            c('4'),
+            c('5'),
+            c('6'),
+            c('7'),
+            c('8'),
+            c('9'),
+        ],
+        "1-9",
+        A::LessonStep,
+        "run that step of the lesson (on the current model)",
+    ),
+    b(
+        C::Lessons,
+        &[k(K::PageDown), c(' ')],
+        "PgDn Space",
+        A::ScrollDown,
+        "scroll the lesson down",
+    ),
+    b(
+        C::Lessons,
+        &[k(K::PageUp), c('b')],
+        "PgUp b",
+        A::ScrollUp,
+        "scroll the lesson up",
+    ),
+    b(
+        C::Lessons,
+        &[c('z')],
+        "z",
+        A::SwitchLanguage,
+        "English / 中文",
+    ),
+    b(C::Lessons, &[k(K::Esc)], "Esc", A::Lessons, "back"),
     b(
         C::Global,
         &[c('v')],

@@ -11,6 +11,7 @@ pub mod editor;
 pub mod explorer;
 pub mod hits;
 pub mod keys;
+pub mod lessons;
 pub mod messages;
 pub mod shell;
 pub mod theme;
@@ -53,6 +54,9 @@ pub struct TuiOptions {
     /// The prompt to start with.
     pub prompt: crate::model::Prompt,
     pub sentences: Vec<String>,
+    /// A lesson to open first (`--lesson FILE`).
+    pub lesson: Option<crate::lessons::Lesson>,
+    pub lang: crate::lessons::Lang,
 }
 
 /// Environment variables that make the binary misbehave on purpose, for the end-to-end tests:
@@ -301,6 +305,11 @@ pub fn run(options: TuiOptions) -> Result<()> {
     sentences.truncate(explorer::MAX_SENTENCES);
     let mut app = App::new(sentences, theme::Theme::from_env().color);
     app.explorer.prompt = options.prompt;
+    app.lessons.lang = options.lang;
+    if let Some(lesson) = options.lesson {
+        app.lessons.open_first(lesson);
+        app.screen = app::Screen::Lessons;
+    }
     app.load_model(&options.model, options.pooling);
     if total > explorer::MAX_SENTENCES {
         app.notify(

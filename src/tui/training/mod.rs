@@ -171,6 +171,29 @@ impl TrainingScreen {
         true
     }
 
+    /// Fills the form for a lesson's run (data, evaluation file, loss, epochs) and shows it;
+    /// the teacher checks it and starts the run with `s`.
+    pub fn prepare(&mut self, step: &crate::lessons::TrainStep, shell: &mut Shell) {
+        if self.active_run().is_some() {
+            return shell.set_status("a run is training; x stops it", true);
+        }
+        self.form_open = true;
+        self.focus = TrainFocus::Main;
+        self.form
+            .set(Setting::Output, next_output(Path::new("runs")));
+        self.form.set(Setting::Data, step.data.clone());
+        self.form
+            .set(Setting::Eval, step.eval.clone().unwrap_or_default());
+        self.form.set(Setting::Loss, step.loss.clone());
+        if let Some(e) = step.epochs {
+            self.form.set(Setting::Epochs, e.to_string());
+        }
+        self.form.data = None;
+        self.form.eval = None;
+        self.form.selected = 0;
+        self.inspect_files(shell);
+    }
+
     /// A form field's input line was accepted.
     pub fn commit_field(&mut self, f: Setting, text: String, shell: &mut Shell) {
         self.form.set(f, text.trim().to_string());

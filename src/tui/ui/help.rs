@@ -23,8 +23,9 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 /// Where bindings apply, in the order the help lists them (the help's own keys are in its title).
-const HELP_ORDER: [Context; 10] = [
+const HELP_ORDER: [Context; 11] = [
     Context::Global,
+    Context::Lessons,
     Context::Sentences,
     Context::Matrix,
     Context::Map,

@@ -2,6 +2,7 @@
 
 pub mod details;
 pub mod help;
+pub mod lessons;
 pub mod map;
 pub mod matrix;
 pub mod sentences;
@@ -85,6 +86,11 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
             ];
             map::draw(app, &theme, frame, areas.map);
             details::draw(app, &theme, frame, areas.details);
+        }
+        Screen::Lessons => {
+            let [main, _] =
+                Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+            lessons::draw(app, &theme, frame, main);
         }
         Screen::Training => {
             let [main, _] =

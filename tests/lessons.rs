@@ -1,0 +1,146 @@
+//! The lessons screen driven by hand (no model runs: worker answers are made up, as in
+//! `tests/tui.rs`): every built-in lesson drawn in both languages, and each kind of step acting
+//! on the explorer or the training form.
+
+mod common;
+
+use common::tui_support::*;
+use crossterm::event::KeyCode;
+use sbert_tui::lessons::{self, Lang};
+use sbert_tui::train::rules::Setting;
+use sbert_tui::tui::app::Screen;
+use sbert_tui::tui::messages::Request;
+use sbert_tui::tui::shell::Effect;
+
+/// Opens the lessons and moves to lesson `n` (from 1).
+fn open_lesson(app: &mut sbert_tui::tui::app::App, n: usize) {
+    app.on_key(key('W'));
+    assert_eq!(app.screen, Screen::Lessons);
+    for _ in 1..n {
+        app.on_key(key('j'));
+    }
+    assert_eq!(app.lessons.selected, n - 1);
+}
+
+#[test]
+fn snapshots_of_every_lesson_in_english_and_chinese() {
+    let count = lessons::built_in().len();
+    for lang in ["en", "zh"] {
+        let mut app = ready_app(&["A man is playing a guitar."], false);
+        open_lesson(&mut app, 1);
+        if lang == "zh" {
+            app.on_key(key('z'));
+            assert_eq!(app.lessons.lang, Lang::Zh);
+        }
+        for i in 0..count {
+            let t = render(&mut app, 120, 40);
+            insta::assert_snapshot!(format!("lesson_{:02}_{lang}", i + 1), t.backend());
+            app.on_key(key('j'));
+        }
+    }
+}
+
+#[test]
+fn the_pooling_lesson_loads_its_sentences_and_switches_pooling() {
+    let mut app = ready_app(&["x"], true);
+    open_lesson(&mut app, 3);
+    app.on_key(key('1'));
+    assert_eq!(app.screen, Screen::Explorer, "a step shows what it did");
+    let texts = app.texts();
+    assert_eq!(texts[0], "A man is playing a guitar.");
+    assert_eq!(texts.len(), lessons::built_in()[2].sentences.len());
+    let status = app.status().unwrap();
+    assert!(
+        !status.error && status.text.starts_with("step 1: "),
+        "{status:?}"
+    );
+    serve(&mut app);
+
+    app.on_key(key('W'));
+    assert_eq!(app.screen, Screen::Lessons, "W goes back to the lesson");
+    app.on_key(key('3'));
+    let reqs = app.take_requests();
+    assert!(
+        reqs.iter()
+            .any(|r| matches!(r, Request::SetPooling { pooling, .. } if pooling == "max")),
+        "step 3 is max pooling: {reqs:?}"
+    );
+    // A step the lesson does not have.
+    app.on_key(key('W'));
+    app.on_key(key('9'));
+    assert!(app.status().unwrap().error);
+    assert_eq!(app.screen, Screen::Lessons);
+}
+
+#[test]
+fn a_prompt_step_on_a_model_without_that_prompt_says_so() {
+    let mut app = ready_app(&["x"], true);
+    open_lesson(&mut app, 8);
+    app.on_key(key('2'));
+    let status = app.status().unwrap();
+    assert!(status.error, "{status:?}");
+    assert!(status.text.contains("no prompt `query`"), "{}", status.text);
+    assert!(app.take_requests().is_empty(), "nothing re-embedded");
+}
+
+#[test]
+fn a_training_step_fills_the_form_and_reads_its_files() {
+    let mut app = ready_app(&["x"], true);
+    open_lesson(&mut app, 11);
+    app.on_key(key('2'));
+    assert_eq!(app.screen, Screen::Training);
+    let form = &app.training.form;
+    assert_eq!(form.get(Setting::Data), "sample_data/negation/train.csv");
+    assert_eq!(form.get(Setting::Eval), "sample_data/negation/dev.csv");
+    assert_eq!(form.get(Setting::Loss), "cosine");
+    assert_eq!(form.get(Setting::Epochs), "4");
+    let effects = app.take_effects();
+    let read: Vec<&str> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::InspectData { path, .. } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        read,
+        [
+            "sample_data/negation/train.csv",
+            "sample_data/negation/dev.csv"
+        ]
+    );
+}
+
+#[test]
+fn esc_goes_back_and_other_keys_still_work_in_the_lessons() {
+    let mut app = ready_app(&["a", "b", "c"], true);
+    app.on_key(key('W'));
+    // `p` (pooling) is global: it works from the lessons too.
+    app.on_key(key('p'));
+    assert!(!app.take_requests().is_empty());
+    app.on_key(code(KeyCode::Esc));
+    assert_eq!(app.screen, Screen::Explorer);
+}
+
+#[test]
+fn a_lesson_file_opens_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mine.toml");
+    std::fs::write(
+        &path,
+        "title = { en = \"Mine\", zh = \"我的\" }\ntext = { en = \"Hello\", zh = \"你好\" }\n\
+         sentences = [\"one\", \"two\"]\n[[step]]\nlabel = { en = \"show\", zh = \"显示\" }\n\
+         sentences = true\n",
+    )
+    .unwrap();
+    let lesson = lessons::load(&path).unwrap();
+    let mut app = ready_app(&["x"], true);
+    app.lessons.open_first(lesson);
+    app.on_key(key('W'));
+    app.on_key(key('1'));
+    assert_eq!(app.texts(), ["one", "two"]);
+    // A broken file names itself.
+    std::fs::write(&path, "title = 3").unwrap();
+    let e = lessons::load(&path).unwrap_err();
+    assert!(e.starts_with(&path.display().to_string()), "{e}");
+}
