@@ -15,7 +15,8 @@
 //! label.en = "Max pooling"
 //! label.zh = "最大池化"
 //! pooling = "max"                          # or: sentences = true, prompt = "query" / "none",
-//!                                          # compare = "MODEL", train = { data, loss, eval, epochs }
+//!                                          # compare = "MODEL", train = { data, loss, eval, epochs },
+//!                                          # demo = "pooling"
 //! ```
 
 use std::path::Path;
@@ -110,6 +111,8 @@ pub enum Action {
     /// Load a model (folder or Hub id) beside the current one, to compare.
     Compare(String),
     Train(TrainStep),
+    /// The similarity of the selected pair under every pooling mode.
+    PoolingTable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +146,9 @@ struct RawStep {
     compare: Option<String>,
     #[serde(default)]
     train: Option<TrainStep>,
+    /// A live demonstration: `pooling` (every pooling side by side).
+    #[serde(default)]
+    demo: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -241,10 +247,20 @@ pub fn parse(source: &str, text: &str) -> Result<Lesson, String> {
                 .map_err(|e| format!("{at}: train.loss: {e}"))?;
             actions.push(Action::Train(t));
         }
+        if let Some(d) = s.demo {
+            match d.as_str() {
+                "pooling" => actions.push(Action::PoolingTable),
+                other => {
+                    return Err(format!(
+                        "{at}: demo: `{other}` is not a demonstration (pooling)"
+                    ));
+                }
+            }
+        }
         if actions.len() != 1 {
             return Err(format!(
-                "{at}: a step does one thing: sentences = true, pooling, prompt, compare or \
-                 train (found {})",
+                "{at}: a step does one thing: sentences = true, pooling, prompt, compare, \
+                 train or demo (found {})",
                 actions.len()
             ));
         }

@@ -144,3 +144,54 @@ fn a_lesson_file_opens_first() {
     let e = lessons::load(&path).unwrap_err();
     assert!(e.starts_with(&path.display().to_string()), "{e}");
 }
+
+#[test]
+fn every_pooling_side_by_side_from_a_key_and_from_the_pooling_lesson() {
+    let mut app = ready_app(
+        &[
+            "A man is playing a guitar.",
+            "A person plays an instrument.",
+            "Someone strums a guitar.",
+            "The stock market fell today.",
+        ],
+        false,
+    );
+    app.on_key(key('b'));
+    let reqs = app.take_requests();
+    let pair = match reqs.as_slice() {
+        [Request::PoolingTable { pair, .. }] => pair.clone(),
+        other => panic!("one pooling-table request: {other:?}"),
+    };
+    assert_eq!(pair.0, "A man is playing a guitar.");
+    // Its nearest neighbour by the (fake) vectors.
+    let a = app.explorer.analysis.as_ref().unwrap();
+    let best = sbert_tui::analysis::similarity::top_neighbours(&a.base.matrix, 0, 1)[0].0;
+    assert_eq!(pair.1, a.texts[best]);
+    // The answer opens the pop-up; any key closes it.
+    app.shell.request(Request::PoolingTable {
+        slot: sbert_tui::tui::messages::Slot::Base,
+        generation: app.explorer.base.generation,
+        pair,
+    });
+    serve(&mut app);
+    assert!(matches!(
+        app.shell.mode,
+        sbert_tui::tui::shell::Mode::Poolings(_)
+    ));
+    insta::assert_snapshot!("poolings_popup", render(&mut app, 100, 30).backend());
+    app.on_key(key('x'));
+    assert!(matches!(
+        app.shell.mode,
+        sbert_tui::tui::shell::Mode::Normal
+    ));
+
+    // The pooling lesson's last step asks for the same table.
+    open_lesson(&mut app, 3);
+    let last = lessons::built_in()[2].steps.len();
+    app.on_key(key(char::from_digit(last as u32, 10).unwrap()));
+    assert!(
+        app.take_requests()
+            .iter()
+            .any(|r| matches!(r, Request::PoolingTable { .. }))
+    );
+}

@@ -81,3 +81,31 @@ fn minilm_stsb_dev_cosines_match() {
     }
     assert!(worst <= TOL, "worst STS-B cosine difference {worst:e}");
 }
+
+/// The explorer's "every pooling side by side" (one transformer pass, every mode pooled from
+/// it) gives the cosine of the Python library's pooled vectors (`pooled` in the fixture, made
+/// with sentence-transformers 6.2.0) for each mode.
+#[test]
+fn pooling_side_by_side_matches_the_python_pooled_vectors() {
+    let r = json("minilm_reference.json");
+    let sentences = strings(&r["sentences"]);
+    let enc = minilm();
+    for (i, j) in [(0, 1), (0, 2), (3, 4)] {
+        let table = enc
+            .pooling_table(
+                &sentences[i],
+                &sentences[j],
+                &sbert_tui::model::Prompt::ModelDefault,
+            )
+            .unwrap();
+        assert_eq!(table.len(), PoolingMode::ALL.len());
+        for (mode, value) in table {
+            let pooled = matrix(&r["pooled"][mode.name()]);
+            let want = cosine(&pooled[i], &pooled[j]);
+            assert!(
+                (value - want).abs() < TOL,
+                "{mode} [{i}] vs [{j}]: {value} against Python's {want}"
+            );
+        }
+    }
+}

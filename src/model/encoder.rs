@@ -11,7 +11,7 @@ use super::error::{ModelError, Result};
 use super::families;
 use super::folder::{ModelLayout, Stage, read_transformer_files};
 use super::layers::{DropoutRng, Mode};
-use super::pooling::{PoolingSpec, mask_from_lengths, normalize};
+use super::pooling::{PoolingMode, PoolingSpec, mask_from_lengths, normalize};
 use super::tokenize::{TextTokenizer, Tokenized};
 use super::transformer::{EncoderInput, Tape, Transformer, WeightGrads};
 use crate::analysis::similarity::Similarity;
@@ -485,6 +485,32 @@ impl SentenceEncoder {
                 self.transformer.decoder_first(&tokens, input, Mode::EVAL)
             })?)
         })
+    }
+
+    /// The similarity of two texts under every pooling mode (but ST5-EncDec), from one pass of
+    /// the transformer: its token vectors pooled each way, before any Dense or Normalize (which
+    /// were trained for the model's own pooling). Cosine of the pooled vectors; the modes in
+    /// [`PoolingMode::ALL`]'s order.
+    pub fn pooling_table(
+        &self,
+        a: &str,
+        b: &str,
+        prompt: &Prompt,
+    ) -> Result<Vec<(PoolingMode, f32)>> {
+        let tokenized = self.tokenize_prompted(&[a, b], prompt)?;
+        let input = self.batch(&tokenized.iter().collect::<Vec<_>>())?;
+        let tokens = self.token_embeddings(&input, Mode::EVAL)?;
+        PoolingMode::ALL
+            .iter()
+            .map(|&mode| {
+                let v: Vec<Vec<f32>> = super::pooling::pool(mode, &tokens, &input.mask)?
+                    .to_dtype(DType::F32)?
+                    .to_vec2()?;
+                let dot: f32 = v[0].iter().zip(&v[1]).map(|(x, y)| x * y).sum();
+                let norm = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>().sqrt();
+                Ok((mode, dot / (norm(&v[0]) * norm(&v[1])).max(1e-12)))
+            })
+            .collect()
     }
 
     /// Token vectors of each text, without padding: `[text][token][hidden]`.

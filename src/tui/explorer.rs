@@ -9,7 +9,7 @@ use std::path::Path;
 use super::hits::{Hit, Pane};
 use super::keys::{Action, Context};
 use super::messages::{Embedded, ModelSummary, Prompt, Request, Slot, TokenCount, WorkerEvent};
-use super::shell::{EditTarget, Mode, Shell};
+use super::shell::{EditTarget, Mode, PoolingView, Shell};
 use crate::analysis::pca::{PcaBasis, PcaError};
 use crate::analysis::similarity::Similarity;
 use crate::model::PoolingMode;
@@ -435,13 +435,35 @@ impl Explorer {
             | WorkerEvent::Loaded { slot, .. }
             | WorkerEvent::LoadFailed { slot, .. }
             | WorkerEvent::Embedded { slot, .. }
-            | WorkerEvent::EmbedFailed { slot, .. } => *slot,
+            | WorkerEvent::EmbedFailed { slot, .. }
+            | WorkerEvent::PoolingTable { slot, .. } => *slot,
         };
         let Some(s) = self.slot_mut(slot) else {
             self.dropped_results += 1;
             return;
         };
         match event {
+            WorkerEvent::PoolingTable {
+                generation,
+                pair,
+                rows,
+                dense,
+                ..
+            } if generation == s.generation => match rows {
+                Ok(rows) => {
+                    if matches!(shell.mode, Mode::Normal) {
+                        let model = s.summary();
+                        shell.mode = Mode::Poolings(PoolingView {
+                            pair,
+                            rows,
+                            current: model.map(|m| m.pooling.clone()).unwrap_or_default(),
+                            dense,
+                        });
+                        shell.clear_status();
+                    }
+                }
+                Err(e) => shell.set_status(format!("pooling side by side: {e}"), true),
+            },
             WorkerEvent::Progress {
                 generation,
                 message,
@@ -627,6 +649,31 @@ impl Explorer {
             },
             false,
         );
+    }
+
+    /// Asks for the similarity under every pooling mode of the matrix cell under the cursor
+    /// (when the matrix has the focus) or of the selected sentence and its nearest neighbour.
+    pub fn request_pooling_table(&mut self, shell: &mut Shell) {
+        let Some(a) = self.analysis.as_ref().filter(|a| a.texts.len() >= 2) else {
+            return shell.set_status("pooling side by side needs two sentences", true);
+        };
+        let i = self.selected.min(a.texts.len() - 1);
+        let j = if self.focus == Pane::Matrix && self.matrix_col != i {
+            self.matrix_col.min(a.texts.len() - 1)
+        } else {
+            match crate::analysis::similarity::top_neighbours(&a.base.matrix, i, 1).first() {
+                Some(&(j, _)) => j,
+                None => return shell.set_status("no neighbour to compare with", true),
+            }
+        };
+        let pair = (a.texts[i].clone(), a.texts[j].clone());
+        let generation = self.base.generation;
+        shell.request(Request::PoolingTable {
+            slot: Slot::Base,
+            generation,
+            pair,
+        });
+        shell.set_status(format!("pooling side by side: [{i}] and [{j}]…"), false);
     }
 
     /// Carries out an explorer action; false when `action` is not the explorer's.

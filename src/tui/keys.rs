@@ -111,6 +111,8 @@ pub enum Action {
     ScrollDown,
     /// English / Chinese.
     SwitchLanguage,
+    /// A pair's similarity under every pooling mode.
+    PoolingsSideBySide,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -238,6 +240,13 @@ pub const BINDINGS: &[Binding] = &[
         "t",
         A::ToggleScreen,
         "training pane / explorer",
+    ),
+    b(
+        C::Global,
+        &[c('b')],
+        "b",
+        A::PoolingsSideBySide,
+        "every pooling side by side (selected sentence and its neighbour, or the matrix cell)",
     ),
     b(
         C::Global,

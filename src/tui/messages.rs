@@ -37,6 +37,12 @@ pub enum Request {
     },
     /// Forget a model.
     Unload { slot: Slot },
+    /// The similarity of two texts under every pooling mode (one transformer pass).
+    PoolingTable {
+        slot: Slot,
+        generation: u64,
+        pair: (String, String),
+    },
     /// Embed these texts with the model of `generation`.
     Embed {
         slot: Slot,
@@ -131,5 +137,14 @@ pub enum WorkerEvent {
         slot: Slot,
         id: u64,
         error: String,
+    },
+    /// The answer to [`Request::PoolingTable`]: (pooling mode, similarity) rows, or why not.
+    PoolingTable {
+        slot: Slot,
+        generation: u64,
+        pair: (String, String),
+        rows: Result<Vec<(String, f32)>, String>,
+        /// The model has a Dense layer after pooling (the table is of the pooled vectors).
+        dense: bool,
     },
 }

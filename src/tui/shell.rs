@@ -49,13 +49,29 @@ pub enum Confirm {
 }
 
 /// Where the keys go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     Normal,
     Editing(EditTarget, LineEditor),
     Help,
-    Demo { selected: usize },
+    Demo {
+        selected: usize,
+    },
     Confirm(Confirm),
+    /// The similarity of a pair under every pooling mode (any key closes it).
+    Poolings(PoolingView),
+}
+
+/// A pair's similarity under every pooling mode, as the worker computed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolingView {
+    pub pair: (String, String),
+    /// (pooling mode, cosine of the pooled vectors).
+    pub rows: Vec<(String, f32)>,
+    /// The model's pooling now.
+    pub current: String,
+    /// Whether the model has a Dense layer (the table is before it).
+    pub dense: bool,
 }
 
 /// What the app asks of the world besides embeddings.

@@ -71,6 +71,7 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 Request::Load { slot, .. }
                 | Request::SetPooling { slot, .. }
                 | Request::SetPrompt { slot, .. }
+                | Request::PoolingTable { slot, .. }
                 | Request::Unload { slot }
                 | Request::Embed { slot, .. } => *slot,
             };
@@ -89,6 +90,7 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 r @ Request::SetPooling { .. } => p.pooling = Some(r),
                 r @ Request::SetPrompt { .. } => p.prompt = Some(r),
                 r @ Request::Embed { .. } => p.embed = Some(r),
+                r @ Request::PoolingTable { .. } => p.table = Some(r),
             }
         }
         for (slot, p) in work {
@@ -143,6 +145,7 @@ struct Pending {
     pooling: Option<Request>,
     prompt: Option<Request>,
     embed: Option<Request>,
+    table: Option<Request>,
 }
 
 /// Serves one slot's requests; false when the UI has gone.
@@ -279,6 +282,35 @@ fn serve(
             },
         };
         if !send(event) {
+            return false;
+        }
+    }
+    if let Some(Request::PoolingTable {
+        generation, pair, ..
+    }) = p.table
+    {
+        let rows = match encoders.get(&slot) {
+            None => Err("no model is loaded".to_string()),
+            Some(m) => m
+                .encoder
+                .pooling_table(&pair.0, &pair.1, &m.prompt)
+                .map(|rows| {
+                    rows.into_iter()
+                        .map(|(mode, v)| (mode.name().to_string(), v))
+                        .collect()
+                })
+                .map_err(|e| e.to_string()),
+        };
+        let dense = encoders
+            .get(&slot)
+            .is_some_and(|m| m.encoder.info().dense_layers > 0);
+        if !send(WorkerEvent::PoolingTable {
+            slot,
+            generation,
+            pair,
+            rows,
+            dense,
+        }) {
             return false;
         }
     }

@@ -86,6 +86,29 @@ pub fn serve(app: &mut App) -> usize {
                     model: summary(),
                 },
                 Request::Unload { .. } => continue,
+                // Stand-in numbers: the fake vectors' cosine, lowered a little per mode.
+                Request::PoolingTable {
+                    slot,
+                    generation,
+                    pair,
+                } => {
+                    let (a, b) = (fake_vector(&pair.0), fake_vector(&pair.1));
+                    let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+                    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    let cos = dot / (norm(&a) * norm(&b));
+                    let rows = sbert_tui::model::PoolingMode::ALL
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| (m.name().to_string(), cos - 0.05 * i as f32))
+                        .collect();
+                    WorkerEvent::PoolingTable {
+                        slot,
+                        generation,
+                        pair,
+                        rows: Ok(rows),
+                        dense: false,
+                    }
+                }
                 Request::Embed {
                     slot,
                     id,

@@ -1,15 +1,17 @@
-//! Pop-ups: the help overlay (built from the key map itself) and the demo-set picker.
+//! Pop-ups: the help overlay (built from the key map itself), the demo-set picker, the
+//! question about a run, and every pooling side by side.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
+use crate::text;
 use crate::tui::app::App;
 use crate::tui::demo::DEMO_SETS;
 use crate::tui::keys::{BINDINGS, Context};
-use crate::tui::shell::Confirm;
+use crate::tui::shell::{Confirm, PoolingView};
 use crate::tui::theme::Theme;
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
@@ -168,6 +170,57 @@ pub fn draw_confirm(theme: &Theme, frame: &mut Frame, area: Rect, what: Confirm,
         Paragraph::new(lines).block(
             Block::bordered()
                 .title(title)
+                .border_style(theme.border(true)),
+        ),
+        popup,
+    );
+}
+
+/// The similarity of a pair under every pooling mode, with a bar each; the model's own pooling
+/// marked.
+pub fn draw_poolings(theme: &Theme, frame: &mut Frame, area: Rect, view: &PoolingView) {
+    let width = area.width.saturating_sub(4).min(90);
+    let inner_w = width.saturating_sub(2) as usize;
+    let mut lines = vec![
+        Line::raw(format!(
+            "A: {}",
+            text::clip(&text::sanitize(&view.pair.0), inner_w.saturating_sub(3))
+        )),
+        Line::raw(format!(
+            "B: {}",
+            text::clip(&text::sanitize(&view.pair.1), inner_w.saturating_sub(3))
+        )),
+        Line::raw(""),
+    ];
+    let bar_w = inner_w.saturating_sub(34).clamp(4, 40);
+    for (mode, v) in &view.rows {
+        let filled = ((v.clamp(0.0, 1.0)) * bar_w as f32).round() as usize;
+        let mark = if *mode == view.current { "▶" } else { " " };
+        let style = if *mode == view.current {
+            theme.selected()
+        } else {
+            Style::new()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{mark} {mode:<22} {v:>7.4}  "), style),
+            Span::styled("█".repeat(filled), theme.dim()),
+        ]));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        if view.dense {
+            "cosine of the pooled vectors, before the model's Dense layer; one transformer pass"
+        } else {
+            "cosine of the pooled vectors; one transformer pass for all of them"
+        },
+        theme.dim(),
+    ));
+    let popup = centered(area, width, lines.len() as u16 + 2);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(" Every pooling side by side · any key closes ")
                 .border_style(theme.border(true)),
         ),
         popup,

@@ -108,6 +108,7 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
         Mode::Help => help::draw_help(&theme, frame, area),
         Mode::Demo { selected } => help::draw_demo(&theme, frame, area, *selected),
         Mode::Confirm(what) => help::draw_confirm(&theme, frame, area, *what, app),
+        Mode::Poolings(view) => help::draw_poolings(&theme, frame, area, view),
         _ => {}
     }
     if !matches!(app.shell.mode, Mode::Normal) {
