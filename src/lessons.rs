@@ -16,7 +16,7 @@
 //! label.zh = "最大池化"
 //! pooling = "max"                          # or: sentences = true, prompt = "query" / "none",
 //!                                          # compare = "MODEL", train = { data, loss, eval, epochs },
-//!                                          # demo = "pooling"
+//!                                          # demo = "pooling" / "cost"
 //! ```
 
 use std::path::Path;
@@ -113,6 +113,8 @@ pub enum Action {
     Train(TrainStep),
     /// The similarity of the selected pair under every pooling mode.
     PoolingTable,
+    /// Bi-encoder against cross-encoder cost on the explorer's sentences, timed.
+    Cost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +148,7 @@ struct RawStep {
     compare: Option<String>,
     #[serde(default)]
     train: Option<TrainStep>,
-    /// A live demonstration: `pooling` (every pooling side by side).
+    /// A live demonstration: `pooling` (every pooling side by side) or `cost`.
     #[serde(default)]
     demo: Option<String>,
 }
@@ -250,9 +252,10 @@ pub fn parse(source: &str, text: &str) -> Result<Lesson, String> {
         if let Some(d) = s.demo {
             match d.as_str() {
                 "pooling" => actions.push(Action::PoolingTable),
+                "cost" => actions.push(Action::Cost),
                 other => {
                     return Err(format!(
-                        "{at}: demo: `{other}` is not a demonstration (pooling)"
+                        "{at}: demo: `{other}` is not a demonstration (pooling, cost)"
                     ));
                 }
             }

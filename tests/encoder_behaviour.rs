@@ -145,3 +145,23 @@ fn chinese_is_unknown_to_minilm() {
     let t = minilm().tokenize(&["猫在睡觉"]).unwrap().remove(0);
     assert_eq!((t.ids.len(), t.content, t.unknown), (6, 4, 4));
 }
+
+/// The cost demonstration counts N passes against N(N-1)/2, runs at most the pairs it is
+/// allowed, and extrapolates per pair.
+#[test]
+fn the_cost_measure_counts_passes_and_extrapolates() {
+    use sbert_tui::model::{Prompt, cost};
+    let enc = tiny();
+    let texts: Vec<String> = SENTENCES.iter().map(|s| s.to_string()).collect();
+    let r = cost::measure(&enc, &texts, &Prompt::None, 300).unwrap();
+    assert_eq!(
+        (r.n, r.bi_passes, r.cross_passes, r.cross_measured),
+        (6, 6, 15, 15)
+    );
+    assert!(r.bi_seconds > 0.0 && r.cross_seconds > 0.0);
+    let per_pair = r.cross_seconds / 15.0;
+    let want = per_pair * 10_000.0 * 9_999.0 / 2.0;
+    assert!((r.cross_seconds_10k - want).abs() <= 1e-9 * want);
+    let capped = cost::measure(&enc, &texts, &Prompt::None, 4).unwrap();
+    assert_eq!((capped.cross_passes, capped.cross_measured), (15, 4));
+}

@@ -195,3 +195,28 @@ fn every_pooling_side_by_side_from_a_key_and_from_the_pooling_lesson() {
             .any(|r| matches!(r, Request::PoolingTable { .. }))
     );
 }
+
+#[test]
+fn the_cost_lesson_times_both_ways_on_the_explorers_sentences() {
+    let mut app = ready_app(&["x"], false);
+    open_lesson(&mut app, 6);
+    app.on_key(key('1'));
+    app.on_key(key('W'));
+    app.on_key(key('2'));
+    let reqs = app.take_requests();
+    let n = lessons::built_in()[5].sentences.len();
+    assert!(
+        reqs.iter()
+            .any(|r| matches!(r, Request::Cost { texts, .. } if texts.len() == n)),
+        "{reqs:?}"
+    );
+    app.shell.request(reqs.into_iter().last().unwrap());
+    serve(&mut app);
+    assert!(matches!(
+        app.shell.mode,
+        sbert_tui::tui::shell::Mode::Cost(_)
+    ));
+    // 6 sentences: 6 passes and 36 dot products against 15 pair passes; the fake worker's
+    // times (10 ms a sentence, 20 ms a pair) extrapolated to 10,000 sentences.
+    insta::assert_snapshot!("cost_popup", render(&mut app, 100, 30).backend());
+}

@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod bert;
+pub mod cost;
 pub mod cpu;
 pub mod dense;
 pub mod device;

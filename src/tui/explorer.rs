@@ -436,13 +436,25 @@ impl Explorer {
             | WorkerEvent::LoadFailed { slot, .. }
             | WorkerEvent::Embedded { slot, .. }
             | WorkerEvent::EmbedFailed { slot, .. }
-            | WorkerEvent::PoolingTable { slot, .. } => *slot,
+            | WorkerEvent::PoolingTable { slot, .. }
+            | WorkerEvent::Cost { slot, .. } => *slot,
         };
         let Some(s) = self.slot_mut(slot) else {
             self.dropped_results += 1;
             return;
         };
         match event {
+            WorkerEvent::Cost {
+                generation, report, ..
+            } if generation == s.generation => match report {
+                Ok(r) => {
+                    if matches!(shell.mode, Mode::Normal) {
+                        shell.mode = Mode::Cost(r);
+                        shell.clear_status();
+                    }
+                }
+                Err(e) => shell.set_status(format!("cost: {e}"), true),
+            },
             WorkerEvent::PoolingTable {
                 generation,
                 pair,
@@ -674,6 +686,28 @@ impl Explorer {
             pair,
         });
         shell.set_status(format!("pooling side by side: [{i}] and [{j}]…"), false);
+    }
+
+    /// Asks for the bi-encoder / cross-encoder cost on the current sentences.
+    pub fn request_cost(&mut self, shell: &mut Shell) {
+        let texts: Vec<String> = self.sentences.clone();
+        if texts.len() < 2 {
+            return shell.set_status("the cost needs two sentences or more", true);
+        }
+        if !self.base.ready() {
+            return shell.set_status("no model loaded yet", true);
+        }
+        let generation = self.base.generation;
+        let n = texts.len();
+        shell.request(Request::Cost {
+            slot: Slot::Base,
+            generation,
+            texts,
+        });
+        shell.set_status(
+            format!("timing {n} passes against {} pair passes…", n * (n - 1) / 2),
+            false,
+        );
     }
 
     /// Carries out an explorer action; false when `action` is not the explorer's.

@@ -113,6 +113,8 @@ pub enum Action {
     SwitchLanguage,
     /// A pair's similarity under every pooling mode.
     PoolingsSideBySide,
+    /// Bi-encoder against cross-encoder cost, measured.
+    Cost,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -247,6 +249,13 @@ pub const BINDINGS: &[Binding] = &[
         "b",
         A::PoolingsSideBySide,
         "every pooling side by side (selected sentence and its neighbour, or the matrix cell)",
+    ),
+    b(
+        C::Global,
+        &[c('C')],
+        "C",
+        A::Cost,
+        "cost: N bi-encoder passes against N(N-1)/2 cross-encoder passes, timed now",
     ),
     b(
         C::Global,

@@ -37,6 +37,12 @@ pub enum Request {
     },
     /// Forget a model.
     Unload { slot: Slot },
+    /// Time N bi-encoder passes against the N(N-1)/2 passes of a cross-encoder.
+    Cost {
+        slot: Slot,
+        generation: u64,
+        texts: Vec<String>,
+    },
     /// The similarity of two texts under every pooling mode (one transformer pass).
     PoolingTable {
         slot: Slot,
@@ -137,6 +143,12 @@ pub enum WorkerEvent {
         slot: Slot,
         id: u64,
         error: String,
+    },
+    /// The answer to [`Request::Cost`].
+    Cost {
+        slot: Slot,
+        generation: u64,
+        report: Result<crate::model::cost::CostReport, String>,
     },
     /// The answer to [`Request::PoolingTable`]: (pooling mode, similarity) rows, or why not.
     PoolingTable {

@@ -60,6 +60,8 @@ pub enum Mode {
     Confirm(Confirm),
     /// The similarity of a pair under every pooling mode (any key closes it).
     Poolings(PoolingView),
+    /// Bi-encoder against cross-encoder cost, measured (any key closes it).
+    Cost(crate::model::cost::CostReport),
 }
 
 /// A pair's similarity under every pooling mode, as the worker computed it.

@@ -59,6 +59,10 @@ fn summary(m: &Loaded) -> ModelSummary {
     }
 }
 
+/// Pairs the cost demonstration runs through the transformer at most (the rest extrapolated):
+/// a few seconds on two cores with all-MiniLM-L6-v2.
+pub const COST_MAX_PAIRS: usize = 300;
+
 /// The worker loop, separate from the thread so tests can drive it.
 pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: WorkerOptions) {
     let mut encoders: HashMap<Slot, Loaded> = HashMap::new();
@@ -72,6 +76,7 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 | Request::SetPooling { slot, .. }
                 | Request::SetPrompt { slot, .. }
                 | Request::PoolingTable { slot, .. }
+                | Request::Cost { slot, .. }
                 | Request::Unload { slot }
                 | Request::Embed { slot, .. } => *slot,
             };
@@ -91,6 +96,7 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 r @ Request::SetPrompt { .. } => p.prompt = Some(r),
                 r @ Request::Embed { .. } => p.embed = Some(r),
                 r @ Request::PoolingTable { .. } => p.table = Some(r),
+                r @ Request::Cost { .. } => p.cost = Some(r),
             }
         }
         for (slot, p) in work {
@@ -146,6 +152,7 @@ struct Pending {
     prompt: Option<Request>,
     embed: Option<Request>,
     table: Option<Request>,
+    cost: Option<Request>,
 }
 
 /// Serves one slot's requests; false when the UI has gone.
@@ -282,6 +289,23 @@ fn serve(
             },
         };
         if !send(event) {
+            return false;
+        }
+    }
+    if let Some(Request::Cost {
+        generation, texts, ..
+    }) = p.cost
+    {
+        let report = match encoders.get(&slot) {
+            None => Err("no model is loaded".to_string()),
+            Some(m) => model::cost::measure(&m.encoder, &texts, &m.prompt, COST_MAX_PAIRS)
+                .map_err(|e| e.to_string()),
+        };
+        if !send(WorkerEvent::Cost {
+            slot,
+            generation,
+            report,
+        }) {
             return false;
         }
     }

@@ -86,6 +86,31 @@ pub fn serve(app: &mut App) -> usize {
                     model: summary(),
                 },
                 Request::Unload { .. } => continue,
+                // Stand-in times: 10 ms a sentence, 20 ms a pair, 1 µs for the dot products.
+                Request::Cost {
+                    slot,
+                    generation,
+                    texts,
+                } => {
+                    let n = texts.len();
+                    let pairs = n * (n - 1) / 2;
+                    let big = 10_000f64;
+                    WorkerEvent::Cost {
+                        slot,
+                        generation,
+                        report: Ok(sbert_tui::model::cost::CostReport {
+                            n,
+                            bi_passes: n,
+                            bi_seconds: 0.01 * n as f64,
+                            dot_seconds: 1e-6,
+                            cross_passes: pairs,
+                            cross_measured: pairs.min(300),
+                            cross_seconds: 0.02 * pairs as f64,
+                            bi_seconds_10k: 0.01 * big,
+                            cross_seconds_10k: 0.02 * big * (big - 1.0) / 2.0,
+                        }),
+                    }
+                }
                 // Stand-in numbers: the fake vectors' cosine, lowered a little per mode.
                 Request::PoolingTable {
                     slot,

@@ -7,6 +7,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
+use crate::model::cost::CostReport;
 use crate::text;
 use crate::tui::app::App;
 use crate::tui::demo::DEMO_SETS;
@@ -225,4 +226,99 @@ pub fn draw_poolings(theme: &Theme, frame: &mut Frame, area: Rect, view: &Poolin
         ),
         popup,
     );
+}
+
+/// A duration for people: ms, s, minutes, hours, days or years.
+pub fn human_seconds(s: f64) -> String {
+    match s {
+        s if s < 1.0 => format!("{:.0} ms", s * 1000.0),
+        s if s < 120.0 => format!("{s:.1} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s if s < 63_072_000.0 => format!("{:.0} days", s / 86_400.0),
+        s => format!("{:.1} years", s / 31_536_000.0),
+    }
+}
+
+/// Bi-encoder against cross-encoder cost, as measured on the current sentences.
+pub fn draw_cost(theme: &Theme, frame: &mut Frame, area: Rect, r: &CostReport) {
+    let big = crate::model::cost::EXTRAPOLATE_TO;
+    let group = |n: usize| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let measured = if r.cross_measured < r.cross_passes {
+        format!(" (timed on {} of them)", group(r.cross_measured))
+    } else {
+        String::new()
+    };
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let lines = vec![
+        Line::styled(format!("Now, N = {} sentences", r.n), bold),
+        Line::raw(format!(
+            "  bi-encoder     {:>10} passes + {} dot products   {}",
+            group(r.bi_passes),
+            group(r.n * r.n),
+            human_seconds(r.bi_seconds + r.dot_seconds)
+        )),
+        Line::raw(format!(
+            "  cross-encoder  {:>10} passes{measured}   {}",
+            group(r.cross_passes),
+            human_seconds(r.cross_seconds)
+        )),
+        Line::raw(""),
+        Line::styled(format!("Extrapolated to N = {}", group(big)), bold),
+        Line::raw(format!(
+            "  bi-encoder     {:>10} passes   {}",
+            group(big),
+            human_seconds(r.bi_seconds_10k)
+        )),
+        Line::raw(format!(
+            "  cross-encoder  {:>10} passes   {}",
+            group(big * (big - 1) / 2),
+            human_seconds(r.cross_seconds_10k)
+        )),
+        Line::raw(""),
+        Line::styled(
+            "Timed on this machine with the model loaded; the cross-encoder is this transformer \
+             reading each pair's texts joined.",
+            theme.dim(),
+        ),
+    ];
+    let popup = centered(
+        area,
+        area.width.saturating_sub(4).min(90),
+        lines.len() as u16 + 3,
+    );
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(" Bi-encoder or cross-encoder: what N(N-1)/2 costs · any key closes ")
+                .border_style(theme.border(true)),
+        ),
+        popup,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_seconds;
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human_seconds(0.0123), "12 ms");
+        assert_eq!(human_seconds(3.21), "3.2 s");
+        assert_eq!(human_seconds(600.0), "10 min");
+        assert_eq!(human_seconds(36_000.0), "10.0 h");
+        assert_eq!(human_seconds(1_000_000.0), "12 days");
+        assert_eq!(human_seconds(1e9), "31.7 years");
+    }
 }

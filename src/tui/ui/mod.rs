@@ -109,6 +109,7 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
         Mode::Demo { selected } => help::draw_demo(&theme, frame, area, *selected),
         Mode::Confirm(what) => help::draw_confirm(&theme, frame, area, *what, app),
         Mode::Poolings(view) => help::draw_poolings(&theme, frame, area, view),
+        Mode::Cost(report) => help::draw_cost(&theme, frame, area, report),
         _ => {}
     }
     if !matches!(app.shell.mode, Mode::Normal) {
