@@ -241,3 +241,66 @@ fn joined_emoji_and_flags_leave_no_stray_glyphs() {
     pty.send(b"q");
     assert!(pty.wait_exit(10).success());
 }
+
+/// A teacher's walk, in Chinese, through the pooling lesson and the cost lesson with the real
+/// binary and the tiny model: every step runs, the demonstrations show computed numbers, and
+/// `q` leaves the terminal as it was.
+#[test]
+fn walk_the_pooling_and_cost_lessons_in_chinese() {
+    let mut pty = spawn_here(&["--model", &tiny(), "--lang", "zh"], &[]);
+    pty.screen.wait_for("the explorer", |s| s.contains("8 × 8"));
+    pty.send(b"W");
+    pty.screen.wait_for("the lessons in Chinese", |s| {
+        s.contains("课程") && s.contains("什么是句子嵌入")
+    });
+    pty.send(b"jj");
+    pty.screen
+        .wait_for("the pooling lesson", |s| s.contains("池化：从多个词向量"));
+    // Every step of the pooling lesson: its sentences, then each pooling, then the table.
+    pty.send(b"1");
+    pty.screen
+        .wait_for("its five sentences", |s| s.contains("5 × 5"));
+    for (step, pooling) in [
+        ("2", "mean"),
+        ("3", "max"),
+        ("4", "cls"),
+        ("5", "weightedmean"),
+    ] {
+        pty.send(b"W");
+        pty.send(step.as_bytes());
+        pty.screen.wait_for(&format!("pooling {pooling}"), |s| {
+            s.contains(&format!("pooling {pooling} "))
+        });
+    }
+    pty.send(b"W");
+    pty.send(b"6");
+    let text = pty.screen.wait_for("every pooling side by side", |s| {
+        s.contains("Every pooling side by side")
+    });
+    for mode in ["cls", "mean_sqrt_len_tokens", "lasttoken"] {
+        assert!(text.contains(mode), "{mode} in the table:\n{text}");
+    }
+    pty.send(b"x");
+    // The cost lesson: its sentences, then the measurement.
+    pty.send(b"W");
+    pty.send(b"jjj");
+    pty.screen
+        .wait_for("the cost lesson", |s| s.contains("双塔编码器与交叉编码器"));
+    pty.send(b"1");
+    pty.screen
+        .wait_for("six sentences", |s| s.contains("6 × 6"));
+    pty.send(b"W");
+    pty.send(b"2");
+    let text = pty
+        .screen
+        .wait_for("the cost table", |s| s.contains("49,995,000 passes"));
+    assert!(
+        text.contains("6 passes + 36 dot products") && text.contains("15 passes"),
+        "{text}"
+    );
+    pty.send(b"x");
+    let before = pty.screen.output().len();
+    pty.send(b"q");
+    assert!(pty.wait_exit(10).success());
+    assert!(restored_after(&pty.screen.output(), before));
+}
