@@ -16,7 +16,7 @@
 //! label.zh = "最大池化"
 //! pooling = "max"                          # or: sentences = true, prompt = "query" / "none",
 //!                                          # compare = "MODEL", train = { data, loss, eval, epochs },
-//!                                          # demo = "pooling" / "cost"
+//!                                          # demo = "pooling" / "cost" / "prompts"
 //! ```
 
 use std::path::Path;
@@ -115,6 +115,8 @@ pub enum Action {
     PoolingTable,
     /// Bi-encoder against cross-encoder cost on the explorer's sentences, timed.
     Cost,
+    /// The selected pair under each of the model's prompts.
+    PromptTable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +150,7 @@ struct RawStep {
     compare: Option<String>,
     #[serde(default)]
     train: Option<TrainStep>,
-    /// A live demonstration: `pooling` (every pooling side by side) or `cost`.
+    /// A live demonstration: `pooling` (every pooling side by side), `cost` or `prompts`.
     #[serde(default)]
     demo: Option<String>,
 }
@@ -253,9 +255,10 @@ pub fn parse(source: &str, text: &str) -> Result<Lesson, String> {
             match d.as_str() {
                 "pooling" => actions.push(Action::PoolingTable),
                 "cost" => actions.push(Action::Cost),
+                "prompts" => actions.push(Action::PromptTable),
                 other => {
                     return Err(format!(
-                        "{at}: demo: `{other}` is not a demonstration (pooling, cost)"
+                        "{at}: demo: `{other}` is not a demonstration (pooling, cost, prompts)"
                     ));
                 }
             }

@@ -220,3 +220,32 @@ fn the_cost_lesson_times_both_ways_on_the_explorers_sentences() {
     // times (10 ms a sentence, 20 ms a pair) extrapolated to 10,000 sentences.
     insta::assert_snapshot!("cost_popup", render(&mut app, 100, 30).backend());
 }
+
+#[test]
+fn prompts_side_by_side_from_the_prompts_lesson() {
+    let mut app = ready_app(&["x"], false);
+    open_lesson(&mut app, 8);
+    app.on_key(key('1'));
+    serve(&mut app);
+    // The stand-in model has no prompts: the step says so and asks nothing.
+    app.on_key(key('W'));
+    app.on_key(key('5'));
+    let status = app.status().unwrap();
+    assert!(
+        status.error && status.text.contains("no prompts"),
+        "{status:?}"
+    );
+    assert!(app.take_requests().is_empty());
+    // With a model that has prompts, the worker's table opens as a pop-up.
+    app.shell.request(Request::PromptTable {
+        slot: sbert_tui::tui::messages::Slot::Base,
+        generation: app.explorer.base.generation,
+        pair: ("how much protein".into(), "46 grams per day".into()),
+    });
+    serve(&mut app);
+    assert!(matches!(
+        app.shell.mode,
+        sbert_tui::tui::shell::Mode::Prompts(_)
+    ));
+    insta::assert_snapshot!("prompts_popup", render(&mut app, 100, 30).backend());
+}

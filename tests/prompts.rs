@@ -175,3 +175,43 @@ fn include_prompt_false_leaves_the_prompt_out_of_pooling() {
     let saved = std::fs::read_to_string(out.path().join("m/1_Pooling/config.json")).unwrap();
     assert!(saved.contains("\"include_prompt\": false"), "{saved}");
 }
+
+/// The explorer's "prompts side by side": the tiny Qwen3 model's similarity of two sentences,
+/// each under no prompt or the `query` prompt, equals the cosine of the Python library's vectors
+/// (`qwen3` and `qwen3_query_prompt` in `families2_reference.json`, sentence-transformers 6.2.0).
+#[test]
+fn prompts_side_by_side_match_the_python_vectors() {
+    let r = json("families2_reference.json");
+    let (plain, query) = (&r["qwen3"], &r["qwen3_query_prompt"]);
+    assert_eq!(plain["sentences"], query["sentences"]);
+    let sentences = strings(&plain["sentences"]);
+    let (p, q) = (
+        matrix(&plain["sentence_embedding"]),
+        matrix(&query["sentence_embedding"]),
+    );
+    let enc = sbert_tui::model::SentenceEncoder::load(
+        &fixture("tiny-qwen3-st"),
+        &sbert_tui::model::LoadOptions::default(),
+    )
+    .unwrap();
+    let (labels, table) = enc.prompt_table(&sentences[0], &sentences[1]).unwrap();
+    assert_eq!(labels, ["none", "document", "query"]);
+    let cos = sbert_tui::analysis::similarity::cosine;
+    let want = [
+        ((0, 0), cos(&p[0], &p[1])),
+        ((2, 2), cos(&q[0], &q[1])),
+        ((2, 0), cos(&q[0], &p[1])),
+        ((0, 2), cos(&p[0], &q[1])),
+        // The `document` prompt is empty: the same as none.
+        ((1, 1), cos(&p[0], &p[1])),
+    ];
+    for ((i, j), w) in want {
+        assert!(
+            (table[i][j] - w).abs() < 1e-5,
+            "{} / {}: {} against Python's {w}",
+            labels[i],
+            labels[j],
+            table[i][j]
+        );
+    }
+}

@@ -513,6 +513,30 @@ impl SentenceEncoder {
             .collect()
     }
 
+    /// Two texts under each of the model's prompts (and none): the labels (`none`, then the
+    /// prompt names) and the model's similarity of `a` with prompt `i` to `b` with prompt `j`.
+    pub fn prompt_table(&self, a: &str, b: &str) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
+        let mut labels = vec!["none".to_string()];
+        labels.extend(self.info.prompts.keys().cloned());
+        let vectors: Vec<Vec<Vec<f32>>> = labels
+            .iter()
+            .map(|l| {
+                let prompt = if l == "none" {
+                    Prompt::None
+                } else {
+                    Prompt::Name(l.clone())
+                };
+                self.encode_prompted(&[a, b], &prompt, 2, &mut |_, _| {})
+            })
+            .collect::<Result<_>>()?;
+        let sim = self.info.similarity;
+        let matrix = vectors
+            .iter()
+            .map(|va| vectors.iter().map(|vb| sim.score(&va[0], &vb[1])).collect())
+            .collect();
+        Ok((labels, matrix))
+    }
+
     /// Token vectors of each text, without padding: `[text][token][hidden]`.
     pub fn encode_tokens<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<Vec<f32>>>> {
         let tokenized = self.tokenize(texts)?;

@@ -101,7 +101,7 @@ impl App {
     fn context(&self) -> Context {
         match (&self.shell.mode, self.screen) {
             (Mode::Editing(..), _) => Context::Editing,
-            (Mode::Help | Mode::Poolings(_) | Mode::Cost(_), _) => Context::Help,
+            (Mode::Help | Mode::Poolings(_) | Mode::Prompts(_) | Mode::Cost(_), _) => Context::Help,
             (Mode::Demo { .. }, _) => Context::Demo,
             (Mode::Confirm(_), _) => Context::Confirm,
             (Mode::Normal, Screen::Explorer) => self.explorer.focus.context(),
@@ -113,7 +113,7 @@ impl App {
     pub fn on_key(&mut self, ev: KeyEvent) {
         let action = keys::lookup(&ev, self.context());
         match self.shell.mode.clone() {
-            Mode::Help | Mode::Poolings(_) | Mode::Cost(_) => {
+            Mode::Help | Mode::Poolings(_) | Mode::Prompts(_) | Mode::Cost(_) => {
                 self.shell.mode = Mode::Normal;
                 if action == Some(Action::Quit) {
                     self.request_quit();
@@ -257,6 +257,7 @@ impl App {
             Action::DemoSets => self.shell.mode = Mode::Demo { selected: 0 },
             Action::PoolingsSideBySide => self.explorer.request_pooling_table(&mut self.shell),
             Action::Cost => self.explorer.request_cost(&mut self.shell),
+            Action::PromptsSideBySide => self.explorer.request_prompt_table(&mut self.shell),
             Action::Lessons => {
                 if self.screen == Screen::Lessons {
                     self.screen = self.before_lessons;
@@ -341,6 +342,10 @@ impl App {
             LessonAction::Prompt(name) => {
                 self.screen = Screen::Explorer;
                 self.explorer.set_prompt(name, &mut self.shell);
+            }
+            LessonAction::PromptTable => {
+                self.screen = Screen::Explorer;
+                self.explorer.request_prompt_table(&mut self.shell);
             }
             LessonAction::Cost => {
                 self.screen = Screen::Explorer;

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::hits::{Hit, Pane};
 use super::keys::{Action, Context};
 use super::messages::{Embedded, ModelSummary, Prompt, Request, Slot, TokenCount, WorkerEvent};
-use super::shell::{EditTarget, Mode, PoolingView, Shell};
+use super::shell::{EditTarget, Mode, PoolingView, PromptView, Shell};
 use crate::analysis::pca::{PcaBasis, PcaError};
 use crate::analysis::similarity::Similarity;
 use crate::model::PoolingMode;
@@ -437,13 +437,37 @@ impl Explorer {
             | WorkerEvent::Embedded { slot, .. }
             | WorkerEvent::EmbedFailed { slot, .. }
             | WorkerEvent::PoolingTable { slot, .. }
-            | WorkerEvent::Cost { slot, .. } => *slot,
+            | WorkerEvent::Cost { slot, .. }
+            | WorkerEvent::PromptTable { slot, .. } => *slot,
         };
         let Some(s) = self.slot_mut(slot) else {
             self.dropped_results += 1;
             return;
         };
         match event {
+            WorkerEvent::PromptTable {
+                generation,
+                pair,
+                table,
+                ..
+            } if generation == s.generation => match table {
+                Ok((labels, matrix)) => {
+                    if matches!(shell.mode, Mode::Normal) {
+                        let similarity = s
+                            .summary()
+                            .map(|m| m.similarity.clone())
+                            .unwrap_or_default();
+                        shell.mode = Mode::Prompts(PromptView {
+                            pair,
+                            labels,
+                            matrix,
+                            similarity,
+                        });
+                        shell.clear_status();
+                    }
+                }
+                Err(e) => shell.set_status(format!("prompts side by side: {e}"), true),
+            },
             WorkerEvent::Cost {
                 generation, report, ..
             } if generation == s.generation => match report {
@@ -663,11 +687,13 @@ impl Explorer {
         );
     }
 
-    /// Asks for the similarity under every pooling mode of the matrix cell under the cursor
-    /// (when the matrix has the focus) or of the selected sentence and its nearest neighbour.
-    pub fn request_pooling_table(&mut self, shell: &mut Shell) {
+    /// The pair the side-by-side views show: the matrix cell under the cursor (when the matrix
+    /// has the focus), else the selected sentence and its nearest neighbour. `None` (and a
+    /// message) without two sentences.
+    fn selected_pair(&self, shell: &mut Shell) -> Option<((String, String), usize, usize)> {
         let Some(a) = self.analysis.as_ref().filter(|a| a.texts.len() >= 2) else {
-            return shell.set_status("pooling side by side needs two sentences", true);
+            shell.set_status("a side-by-side view needs two sentences", true);
+            return None;
         };
         let i = self.selected.min(a.texts.len() - 1);
         let j = if self.focus == Pane::Matrix && self.matrix_col != i {
@@ -675,10 +701,21 @@ impl Explorer {
         } else {
             match crate::analysis::similarity::top_neighbours(&a.base.matrix, i, 1).first() {
                 Some(&(j, _)) => j,
-                None => return shell.set_status("no neighbour to compare with", true),
+                None => {
+                    shell.set_status("no neighbour to compare with", true);
+                    return None;
+                }
             }
         };
-        let pair = (a.texts[i].clone(), a.texts[j].clone());
+        Some(((a.texts[i].clone(), a.texts[j].clone()), i, j))
+    }
+
+    /// Asks for the similarity under every pooling mode of the matrix cell under the cursor
+    /// (when the matrix has the focus) or of the selected sentence and its nearest neighbour.
+    pub fn request_pooling_table(&mut self, shell: &mut Shell) {
+        let Some((pair, i, j)) = self.selected_pair(shell) else {
+            return;
+        };
         let generation = self.base.generation;
         shell.request(Request::PoolingTable {
             slot: Slot::Base,
@@ -686,6 +723,27 @@ impl Explorer {
             pair,
         });
         shell.set_status(format!("pooling side by side: [{i}] and [{j}]…"), false);
+    }
+
+    /// Asks for the selected pair (as for [`Explorer::request_pooling_table`]) under each of the
+    /// model's prompts.
+    pub fn request_prompt_table(&mut self, shell: &mut Shell) {
+        if self.base.summary().is_some_and(|m| m.prompts.is_empty()) {
+            return shell.set_status(
+                "this model has no prompts (an E5, BGE or Qwen3-Embedding model has)",
+                true,
+            );
+        }
+        let Some((pair, i, j)) = self.selected_pair(shell) else {
+            return;
+        };
+        let generation = self.base.generation;
+        shell.request(Request::PromptTable {
+            slot: Slot::Base,
+            generation,
+            pair,
+        });
+        shell.set_status(format!("prompts side by side: [{i}] and [{j}]…"), false);
     }
 
     /// Asks for the bi-encoder / cross-encoder cost on the current sentences.

@@ -115,6 +115,8 @@ pub enum Action {
     PoolingsSideBySide,
     /// Bi-encoder against cross-encoder cost, measured.
     Cost,
+    /// A pair under each of the model's prompts.
+    PromptsSideBySide,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -249,6 +251,13 @@ pub const BINDINGS: &[Binding] = &[
         "b",
         A::PoolingsSideBySide,
         "every pooling side by side (selected sentence and its neighbour, or the matrix cell)",
+    ),
+    b(
+        C::Global,
+        &[c('Q')],
+        "Q",
+        A::PromptsSideBySide,
+        "prompts side by side: the pair under each of the model's prompts (query, passage, ...)",
     ),
     b(
         C::Global,

@@ -37,6 +37,12 @@ pub enum Request {
     },
     /// Forget a model.
     Unload { slot: Slot },
+    /// Two texts under each of the model's prompts (and none).
+    PromptTable {
+        slot: Slot,
+        generation: u64,
+        pair: (String, String),
+    },
     /// Time N bi-encoder passes against the N(N-1)/2 passes of a cross-encoder.
     Cost {
         slot: Slot,
@@ -143,6 +149,14 @@ pub enum WorkerEvent {
         slot: Slot,
         id: u64,
         error: String,
+    },
+    /// The answer to [`Request::PromptTable`]: the prompt labels and the similarity of the
+    /// first text under prompt `i` to the second under prompt `j`.
+    PromptTable {
+        slot: Slot,
+        generation: u64,
+        pair: (String, String),
+        table: Result<(Vec<String>, Vec<Vec<f32>>), String>,
     },
     /// The answer to [`Request::Cost`].
     Cost {

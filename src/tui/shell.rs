@@ -60,8 +60,21 @@ pub enum Mode {
     Confirm(Confirm),
     /// The similarity of a pair under every pooling mode (any key closes it).
     Poolings(PoolingView),
+    /// A pair under each of the model's prompts (any key closes it).
+    Prompts(PromptView),
     /// Bi-encoder against cross-encoder cost, measured (any key closes it).
     Cost(crate::model::cost::CostReport),
+}
+
+/// A pair under each of the model's prompts: `matrix[i][j]` is the similarity of the first
+/// text under prompt `labels[i]` to the second under `labels[j]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptView {
+    pub pair: (String, String),
+    pub labels: Vec<String>,
+    pub matrix: Vec<Vec<f32>>,
+    /// The model's similarity function.
+    pub similarity: String,
 }
 
 /// A pair's similarity under every pooling mode, as the worker computed it.

@@ -77,6 +77,7 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 | Request::SetPrompt { slot, .. }
                 | Request::PoolingTable { slot, .. }
                 | Request::Cost { slot, .. }
+                | Request::PromptTable { slot, .. }
                 | Request::Unload { slot }
                 | Request::Embed { slot, .. } => *slot,
             };
@@ -97,6 +98,7 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 r @ Request::Embed { .. } => p.embed = Some(r),
                 r @ Request::PoolingTable { .. } => p.table = Some(r),
                 r @ Request::Cost { .. } => p.cost = Some(r),
+                r @ Request::PromptTable { .. } => p.prompts = Some(r),
             }
         }
         for (slot, p) in work {
@@ -153,6 +155,7 @@ struct Pending {
     embed: Option<Request>,
     table: Option<Request>,
     cost: Option<Request>,
+    prompts: Option<Request>,
 }
 
 /// Serves one slot's requests; false when the UI has gone.
@@ -289,6 +292,26 @@ fn serve(
             },
         };
         if !send(event) {
+            return false;
+        }
+    }
+    if let Some(Request::PromptTable {
+        generation, pair, ..
+    }) = p.prompts
+    {
+        let table = match encoders.get(&slot) {
+            None => Err("no model is loaded".to_string()),
+            Some(m) => m
+                .encoder
+                .prompt_table(&pair.0, &pair.1)
+                .map_err(|e| e.to_string()),
+        };
+        if !send(WorkerEvent::PromptTable {
+            slot,
+            generation,
+            pair,
+            table,
+        }) {
             return false;
         }
     }

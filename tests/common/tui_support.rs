@@ -86,6 +86,37 @@ pub fn serve(app: &mut App) -> usize {
                     model: summary(),
                 },
                 Request::Unload { .. } => continue,
+                // Stand-in prompts: none, query, passage, the fake cosine lowered off the
+                // diagonal.
+                Request::PromptTable {
+                    slot,
+                    generation,
+                    pair,
+                } => {
+                    let labels: Vec<String> = ["none", "query", "passage"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                    let matrix = (0..3)
+                        .map(|i| {
+                            (0..3)
+                                .map(|j| {
+                                    if i == j {
+                                        0.9
+                                    } else {
+                                        0.8 - 0.1 * (i + j) as f32
+                                    }
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    WorkerEvent::PromptTable {
+                        slot,
+                        generation,
+                        pair,
+                        table: Ok((labels, matrix)),
+                    }
+                }
                 // Stand-in times: 10 ms a sentence, 20 ms a pair, 1 µs for the dot products.
                 Request::Cost {
                     slot,

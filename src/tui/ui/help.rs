@@ -12,7 +12,7 @@ use crate::text;
 use crate::tui::app::App;
 use crate::tui::demo::DEMO_SETS;
 use crate::tui::keys::{BINDINGS, Context};
-use crate::tui::shell::{Confirm, PoolingView};
+use crate::tui::shell::{Confirm, PoolingView, PromptView};
 use crate::tui::theme::Theme;
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
@@ -302,6 +302,69 @@ pub fn draw_cost(theme: &Theme, frame: &mut Frame, area: Rect, r: &CostReport) {
         Paragraph::new(lines).wrap(Wrap { trim: false }).block(
             Block::bordered()
                 .title(" Bi-encoder or cross-encoder: what N(N-1)/2 costs · any key closes ")
+                .border_style(theme.border(true)),
+        ),
+        popup,
+    );
+}
+
+/// A pair under each of the model's prompts: A's prompt down, B's across.
+pub fn draw_prompts(theme: &Theme, frame: &mut Frame, area: Rect, view: &PromptView) {
+    let width = area.width.saturating_sub(4).min(90);
+    let inner_w = width.saturating_sub(2) as usize;
+    let col = 10;
+    let mut lines = vec![
+        Line::raw(format!(
+            "A: {}",
+            text::clip(&text::sanitize(&view.pair.0), inner_w.saturating_sub(3))
+        )),
+        Line::raw(format!(
+            "B: {}",
+            text::clip(&text::sanitize(&view.pair.1), inner_w.saturating_sub(3))
+        )),
+        Line::raw(""),
+        Line::styled(
+            format!(
+                "{:<14}{}",
+                "A \\ B",
+                view.labels
+                    .iter()
+                    .map(|l| format!("{:>col$}", text::clip(l, col - 1)))
+                    .collect::<String>()
+            ),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+    ];
+    for (label, row) in view.labels.iter().zip(&view.matrix) {
+        let mut spans = vec![Span::styled(
+            format!("{:<14}", text::clip(label, 13)),
+            Style::new().add_modifier(Modifier::BOLD),
+        )];
+        for (j, v) in row.iter().enumerate() {
+            let style = if view.labels[j] == *label {
+                theme.selected()
+            } else {
+                Style::new()
+            };
+            spans.push(Span::styled(format!("{v:>col$.4}"), style));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        format!(
+            "{} of A under the row's prompt and B under the column's; retrieval asks a query \
+             against documents (the off-diagonal cells).",
+            view.similarity
+        ),
+        theme.dim(),
+    ));
+    let popup = centered(area, width, lines.len() as u16 + 3);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(" Prompts side by side · any key closes ")
                 .border_style(theme.border(true)),
         ),
         popup,

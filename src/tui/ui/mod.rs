@@ -110,6 +110,7 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
         Mode::Confirm(what) => help::draw_confirm(&theme, frame, area, *what, app),
         Mode::Poolings(view) => help::draw_poolings(&theme, frame, area, view),
         Mode::Cost(report) => help::draw_cost(&theme, frame, area, report),
+        Mode::Prompts(view) => help::draw_prompts(&theme, frame, area, view),
         _ => {}
     }
     if !matches!(app.shell.mode, Mode::Normal) {
