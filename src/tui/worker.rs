@@ -96,9 +96,9 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 r @ Request::SetPooling { .. } => p.pooling = Some(r),
                 r @ Request::SetPrompt { .. } => p.prompt = Some(r),
                 r @ Request::Embed { .. } => p.embed = Some(r),
-                r @ Request::PoolingTable { .. } => p.table = Some(r),
-                r @ Request::Cost { .. } => p.cost = Some(r),
-                r @ Request::PromptTable { .. } => p.prompts = Some(r),
+                r @ (Request::PoolingTable { .. }
+                | Request::Cost { .. }
+                | Request::PromptTable { .. }) => p.demo = Some(r),
             }
         }
         for (slot, p) in work {
@@ -153,9 +153,51 @@ struct Pending {
     pooling: Option<Request>,
     prompt: Option<Request>,
     embed: Option<Request>,
-    table: Option<Request>,
-    cost: Option<Request>,
-    prompts: Option<Request>,
+    /// A demonstration (pooling table, prompt table, cost): only the newest is served, as the
+    /// UI shows one at a time.
+    demo: Option<Request>,
+}
+
+/// The answer to a demonstration request, computed on the model in `slot` (`m`).
+fn demo_event(slot: Slot, req: Request, m: Option<&Loaded>) -> Option<WorkerEvent> {
+    let model = m.ok_or_else(|| "no model is loaded".to_string());
+    let err = |e: model::ModelError| e.to_string();
+    Some(match req {
+        Request::PoolingTable {
+            generation, pair, ..
+        } => WorkerEvent::PoolingTable {
+            rows: model.and_then(|m| {
+                let rows = m.encoder.pooling_table(&pair.0, &pair.1, &m.prompt);
+                rows.map_err(err).map(|rows| {
+                    rows.into_iter()
+                        .map(|(mode, v)| (mode.name().to_string(), v))
+                        .collect()
+                })
+            }),
+            dense: m.is_some_and(|m| m.encoder.info().dense_layers > 0),
+            slot,
+            generation,
+            pair,
+        },
+        Request::PromptTable {
+            generation, pair, ..
+        } => WorkerEvent::PromptTable {
+            table: model.and_then(|m| m.encoder.prompt_table(&pair.0, &pair.1).map_err(err)),
+            slot,
+            generation,
+            pair,
+        },
+        Request::Cost {
+            generation, texts, ..
+        } => WorkerEvent::Cost {
+            report: model.and_then(|m| {
+                model::cost::measure(&m.encoder, &texts, &m.prompt, COST_MAX_PAIRS).map_err(err)
+            }),
+            slot,
+            generation,
+        },
+        _ => return None,
+    })
 }
 
 /// Serves one slot's requests; false when the UI has gone.
@@ -295,71 +337,11 @@ fn serve(
             return false;
         }
     }
-    if let Some(Request::PromptTable {
-        generation, pair, ..
-    }) = p.prompts
+    if let Some(req) = p.demo
+        && let Some(event) = demo_event(slot, req, encoders.get(&slot))
+        && !send(event)
     {
-        let table = match encoders.get(&slot) {
-            None => Err("no model is loaded".to_string()),
-            Some(m) => m
-                .encoder
-                .prompt_table(&pair.0, &pair.1)
-                .map_err(|e| e.to_string()),
-        };
-        if !send(WorkerEvent::PromptTable {
-            slot,
-            generation,
-            pair,
-            table,
-        }) {
-            return false;
-        }
-    }
-    if let Some(Request::Cost {
-        generation, texts, ..
-    }) = p.cost
-    {
-        let report = match encoders.get(&slot) {
-            None => Err("no model is loaded".to_string()),
-            Some(m) => model::cost::measure(&m.encoder, &texts, &m.prompt, COST_MAX_PAIRS)
-                .map_err(|e| e.to_string()),
-        };
-        if !send(WorkerEvent::Cost {
-            slot,
-            generation,
-            report,
-        }) {
-            return false;
-        }
-    }
-    if let Some(Request::PoolingTable {
-        generation, pair, ..
-    }) = p.table
-    {
-        let rows = match encoders.get(&slot) {
-            None => Err("no model is loaded".to_string()),
-            Some(m) => m
-                .encoder
-                .pooling_table(&pair.0, &pair.1, &m.prompt)
-                .map(|rows| {
-                    rows.into_iter()
-                        .map(|(mode, v)| (mode.name().to_string(), v))
-                        .collect()
-                })
-                .map_err(|e| e.to_string()),
-        };
-        let dense = encoders
-            .get(&slot)
-            .is_some_and(|m| m.encoder.info().dense_layers > 0);
-        if !send(WorkerEvent::PoolingTable {
-            slot,
-            generation,
-            pair,
-            rows,
-            dense,
-        }) {
-            return false;
-        }
+        return false;
     }
     if let Some(Request::Embed {
         id,

@@ -182,17 +182,7 @@ pub fn draw_confirm(theme: &Theme, frame: &mut Frame, area: Rect, what: Confirm,
 pub fn draw_poolings(theme: &Theme, frame: &mut Frame, area: Rect, view: &PoolingView) {
     let width = area.width.saturating_sub(4).min(90);
     let inner_w = width.saturating_sub(2) as usize;
-    let mut lines = vec![
-        Line::raw(format!(
-            "A: {}",
-            text::clip(&text::sanitize(&view.pair.0), inner_w.saturating_sub(3))
-        )),
-        Line::raw(format!(
-            "B: {}",
-            text::clip(&text::sanitize(&view.pair.1), inner_w.saturating_sub(3))
-        )),
-        Line::raw(""),
-    ];
+    let mut lines = pair_lines(&view.pair, inner_w);
     let bar_w = inner_w.saturating_sub(34).clamp(4, 40);
     for (mode, v) in &view.rows {
         let filled = ((v.clamp(0.0, 1.0)) * bar_w as f32).round() as usize;
@@ -216,15 +206,47 @@ pub fn draw_poolings(theme: &Theme, frame: &mut Frame, area: Rect, view: &Poolin
         },
         theme.dim(),
     ));
-    let popup = centered(area, width, lines.len() as u16 + 2);
-    frame.render_widget(Clear, popup);
+    popup(
+        theme,
+        frame,
+        area,
+        (width, 0),
+        " Every pooling side by side · any key closes ",
+        lines,
+    );
+}
+
+/// "A: ..." and "B: ..." lines for a pair of texts `width` wide, and a blank line.
+fn pair_lines(pair: &(String, String), width: usize) -> Vec<Line<'static>> {
+    let line = |tag: &str, t: &str| {
+        Line::raw(format!(
+            "{tag}: {}",
+            text::clip(&text::sanitize(t), width.saturating_sub(3))
+        ))
+    };
+    vec![line("A", &pair.0), line("B", &pair.1), Line::raw("")]
+}
+
+/// A wrapped pop-up of `lines` centred in `area`, `width` wide, with `spare` rows beyond its
+/// lines and borders for lines that wrap.
+fn popup(
+    theme: &Theme,
+    frame: &mut Frame,
+    area: Rect,
+    (width, spare): (u16, u16),
+    title: &str,
+    lines: Vec<Line>,
+) {
+    let rect = centered(area, width, lines.len() as u16 + 2 + spare);
+    let paragraph = Paragraph::new(lines).wrap(Wrap { trim: false });
+    frame.render_widget(Clear, rect);
     frame.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+        paragraph.block(
             Block::bordered()
-                .title(" Every pooling side by side · any key closes ")
+                .title(title)
                 .border_style(theme.border(true)),
         ),
-        popup,
+        rect,
     );
 }
 
@@ -292,19 +314,13 @@ pub fn draw_cost(theme: &Theme, frame: &mut Frame, area: Rect, r: &CostReport) {
             theme.dim(),
         ),
     ];
-    let popup = centered(
+    popup(
+        theme,
+        frame,
         area,
-        area.width.saturating_sub(4).min(90),
-        lines.len() as u16 + 3,
-    );
-    frame.render_widget(Clear, popup);
-    frame.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::bordered()
-                .title(" Bi-encoder or cross-encoder: what N(N-1)/2 costs · any key closes ")
-                .border_style(theme.border(true)),
-        ),
-        popup,
+        (area.width.saturating_sub(4).min(90), 1),
+        " Bi-encoder or cross-encoder: what N(N-1)/2 costs · any key closes ",
+        lines,
     );
 }
 
@@ -313,28 +329,18 @@ pub fn draw_prompts(theme: &Theme, frame: &mut Frame, area: Rect, view: &PromptV
     let width = area.width.saturating_sub(4).min(90);
     let inner_w = width.saturating_sub(2) as usize;
     let col = 10;
-    let mut lines = vec![
-        Line::raw(format!(
-            "A: {}",
-            text::clip(&text::sanitize(&view.pair.0), inner_w.saturating_sub(3))
-        )),
-        Line::raw(format!(
-            "B: {}",
-            text::clip(&text::sanitize(&view.pair.1), inner_w.saturating_sub(3))
-        )),
-        Line::raw(""),
-        Line::styled(
-            format!(
-                "{:<14}{}",
-                "A \\ B",
-                view.labels
-                    .iter()
-                    .map(|l| format!("{:>col$}", text::clip(l, col - 1)))
-                    .collect::<String>()
-            ),
-            Style::new().add_modifier(Modifier::BOLD),
+    let mut lines = pair_lines(&view.pair, inner_w);
+    lines.push(Line::styled(
+        format!(
+            "{:<14}{}",
+            "A \\ B",
+            view.labels
+                .iter()
+                .map(|l| format!("{:>col$}", text::clip(l, col - 1)))
+                .collect::<String>()
         ),
-    ];
+        Style::new().add_modifier(Modifier::BOLD),
+    ));
     for (label, row) in view.labels.iter().zip(&view.matrix) {
         let mut spans = vec![Span::styled(
             format!("{:<14}", text::clip(label, 13)),
@@ -359,15 +365,13 @@ pub fn draw_prompts(theme: &Theme, frame: &mut Frame, area: Rect, view: &PromptV
         ),
         theme.dim(),
     ));
-    let popup = centered(area, width, lines.len() as u16 + 3);
-    frame.render_widget(Clear, popup);
-    frame.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::bordered()
-                .title(" Prompts side by side · any key closes ")
-                .border_style(theme.border(true)),
-        ),
-        popup,
+    popup(
+        theme,
+        frame,
+        area,
+        (width, 1),
+        " Prompts side by side · any key closes ",
+        lines,
     );
 }
 
