@@ -16,7 +16,8 @@
 //! label.zh = "最大池化"
 //! pooling = "max"                          # or: sentences = true, prompt = "query" / "none",
 //!                                          # compare = "MODEL", train = { data, loss, eval, epochs },
-//!                                          # demo = "pooling" / "cost" / "prompts"
+//!                                          # demo = "pooling" / "cost" / "prompts" /
+//!                                          #        "pipeline" / "dropout"
 //! ```
 
 use std::path::Path;
@@ -117,6 +118,10 @@ pub enum Action {
     Cost,
     /// The selected pair under each of the model's prompts.
     PromptTable,
+    /// The selected sentence through every step of the model.
+    Pipeline,
+    /// The selected sentence encoded many times with dropout on, drawn on the map (SimCSE).
+    DropoutCloud,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +155,8 @@ struct RawStep {
     compare: Option<String>,
     #[serde(default)]
     train: Option<TrainStep>,
-    /// A live demonstration: `pooling` (every pooling side by side), `cost` or `prompts`.
+    /// A live demonstration: `pooling` (every pooling side by side), `cost`, `prompts`,
+    /// `pipeline` (the selected sentence through every step) or `dropout` (SimCSE's copies).
     #[serde(default)]
     demo: Option<String>,
 }
@@ -256,9 +262,12 @@ pub fn parse(source: &str, text: &str) -> Result<Lesson, String> {
                 "pooling" => actions.push(Action::PoolingTable),
                 "cost" => actions.push(Action::Cost),
                 "prompts" => actions.push(Action::PromptTable),
+                "pipeline" => actions.push(Action::Pipeline),
+                "dropout" => actions.push(Action::DropoutCloud),
                 other => {
                     return Err(format!(
-                        "{at}: demo: `{other}` is not a demonstration (pooling, cost, prompts)"
+                        "{at}: demo: `{other}` is not a demonstration \
+                         (pooling, cost, prompts, pipeline, dropout)"
                     ));
                 }
             }

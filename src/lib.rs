@@ -20,6 +20,11 @@ pub mod text;
 pub mod train;
 pub mod tui;
 
+// The interface's words in English and Chinese (`locales/app.yml`), looked up with an explicit
+// language through `tui::i18n` (English when a Chinese text is missing).
+// `build.rs` rebuilds the crate when `locales/` changes.
+rust_i18n::i18n!("locales", fallback = "en");
+
 /// Makes glibc's allocator keep freed memory for reuse. candle allocates a fresh buffer for every
 /// intermediate tensor; by default glibc maps each large one (over 128 KiB) with mmap and unmaps
 /// it on free, so every operation paid for page faults on fresh zeroed pages (about a fifth of a

@@ -30,7 +30,7 @@ fn snapshots_of_every_lesson_in_english_and_chinese() {
         open_lesson(&mut app, 1);
         if lang == "zh" {
             app.on_key(key('z'));
-            assert_eq!(app.lessons.lang, Lang::Zh);
+            assert_eq!(app.lang, Lang::Zh);
         }
         for i in 0..count {
             let t = render(&mut app, 120, 40);
@@ -248,4 +248,100 @@ fn prompts_side_by_side_from_the_prompts_lesson() {
         sbert_tui::tui::shell::Mode::Prompts(_)
     ));
     insta::assert_snapshot!("prompts_popup", render(&mut app, 100, 30).backend());
+}
+
+/// `T` (and the first lesson's second step) opens the selected sentence's pipeline: tokens with
+/// their weights, then each module's output; in both languages.
+#[test]
+fn the_pipeline_from_a_key_and_from_the_first_lesson() {
+    let mut app = ready_app(
+        &[
+            "A man is playing a guitar.",
+            "机器学习 is fun",
+            "The stock market fell today.",
+        ],
+        false,
+    );
+    app.on_key(key('j'));
+    app.on_key(key('T'));
+    let reqs = app.take_requests();
+    let req = match reqs.as_slice() {
+        [r @ Request::Pipeline { text, .. }] if text == "机器学习 is fun" => r.clone(),
+        other => panic!("one pipeline request for the selected sentence: {other:?}"),
+    };
+    app.shell.request(req);
+    serve(&mut app);
+    assert!(matches!(
+        app.shell.mode,
+        sbert_tui::tui::shell::Mode::Pipeline(_)
+    ));
+    insta::assert_snapshot!("pipeline_popup_en", render(&mut app, 110, 32).backend());
+    app.lang = Lang::Zh;
+    insta::assert_snapshot!("pipeline_popup_zh", render(&mut app, 110, 32).backend());
+    app.on_key(key('x'));
+    assert!(matches!(
+        app.shell.mode,
+        sbert_tui::tui::shell::Mode::Normal
+    ));
+    open_lesson(&mut app, 1);
+    app.on_key(key('2'));
+    assert!(
+        app.take_requests()
+            .iter()
+            .any(|r| matches!(r, Request::Pipeline { .. }))
+    );
+}
+
+/// `S` (and the SimCSE lesson's second step) draws the selected sentence's dropout copies on the
+/// map with their mean cosines in the map's legend; `S` again hides them.
+#[test]
+fn the_dropout_cloud_on_the_map() {
+    let mut app = ready_app(
+        &[
+            "A man is playing a guitar.",
+            "A person plays an instrument.",
+            "Someone strums a guitar.",
+            "The stock market fell today.",
+        ],
+        false,
+    );
+    app.on_key(key('S'));
+    let reqs = app.take_requests();
+    let req = match reqs.as_slice() {
+        [r @ Request::Dropout { copies: 16, .. }] => r.clone(),
+        other => panic!("one dropout request: {other:?}"),
+    };
+    app.shell.request(req);
+    serve(&mut app);
+    let cloud = app.explorer.visible_cloud().expect("a cloud");
+    assert_eq!(cloud.points.len(), 16);
+    // The stand-in copies nudge one letter count each: cosines below 1, above 0.9.
+    assert!(cloud.between < 1.0 && cloud.between > 0.9, "{cloud:?}");
+    assert!(cloud.to_eval < 1.0 && cloud.to_eval > cloud.between - 0.05);
+    insta::assert_snapshot!("dropout_cloud_en", render(&mut app, 100, 30).backend());
+    app.lang = Lang::Zh;
+    insta::assert_snapshot!("dropout_cloud_zh", render(&mut app, 100, 30).backend());
+    app.on_key(key('S'));
+    assert!(app.explorer.visible_cloud().is_none());
+    assert!(app.take_requests().is_empty());
+    // Another map (a sentence added) hides a cloud projected on the old one.
+    app.on_key(key('S'));
+    let r = app.take_requests();
+    app.shell.request(r[0].clone());
+    serve(&mut app);
+    assert!(app.explorer.visible_cloud().is_some());
+    app.explorer.replace_sentences(
+        vec!["a".into(), "b c".into(), "d e f".into()],
+        &mut app.shell,
+    );
+    serve(&mut app);
+    assert!(app.explorer.visible_cloud().is_none());
+
+    open_lesson(&mut app, 7);
+    app.on_key(key('2'));
+    assert!(
+        app.take_requests()
+            .iter()
+            .any(|r| matches!(r, Request::Dropout { .. }))
+    );
 }

@@ -687,3 +687,146 @@ fn a_new_run_clears_what_killed_runs_left_beside_it() {
     run(c).0.unwrap();
     assert!(!dead.exists());
 }
+
+/// The batch views the training pane shows: for MNR, the cosine of each anchor with each
+/// positive of its batch (checked against the model's own vectors: dropout is off, so training
+/// mode equals evaluation mode); for triplet, the two distances and the count past the margin.
+#[test]
+fn steps_carry_what_the_loss_saw_in_their_batch() {
+    use sbert_tui::train::events::{BATCH_VIEW_ROWS, BatchView};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("pairs.tsv", LossKind::Mnr, &dir.path().join("m"));
+    c.dropout = false;
+    c.lr = 1e-12; // The weights barely move: step 1's view matches the loaded model.
+    let stop = StopSignal::new();
+    let mut first = None;
+    let _ = run::train(
+        c,
+        &mut |e| {
+            if let TrainEvent::Step { batch, .. } = e {
+                first.get_or_insert_with(|| batch.clone());
+                stop.stop(false);
+            }
+        },
+        &stop,
+    );
+    let Some(Some(BatchView::Ranking {
+        anchors,
+        cosines,
+        rows,
+        correct,
+        ..
+    })) = first
+    else {
+        panic!("an MNR step carries a ranking view: {first:?}");
+    };
+    assert_eq!(rows, 8);
+    assert_eq!(anchors.len(), BATCH_VIEW_ROWS);
+    assert_eq!(cosines.len(), BATCH_VIEW_ROWS);
+    assert!(correct <= rows);
+    // Find each shown anchor's positive in the data and compare with encode.
+    let ds = data::load(&sample("pairs.tsv")).unwrap();
+    let enc = tiny();
+    let positive = |a: &str| {
+        ds.examples
+            .iter()
+            .find_map(|e| {
+                let t = e.texts();
+                (t[0] == a).then(|| t[1].to_string())
+            })
+            .unwrap()
+    };
+    let pos: Vec<String> = anchors.iter().map(|a| positive(a)).collect();
+    let va = enc.encode(&anchors, 8, &mut |_, _| {}).unwrap();
+    let vp = enc.encode(&pos, 8, &mut |_, _| {}).unwrap();
+    let cos = |a: &[f32], b: &[f32]| {
+        let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        d / (n(a) * n(b))
+    };
+    for i in 0..BATCH_VIEW_ROWS {
+        for j in 0..BATCH_VIEW_ROWS {
+            let want = cos(&va[i], &vp[j]);
+            assert!(
+                (cosines[i][j] - want).abs() < 1e-4,
+                "[{i}][{j}] {} vs {want}",
+                cosines[i][j]
+            );
+        }
+    }
+
+    let (r, events) = run(config(
+        "triplets.csv",
+        LossKind::Triplet,
+        &dir.path().join("t"),
+    ));
+    r.unwrap();
+    let views: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step {
+                batch:
+                    Some(BatchView::Triplet {
+                        distances,
+                        margin,
+                        rows,
+                        violating,
+                        ..
+                    }),
+                ..
+            } => Some((distances.clone(), *margin, *rows, *violating)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        views.len(),
+        losses(&events).len(),
+        "every triplet step has a view"
+    );
+    for (d, margin, rows, violating) in views {
+        assert_eq!(margin, 5.0, "the library's euclidean margin");
+        assert!(violating <= rows);
+        if rows <= BATCH_VIEW_ROWS {
+            let want = d
+                .iter()
+                .filter(|(p, n)| (p - n) as f64 + margin > 0.0)
+                .count();
+            assert_eq!(violating, want);
+        }
+    }
+}
+
+/// The seed's attention-weighted pooling (ours) trains, saves in the list form of
+/// `1_Pooling/config.json`, loads back with the same vectors, and the card says Python cannot
+/// load it.
+#[test]
+fn attention_pooling_trains_saves_and_loads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("att");
+    let mut c = config("scored-pairs.csv", LossKind::Cosine, &out);
+    c.pooling = Some("attention".parse().unwrap());
+    c.epochs = 1;
+    let (r, _) = run(c);
+    assert!(matches!(r.unwrap(), Outcome::Finished { .. }));
+    let enc = SentenceEncoder::load(&out, &LoadOptions::default()).unwrap();
+    assert_eq!(enc.info().pooling.to_string(), "attention");
+    let pooling: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("1_Pooling/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(pooling["pooling_mode"], serde_json::json!(["attention"]));
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("loads in sbert-tui only"), "{card}");
+    // The trained weights moved the vectors away from the base model's under the same pooling.
+    let base = SentenceEncoder::load(
+        &fixture("tiny-bert-st"),
+        &LoadOptions {
+            pooling: Some("attention".parse().unwrap()),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let text = ["A man is playing a guitar."];
+    let a = enc.encode(&text, 1, &mut |_, _| {}).unwrap();
+    let b = base.encode(&text, 1, &mut |_, _| {}).unwrap();
+    assert_ne!(a, b);
+}

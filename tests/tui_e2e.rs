@@ -265,19 +265,28 @@ fn walk_the_pooling_and_cost_lessons_in_chinese() {
         ("3", "max"),
         ("4", "cls"),
         ("5", "weightedmean"),
+        ("6", "attention"),
     ] {
         pty.send(b"W");
         pty.send(step.as_bytes());
         pty.screen.wait_for(&format!("pooling {pooling}"), |s| {
-            s.contains(&format!("pooling {pooling} "))
+            s.contains(&format!("池化 {pooling} "))
         });
     }
+    // The pipeline under attention pooling: tokens with their weights, then each module.
     pty.send(b"W");
-    pty.send(b"6");
-    let text = pty.screen.wait_for("every pooling side by side", |s| {
-        s.contains("Every pooling side by side")
+    pty.send(b"7");
+    let text = pty.screen.wait_for("the pipeline", |s| {
+        s.contains("处理流程") && s.contains("[CLS]")
     });
-    for mode in ["cls", "mean_sqrt_len_tokens", "lasttoken"] {
+    assert!(text.contains("pooling attention"), "{text}");
+    pty.send(b"x");
+    pty.send(b"W");
+    pty.send(b"8");
+    let text = pty.screen.wait_for("every pooling side by side", |s| {
+        s.contains("所有池化方式并排比较")
+    });
+    for mode in ["cls", "mean_sqrt_len_tokens", "lasttoken", "attention"] {
         assert!(text.contains(mode), "{mode} in the table:\n{text}");
     }
     pty.send(b"x");
@@ -293,12 +302,24 @@ fn walk_the_pooling_and_cost_lessons_in_chinese() {
     pty.send(b"2");
     let text = pty
         .screen
-        .wait_for("the cost table", |s| s.contains("49,995,000 passes"));
+        .wait_for("the cost table", |s| s.contains("49,995,000 次前向"));
     assert!(
-        text.contains("6 passes + 36 dot products") && text.contains("15 passes"),
+        text.contains("6 次前向 + 36 次点积") && text.contains("15 次前向"),
         "{text}"
     );
     pty.send(b"x");
+    // The SimCSE lesson: its sentences, then 16 dropout copies of the first on the map.
+    pty.send(b"W");
+    pty.send(b"j");
+    pty.screen
+        .wait_for("the SimCSE lesson", |s| s.contains("SimCSE：把 dropout"));
+    pty.send(b"1");
+    pty.screen
+        .wait_for("five sentences", |s| s.contains("5 × 5"));
+    pty.send(b"W");
+    pty.send(b"2");
+    pty.screen
+        .wait_for("the dropout cloud", |s| s.contains("×16 开 dropout"));
     let before = pty.screen.output().len();
     pty.send(b"q");
     assert!(pty.wait_exit(10).success());

@@ -103,6 +103,7 @@ fn steps(app: &mut App, range: std::ops::RangeInclusive<usize>, total: usize) {
             grad_norm: Some(0.5),
             sentences_per_second: 24.0,
             elapsed_seconds: step as f64 * 1.3,
+            batch: None,
         });
     }
 }
@@ -310,4 +311,66 @@ fn before_and_after_views() {
     app.on_key(key('u'));
     assert!(app.explorer.tuned.is_none());
     assert_eq!(app.explorer.view, MatrixView::Base);
+}
+
+/// What an MNR or triplet loss saw in the newest batch, in the run view, both languages.
+#[test]
+fn the_run_view_shows_the_batch_the_loss_saw() {
+    use sbert_tui::lessons::Lang;
+    use sbert_tui::train::events::BatchView;
+    let dir = std::path::Path::new("target/never-created");
+    let mut app = training_app(dir);
+    start(&mut app);
+    let step = |app: &mut App, batch: BatchView| {
+        app.on_train(&TrainEvent::Step {
+            step: 3,
+            total_steps: 38,
+            epoch: 0.1,
+            loss: 0.5,
+            learning_rate: 2e-5,
+            grad_norm: None,
+            sentences_per_second: 24.0,
+            elapsed_seconds: 4.0,
+            batch: Some(batch),
+        });
+    };
+    // Anchor 2's own positive (0.41) loses to positive 0 (0.55): marked as a miss.
+    let cos = [
+        [0.91, 0.12, 0.05, 0.30],
+        [0.10, 0.88, 0.22, 0.01],
+        [0.55, 0.20, 0.41, 0.18],
+        [0.02, 0.15, 0.33, 0.79],
+    ];
+    step(
+        &mut app,
+        BatchView::Ranking {
+            anchors: SENTENCES[..4].iter().map(|s| s.to_string()).collect(),
+            cosines: cos.iter().map(|r| r.to_vec()).collect(),
+            scale: 20.0,
+            rows: 16,
+            correct: 13,
+        },
+    );
+    insta::assert_snapshot!("batch_ranking_en", render(&mut app, 120, 40).backend());
+    app.lang = Lang::Zh;
+    insta::assert_snapshot!("batch_ranking_zh", render(&mut app, 120, 40).backend());
+    app.lang = Lang::En;
+    step(
+        &mut app,
+        BatchView::Triplet {
+            anchors: SENTENCES[..3].iter().map(|s| s.to_string()).collect(),
+            distances: vec![(1.2, 7.5), (3.9, 4.1), (2.0, 1.5)],
+            margin: 5.0,
+            distance: "euclidean".into(),
+            rows: 3,
+            violating: 2,
+        },
+    );
+    let t = render(&mut app, 120, 40);
+    let screen = format!("{:?}", t.backend());
+    assert!(
+        screen.contains("2/3 triplets still inside the margin"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("batch_triplet_en", t.backend());
 }

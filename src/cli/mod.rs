@@ -50,6 +50,10 @@ pub struct UiArgs {
     /// Language of the lessons: en or zh (default: from LC_ALL / LANG; `z` switches in the app).
     #[arg(long, value_name = "LANG", value_parser = parse_lang)]
     pub lang: Option<crate::lessons::Lang>,
+    /// A sentence-transformers CrossEncoder folder: the cost demonstration (C) runs it over the
+    /// sentence pairs too, timing it and showing its scores next to the bi-encoder's.
+    #[arg(long, value_name = "DIR")]
+    pub cross_encoder: Option<std::path::PathBuf>,
 }
 
 fn parse_lang(s: &str) -> std::result::Result<crate::lessons::Lang, String> {
@@ -209,7 +213,13 @@ pub fn run_ui(args: UiArgs) -> Result<()> {
         Some(path) => Some(crate::lessons::load(path).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
     };
+    if let Some(dir) = &args.cross_encoder
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--cross-encoder {}: not a folder", dir.display());
+    }
     crate::tui::run(crate::tui::TuiOptions {
+        cross_encoder: args.cross_encoder,
         lesson,
         lang: args.lang.unwrap_or_else(crate::lessons::Lang::from_env),
         model: args.model.model,

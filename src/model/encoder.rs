@@ -97,6 +97,51 @@ enum LoadedStage {
     Normalize,
 }
 
+impl LoadedStage {
+    fn as_ref(&self) -> StageRef<'_> {
+        match self {
+            LoadedStage::Pooling(p) => StageRef::Pooling(p),
+            LoadedStage::Dense(d) => StageRef::Dense(d),
+            LoadedStage::Normalize => StageRef::Normalize,
+        }
+    }
+}
+
+/// One token of [`Pipeline`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineToken {
+    /// The vocabulary's piece (`play`, `##ing`, `[CLS]`).
+    pub piece: String,
+    pub id: u32,
+    /// `[CLS]`, `[SEP]`, `</s>`, ... (not the unknown token).
+    pub special: bool,
+    /// The unknown token: text the vocabulary has no piece for.
+    pub unknown: bool,
+    /// Pooling sees this token (false for a prompt's tokens under `include_prompt: false`).
+    pub pooled: bool,
+    /// Its weight under the model's (first) pooling mode; see [`super::pooling::token_weights`].
+    pub weight: Option<f32>,
+    /// The transformer's output for it.
+    pub vector: Vec<f32>,
+}
+
+/// A text through every step of the model, from [`SentenceEncoder::pipeline`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub tokens: Vec<PipelineToken>,
+    /// Tokens were cut off at `max_seq_length`; `dropped` of the text's pieces were lost.
+    pub truncated: bool,
+    pub dropped: usize,
+    pub max_seq_length: usize,
+    /// Tokens at the start that belong to the prompt.
+    pub prompt_len: usize,
+    /// The mode whose token weights `tokens` hold.
+    pub pooling: PoolingMode,
+    /// Each module after the transformer (pooling, Dense, Normalize, then `truncate_dim`) with
+    /// its output; the last is the sentence vector.
+    pub stages: Vec<(String, Vec<f32>)>,
+}
+
 /// A sentence encoder that embeds text exactly as `SentenceTransformer.encode` does.
 pub struct SentenceEncoder {
     info: ModelInfo,
@@ -292,14 +337,7 @@ impl SentenceEncoder {
 
     /// The modules after the transformer, in order.
     pub fn stages(&self) -> Vec<StageRef<'_>> {
-        self.stages
-            .iter()
-            .map(|s| match s {
-                LoadedStage::Pooling(p) => StageRef::Pooling(p),
-                LoadedStage::Dense(d) => StageRef::Dense(d),
-                LoadedStage::Normalize => StageRef::Normalize,
-            })
-            .collect()
+        self.stages.iter().map(LoadedStage::as_ref).collect()
     }
 
     /// Every trainable variable map: the transformer's, then each Dense module's.
@@ -430,6 +468,17 @@ impl SentenceEncoder {
         input: &EncoderInput,
         mode: Mode,
     ) -> Result<Tensor> {
+        self.after_transformer_observed(tokens, input, mode, &mut |_, _| Ok(()))
+    }
+
+    /// [`SentenceEncoder::after_transformer`], showing `observe` each module and its output.
+    fn after_transformer_observed(
+        &self,
+        tokens: Tensor,
+        input: &EncoderInput,
+        mode: Mode,
+        observe: &mut dyn FnMut(StageRef<'_>, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
         let mask = self.pooling_mask(input)?;
         let mut x = tokens;
         for stage in &self.stages {
@@ -443,8 +492,114 @@ impl SentenceEncoder {
                 LoadedStage::Dense(d) => d.forward(&x, mode.grad)?,
                 LoadedStage::Normalize => normalize(&x)?,
             };
+            observe(stage.as_ref(), &x)?;
         }
         Ok(x)
+    }
+
+    /// `text` encoded `k` times with dropout on, as unsupervised SimCSE sees it: one batch of `k`
+    /// copies, each row with its own dropout masks from `seed`'s stream (no gradient kept).
+    pub fn dropout_views(
+        &self,
+        text: &str,
+        prompt: &Prompt,
+        k: usize,
+        seed: u64,
+    ) -> Result<Vec<Vec<f32>>> {
+        let tokenized = self.tokenize_prompted(&[text], prompt)?.remove(0);
+        let rng = DropoutRng::new(seed);
+        let mode = Mode {
+            dropout: Some(&rng),
+            grad: false,
+        };
+        let copies = vec![&tokenized; k];
+        let input = self.batch(&copies)?;
+        let mut out: Vec<Vec<f32>> = self
+            .forward(&input, mode)?
+            .to_dtype(DType::F32)?
+            .to_vec2()?;
+        if let Some(t) = self.info.truncate_dim {
+            out.iter_mut().for_each(|v| v.truncate(t));
+        }
+        Ok(out)
+    }
+
+    /// One text through the whole pipeline, every step kept for the workshop's pipeline view:
+    /// its tokens (pieces, ids, unknown and special ones marked, where it was cut), each token's
+    /// vector and the weight it gets under the model's pooling, then the vector after each
+    /// module. The last stage's vector is exactly what [`SentenceEncoder::encode_prompted`] gives.
+    pub fn pipeline(&self, text: &str, prompt: &Prompt) -> Result<Pipeline> {
+        let tokenized = self.tokenize_prompted(&[text], prompt)?.remove(0);
+        let input = self.batch(&[&tokenized])?;
+        let tokens = self.token_embeddings(&input, Mode::EVAL)?;
+        let mask = self.pooling_mask(&input)?;
+        let pooled_by = self.info.pooling.modes()[0];
+        let weights: Option<Vec<f32>> = if pooled_by == PoolingMode::St5EncDec {
+            None
+        } else {
+            let w = super::pooling::token_weights(pooled_by, &tokens, &mask)?;
+            Some(w.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?)
+        };
+        let vectors: Vec<Vec<f32>> = tokens.squeeze(0)?.to_dtype(DType::F32)?.to_vec2()?;
+        let pooled_mask: Vec<f32> = mask.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?;
+        let pieces = self.tokenizer.pieces(&tokenized.ids);
+        let rows = tokenized
+            .ids
+            .iter()
+            .zip(pieces)
+            .zip(vectors)
+            .enumerate()
+            .map(|(i, ((&id, piece), vector))| PipelineToken {
+                piece,
+                id,
+                special: self.tokenizer.is_special(id) && !self.tokenizer.is_unknown(id),
+                unknown: self.tokenizer.is_unknown(id),
+                pooled: pooled_mask[i] > 0.0,
+                weight: weights.as_ref().map(|w| w[i]),
+                vector,
+            })
+            .collect();
+        let mut stages = Vec::new();
+        let out =
+            self.after_transformer_observed(tokens, &input, Mode::EVAL, &mut |stage, x| {
+                let name = match stage {
+                    StageRef::Pooling(spec) => format!("pooling {spec}"),
+                    StageRef::Dense(d) => format!(
+                        "dense {}→{} {}",
+                        d.config().in_features,
+                        d.config().out_features,
+                        d.activation().torch_name().rsplit('.').next().unwrap_or("")
+                    ),
+                    StageRef::Normalize => "normalize".to_string(),
+                };
+                stages.push((name, x.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?));
+                Ok(())
+            })?;
+        if let Some(t) = self.info.truncate_dim {
+            let mut v: Vec<f32> = out.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?;
+            v.truncate(t);
+            stages.push((format!("truncate_dim {t}"), v));
+        }
+        let dropped = if tokenized.truncated {
+            let full = match self.prompt_text(prompt)? {
+                Some(p) => format!("{p}{text}"),
+                None => text.to_string(),
+            };
+            self.tokenizer
+                .untruncated_len(&full)?
+                .saturating_sub(tokenized.ids.len())
+        } else {
+            0
+        };
+        Ok(Pipeline {
+            tokens: rows,
+            truncated: tokenized.truncated,
+            dropped,
+            max_seq_length: self.info.max_seq_length,
+            prompt_len: tokenized.prompt_len,
+            pooling: pooled_by,
+            stages,
+        })
     }
 
     /// Embeds texts (with the model's default prompt, if it has one, as Python's `encode`) in
@@ -490,7 +645,7 @@ impl SentenceEncoder {
     /// The similarity of two texts under every pooling mode (but ST5-EncDec), from one pass of
     /// the transformer: its token vectors pooled each way, before any Dense or Normalize (which
     /// were trained for the model's own pooling). Cosine of the pooled vectors; the modes in
-    /// [`PoolingMode::ALL`]'s order.
+    /// [`PoolingMode::FROM_TOKENS`]'s order.
     pub fn pooling_table(
         &self,
         a: &str,
@@ -500,7 +655,7 @@ impl SentenceEncoder {
         let tokenized = self.tokenize_prompted(&[a, b], prompt)?;
         let input = self.batch(&tokenized.iter().collect::<Vec<_>>())?;
         let tokens = self.token_embeddings(&input, Mode::EVAL)?;
-        PoolingMode::ALL
+        PoolingMode::FROM_TOKENS
             .iter()
             .map(|&mode| {
                 let v: Vec<Vec<f32>> = super::pooling::pool(mode, &tokens, &input.mask)?

@@ -245,53 +245,73 @@ impl ModelLayout {
             ));
         }
 
-        let config_path = transformer_dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ModelError::MissingFile {
-                folder: transformer_dir.clone(),
-                what: "config.json (the transformer's configuration)".into(),
-            });
-        }
-        let config: Value = read_json(&config_path)?;
-        let max_positions = config
-            .get("max_position_embeddings")
-            .and_then(Value::as_u64)
-            .filter(|&n| n > 0)
-            .map(|n| n as usize);
-
-        let sbert_path = transformer_dir.join("sentence_bert_config.json");
-        let sbert: SentenceBertConfig = if sbert_path.is_file() {
-            read_json(&sbert_path)?
-        } else {
-            SentenceBertConfig::default()
-        };
-        let tokenizer_limit =
-            read_tokenizer_max_length(&transformer_dir.join("tokenizer_config.json"))?;
-        let max_seq_length = match (sbert.max_seq_length, tokenizer_limit, max_positions) {
-            (Some(n), _, _) => n,
-            (None, Some(t), Some(p)) => t.min(p),
-            (None, Some(t), None) => t,
-            (None, None, Some(p)) => p,
-            (None, None, None) => 512,
-        };
-        if max_seq_length == 0 {
-            return Err(ModelError::config(
-                &sbert_path,
-                "max_seq_length must be at least 1",
-            ));
-        }
+        let text = read_text_settings(&transformer_dir)?;
         let st_config = read_st_config(&folder.join("config_sentence_transformers.json"))?;
         Ok(ModelLayout {
             folder: folder.to_path_buf(),
             transformer_dir,
-            max_seq_length,
-            do_lower_case: sbert.do_lower_case,
+            max_seq_length: text.max_seq_length,
+            do_lower_case: text.do_lower_case,
             has_modules_json,
             stages,
             include_prompt,
             st_config,
         })
     }
+}
+
+/// How the transformer in a folder reads text, as the Python library decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextSettings {
+    /// Token limit: `sentence_bert_config.json`, else the tokenizer's `model_max_length` capped
+    /// by `max_position_embeddings`.
+    pub max_seq_length: usize,
+    /// `do_lower_case` of `sentence_bert_config.json`.
+    pub do_lower_case: bool,
+}
+
+/// Reads [`TextSettings`] from the Transformer module's folder (`config.json`, and
+/// `sentence_bert_config.json` and `tokenizer_config.json` where present).
+pub fn read_text_settings(transformer_dir: &Path) -> Result<TextSettings> {
+    let config_path = transformer_dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(ModelError::MissingFile {
+            folder: transformer_dir.to_path_buf(),
+            what: "config.json (the transformer's configuration)".into(),
+        });
+    }
+    let config: Value = read_json(&config_path)?;
+    let max_positions = config
+        .get("max_position_embeddings")
+        .and_then(Value::as_u64)
+        .filter(|&n| n > 0)
+        .map(|n| n as usize);
+
+    let sbert_path = transformer_dir.join("sentence_bert_config.json");
+    let sbert: SentenceBertConfig = if sbert_path.is_file() {
+        read_json(&sbert_path)?
+    } else {
+        SentenceBertConfig::default()
+    };
+    let tokenizer_limit =
+        read_tokenizer_max_length(&transformer_dir.join("tokenizer_config.json"))?;
+    let max_seq_length = match (sbert.max_seq_length, tokenizer_limit, max_positions) {
+        (Some(n), _, _) => n,
+        (None, Some(t), Some(p)) => t.min(p),
+        (None, Some(t), None) => t,
+        (None, None, Some(p)) => p,
+        (None, None, None) => 512,
+    };
+    if max_seq_length == 0 {
+        return Err(ModelError::config(
+            &sbert_path,
+            "max_seq_length must be at least 1",
+        ));
+    }
+    Ok(TextSettings {
+        max_seq_length,
+        do_lower_case: sbert.do_lower_case,
+    })
 }
 
 /// The transformer's own files that a saved model carries along: its configuration and every

@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod bert;
 pub mod cost;
 pub mod cpu;
+pub mod cross_encoder;
 pub mod dense;
 pub mod device;
 pub mod encoder;
@@ -25,7 +26,7 @@ pub mod vocab;
 pub mod weights;
 
 pub use device::DeviceChoice;
-pub use encoder::{LoadOptions, ModelInfo, Prompt, SentenceEncoder};
+pub use encoder::{LoadOptions, ModelInfo, Pipeline, PipelineToken, Prompt, SentenceEncoder};
 pub use error::{ModelError, Result};
 pub use layers::{DropoutRng, Mode};
 pub use pooling::{PoolingMode, PoolingSpec};

@@ -23,6 +23,11 @@ pub enum PoolingMode {
     WeightedMean,
     /// The last real token.
     LastToken,
+    /// The seed's "weighted mean by attention weight". Ours (the Python library has no such
+    /// mode): the first real token's vector (`[CLS]`) attends to every real token, one head and
+    /// no learned projections: w_i = softmax_i(h_cls · h_i / sqrt(hidden)), pooled = Σ w_i h_i.
+    /// Parameter-free, so any model can use it and it needs no training of its own.
+    Attention,
     /// Sentence-T5's ST5-EncDec: the first output of the T5 decoder, fed the encoder's tokens
     /// and its start token. Ours (the Python library has no such mode); needs a full T5
     /// checkpoint, encoder and decoder.
@@ -40,7 +45,24 @@ impl PoolingMode {
     ];
 
     /// Modes of this tool only: a folder saved with one loads here, not in Python.
-    pub const OURS: [PoolingMode; 1] = [PoolingMode::St5EncDec];
+    pub const OURS: [PoolingMode; 2] = [PoolingMode::Attention, PoolingMode::St5EncDec];
+
+    /// Every mode computed from token vectors alone: the Python library's six, then ours. What
+    /// the explorer cycles through and shows side by side.
+    pub const FROM_TOKENS: [PoolingMode; 7] = [
+        PoolingMode::Cls,
+        PoolingMode::Mean,
+        PoolingMode::Max,
+        PoolingMode::MeanSqrtLen,
+        PoolingMode::WeightedMean,
+        PoolingMode::LastToken,
+        PoolingMode::Attention,
+    ];
+
+    /// True for a mode the Python library does not have.
+    pub fn is_ours(self) -> bool {
+        PoolingMode::OURS.contains(&self)
+    }
 
     /// The name the Python library uses (and writes into `1_Pooling/config.json`).
     pub fn name(self) -> &'static str {
@@ -51,6 +73,7 @@ impl PoolingMode {
             PoolingMode::MeanSqrtLen => "mean_sqrt_len_tokens",
             PoolingMode::WeightedMean => "weightedmean",
             PoolingMode::LastToken => "lasttoken",
+            PoolingMode::Attention => "attention",
             PoolingMode::St5EncDec => "st5_encdec",
         }
     }
@@ -74,6 +97,7 @@ impl FromStr for PoolingMode {
             "mean_sqrt_len_tokens" | "mean_sqrt_len" => PoolingMode::MeanSqrtLen,
             "weightedmean" | "weighted_mean" | "weightedmean_tokens" => PoolingMode::WeightedMean,
             "lasttoken" | "last_token" | "last" => PoolingMode::LastToken,
+            "attention" | "attention_weighted" | "attn" => PoolingMode::Attention,
             "st5_encdec" | "st5encdec" | "encdec" => PoolingMode::St5EncDec,
             _ => {
                 return Err(format!(
@@ -106,6 +130,11 @@ impl PoolingSpec {
     /// Width of the pooled vector for token vectors of width `hidden`.
     pub fn output_dim(&self, hidden: usize) -> usize {
         hidden * self.0.len()
+    }
+
+    /// True when a mode is one the Python library does not have ([`PoolingMode::OURS`]).
+    pub fn has_ours(&self) -> bool {
+        self.0.iter().any(|m| m.is_ours())
     }
 
     /// True when a mode needs the transformer's decoder ([`PoolingMode::St5EncDec`]).
@@ -167,7 +196,6 @@ impl FromStr for PoolingSpec {
 /// Pools with a single mode. `mask` is `[batch, seq]`.
 pub fn pool(mode: PoolingMode, tokens: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
     let mask = mask.to_dtype(tokens.dtype())?;
-    let (_b, seq, _h) = tokens.dims3()?;
     let mask3 = mask.unsqueeze(D::Minus1)?; // [b, seq, 1]
     match mode {
         PoolingMode::St5EncDec => {
@@ -196,6 +224,41 @@ pub fn pool(mode: PoolingMode, tokens: &Tensor, mask: &Tensor) -> candle_core::R
             let offset = ((&mask3 - 1.0)? * 1e9)?;
             tokens.broadcast_add(&offset)?.max(1)
         }
+        PoolingMode::WeightedMean | PoolingMode::Attention => {
+            let weights = token_weights(mode, tokens, &mask)?; // [b, seq], rows sum to 1
+            tokens.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)
+        }
+    }
+}
+
+/// The weight each token gets in the pooled vector, `[batch, seq]`, rows summing to 1 over the
+/// real tokens (padding 0): one-hot for `cls` and `lasttoken`, 1/n for `mean`, 1/sqrt(n) for
+/// `mean_sqrt_len_tokens` (which does not sum to 1), i / Σi for `weightedmean`, the softmax for
+/// `attention`, and for `max` the share of dimensions in which the token holds the maximum.
+/// What the workshop's pipeline view shows; `weightedmean` and `attention` pool with it.
+pub fn token_weights(
+    mode: PoolingMode,
+    tokens: &Tensor,
+    mask: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let mask = mask.to_dtype(tokens.dtype())?;
+    let (_b, seq, hidden) = tokens.dims3()?;
+    let count = mask.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]
+    match mode {
+        PoolingMode::St5EncDec => {
+            candle_core::bail!("st5_encdec pooling has no per-token weights")
+        }
+        PoolingMode::Cls => (&mask - shift_right(&mask)?)?.relu(),
+        PoolingMode::LastToken => (&mask - shift_left(&mask)?)?.relu(),
+        PoolingMode::Mean => mask.broadcast_div(&count),
+        PoolingMode::MeanSqrtLen => mask.broadcast_div(&count.sqrt()?),
+        PoolingMode::Max => {
+            let offset = ((&mask - 1.0)? * 1e9)?.unsqueeze(D::Minus1)?;
+            let shifted = tokens.broadcast_add(&offset)?;
+            let top = shifted.max_keepdim(1)?; // [b, 1, hidden]
+            let wins = shifted.broadcast_eq(&top)?.to_dtype(tokens.dtype())?;
+            (wins.sum(D::Minus1)? / hidden as f64)?.broadcast_mul(&mask)
+        }
         PoolingMode::WeightedMean => {
             let positions = Tensor::arange(1u32, seq as u32 + 1, tokens.device())?
                 .to_dtype(tokens.dtype())?
@@ -204,11 +267,19 @@ pub fn pool(mode: PoolingMode, tokens: &Tensor, mask: &Tensor) -> candle_core::R
             let first = (&mask - shift_right(&mask)?)?.relu()?;
             let pad = first.broadcast_mul(&(&positions - 1.0)?)?.sum_keepdim(1)?;
             let weights = positions.broadcast_sub(&pad)?.broadcast_mul(&mask)?; // [b, seq]
-            let sum = tokens
-                .broadcast_mul(&weights.unsqueeze(D::Minus1)?)?
-                .sum(1)?;
             let denom = weights.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?;
-            sum.broadcast_div(&denom)
+            weights.broadcast_div(&denom)
+        }
+        PoolingMode::Attention => {
+            let first = (&mask - shift_right(&mask)?)?.relu()?;
+            let query = select(tokens, &first)?.unsqueeze(D::Minus1)?; // [b, hidden, 1]
+            let scores = (tokens.matmul(&query)?.squeeze(D::Minus1)? / (hidden as f64).sqrt())?;
+            // Padding gets -1e9 before the softmax, so exactly 0 after it.
+            let scores = (scores + ((&mask - 1.0)? * 1e9)?)?;
+            let top = scores.max_keepdim(1)?;
+            let e = scores.broadcast_sub(&top)?.exp()?.broadcast_mul(&mask)?;
+            let sum = e.sum_keepdim(1)?.clamp(1e-30, f64::MAX)?;
+            e.broadcast_div(&sum)
         }
     }
 }
@@ -311,6 +382,51 @@ mod tests {
     }
 
     #[test]
+    fn attention_pooling_by_hand() {
+        // Row 0: query [1, -1]; scores (h_cls · h_i) / sqrt(2) = [2, 2, -2] / sqrt(2).
+        let s = 2f32 / 2f32.sqrt();
+        let e = [s.exp(), s.exp(), (-s).exp()];
+        let z: f32 = e.iter().sum();
+        let w = e.map(|x| x / z);
+        let want0 = [
+            w[0] * 1. + w[1] * 2. + w[2] * 3.,
+            -w[0] + w[1] * 0. + w[2] * 5.,
+        ];
+        // Row 1: query [4, 2]; scores [20, 4] / sqrt(2), the padded token gets nothing.
+        let (a, b) = ((20f32 / 2f32.sqrt()).exp(), (4f32 / 2f32.sqrt()).exp());
+        let (w0, w1) = (a / (a + b), b / (a + b));
+        let want1 = [w0 * 4. + w1 * -2., w0 * 2. + w1 * 6.];
+        let got = run(PoolingMode::Attention);
+        for (g, w) in got.iter().flatten().zip(want0.iter().chain(&want1)) {
+            assert!((g - w).abs() < 1e-5, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn token_weights_sum_to_one_and_skip_padding() {
+        let (t, m) = batch();
+        for mode in PoolingMode::FROM_TOKENS {
+            let w = token_weights(mode, &t, &m)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert_eq!(w[1][2], 0., "{mode}: padding weighs nothing");
+            if mode != PoolingMode::MeanSqrtLen {
+                for row in &w {
+                    let sum: f32 = row.iter().sum();
+                    assert!((sum - 1.).abs() < 1e-5, "{mode}: {row:?}");
+                }
+            }
+        }
+        // Max: row 0's maxima are token 2 in both dimensions; row 1's split between 0 and 1.
+        let w = token_weights(PoolingMode::Max, &t, &m)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(w, vec![vec![0., 0., 1.], vec![0.5, 0.5, 0.]]);
+    }
+
+    #[test]
     fn left_padding_is_respected() {
         let tokens = Tensor::new(&[[[1000f32], [2.], [4.]]], &Device::Cpu).unwrap();
         let mask = Tensor::new(&[[0f32, 1., 1.]], &Device::Cpu).unwrap();
@@ -321,6 +437,10 @@ mod tests {
         assert_eq!(p(PoolingMode::Mean), 3.);
         // Weights start at the first real token: (1*2 + 2*4) / 3.
         assert!((p(PoolingMode::WeightedMean) - 10. / 3.).abs() < 1e-6);
+        // The query is the first real token (2), not the padding: scores 4 and 8.
+        let (a, b) = (4f32.exp(), 8f32.exp());
+        let want = (2. * a + 4. * b) / (a + b);
+        assert!((p(PoolingMode::Attention) - want).abs() < 1e-5);
     }
 
     #[test]
@@ -335,7 +455,10 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for m in PoolingMode::ALL {
+        for m in PoolingMode::FROM_TOKENS
+            .into_iter()
+            .chain(PoolingMode::OURS)
+        {
             assert_eq!(m.name().parse::<PoolingMode>().unwrap(), m);
         }
         assert_eq!(

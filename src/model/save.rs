@@ -52,7 +52,7 @@ pub fn write_tensors(w: &mut Writer, rel: &str, tensors: &HashMap<String, Tensor
 }
 
 fn pooling_config(spec: &PoolingSpec, hidden: usize, include_prompt: bool) -> serde_json::Value {
-    if spec.needs_decoder() {
+    if spec.has_ours() {
         // A mode of ours: the newer `pooling_mode` list, which we read back (Python refuses it).
         let modes: Vec<&str> = spec.modes().iter().map(|m| m.name()).collect();
         return json!({

@@ -126,22 +126,75 @@ impl TextTokenizer {
 
     /// Tokenizes each text (special tokens added, truncated to `max_seq_length`).
     pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Tokenized>> {
-        let inputs: Vec<String> = texts
+        let inputs: Vec<String> = texts.iter().map(|t| self.cased(t.as_ref())).collect();
+        self.encode_all(inputs, |text| self.inner.encode(text, true))
+    }
+
+    /// Tokenizes each pair as one input, the second text as the second segment: the model's
+    /// pair template (`[CLS] a [SEP] b [SEP]` with token type 1 for `b`'s part in BERT,
+    /// `<s> a </s></s> b </s>` in RoBERTa), cut to `max_seq_length` by `longest_first` as
+    /// `transformers` tokenizes a text pair for a cross-encoder: a text shorter than half the
+    /// room keeps all of it, else both get half, the longer one the odd token.
+    ///
+    /// tokenizers 0.23.2 stops tokenizing each text at `max_seq_length` pieces when truncation is
+    /// on, so two long texts look equally long and the odd token goes to the second; the Python
+    /// library (tokenizers 0.23.3) gives it to the longer. So each text is tokenized whole here,
+    /// cut by `longest_first` on its true length, then put into the pair template.
+    pub fn encode_pairs<A: AsRef<str>, B: AsRef<str>>(
+        &self,
+        pairs: &[(A, B)],
+    ) -> Result<Vec<Tokenized>> {
+        use tokenizers::PostProcessor;
+        let inputs: Vec<(String, String)> = pairs
             .iter()
-            .map(|t| {
-                if self.lowercase {
-                    t.as_ref().to_lowercase()
-                } else {
-                    t.as_ref().to_string()
-                }
-            })
+            .map(|(a, b)| (self.cased(a.as_ref()), self.cased(b.as_ref())))
             .collect();
+        let mut whole = self.inner.clone();
+        whole
+            .with_truncation(None)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        let added = self
+            .inner
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        let params = TruncationParams {
+            max_length: self.max_len.saturating_sub(added),
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        };
+        self.encode_all(inputs, |(a, b)| {
+            let first = whole.encode(a, false)?;
+            let mut second = whole.encode(b, false)?;
+            second.set_type_ids(vec![1; second.len()]);
+            let (first, second) =
+                tokenizers::utils::truncation::truncate_encodings(first, Some(second), &params)?;
+            whole.post_process(first, second, true)
+        })
+    }
+
+    /// The text as the model sees it (lower-cased under `do_lower_case`).
+    fn cased(&self, text: &str) -> String {
+        if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// Encodes every input with `encode` (single texts or pairs, special tokens added, truncated
+    /// to `max_seq_length`).
+    fn encode_all<I: Send>(
+        &self,
+        inputs: Vec<I>,
+        encode: impl Fn(I) -> tokenizers::Result<tokenizers::Encoding> + Sync,
+    ) -> Result<Vec<Tokenized>> {
         // What `encode_batch` does (padding is off), with each text guarded on the thread that
         // encodes it: a malformed tokenizer can panic while encoding too (found by fuzzing).
         let encodings = inputs
             .into_par_iter()
-            .map(|text| {
-                catch_quietly(|| self.inner.encode(text, true))
+            .map(|input| {
+                catch_quietly(|| encode(input))
                     .map_err(|panic| {
                         ModelError::Tokenize(format!("the tokenizer failed: {panic}"))
                     })?
@@ -156,6 +209,7 @@ impl TextTokenizer {
                 let special = ids.iter().filter(|i| self.special.contains(i)).count();
                 // The unknown token is itself among the special tokens of most vocabularies.
                 let unk_special = self.unk_id.is_some_and(|u| self.special.contains(&u));
+                // Overflow chunks repeat the special tokens; count only the text's own pieces.
                 Tokenized {
                     truncated: !e.get_overflowing().is_empty(),
                     ids: ids.to_vec(),
@@ -190,6 +244,40 @@ impl TextTokenizer {
             t.prompt_len = prompt_len.min(t.ids.len());
         }
         Ok(out)
+    }
+
+    /// How many tokens `text` makes without the cut at `max_seq_length` (special tokens added).
+    /// Tokenizes again with a copy of the tokenizer: for displays, not for the batch path.
+    pub fn untruncated_len(&self, text: &str) -> Result<usize> {
+        let text = if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_string()
+        };
+        let mut full = self.inner.clone();
+        full.with_truncation(None)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        let enc = catch_quietly(|| full.encode(text, true))
+            .map_err(|panic| ModelError::Tokenize(format!("the tokenizer failed: {panic}")))?
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        Ok(enc.get_ids().len())
+    }
+
+    /// The vocabulary's piece for each id (`##ing`, `▁the`, `[CLS]`), for display.
+    pub fn pieces(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&i| self.inner.id_to_token(i).unwrap_or_else(|| format!("#{i}")))
+            .collect()
+    }
+
+    /// True for a special token (`[CLS]`, `</s>`, ...), the unknown token included.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
+    }
+
+    /// True for the unknown token (`[UNK]`, `<unk>`).
+    pub fn is_unknown(&self, id: u32) -> bool {
+        Some(id) == self.unk_id
     }
 
     /// The token strings of one text, for display.

@@ -44,11 +44,20 @@ pub fn model_card(c: &CardInput) -> String {
     let _ = writeln!(
         s,
         "Fine-tuned with sbert-tui {} from `{}`. It is a sentence-transformers model \
-         in the classic folder layout: `SentenceTransformer(\"path/to/this/folder\")` loads it in Python, \
-         `sbert-tui --model path/to/this/folder` here.\n",
+         in the classic folder layout: `SentenceTransformer(\"path/to/this/folder\")` loads it in Python \
+         (unless its pooling is one of ours, below), `sbert-tui --model path/to/this/folder` here.\n",
         env!("CARGO_PKG_VERSION"),
         cfg.model
     );
+    if c.model.pooling.has_ours() {
+        let _ = writeln!(
+            s,
+            "**Note:** its pooling (`{}`) is a mode of sbert-tui that the Python library does not \
+             have: this folder loads in sbert-tui only. Train with a standard pooling (mean, cls, \
+             max, ...) to share the model with Python.\n",
+            c.model.pooling
+        );
+    }
     let m = c.model;
     let _ = writeln!(s, "## Model\n");
     let _ = writeln!(s, "| | |\n|---|---|");

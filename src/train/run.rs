@@ -587,6 +587,7 @@ impl<'a> TrainingRun<'a> {
             grad_norm: outcome.grad_norm,
             sentences_per_second: self.sentences_done as f64 / elapsed.max(1e-9),
             elapsed_seconds: elapsed,
+            batch: outcome.batch,
         })?;
         self.batch_in_epoch += 1;
         let epoch_end = self.batch_in_epoch * bs >= self.order.len();

@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::data::Example;
+use super::events::{BATCH_VIEW_ROWS, BatchView};
 use super::losses::{self, LossKind, TripletDistance};
 use super::optim::{AdamW, AdamWConfig, Param, clip_coefficient, decays, grad_norm};
 use crate::model::transformer::Tape;
@@ -111,13 +112,15 @@ impl Classifier {
 }
 
 /// What one step did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StepOutcome {
     pub loss: f64,
     /// Gradient norm before clipping (when clipping is on).
     pub grad_norm: Option<f64>,
     /// Sentences that went through the encoder.
     pub sentences: usize,
+    /// The numbers the loss saw (ranking and triplet losses).
+    pub batch: Option<BatchView>,
 }
 
 /// Why a step could not be taken.
@@ -346,6 +349,67 @@ impl Session {
         Ok(loss)
     }
 
+    /// The numbers a ranking or triplet loss turned into its value, detached from the graph.
+    fn batch_view(&self, batch: &[&Example], cols: &[Tensor]) -> Result<Option<BatchView>> {
+        let rows = batch.len();
+        let shown = rows.min(BATCH_VIEW_ROWS);
+        let anchors = || -> Vec<String> {
+            batch[..shown]
+                .iter()
+                .map(|e| e.texts()[0].to_string())
+                .collect()
+        };
+        let s = &self.setup;
+        Ok(match s.kind {
+            LossKind::Mnr | LossKind::SimCse | LossKind::MnrSymmetric => {
+                let a = cols[0].detach();
+                let docs: Vec<Tensor> = cols[1..].iter().map(|c| c.detach()).collect();
+                let all = Tensor::cat(&docs, 0)?;
+                let cos: Vec<Vec<f32>> = losses::cos_sim_matrix(&a, &all)?
+                    .to_dtype(DType::F32)?
+                    .to_vec2()?;
+                let correct = cos
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, row)| row.iter().all(|&x| x <= row[*i]))
+                    .count();
+                Some(BatchView::Ranking {
+                    anchors: anchors(),
+                    cosines: cos[..shown].iter().map(|r| r[..shown].to_vec()).collect(),
+                    scale: s.scale(),
+                    rows,
+                    correct,
+                })
+            }
+            LossKind::Triplet => {
+                let (a, p, n) = (cols[0].detach(), cols[1].detach(), cols[2].detach());
+                let d = |x: &Tensor, y: &Tensor| -> Result<Vec<f32>> {
+                    let t = match s.triplet_distance {
+                        TripletDistance::Euclidean => losses::pairwise_euclidean(x, y)?,
+                        TripletDistance::Cosine => losses::pairwise_cos(x, y)?.affine(-1.0, 1.0)?,
+                    };
+                    Ok(t.to_dtype(DType::F32)?.to_vec1()?)
+                };
+                let (ap, an) = (d(&a, &p)?, d(&a, &n)?);
+                let margin = s.margin();
+                let violating = ap
+                    .iter()
+                    .zip(&an)
+                    .filter(|(p, n)| (**p - **n) as f64 + margin > 0.0)
+                    .count();
+                Some(BatchView::Triplet {
+                    anchors: anchors(),
+                    distances: ap.into_iter().zip(an).take(shown).collect(),
+                    margin,
+                    distance: s.triplet_distance.to_string(),
+                    rows,
+                    violating,
+                })
+            }
+            _ => None,
+        })
+    }
+
     /// Forward, loss, backward, clipping and one AdamW update at learning rate `lr`. A
     /// non-finite loss is reported before anything is updated.
     pub fn step(
@@ -359,6 +423,7 @@ impl Session {
         if !value.is_finite() {
             return Err(StepError::NonFinite(value));
         }
+        let view = self.batch_view(batch, &cols)?;
         let mut grads = loss.backward()?;
         if let Some((leaf, tape)) = recorded {
             // The encoder's part of the backward pass, from the token vectors' gradient.
@@ -385,6 +450,7 @@ impl Session {
             loss: value,
             grad_norm,
             sentences: batch.len() * cols.len(),
+            batch: view,
         })
     }
 }

@@ -12,6 +12,7 @@ use ratatui::layout::Position;
 use super::demo::DEMO_SETS;
 use super::explorer::Explorer;
 use super::hits::Hits;
+use super::i18n::{tr, tr_with};
 use super::keys::{self, Action, Context};
 use super::lessons::LessonsScreen;
 use super::messages::{Request, WorkerEvent};
@@ -36,6 +37,8 @@ pub struct App {
     pub training: TrainingScreen,
     pub lessons: LessonsScreen,
     pub screen: Screen,
+    /// The language of the whole interface and of the lessons (`--lang`, `LANG`; `z` switches).
+    pub lang: Lang,
     /// Where `W` / Esc goes back to from the lessons.
     pub before_lessons: Screen,
     pub color: bool,
@@ -50,8 +53,9 @@ impl App {
             shell: Shell::default(),
             explorer: Explorer::new(sentences),
             training: TrainingScreen::new(),
-            lessons: LessonsScreen::new(crate::lessons::built_in(), Lang::En),
+            lessons: LessonsScreen::new(crate::lessons::built_in()),
             screen: Screen::Explorer,
+            lang: Lang::En,
             before_lessons: Screen::Explorer,
             color,
             quit: false,
@@ -101,7 +105,14 @@ impl App {
     fn context(&self) -> Context {
         match (&self.shell.mode, self.screen) {
             (Mode::Editing(..), _) => Context::Editing,
-            (Mode::Help | Mode::Poolings(_) | Mode::Prompts(_) | Mode::Cost(_), _) => Context::Help,
+            (
+                Mode::Help
+                | Mode::Poolings(_)
+                | Mode::Prompts(_)
+                | Mode::Cost(_)
+                | Mode::Pipeline(_),
+                _,
+            ) => Context::Help,
             (Mode::Demo { .. }, _) => Context::Demo,
             (Mode::Confirm(_), _) => Context::Confirm,
             (Mode::Normal, Screen::Explorer) => self.explorer.focus.context(),
@@ -113,7 +124,11 @@ impl App {
     pub fn on_key(&mut self, ev: KeyEvent) {
         let action = keys::lookup(&ev, self.context());
         match self.shell.mode.clone() {
-            Mode::Help | Mode::Poolings(_) | Mode::Prompts(_) | Mode::Cost(_) => {
+            Mode::Help
+            | Mode::Poolings(_)
+            | Mode::Prompts(_)
+            | Mode::Cost(_)
+            | Mode::Pipeline(_) => {
                 self.shell.mode = Mode::Normal;
                 if action == Some(Action::Quit) {
                     self.request_quit();
@@ -136,8 +151,11 @@ impl App {
                     self.screen = Screen::Explorer;
                     self.explorer
                         .replace_sentences(set.sentences(), &mut self.shell);
-                    self.shell
-                        .set_status(format!("demo set: {}", set.name), false);
+                    let name = set.name(self.lang);
+                    self.shell.set_status(
+                        tr_with(self.lang, "msg.demo_set", &[("name", &name)]),
+                        false,
+                    );
                 }
                 Some(Action::Quit) => {
                     self.shell.mode = Mode::Normal;
@@ -164,7 +182,7 @@ impl App {
                 if what == Confirm::QuitDuringRun {
                     self.training.quit_after_stop = true;
                     self.shell
-                        .set_status("stopping the run, then quitting…", false);
+                        .set_status(tr(self.lang, "msg.stopping_quit"), false);
                 }
             }
             Mode::Editing(..) => self.on_editing_key(ev, action),
@@ -243,10 +261,8 @@ impl App {
             self.shell.mode = Mode::Normal;
             self.training.stop_run(true, &mut self.shell);
             self.training.quit_after_stop = true;
-            self.shell.set_status(
-                "asked to end: stopping the run with a checkpoint, then quitting…",
-                false,
-            );
+            self.shell
+                .set_status(tr(self.lang, "msg.asked_to_end"), false);
         }
     }
 
@@ -254,9 +270,12 @@ impl App {
         match action {
             Action::Quit => self.request_quit(),
             Action::Help => self.shell.mode = Mode::Help,
+            Action::SwitchLanguage => self.lang = self.lang.other(),
             Action::DemoSets => self.shell.mode = Mode::Demo { selected: 0 },
             Action::PoolingsSideBySide => self.explorer.request_pooling_table(&mut self.shell),
             Action::Cost => self.explorer.request_cost(&mut self.shell),
+            Action::Pipeline => self.explorer.request_pipeline(&mut self.shell),
+            Action::DropoutCloud => self.explorer.request_dropout_cloud(&mut self.shell),
             Action::PromptsSideBySide => self.explorer.request_prompt_table(&mut self.shell),
             Action::Lessons => {
                 if self.screen == Screen::Lessons {
@@ -298,7 +317,7 @@ impl App {
                 }
                 None => self
                     .shell
-                    .set_status("this run has no model or checkpoint to load", true),
+                    .set_status(tr(self.lang, "msg.no_loadable"), true),
             },
             action => {
                 let handled = match self.screen {
@@ -319,10 +338,10 @@ impl App {
         let Some(lesson) = self.lessons.current() else {
             return;
         };
-        let lang = self.lessons.lang;
+        let lang = self.lang;
         let Some(step) = n.checked_sub(1).and_then(|i| lesson.steps.get(i)) else {
             return self.shell.set_status(
-                format!("this lesson has {} steps", lesson.steps.len()),
+                tr_with(lang, "msg.lesson_steps", &[("n", &lesson.steps.len())]),
                 true,
             );
         };
@@ -355,6 +374,15 @@ impl App {
                 self.screen = Screen::Explorer;
                 self.explorer.request_pooling_table(&mut self.shell);
             }
+            LessonAction::Pipeline => {
+                self.screen = Screen::Explorer;
+                self.explorer.request_pipeline(&mut self.shell);
+            }
+            LessonAction::DropoutCloud => {
+                self.screen = Screen::Explorer;
+                self.explorer.cloud = None;
+                self.explorer.request_dropout_cloud(&mut self.shell);
+            }
             LessonAction::Compare(model) => {
                 self.screen = Screen::Explorer;
                 self.explorer.load_tuned(&model, &mut self.shell);
@@ -367,8 +395,10 @@ impl App {
         // The step's own message (an error, say) wins; otherwise say what ran.
         let failed = self.shell.status.as_ref().is_some_and(|s| s.error);
         if !failed {
-            self.shell
-                .set_status(format!("step {n}: {label} · W: back to the lesson"), false);
+            self.shell.set_status(
+                tr_with(self.lang, "msg.step", &[("n", &n), ("label", &label)]),
+                false,
+            );
         }
     }
 

@@ -1,12 +1,26 @@
-//! Demo sentence sets shipped in `assets/demo/` and built into the binary.
+//! Demo sentence sets shipped in `assets/demo/` and built into the binary; their names and
+//! descriptions are in `locales/app.yml` (`demo.<key>.name`, `demo.<key>.description`).
+
+use std::borrow::Cow;
+
+use super::i18n::tr;
+use crate::lessons::Lang;
 
 pub struct DemoSet {
-    pub name: &'static str,
-    pub description: &'static str,
+    /// The set's key in the locale file.
+    pub key: &'static str,
     text: &'static str,
 }
 
 impl DemoSet {
+    pub fn name(&self, lang: Lang) -> Cow<'static, str> {
+        tr(lang, &format!("demo.{}.name", self.key))
+    }
+
+    pub fn description(&self, lang: Lang) -> Cow<'static, str> {
+        tr(lang, &format!("demo.{}.description", self.key))
+    }
+
     pub fn sentences(&self) -> Vec<String> {
         self.text
             .lines()
@@ -18,18 +32,15 @@ impl DemoSet {
 
 pub const DEMO_SETS: &[DemoSet] = &[
     DemoSet {
-        name: "Paraphrases vs. unrelated",
-        description: "paraphrase groups form bright blocks in the matrix",
+        key: "paraphrases",
         text: include_str!("../../assets/demo/paraphrases.txt"),
     },
     DemoSet {
-        name: "Negation and word order",
-        description: "'good' vs 'not good', 'dog bit man' vs 'man bit dog'",
+        key: "negation",
         text: include_str!("../../assets/demo/negation.txt"),
     },
     DemoSet {
-        name: "Chinese and English",
-        description: "中文句子与英文对照 (an English model sees Chinese poorly)",
+        key: "chinese",
         text: include_str!("../../assets/demo/chinese.txt"),
     },
 ];
@@ -41,7 +52,13 @@ mod tests {
     #[test]
     fn every_set_has_sentences() {
         for set in DEMO_SETS {
-            assert!(set.sentences().len() >= 6, "{}", set.name);
+            assert!(set.sentences().len() >= 6, "{}", set.key);
+            for lang in [Lang::En, Lang::Zh] {
+                for what in ["name", "description"] {
+                    let key = format!("demo.{}.{what}", set.key);
+                    assert!(crate::tui::i18n::lookup(lang, &key).is_some(), "{key}");
+                }
+            }
         }
     }
 }

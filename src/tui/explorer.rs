@@ -8,8 +8,10 @@ use std::path::Path;
 
 use super::hits::{Hit, Pane};
 use super::keys::{Action, Context};
-use super::messages::{Embedded, ModelSummary, Prompt, Request, Slot, TokenCount, WorkerEvent};
-use super::shell::{EditTarget, Mode, PoolingView, PromptView, Shell};
+use super::messages::{
+    DropoutCloud, Embedded, ModelSummary, Prompt, Request, Slot, TokenCount, WorkerEvent,
+};
+use super::shell::{EditTarget, Mode, PipelineView, PoolingView, PromptView, Shell};
 use crate::analysis::pca::{PcaBasis, PcaError};
 use crate::analysis::similarity::Similarity;
 use crate::model::PoolingMode;
@@ -229,7 +231,32 @@ pub struct Explorer {
     pub last_embed_ms: Option<f64>,
     /// Results that arrived too late to matter (for tests and diagnostics).
     pub dropped_results: usize,
+    /// SimCSE's dropout copies of one sentence, drawn on the map around it.
+    pub cloud: Option<DropoutCloudView>,
+    /// How many clouds were asked for: each draws new dropout masks.
+    clouds_asked: u64,
+    /// A sentence-transformers CrossEncoder folder the cost demonstration runs too.
+    pub cross_encoder: Option<String>,
 }
+
+/// Copies of one sentence encoded with dropout on, projected on the map's axes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropoutCloudView {
+    pub text: String,
+    /// The sentences the map showed when the copies were projected: the cloud is drawn only
+    /// while the map is the same (the same basis).
+    pub texts: Vec<String>,
+    /// Each copy on every principal component.
+    pub points: Vec<Vec<f64>>,
+    /// Mean cosine between two copies, and of a copy with the evaluation-mode vector.
+    pub between: f32,
+    pub to_eval: f32,
+    /// The lowest cosine of a copy with the evaluation-mode vector.
+    pub lowest: f32,
+}
+
+/// How many dropout copies a SimCSE cloud has.
+pub const CLOUD_COPIES: usize = 16;
 
 impl Explorer {
     pub fn new(sentences: Vec<String>) -> Self {
@@ -246,6 +273,9 @@ impl Explorer {
             analysis: None,
             last_embed_ms: None,
             dropped_results: 0,
+            cloud: None,
+            clouds_asked: 0,
+            cross_encoder: None,
         }
     }
 
@@ -438,6 +468,8 @@ impl Explorer {
             | WorkerEvent::EmbedFailed { slot, .. }
             | WorkerEvent::PoolingTable { slot, .. }
             | WorkerEvent::Cost { slot, .. }
+            | WorkerEvent::Pipeline { slot, .. }
+            | WorkerEvent::Dropout { slot, .. }
             | WorkerEvent::PromptTable { slot, .. } => *slot,
         };
         let Some(s) = self.slot_mut(slot) else {
@@ -445,6 +477,34 @@ impl Explorer {
             return;
         };
         match event {
+            WorkerEvent::Pipeline {
+                generation,
+                text,
+                pipeline,
+                ..
+            } if generation == s.generation => match pipeline {
+                Ok(pipeline) => {
+                    if matches!(shell.mode, Mode::Normal) {
+                        let model = s.summary().map(|m| m.name.clone()).unwrap_or_default();
+                        shell.mode = Mode::Pipeline(PipelineView {
+                            text,
+                            model,
+                            pipeline,
+                        });
+                        shell.clear_status();
+                    }
+                }
+                Err(e) => shell.set_status(format!("pipeline: {e}"), true),
+            },
+            WorkerEvent::Dropout {
+                generation,
+                text,
+                cloud,
+                ..
+            } if generation == s.generation => match cloud {
+                Ok(c) => self.show_cloud(text, c, shell),
+                Err(e) => shell.set_status(format!("dropout copies: {e}"), true),
+            },
             WorkerEvent::PromptTable {
                 generation,
                 pair,
@@ -592,6 +652,103 @@ impl Explorer {
         }
     }
 
+    /// Projects SimCSE's dropout copies onto the map's basis and keeps them for drawing.
+    fn show_cloud(&mut self, text: String, cloud: DropoutCloud, shell: &mut Shell) {
+        let Some(a) = &self.analysis else {
+            return;
+        };
+        let Ok(pca) = &a.pca else {
+            return shell.set_status("the map needs three sentences or more", true);
+        };
+        if !a.texts.contains(&text) {
+            return; // the sentence went away meanwhile
+        }
+        let cos = crate::analysis::similarity::cosine;
+        let k = cloud.copies.len();
+        let to: Vec<f32> = cloud.copies.iter().map(|c| cos(c, &cloud.eval)).collect();
+        let mut pairs = Vec::new();
+        for i in 0..k {
+            for j in i + 1..k {
+                pairs.push(cos(&cloud.copies[i], &cloud.copies[j]));
+            }
+        }
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+        let view = DropoutCloudView {
+            points: pca.project(&cloud.copies),
+            texts: a.texts.clone(),
+            between: mean(&pairs),
+            to_eval: mean(&to),
+            lowest: to.iter().copied().fold(f32::INFINITY, f32::min),
+            text,
+        };
+        if view.lowest >= 0.999_999 {
+            shell.set_status(
+                format!(
+                    "{k} copies with dropout on are all the same point: this model has no dropout"
+                ),
+                true,
+            );
+        } else {
+            shell.clear_status(); // the map's legend has the numbers
+        }
+        self.cloud = Some(view);
+    }
+
+    /// The cloud to draw now: only while the map shows the sentences it was projected with.
+    pub fn visible_cloud(&self) -> Option<&DropoutCloudView> {
+        let a = self.analysis.as_ref()?;
+        self.cloud.as_ref().filter(|c| c.texts == a.texts)
+    }
+
+    /// Asks for the selected sentence through every step of the model.
+    pub fn request_pipeline(&mut self, shell: &mut Shell) {
+        let Some(text) = self.sentences.get(self.selected).cloned() else {
+            return shell.set_status("add a sentence first (a)", true);
+        };
+        if !self.base.ready() {
+            return shell.set_status("no model loaded yet", true);
+        }
+        shell.request(Request::Pipeline {
+            slot: Slot::Base,
+            generation: self.base.generation,
+            text,
+        });
+        shell.set_status(format!("pipeline of [{}]…", self.selected), false);
+    }
+
+    /// Asks for SimCSE's dropout copies of the selected sentence (new masks each time); the
+    /// same key on the same sentence while its cloud shows hides it.
+    pub fn request_dropout_cloud(&mut self, shell: &mut Shell) {
+        let Some(text) = self.sentences.get(self.selected).cloned() else {
+            return shell.set_status("add a sentence first (a)", true);
+        };
+        if self.visible_cloud().is_some_and(|c| c.text == text) {
+            self.cloud = None;
+            return shell.clear_status();
+        }
+        if !self.base.ready() {
+            return shell.set_status("no model loaded yet", true);
+        }
+        if self.analysis.as_ref().is_none_or(|a| a.pca.is_err()) {
+            return shell.set_status("the map needs three sentences or more", true);
+        }
+        self.clouds_asked += 1;
+        shell.request(Request::Dropout {
+            slot: Slot::Base,
+            generation: self.base.generation,
+            text,
+            copies: CLOUD_COPIES,
+            seed: self.clouds_asked,
+        });
+        shell.set_status(
+            format!(
+                "encoding [{}] {CLOUD_COPIES} times with dropout on…",
+                self.selected
+            ),
+            false,
+        );
+    }
+
     /// Vectors cannot be had: say why, and show nothing computed from the old ones.
     fn failed(&mut self, error: String, shell: &mut Shell) {
         shell.set_status(error, true);
@@ -605,9 +762,9 @@ impl Explorer {
         };
         let current = model.pooling.parse::<PoolingMode>().ok();
         let i = current
-            .and_then(|m| PoolingMode::ALL.iter().position(|x| *x == m))
-            .map_or(0, |i| (i + 1) % PoolingMode::ALL.len());
-        self.set_pooling(PoolingMode::ALL[i], shell);
+            .and_then(|m| PoolingMode::FROM_TOKENS.iter().position(|x| *x == m))
+            .map_or(0, |i| (i + 1) % PoolingMode::FROM_TOKENS.len());
+        self.set_pooling(PoolingMode::FROM_TOKENS[i], shell);
     }
 
     /// Switches every loaded model to `next` pooling (a lesson's step, or `p`).
@@ -761,6 +918,7 @@ impl Explorer {
             slot: Slot::Base,
             generation,
             texts,
+            cross_encoder: self.cross_encoder.clone(),
         });
         shell.set_status(
             format!("timing {n} passes against {} pair passes…", n * (n - 1) / 2),

@@ -2,6 +2,9 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use super::i18n::tr;
+use crate::lessons::Lang;
+
 /// Where a binding applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Context {
@@ -29,21 +32,9 @@ pub enum Context {
 }
 
 impl Context {
-    pub fn title(self) -> &'static str {
-        match self {
-            Context::Global => "Everywhere",
-            Context::Sentences => "Sentences pane",
-            Context::Matrix => "Similarity pane",
-            Context::Map => "Map pane",
-            Context::Form => "Training form",
-            Context::Run => "Training run",
-            Context::History => "Run history",
-            Context::Editing => "While typing",
-            Context::Help => "This help",
-            Context::Demo => "Demo sets",
-            Context::Confirm => "Stopping a run",
-            Context::Lessons => "Lessons",
-        }
+    /// The heading of this context's keys in the help, in `lang`.
+    pub fn title(self, lang: Lang) -> std::borrow::Cow<'static, str> {
+        tr(lang, &format!("context.{self:?}"))
     }
 }
 
@@ -117,6 +108,10 @@ pub enum Action {
     Cost,
     /// A pair under each of the model's prompts.
     PromptsSideBySide,
+    /// The selected sentence through every step of the model.
+    Pipeline,
+    /// SimCSE: the selected sentence encoded many times with dropout on, on the map.
+    DropoutCloud,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +148,16 @@ pub struct Binding {
     /// How the keys are written in the help overlay.
     pub label: &'static str,
     pub action: Action,
+    /// The key of what the binding does in `locales/app.yml`: `keys.<context>.<action>` (with a
+    /// suffix when two bindings of a context share an action).
     pub help: &'static str,
+}
+
+impl Binding {
+    /// What the binding does, in `lang`.
+    pub fn help(&self, lang: Lang) -> std::borrow::Cow<'static, str> {
+        tr(lang, self.help)
+    }
 }
 
 const fn b(
@@ -182,110 +186,131 @@ pub const BINDINGS: &[Binding] = &[
         &[ctrl('c')],
         "Ctrl-C",
         A::Quit,
-        "quit (always, even while typing)",
+        "keys.Global.QuitAlways",
     ),
-    b(C::Global, &[c('q')], "q", A::Quit, "quit"),
-    b(C::Global, &[k(K::Tab)], "Tab", A::NextPane, "next pane"),
+    b(C::Global, &[c('q')], "q", A::Quit, "keys.Global.Quit"),
+    b(
+        C::Global,
+        &[k(K::Tab)],
+        "Tab",
+        A::NextPane,
+        "keys.Global.NextPane",
+    ),
     b(
         C::Global,
         &[k(K::BackTab), shift(K::BackTab)],
         "Shift-Tab",
         A::PrevPane,
-        "previous pane",
+        "keys.Global.PrevPane",
     ),
-    b(C::Global, &[c('?')], "?", A::Help, "this help"),
-    b(C::Global, &[c('a')], "a", A::Add, "add a sentence"),
+    b(C::Global, &[c('?')], "?", A::Help, "keys.Global.Help"),
+    b(C::Global, &[c('a')], "a", A::Add, "keys.Global.Add"),
     b(
         C::Global,
         &[c('p')],
         "p",
         A::NextPooling,
-        "next pooling mode (cls, mean, max, ...)",
+        "keys.Global.NextPooling",
     ),
     b(
         C::Global,
         &[c('P')],
         "P",
         A::NextPrompt,
-        "next prompt of the model (none, query, passage, ...)",
+        "keys.Global.NextPrompt",
     ),
     b(
         C::Global,
         &[c('m')],
         "m",
         A::LoadModel,
-        "load another model (folder or Hub id)",
+        "keys.Global.LoadModel",
     ),
-    b(C::Global, &[c('D')], "D", A::DemoSets, "demo sentence sets"),
+    b(
+        C::Global,
+        &[c('D')],
+        "D",
+        A::DemoSets,
+        "keys.Global.DemoSets",
+    ),
     b(
         C::Global,
         &[c('o')],
         "o",
         A::OpenFile,
-        "open a sentence file (one per line)",
+        "keys.Global.OpenFile",
     ),
     b(
         C::Global,
         &[c('w')],
         "w",
         A::SaveFile,
-        "save the sentences to a file",
+        "keys.Global.SaveFile",
     ),
     b(
         C::Global,
         &[c('c')],
         "c",
         A::SwitchComponents,
-        "map axes: PC1/PC2 or PC2/PC3",
+        "keys.Global.SwitchComponents",
     ),
     b(
         C::Global,
         &[c('t')],
         "t",
         A::ToggleScreen,
-        "training pane / explorer",
+        "keys.Global.ToggleScreen",
     ),
     b(
         C::Global,
         &[c('b')],
         "b",
         A::PoolingsSideBySide,
-        "every pooling side by side (selected sentence and its neighbour, or the matrix cell)",
+        "keys.Global.PoolingsSideBySide",
     ),
     b(
         C::Global,
         &[c('Q')],
         "Q",
         A::PromptsSideBySide,
-        "prompts side by side: the pair under each of the model's prompts (query, passage, ...)",
+        "keys.Global.PromptsSideBySide",
+    ),
+    b(C::Global, &[c('C')], "C", A::Cost, "keys.Global.Cost"),
+    b(
+        C::Global,
+        &[c('T')],
+        "T",
+        A::Pipeline,
+        "keys.Global.Pipeline",
     ),
     b(
         C::Global,
-        &[c('C')],
-        "C",
-        A::Cost,
-        "cost: N bi-encoder passes against N(N-1)/2 cross-encoder passes, timed now",
+        &[c('S')],
+        "S",
+        A::DropoutCloud,
+        "keys.Global.DropoutCloud",
     ),
+    b(C::Global, &[c('W')], "W", A::Lessons, "keys.Global.Lessons"),
     b(
         C::Global,
-        &[c('W')],
-        "W",
-        A::Lessons,
-        "workshop lessons (English and Chinese) / back",
+        &[c('z')],
+        "z",
+        A::SwitchLanguage,
+        "keys.Global.SwitchLanguage",
     ),
     b(
         C::Lessons,
         &[k(K::Up), c('k')],
         "↑ k",
         A::Up,
-        "previous lesson",
+        "keys.Lessons.Up",
     ),
     b(
         C::Lessons,
         &[k(K::Down), c('j')],
         "↓ j",
         A::Down,
-        "next lesson",
+        "keys.Lessons.Down",
     ),
     b(
         C::Lessons,
@@ -302,334 +327,321 @@ pub const BINDINGS: &[Binding] = &[
         ],
         "1-9",
         A::LessonStep,
-        "run that step of the lesson (on the current model)",
+        "keys.Lessons.LessonStep",
     ),
     b(
         C::Lessons,
         &[k(K::PageDown), c(' ')],
         "PgDn Space",
         A::ScrollDown,
-        "scroll the lesson down",
+        "keys.Lessons.ScrollDown",
     ),
     b(
         C::Lessons,
         &[k(K::PageUp), c('b')],
         "PgUp b",
         A::ScrollUp,
-        "scroll the lesson up",
+        "keys.Lessons.ScrollUp",
     ),
     b(
         C::Lessons,
-        &[c('z')],
-        "z",
-        A::SwitchLanguage,
-        "English / 中文",
+        &[k(K::Esc)],
+        "Esc",
+        A::Lessons,
+        "keys.Lessons.Lessons",
     ),
-    b(C::Lessons, &[k(K::Esc)], "Esc", A::Lessons, "back"),
     b(
         C::Global,
         &[c('v')],
         "v",
         A::CycleView,
-        "compare: base / fine-tuned / difference",
+        "keys.Global.CycleView",
     ),
-    b(
-        C::Global,
-        &[c('L')],
-        "L",
-        A::Compare,
-        "load a fine-tuned model or checkpoint to compare",
-    ),
+    b(C::Global, &[c('L')], "L", A::Compare, "keys.Global.Compare"),
     b(
         C::Global,
         &[c('u')],
         "u",
         A::CloseCompare,
-        "close the comparison",
+        "keys.Global.CloseCompare",
     ),
     b(
         C::Sentences,
         &[k(K::Up), c('k')],
         "↑ k",
         A::Up,
-        "previous sentence",
+        "keys.Sentences.Up",
     ),
     b(
         C::Sentences,
         &[k(K::Down), c('j')],
         "↓ j",
         A::Down,
-        "next sentence",
+        "keys.Sentences.Down",
     ),
     b(
         C::Sentences,
         &[k(K::Enter), c('e')],
         "Enter e",
         A::Edit,
-        "edit the sentence",
+        "keys.Sentences.Edit",
     ),
     b(
         C::Sentences,
         &[c('d'), k(K::Delete)],
         "d Del",
         A::Delete,
-        "delete the sentence",
+        "keys.Sentences.Delete",
     ),
     b(
         C::Sentences,
         &[c('K'), shift(K::Up)],
         "K Shift-↑",
         A::MoveUp,
-        "move the sentence up",
+        "keys.Sentences.MoveUp",
     ),
     b(
         C::Sentences,
         &[c('J'), shift(K::Down)],
         "J Shift-↓",
         A::MoveDown,
-        "move the sentence down",
+        "keys.Sentences.MoveDown",
     ),
-    b(C::Matrix, &[k(K::Up), c('k')], "↑ k", A::Up, "cell above"),
+    b(
+        C::Matrix,
+        &[k(K::Up), c('k')],
+        "↑ k",
+        A::Up,
+        "keys.Matrix.Up",
+    ),
     b(
         C::Matrix,
         &[k(K::Down), c('j')],
         "↓ j",
         A::Down,
-        "cell below",
+        "keys.Matrix.Down",
     ),
     b(
         C::Matrix,
         &[k(K::Left), c('h')],
         "← h",
         A::Left,
-        "cell to the left",
+        "keys.Matrix.Left",
     ),
     b(
         C::Matrix,
         &[k(K::Right), c('l')],
         "→ l",
         A::Right,
-        "cell to the right",
+        "keys.Matrix.Right",
     ),
     b(
         C::Map,
         &[k(K::Up), c('k'), k(K::Left), c('h')],
         "↑ k",
         A::Up,
-        "previous sentence",
+        "keys.Map.Up",
     ),
     b(
         C::Map,
         &[k(K::Down), c('j'), k(K::Right), c('l')],
         "↓ j",
         A::Down,
-        "next sentence",
+        "keys.Map.Down",
     ),
     b(
         C::Form,
         &[k(K::Up), c('k')],
         "↑ k",
         A::FieldUp,
-        "previous field",
+        "keys.Form.FieldUp",
     ),
     b(
         C::Form,
         &[k(K::Down), c('j')],
         "↓ j",
         A::FieldDown,
-        "next field",
+        "keys.Form.FieldDown",
     ),
     b(
         C::Form,
         &[k(K::Left), c('h')],
         "← h",
         A::FieldPrev,
-        "previous choice (loss, pooling, device)",
+        "keys.Form.FieldPrev",
     ),
     b(
         C::Form,
         &[k(K::Right), c('l')],
         "→ l",
         A::FieldNext,
-        "next choice",
+        "keys.Form.FieldNext",
     ),
     b(
         C::Form,
         &[k(K::Enter), c('e')],
         "Enter e",
         A::FieldEdit,
-        "edit the field",
+        "keys.Form.FieldEdit",
     ),
-    b(
-        C::Form,
-        &[c('s')],
-        "s",
-        A::StartRun,
-        "start the run (checks every field first)",
-    ),
-    b(
-        C::Run,
-        &[c('x')],
-        "x",
-        A::StopRun,
-        "stop the run (asks about a checkpoint)",
-    ),
-    b(
-        C::Run,
-        &[c('l')],
-        "l",
-        A::LoadRun,
-        "load the result next to the base model",
-    ),
-    b(C::Run, &[c('n')], "n", A::NewRun, "a new run (the form)"),
+    b(C::Form, &[c('s')], "s", A::StartRun, "keys.Form.StartRun"),
+    b(C::Run, &[c('x')], "x", A::StopRun, "keys.Run.StopRun"),
+    b(C::Run, &[c('l')], "l", A::LoadRun, "keys.Run.LoadRun"),
+    b(C::Run, &[c('n')], "n", A::NewRun, "keys.Run.NewRun"),
     b(
         C::History,
         &[k(K::Up), c('k')],
         "↑ k",
         A::HistoryUp,
-        "previous run",
+        "keys.History.HistoryUp",
     ),
     b(
         C::History,
         &[k(K::Down), c('j')],
         "↓ j",
         A::HistoryDown,
-        "next run",
+        "keys.History.HistoryDown",
     ),
     b(
         C::History,
         &[c('l'), k(K::Enter)],
         "l Enter",
         A::LoadRun,
-        "load that run's model next to the base model",
+        "keys.History.LoadRun",
     ),
-    b(
-        C::History,
-        &[c('n')],
-        "n",
-        A::NewRun,
-        "a new run (the form)",
-    ),
+    b(C::History, &[c('n')], "n", A::NewRun, "keys.History.NewRun"),
     b(
         C::History,
         &[c('x')],
         "x",
         A::StopRun,
-        "stop the running run",
+        "keys.History.StopRun",
     ),
     b(
         C::Help,
         &[k(K::Esc), c('?'), c('q')],
         "Esc ? q",
         A::Close,
-        "close (any other key too)",
+        "keys.Help.Close",
     ),
     b(
         C::Demo,
         &[k(K::Up), c('k')],
         "↑ k",
         A::DemoUp,
-        "previous set",
+        "keys.Demo.DemoUp",
     ),
     b(
         C::Demo,
         &[k(K::Down), c('j')],
         "↓ j",
         A::DemoDown,
-        "next set",
+        "keys.Demo.DemoDown",
     ),
     b(
         C::Demo,
         &[k(K::Enter)],
         "Enter",
         A::DemoLoad,
-        "load the set (replaces the sentences)",
+        "keys.Demo.DemoLoad",
     ),
     b(
         C::Demo,
         &[k(K::Esc), c('q')],
         "Esc q",
         A::Close,
-        "close (any other key too)",
+        "keys.Demo.Close",
     ),
     b(
         C::Confirm,
         &[c('k'), c('y')],
         "k y",
         A::ConfirmKeep,
-        "stop at the end of this step, keeping a checkpoint",
+        "keys.Confirm.ConfirmKeep",
     ),
     b(
         C::Confirm,
         &[c('d')],
         "d",
         A::ConfirmDiscard,
-        "stop without a checkpoint",
+        "keys.Confirm.ConfirmDiscard",
     ),
     b(
         C::Confirm,
         &[c('c'), k(K::Esc)],
         "c Esc",
         A::Close,
-        "carry on: do not stop or quit (any other key too)",
+        "keys.Confirm.Close",
     ),
-    b(C::Editing, &[k(K::Enter)], "Enter", A::Commit, "accept"),
-    b(C::Editing, &[k(K::Esc)], "Esc", A::Cancel, "cancel"),
+    b(
+        C::Editing,
+        &[k(K::Enter)],
+        "Enter",
+        A::Commit,
+        "keys.Editing.Commit",
+    ),
+    b(
+        C::Editing,
+        &[k(K::Esc)],
+        "Esc",
+        A::Cancel,
+        "keys.Editing.Cancel",
+    ),
     b(
         C::Editing,
         &[k(K::Left)],
         "←",
         A::CursorLeft,
-        "cursor left (by character)",
+        "keys.Editing.CursorLeft",
     ),
     b(
         C::Editing,
         &[k(K::Right)],
         "→",
         A::CursorRight,
-        "cursor right",
+        "keys.Editing.CursorRight",
     ),
     b(
         C::Editing,
         &[k(K::Home), ctrl('a')],
         "Home Ctrl-A",
         A::CursorHome,
-        "start of line",
+        "keys.Editing.CursorHome",
     ),
     b(
         C::Editing,
         &[k(K::End), ctrl('e')],
         "End Ctrl-E",
         A::CursorEnd,
-        "end of line",
+        "keys.Editing.CursorEnd",
     ),
     b(
         C::Editing,
         &[k(K::Backspace)],
         "Backspace",
         A::Backspace,
-        "delete before the cursor",
+        "keys.Editing.Backspace",
     ),
     b(
         C::Editing,
         &[k(K::Delete)],
         "Del",
         A::DeleteForward,
-        "delete at the cursor",
+        "keys.Editing.DeleteForward",
     ),
     b(
         C::Editing,
         &[ctrl('u')],
         "Ctrl-U",
         A::KillLine,
-        "delete to the start of the line",
+        "keys.Editing.KillLine",
     ),
     b(
         C::Editing,
         &[ctrl('w')],
         "Ctrl-W",
         A::DeleteWord,
-        "delete the word before the cursor",
+        "keys.Editing.DeleteWord",
     ),
 ];
 
@@ -710,7 +722,13 @@ mod tests {
     #[test]
     fn every_binding_has_help_and_no_key_is_bound_twice_in_one_context() {
         for (i, a) in BINDINGS.iter().enumerate() {
-            assert!(!a.help.is_empty() && !a.label.is_empty());
+            assert!(!a.label.is_empty());
+            assert!(
+                a.help
+                    .starts_with(&format!("keys.{:?}.{:?}", a.context, a.action)),
+                "{} is not keyed by its context and action",
+                a.help
+            );
             for bnd in &BINDINGS[i + 1..] {
                 if a.context != bnd.context {
                     continue;
@@ -727,5 +745,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_help_text_is_in_both_languages_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for b in BINDINGS {
+            assert!(seen.insert(b.help), "{} used twice", b.help);
+            for lang in [Lang::En, Lang::Zh] {
+                let text = crate::tui::i18n::lookup(lang, b.help);
+                assert!(
+                    text.as_ref().is_some_and(|t| !t.is_empty() && t != b.help),
+                    "{} has no {lang:?} text",
+                    b.help
+                );
+            }
+        }
+        for ctx in [
+            Context::Global,
+            Context::Sentences,
+            Context::Matrix,
+            Context::Map,
+            Context::Form,
+            Context::Run,
+            Context::History,
+            Context::Editing,
+            Context::Help,
+            Context::Demo,
+            Context::Confirm,
+            Context::Lessons,
+        ] {
+            for lang in [Lang::En, Lang::Zh] {
+                let key = format!("context.{ctx:?}");
+                assert!(crate::tui::i18n::lookup(lang, &key).is_some(), "{key}");
+            }
+        }
+        assert_eq!(
+            BINDINGS[0].help(Lang::En),
+            "quit (always, even while typing)"
+        );
+    }
+
+    #[test]
+    fn z_switches_the_language_everywhere_outside_text_entry() {
+        let z = key(KeyCode::Char('z'), KeyModifiers::NONE);
+        for ctx in [
+            Context::Sentences,
+            Context::Matrix,
+            Context::Map,
+            Context::Form,
+            Context::Run,
+            Context::History,
+            Context::Lessons,
+        ] {
+            assert_eq!(lookup(&z, ctx), Some(Action::SwitchLanguage), "{ctx:?}");
+        }
+        assert_eq!(
+            lookup(&z, Context::Editing),
+            None,
+            "z is a letter while typing"
+        );
     }
 }

@@ -1,24 +1,23 @@
-//! The lessons screen: the list of lessons, the one on show and its language. Its steps are
-//! carried out by the app (they act on the explorer and the training form).
+//! The lessons screen: the list of lessons and the one on show (in the app's language,
+//! `App::lang`). Its steps are carried out by the app (they act on the explorer and the training
+//! form).
 
-use crate::lessons::{Lang, Lesson};
+use crate::lessons::Lesson;
 
 use super::keys::Action;
 
 pub struct LessonsScreen {
     pub lessons: Vec<Lesson>,
     pub selected: usize,
-    pub lang: Lang,
     /// Lines of the lesson scrolled past (long texts in small terminals).
     pub scroll: u16,
 }
 
 impl LessonsScreen {
-    pub fn new(lessons: Vec<Lesson>, lang: Lang) -> Self {
+    pub fn new(lessons: Vec<Lesson>) -> Self {
         Self {
             lessons,
             selected: 0,
-            lang,
             scroll: 0,
         }
     }
@@ -49,7 +48,6 @@ impl LessonsScreen {
             Action::Up | Action::Down => {}
             Action::ScrollDown => self.scroll = self.scroll.saturating_add(1),
             Action::ScrollUp => self.scroll = self.scroll.saturating_sub(1),
-            Action::SwitchLanguage => self.lang = self.lang.other(),
             _ => return false,
         }
         true

@@ -43,17 +43,34 @@ pub enum Request {
         generation: u64,
         pair: (String, String),
     },
-    /// Time N bi-encoder passes against the N(N-1)/2 passes of a cross-encoder.
+    /// Time N bi-encoder passes against the N(N-1)/2 passes of a cross-encoder; with a
+    /// sentence-transformers CrossEncoder folder, run it too and keep its scores.
     Cost {
         slot: Slot,
         generation: u64,
         texts: Vec<String>,
+        cross_encoder: Option<String>,
     },
     /// The similarity of two texts under every pooling mode (one transformer pass).
     PoolingTable {
         slot: Slot,
         generation: u64,
         pair: (String, String),
+    },
+    /// One text through every step of the model: tokens, token vectors, pooling weights, each
+    /// module's output.
+    Pipeline {
+        slot: Slot,
+        generation: u64,
+        text: String,
+    },
+    /// One text encoded `copies` times with dropout on (SimCSE's noise), masks from `seed`.
+    Dropout {
+        slot: Slot,
+        generation: u64,
+        text: String,
+        copies: usize,
+        seed: u64,
     },
     /// Embed these texts with the model of `generation`.
     Embed {
@@ -79,6 +96,13 @@ pub struct ModelSummary {
     pub prompts: Vec<String>,
     /// The prompt its texts get now (its name, or the text itself), if any.
     pub prompt: Option<String>,
+}
+
+/// A text's evaluation-mode vector and its copies with dropout on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropoutCloud {
+    pub eval: Vec<f32>,
+    pub copies: Vec<Vec<f32>>,
 }
 
 /// One embedded text.
@@ -163,6 +187,20 @@ pub enum WorkerEvent {
         slot: Slot,
         generation: u64,
         report: Result<crate::model::cost::CostReport, String>,
+    },
+    /// The answer to [`Request::Pipeline`].
+    Pipeline {
+        slot: Slot,
+        generation: u64,
+        text: String,
+        pipeline: Result<crate::model::Pipeline, String>,
+    },
+    /// The answer to [`Request::Dropout`]: the evaluation-mode vector and the dropout copies.
+    Dropout {
+        slot: Slot,
+        generation: u64,
+        text: String,
+        cloud: Result<DropoutCloud, String>,
     },
     /// The answer to [`Request::PoolingTable`]: (pooling mode, similarity) rows, or why not.
     PoolingTable {

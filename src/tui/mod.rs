@@ -10,6 +10,7 @@ pub mod demo;
 pub mod editor;
 pub mod explorer;
 pub mod hits;
+pub mod i18n;
 pub mod keys;
 pub mod lessons;
 pub mod messages;
@@ -57,6 +58,8 @@ pub struct TuiOptions {
     /// A lesson to open first (`--lesson FILE`).
     pub lesson: Option<crate::lessons::Lesson>,
     pub lang: crate::lessons::Lang,
+    /// A sentence-transformers CrossEncoder folder for the cost demonstration.
+    pub cross_encoder: Option<std::path::PathBuf>,
 }
 
 /// Environment variables that make the binary misbehave on purpose, for the end-to-end tests:
@@ -305,7 +308,10 @@ pub fn run(options: TuiOptions) -> Result<()> {
     sentences.truncate(explorer::MAX_SENTENCES);
     let mut app = App::new(sentences, theme::Theme::from_env().color);
     app.explorer.prompt = options.prompt;
-    app.lessons.lang = options.lang;
+    app.lang = options.lang;
+    app.explorer.cross_encoder = options
+        .cross_encoder
+        .map(|p| p.to_string_lossy().into_owned());
     if let Some(lesson) = options.lesson {
         app.lessons.open_first(lesson);
         app.screen = app::Screen::Lessons;
@@ -313,11 +319,10 @@ pub fn run(options: TuiOptions) -> Result<()> {
     app.load_model(&options.model, options.pooling);
     if total > explorer::MAX_SENTENCES {
         app.notify(
-            format!(
-                "kept the first {} of {total} sentences: the explorer holds at most {} \
-                 (`sbert-tui encode` embeds any number)",
-                explorer::MAX_SENTENCES,
-                explorer::MAX_SENTENCES
+            i18n::tr_with(
+                app.lang,
+                "msg.kept_first",
+                &[("max", &explorer::MAX_SENTENCES), ("total", &total)],
             ),
             true,
         );

@@ -25,20 +25,6 @@ pub enum EditTarget {
     Field(Setting),
 }
 
-impl EditTarget {
-    pub fn prompt(&self) -> &'static str {
-        match self {
-            EditTarget::NewSentence => "new sentence",
-            EditTarget::Sentence(_) => "edit sentence",
-            EditTarget::OpenPath => "open file",
-            EditTarget::SavePath => "save to file",
-            EditTarget::ModelSpec => "model (folder or Hub id)",
-            EditTarget::TunedSpec => "compare with (fine-tuned folder or checkpoint)",
-            EditTarget::Field(f) => f.label(),
-        }
-    }
-}
-
 /// A question that needs an answer before going on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Confirm {
@@ -64,6 +50,16 @@ pub enum Mode {
     Prompts(PromptView),
     /// Bi-encoder against cross-encoder cost, measured (any key closes it).
     Cost(crate::model::cost::CostReport),
+    /// One sentence through every step of the model (any key closes it).
+    Pipeline(PipelineView),
+}
+
+/// A sentence through every step of the model, as the worker computed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineView {
+    pub text: String,
+    pub model: String,
+    pub pipeline: crate::model::Pipeline,
 }
 
 /// A pair under each of the model's prompts: `matrix[i][j]` is the similarity of the first

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use crate::model::{self, LoadOptions, PoolingSpec, Prompt, SentenceEncoder, SourceOptions};
 
-use super::messages::{Embedded, ModelSummary, Request, Slot, TokenCount, WorkerEvent};
+use super::messages::{
+    DropoutCloud, Embedded, ModelSummary, Request, Slot, TokenCount, WorkerEvent,
+};
 
 /// How the worker loads models (the command line's choices).
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,6 +68,7 @@ pub const COST_MAX_PAIRS: usize = 300;
 /// The worker loop, separate from the thread so tests can drive it.
 pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: WorkerOptions) {
     let mut encoders: HashMap<Slot, Loaded> = HashMap::new();
+    let mut cross = CrossCache::default();
     while let Ok(first) = rx.recv() {
         // Drain what has queued up meanwhile: per slot, only the newest of each kind matters,
         // in the order load, pooling, embed.
@@ -78,6 +81,8 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 | Request::PoolingTable { slot, .. }
                 | Request::Cost { slot, .. }
                 | Request::PromptTable { slot, .. }
+                | Request::Pipeline { slot, .. }
+                | Request::Dropout { slot, .. }
                 | Request::Unload { slot }
                 | Request::Embed { slot, .. } => *slot,
             };
@@ -98,7 +103,9 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
                 r @ Request::Embed { .. } => p.embed = Some(r),
                 r @ (Request::PoolingTable { .. }
                 | Request::Cost { .. }
-                | Request::PromptTable { .. }) => p.demo = Some(r),
+                | Request::PromptTable { .. }
+                | Request::Pipeline { .. }
+                | Request::Dropout { .. }) => p.demo = Some(r),
             }
         }
         for (slot, p) in work {
@@ -106,7 +113,7 @@ pub fn run(rx: Receiver<Request>, send: impl Fn(WorkerEvent) -> bool, options: W
             // failure of that request; the worker, and the app, go on.
             let failed = request_ids(&p);
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                serve(slot, p, &mut encoders, &send, options)
+                serve(slot, p, &mut encoders, &mut cross, &send, options)
             }));
             match served {
                 Ok(true) => {}
@@ -158,8 +165,34 @@ struct Pending {
     demo: Option<Request>,
 }
 
+/// The cross-encoder the cost demonstration last loaded, kept for the next one.
+#[derive(Default)]
+struct CrossCache(Option<(String, model::cross_encoder::CrossEncoder)>);
+
+impl CrossCache {
+    fn get(
+        &mut self,
+        folder: &str,
+        device: model::DeviceChoice,
+    ) -> Result<&model::cross_encoder::CrossEncoder, String> {
+        if self.0.as_ref().is_none_or(|(f, _)| f != folder) {
+            self.0 = None;
+            let ce = model::cross_encoder::CrossEncoder::load(std::path::Path::new(folder), device)
+                .map_err(|e| format!("cross-encoder: {e}"))?;
+            self.0 = Some((folder.to_string(), ce));
+        }
+        Ok(&self.0.as_ref().expect("just loaded").1)
+    }
+}
+
 /// The answer to a demonstration request, computed on the model in `slot` (`m`).
-fn demo_event(slot: Slot, req: Request, m: Option<&Loaded>) -> Option<WorkerEvent> {
+fn demo_event(
+    slot: Slot,
+    req: Request,
+    m: Option<&Loaded>,
+    cross: &mut CrossCache,
+    device: model::DeviceChoice,
+) -> Option<WorkerEvent> {
     let model = m.ok_or_else(|| "no model is loaded".to_string());
     let err = |e: model::ModelError| e.to_string();
     Some(match req {
@@ -187,11 +220,50 @@ fn demo_event(slot: Slot, req: Request, m: Option<&Loaded>) -> Option<WorkerEven
             generation,
             pair,
         },
+        Request::Pipeline {
+            generation, text, ..
+        } => WorkerEvent::Pipeline {
+            pipeline: model.and_then(|m| m.encoder.pipeline(&text, &m.prompt).map_err(err)),
+            slot,
+            generation,
+            text,
+        },
+        Request::Dropout {
+            generation,
+            text,
+            copies,
+            seed,
+            ..
+        } => WorkerEvent::Dropout {
+            cloud: model.and_then(|m| {
+                let eval = m
+                    .encoder
+                    .encode_prompted(&[&text], &m.prompt, 1, &mut |_, _| {})
+                    .map_err(err)?
+                    .remove(0);
+                let copies = m
+                    .encoder
+                    .dropout_views(&text, &m.prompt, copies, seed)
+                    .map_err(err)?;
+                Ok(DropoutCloud { eval, copies })
+            }),
+            slot,
+            generation,
+            text,
+        },
         Request::Cost {
-            generation, texts, ..
+            generation,
+            texts,
+            cross_encoder,
+            ..
         } => WorkerEvent::Cost {
             report: model.and_then(|m| {
-                model::cost::measure(&m.encoder, &texts, &m.prompt, COST_MAX_PAIRS).map_err(err)
+                let ce = match &cross_encoder {
+                    Some(folder) => Some(cross.get(folder, device)?),
+                    None => None,
+                };
+                model::cost::measure_with_cross(&m.encoder, &texts, &m.prompt, COST_MAX_PAIRS, ce)
+                    .map_err(err)
             }),
             slot,
             generation,
@@ -205,6 +277,7 @@ fn serve(
     slot: Slot,
     p: Pending,
     encoders: &mut HashMap<Slot, Loaded>,
+    cross: &mut CrossCache,
     send: &impl Fn(WorkerEvent) -> bool,
     options: WorkerOptions,
 ) -> bool {
@@ -338,7 +411,7 @@ fn serve(
         }
     }
     if let Some(req) = p.demo
-        && let Some(event) = demo_event(slot, req, encoders.get(&slot))
+        && let Some(event) = demo_event(slot, req, encoders.get(&slot), cross, options.device)
         && !send(event)
     {
         return false;

@@ -48,6 +48,50 @@ pub fn fake_tokens(text: &str) -> TokenCount {
     }
 }
 
+/// The stand-in pipeline: `[CLS]`, a token per word (unknown as in [`fake_tokens`]), `[SEP]`;
+/// each token's vector its fake vector, mean pooling, then Normalize.
+pub fn fake_pipeline(text: &str) -> sbert_tui::model::Pipeline {
+    use sbert_tui::model::PipelineToken;
+    let mut pieces = vec!["[CLS]".to_string()];
+    pieces.extend(text.split_whitespace().map(|w| w.to_lowercase()));
+    pieces.push("[SEP]".to_string());
+    let n = pieces.len();
+    let tokens: Vec<PipelineToken> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let special = i == 0 || i == n - 1;
+            let unknown = !special && p.chars().any(|c| c >= '\u{2E80}');
+            PipelineToken {
+                piece: if unknown { "[UNK]".into() } else { p.clone() },
+                id: if unknown { 100 } else { 1000 + i as u32 },
+                special,
+                unknown,
+                pooled: true,
+                weight: Some(1.0 / n as f32),
+                vector: fake_vector(p),
+            }
+        })
+        .collect();
+    let mut mean = vec![0f32; 27];
+    for t in &tokens {
+        for (m, v) in mean.iter_mut().zip(&t.vector) {
+            *m += v / n as f32;
+        }
+    }
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let unit = mean.iter().map(|x| x / norm).collect();
+    sbert_tui::model::Pipeline {
+        tokens,
+        truncated: false,
+        dropped: 0,
+        max_seq_length: 256,
+        prompt_len: 0,
+        pooling: sbert_tui::model::PoolingMode::Mean,
+        stages: vec![("pooling mean".into(), mean), ("normalize".into(), unit)],
+    }
+}
+
 pub fn summary() -> ModelSummary {
     ModelSummary {
         name: "sentence-transformers/all-MiniLM-L6-v2".into(),
@@ -117,11 +161,45 @@ pub fn serve(app: &mut App) -> usize {
                         table: Ok((labels, matrix)),
                     }
                 }
+                Request::Pipeline {
+                    slot,
+                    generation,
+                    text,
+                } => WorkerEvent::Pipeline {
+                    slot,
+                    generation,
+                    pipeline: Ok(fake_pipeline(&text)),
+                    text,
+                },
+                // Stand-in copies: the fake vector with copy i's dimension i nudged.
+                Request::Dropout {
+                    slot,
+                    generation,
+                    text,
+                    copies,
+                    ..
+                } => {
+                    let eval = fake_vector(&text);
+                    let copies = (0..copies)
+                        .map(|i| {
+                            let mut v = eval.clone();
+                            v[i % 26] += 0.3;
+                            v
+                        })
+                        .collect();
+                    WorkerEvent::Dropout {
+                        slot,
+                        generation,
+                        text,
+                        cloud: Ok(sbert_tui::tui::messages::DropoutCloud { eval, copies }),
+                    }
+                }
                 // Stand-in times: 10 ms a sentence, 20 ms a pair, 1 µs for the dot products.
                 Request::Cost {
                     slot,
                     generation,
                     texts,
+                    ..
                 } => {
                     let n = texts.len();
                     let pairs = n * (n - 1) / 2;
@@ -139,6 +217,7 @@ pub fn serve(app: &mut App) -> usize {
                             cross_seconds: 0.02 * pairs as f64,
                             bi_seconds_10k: 0.01 * big,
                             cross_seconds_10k: 0.02 * big * (big - 1.0) / 2.0,
+                            cross_encoder: None,
                         }),
                     }
                 }
@@ -152,7 +231,7 @@ pub fn serve(app: &mut App) -> usize {
                     let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
                     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
                     let cos = dot / (norm(&a) * norm(&b));
-                    let rows = sbert_tui::model::PoolingMode::ALL
+                    let rows = sbert_tui::model::PoolingMode::FROM_TOKENS
                         .iter()
                         .enumerate()
                         .map(|(i, m)| (m.name().to_string(), cos - 0.05 * i as f32))

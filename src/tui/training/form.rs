@@ -184,7 +184,11 @@ impl Form {
         match f {
             Setting::Loss => self.losses().iter().map(|l| l.name().to_string()).collect(),
             Setting::Pooling => std::iter::once(MODEL_POOLING.to_string())
-                .chain(PoolingMode::ALL.iter().map(|m| m.name().to_string()))
+                .chain(
+                    PoolingMode::FROM_TOKENS
+                        .iter()
+                        .map(|m| m.name().to_string()),
+                )
                 .collect(),
             Setting::Device => DEVICES.iter().map(|d| d.to_string()).collect(),
             _ => Vec::new(),

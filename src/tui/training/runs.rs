@@ -45,6 +45,8 @@ pub struct RunView {
     pub smoothed: Vec<(f64, f64)>,
     pub evals: Vec<(usize, Metrics)>,
     pub last_checkpoint: Option<PathBuf>,
+    /// What a ranking or triplet loss saw in the newest batch.
+    pub batch: Option<crate::train::events::BatchView>,
 }
 
 impl RunView {
@@ -64,6 +66,7 @@ impl RunView {
             smoothed: Vec::new(),
             evals: Vec::new(),
             last_checkpoint: None,
+            batch: None,
         }
     }
 
@@ -107,8 +110,12 @@ impl RunView {
                 learning_rate,
                 sentences_per_second,
                 elapsed_seconds,
+                batch,
                 ..
             } => {
+                if batch.is_some() {
+                    self.batch = batch.clone();
+                }
                 self.step = *step;
                 self.total_steps = *total_steps;
                 self.epoch = *epoch;
@@ -163,6 +170,7 @@ mod tests {
                 grad_norm: None,
                 sentences_per_second: 10.0,
                 elapsed_seconds: step as f64,
+                batch: None,
             });
         }
         assert_eq!(r.losses, vec![(1.0, 0.5), (4.0, 0.3)]);

@@ -10,6 +10,7 @@ use crate::analysis::similarity::top_neighbours;
 use crate::text;
 use crate::tui::app::App;
 use crate::tui::explorer::MatrixView;
+use crate::tui::i18n::{tr, tr_with};
 use crate::tui::theme::Theme;
 
 /// A bar of eighths for a value in [0, 1].
@@ -24,7 +25,8 @@ fn bar(v: f32, cells: usize) -> String {
 }
 
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
-    let block = Block::bordered().title(" Nearest neighbours ");
+    let lang = app.lang;
+    let block = Block::bordered().title(tr(lang, "neighbours.title"));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(a) = app
@@ -41,11 +43,14 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let tokens = count.total;
     let info = if count.truncated {
         Span::styled(
-            format!("✂ cut at the model's limit of {tokens} tokens"),
+            tr_with(lang, "neighbours.cut", &[("n", &tokens)]),
             theme.error(),
         )
     } else {
-        Span::styled(format!("{tokens} tokens"), theme.dim())
+        Span::styled(
+            tr_with(lang, "neighbours.tokens", &[("n", &tokens)]),
+            theme.dim(),
+        )
     };
     let mut head = vec![Span::styled(format!("[{i}] "), theme.selected()), info];
     if count.unknown > 0 {
@@ -55,9 +60,10 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             theme.dim()
         };
         head.push(Span::styled(
-            format!(
-                " · {} of {} tokens unknown to this model",
-                count.unknown, count.content
+            tr_with(
+                lang,
+                "neighbours.unknown",
+                &[("unknown", &count.unknown), ("total", &count.content)],
             ),
             style,
         ));
@@ -84,9 +90,11 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     };
     for (j, v) in top_neighbours(m, i, room) {
         let was = match &a.tuned {
-            Some(_) if !matches!(app.explorer.view, MatrixView::Base) => {
-                format!(" (was {:.2})", a.base.matrix[i][j])
-            }
+            Some(_) if !matches!(app.explorer.view, MatrixView::Base) => tr_with(
+                lang,
+                "neighbours.was",
+                &[("v", &format!("{:.2}", a.base.matrix[i][j]))],
+            ),
             _ => String::new(),
         };
         let label = format!("{v:>5.2}{was} {:<6}[{j}] ", bar(v, 5));

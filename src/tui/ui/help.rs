@@ -7,10 +7,12 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
+use crate::lessons::Lang;
 use crate::model::cost::CostReport;
 use crate::text;
 use crate::tui::app::App;
 use crate::tui::demo::DEMO_SETS;
+use crate::tui::i18n::{tr, tr_with};
 use crate::tui::keys::{BINDINGS, Context};
 use crate::tui::shell::{Confirm, PoolingView, PromptView};
 use crate::tui::theme::Theme;
@@ -40,13 +42,13 @@ const HELP_ORDER: [Context; 11] = [
     Context::Editing,
 ];
 
-/// The help text: every binding, one group of lines per place where bindings apply.
-pub fn help_groups() -> Vec<Vec<Line<'static>>> {
+/// The help text in `lang`: every binding, one group of lines per place where bindings apply.
+pub fn help_groups(lang: Lang) -> Vec<Vec<Line<'static>>> {
     HELP_ORDER
         .iter()
         .map(|&ctx| {
             let mut lines = vec![Line::styled(
-                ctx.title(),
+                ctx.title(lang),
                 Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
             )];
             for b in BINDINGS.iter().filter(|b| b.context == ctx) {
@@ -55,7 +57,7 @@ pub fn help_groups() -> Vec<Vec<Line<'static>>> {
                         format!("  {:<12}", b.label),
                         Style::new().add_modifier(Modifier::BOLD),
                     ),
-                    Span::raw(b.help),
+                    Span::raw(b.help(lang)),
                 ]));
             }
             lines
@@ -64,9 +66,9 @@ pub fn help_groups() -> Vec<Vec<Line<'static>>> {
 }
 
 /// The help text as one column.
-pub fn help_lines() -> Vec<Line<'static>> {
+pub fn help_lines(lang: Lang) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    for g in help_groups() {
+    for g in help_groups(lang) {
         if !lines.is_empty() {
             lines.push(Line::raw(""));
         }
@@ -93,12 +95,12 @@ fn columns(groups: Vec<Vec<Line<'static>>>, height: usize) -> Vec<Vec<Line<'stat
     cols
 }
 
-pub fn draw_help(theme: &Theme, frame: &mut Frame, area: Rect) {
+pub fn draw_help(lang: Lang, theme: &Theme, frame: &mut Frame, area: Rect) {
     let block = Block::bordered()
-        .title(" Keys · Esc or any other key closes ")
+        .title(tr(lang, "help.title"))
         .border_style(theme.border(true));
     let height = area.height.saturating_sub(2).max(1) as usize;
-    let cols = columns(help_groups(), height);
+    let cols = columns(help_groups(lang), height);
     let tallest = cols.iter().map(Vec::len).max().unwrap_or(0) as u16;
     let col_w: u16 = 62;
     let popup = centered(area, col_w * cols.len() as u16 + 2, tallest + 2);
@@ -112,7 +114,7 @@ pub fn draw_help(theme: &Theme, frame: &mut Frame, area: Rect) {
     }
 }
 
-pub fn draw_demo(theme: &Theme, frame: &mut Frame, area: Rect, selected: usize) {
+pub fn draw_demo(lang: Lang, theme: &Theme, frame: &mut Frame, area: Rect, selected: usize) {
     let mut lines = Vec::new();
     for (i, set) in DEMO_SETS.iter().enumerate() {
         let style = if i == selected {
@@ -121,20 +123,20 @@ pub fn draw_demo(theme: &Theme, frame: &mut Frame, area: Rect, selected: usize) 
             Style::new()
         };
         let marker = if i == selected { "▶ " } else { "  " };
-        lines.push(Line::styled(format!("{marker}{}", set.name), style));
+        lines.push(Line::styled(format!("{marker}{}", set.name(lang)), style));
         lines.push(Line::styled(
-            format!("    {}", set.description),
+            format!("    {}", set.description(lang)),
             theme.dim(),
         ));
     }
     lines.push(Line::raw(""));
-    lines.extend(binding_lines(Context::Demo));
+    lines.extend(binding_lines(Context::Demo, lang));
     let popup = centered(area, 66, lines.len() as u16 + 2);
     frame.render_widget(Clear, popup);
     frame.render_widget(
         Paragraph::new(lines).block(
             Block::bordered()
-                .title(" Demo sets ")
+                .title(tr(lang, "demo.title"))
                 .border_style(theme.border(true)),
         ),
         popup,
@@ -142,7 +144,7 @@ pub fn draw_demo(theme: &Theme, frame: &mut Frame, area: Rect, selected: usize) 
 }
 
 /// The lines of a pop-up's keys, from the key map.
-fn binding_lines(ctx: Context) -> Vec<Line<'static>> {
+fn binding_lines(ctx: Context, lang: Lang) -> Vec<Line<'static>> {
     BINDINGS
         .iter()
         .filter(|b| b.context == ctx)
@@ -152,7 +154,7 @@ fn binding_lines(ctx: Context) -> Vec<Line<'static>> {
                     format!("{:<7}", b.label),
                     Style::new().add_modifier(Modifier::BOLD),
                 ),
-                Span::raw(b.help),
+                Span::raw(b.help(lang)),
             ])
         })
         .collect()
@@ -160,11 +162,12 @@ fn binding_lines(ctx: Context) -> Vec<Line<'static>> {
 
 pub fn draw_confirm(theme: &Theme, frame: &mut Frame, area: Rect, what: Confirm, app: &App) {
     let id = app.active_run().map_or(0, |r| r.id);
-    let title = match what {
-        Confirm::StopRun => format!(" Stop run {id}? "),
-        Confirm::QuitDuringRun => format!(" Run {id} is training. Stop it and quit? "),
+    let key = match what {
+        Confirm::StopRun => "confirm.stop",
+        Confirm::QuitDuringRun => "confirm.quit",
     };
-    let lines = binding_lines(Context::Confirm);
+    let title = tr_with(app.lang, key, &[("id", &id)]);
+    let lines = binding_lines(Context::Confirm, app.lang);
     let popup = centered(area, 66, lines.len() as u16 + 2);
     frame.render_widget(Clear, popup);
     frame.render_widget(
@@ -179,7 +182,7 @@ pub fn draw_confirm(theme: &Theme, frame: &mut Frame, area: Rect, what: Confirm,
 
 /// The similarity of a pair under every pooling mode, with a bar each; the model's own pooling
 /// marked.
-pub fn draw_poolings(theme: &Theme, frame: &mut Frame, area: Rect, view: &PoolingView) {
+pub fn draw_poolings(lang: Lang, theme: &Theme, frame: &mut Frame, area: Rect, view: &PoolingView) {
     let width = area.width.saturating_sub(4).min(90);
     let inner_w = width.saturating_sub(2) as usize;
     let mut lines = pair_lines(&view.pair, inner_w);
@@ -199,11 +202,14 @@ pub fn draw_poolings(theme: &Theme, frame: &mut Frame, area: Rect, view: &Poolin
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled(
-        if view.dense {
-            "cosine of the pooled vectors, before the model's Dense layer; one transformer pass"
-        } else {
-            "cosine of the pooled vectors; one transformer pass for all of them"
-        },
+        tr(
+            lang,
+            if view.dense {
+                "poolings.note_dense"
+            } else {
+                "poolings.note"
+            },
+        ),
         theme.dim(),
     ));
     popup(
@@ -211,7 +217,7 @@ pub fn draw_poolings(theme: &Theme, frame: &mut Frame, area: Rect, view: &Poolin
         frame,
         area,
         (width, 0),
-        " Every pooling side by side · any key closes ",
+        &tr(lang, "poolings.title"),
         lines,
     );
 }
@@ -229,7 +235,7 @@ fn pair_lines(pair: &(String, String), width: usize) -> Vec<Line<'static>> {
 
 /// A wrapped pop-up of `lines` centred in `area`, `width` wide, with `spare` rows beyond its
 /// lines and borders for lines that wrap.
-fn popup(
+pub(super) fn popup(
     theme: &Theme,
     frame: &mut Frame,
     area: Rect,
@@ -252,18 +258,37 @@ fn popup(
 
 /// A duration for people: ms, s, minutes, hours, days or years.
 pub fn human_seconds(s: f64) -> String {
+    human_seconds_in(Lang::En, s)
+}
+
+/// [`human_seconds`] in `lang` (days and years are words; ms, s, min and h are symbols).
+pub fn human_seconds_in(lang: Lang, s: f64) -> String {
     match s {
         s if s < 1.0 => format!("{:.0} ms", s * 1000.0),
         s if s < 120.0 => format!("{s:.1} s"),
         s if s < 7200.0 => format!("{:.0} min", s / 60.0),
         s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
-        s if s < 63_072_000.0 => format!("{:.0} days", s / 86_400.0),
-        s => format!("{:.1} years", s / 31_536_000.0),
+        s if s < 63_072_000.0 => {
+            tr_with(lang, "time.days", &[("n", &format!("{:.0}", s / 86_400.0))])
+        }
+        s => tr_with(
+            lang,
+            "time.years",
+            &[("n", &format!("{:.1}", s / 31_536_000.0))],
+        ),
     }
 }
 
 /// Bi-encoder against cross-encoder cost, as measured on the current sentences.
-pub fn draw_cost(theme: &Theme, frame: &mut Frame, area: Rect, r: &CostReport) {
+pub fn draw_cost(
+    lang: Lang,
+    theme: &Theme,
+    frame: &mut Frame,
+    area: Rect,
+    r: &CostReport,
+    texts: &[String],
+) {
+    let human_seconds = |s| human_seconds_in(lang, s);
     let big = crate::model::cost::EXTRAPOLATE_TO;
     let group = |n: usize| {
         let s = n.to_string();
@@ -277,55 +302,113 @@ pub fn draw_cost(theme: &Theme, frame: &mut Frame, area: Rect, r: &CostReport) {
         out
     };
     let measured = if r.cross_measured < r.cross_passes {
-        format!(" (timed on {} of them)", group(r.cross_measured))
+        tr_with(lang, "cost.timed_on", &[("n", &group(r.cross_measured))])
     } else {
         String::new()
     };
+    let passes = |n: usize| format!("{:>10}", group(n));
     let bold = Style::new().add_modifier(Modifier::BOLD);
-    let lines = vec![
-        Line::styled(format!("Now, N = {} sentences", r.n), bold),
-        Line::raw(format!(
-            "  bi-encoder     {:>10} passes + {} dot products   {}",
-            group(r.bi_passes),
-            group(r.n * r.n),
-            human_seconds(r.bi_seconds + r.dot_seconds)
+    let mut lines = vec![
+        Line::styled(tr_with(lang, "cost.now", &[("n", &r.n)]), bold),
+        Line::raw(tr_with(
+            lang,
+            "cost.bi_now",
+            &[
+                ("passes", &passes(r.bi_passes)),
+                ("dots", &group(r.n * r.n)),
+                ("time", &human_seconds(r.bi_seconds + r.dot_seconds)),
+            ],
         )),
-        Line::raw(format!(
-            "  cross-encoder  {:>10} passes{measured}   {}",
-            group(r.cross_passes),
-            human_seconds(r.cross_seconds)
-        )),
-        Line::raw(""),
-        Line::styled(format!("Extrapolated to N = {}", group(big)), bold),
-        Line::raw(format!(
-            "  bi-encoder     {:>10} passes   {}",
-            group(big),
-            human_seconds(r.bi_seconds_10k)
-        )),
-        Line::raw(format!(
-            "  cross-encoder  {:>10} passes   {}",
-            group(big * (big - 1) / 2),
-            human_seconds(r.cross_seconds_10k)
+        Line::raw(tr_with(
+            lang,
+            "cost.cross_now",
+            &[
+                ("passes", &passes(r.cross_passes)),
+                ("measured", &measured),
+                ("time", &human_seconds(r.cross_seconds)),
+            ],
         )),
         Line::raw(""),
         Line::styled(
-            "Timed on this machine with the model loaded; the cross-encoder is this transformer \
-             reading each pair's texts joined.",
-            theme.dim(),
+            tr_with(lang, "cost.extrapolated", &[("n", &group(big))]),
+            bold,
         ),
+        Line::raw(tr_with(
+            lang,
+            "cost.bi",
+            &[
+                ("passes", &passes(big)),
+                ("time", &human_seconds(r.bi_seconds_10k)),
+            ],
+        )),
+        Line::raw(tr_with(
+            lang,
+            "cost.cross",
+            &[
+                ("passes", &passes(big * (big - 1) / 2)),
+                ("time", &human_seconds(r.cross_seconds_10k)),
+            ],
+        )),
+        Line::raw(""),
+        Line::styled(tr(lang, "cost.note"), theme.dim()),
     ];
+    let width = area.width.saturating_sub(4).min(90);
+    if let Some(ce) = &r.cross_encoder {
+        lines.push(Line::raw(""));
+        lines.push(Line::styled(
+            tr_with(
+                lang,
+                "cost.ce.title",
+                &[
+                    ("model", &text::clip(&ce.model, 30)),
+                    ("pairs", &group(ce.measured)),
+                ],
+            ),
+            bold,
+        ));
+        lines.push(Line::raw(tr_with(
+            lang,
+            "cost.ce.times",
+            &[
+                ("measured", &human_seconds(ce.measured_seconds)),
+                ("all", &human_seconds(ce.seconds)),
+                ("n", &group(big)),
+                ("big", &human_seconds(ce.seconds_10k)),
+            ],
+        )));
+        let label = ce.labels.first().cloned().unwrap_or_default();
+        lines.push(Line::styled(
+            tr_with(
+                lang,
+                "cost.ce.header",
+                &[("label", &text::clip(&label, 12))],
+            ),
+            theme.dim(),
+        ));
+        let room = (width as usize).saturating_sub(2 + 12 + 18);
+        for p in ce.top(0, 5) {
+            let name = |i: usize| texts.get(i).map_or(String::new(), |t| text::sanitize(t));
+            let pair = format!("[{}] {} / [{}] {}", p.i, name(p.i), p.j, name(p.j));
+            lines.push(Line::raw(format!(
+                "{}  {:>7.4}  {:>7.4}",
+                crate::tui::i18n::pad_right(&text::clip(&pair, room), room),
+                p.cross.first().copied().unwrap_or(f32::NAN),
+                p.bi
+            )));
+        }
+    }
     popup(
         theme,
         frame,
         area,
-        (area.width.saturating_sub(4).min(90), 1),
-        " Bi-encoder or cross-encoder: what N(N-1)/2 costs · any key closes ",
+        (width, 1),
+        &tr(lang, "cost.title"),
         lines,
     );
 }
 
 /// A pair under each of the model's prompts: A's prompt down, B's across.
-pub fn draw_prompts(theme: &Theme, frame: &mut Frame, area: Rect, view: &PromptView) {
+pub fn draw_prompts(lang: Lang, theme: &Theme, frame: &mut Frame, area: Rect, view: &PromptView) {
     let width = area.width.saturating_sub(4).min(90);
     let inner_w = width.saturating_sub(2) as usize;
     let col = 10;
@@ -358,11 +441,7 @@ pub fn draw_prompts(theme: &Theme, frame: &mut Frame, area: Rect, view: &PromptV
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled(
-        format!(
-            "{} of A under the row's prompt and B under the column's; retrieval asks a query \
-             against documents (the off-diagonal cells).",
-            view.similarity
-        ),
+        tr_with(lang, "prompts.note", &[("similarity", &view.similarity)]),
         theme.dim(),
     ));
     popup(
@@ -370,14 +449,14 @@ pub fn draw_prompts(theme: &Theme, frame: &mut Frame, area: Rect, view: &PromptV
         frame,
         area,
         (width, 1),
-        " Prompts side by side · any key closes ",
+        &tr(lang, "prompts.title"),
         lines,
     );
 }
 
 #[cfg(test)]
 mod tests {
-    use super::human_seconds;
+    use super::{Lang, human_seconds, human_seconds_in};
 
     #[test]
     fn durations_for_people() {
@@ -387,5 +466,7 @@ mod tests {
         assert_eq!(human_seconds(36_000.0), "10.0 h");
         assert_eq!(human_seconds(1_000_000.0), "12 days");
         assert_eq!(human_seconds(1e9), "31.7 years");
+        assert_eq!(human_seconds_in(Lang::Zh, 1_000_000.0), "12 天");
+        assert_eq!(human_seconds_in(Lang::Zh, 1e9), "31.7 年");
     }
 }

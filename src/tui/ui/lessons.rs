@@ -8,40 +8,19 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
 use super::scroll_offset;
-use crate::lessons::Lang;
 use crate::text;
 use crate::tui::app::App;
+use crate::tui::i18n::tr;
 use crate::tui::theme::Theme;
-
-/// The few words of the screen itself, in both languages.
-fn words(lang: Lang) -> [&'static str; 5] {
-    match lang {
-        Lang::En => [
-            " Lessons ",
-            "Steps (press the number; they act on the current model)",
-            "Sentences",
-            "↑↓ lesson · 1-9 step · z 中文 · Space/b scroll · W/Esc back",
-            "No lessons.",
-        ],
-        Lang::Zh => [
-            " 课程 ",
-            "步骤（按数字键；作用于当前模型）",
-            "句子",
-            "↑↓ 课程 · 1-9 步骤 · z English · 空格/b 滚动 · W/Esc 返回",
-            "没有课程。",
-        ],
-    }
-}
 
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let screen = &app.lessons;
-    let lang = screen.lang;
-    let w = words(lang);
+    let lang = app.lang;
     let [list_area, body_area] =
         Layout::horizontal([Constraint::Length(30), Constraint::Min(0)]).areas(area);
 
     let list_block = Block::bordered()
-        .title(w[0])
+        .title(tr(lang, "lessons.title"))
         .border_style(theme.border(true));
     let inner = list_block.inner(list_area);
     frame.render_widget(list_block, list_area);
@@ -71,12 +50,18 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(lines), inner);
 
     let Some(lesson) = screen.current() else {
-        frame.render_widget(Paragraph::new(w[4]).block(Block::bordered()), body_area);
+        frame.render_widget(
+            Paragraph::new(tr(lang, "lessons.none")).block(Block::bordered()),
+            body_area,
+        );
         return;
     };
     let block = Block::bordered()
         .title(format!(" {} ", text::sanitize(lesson.title.get(lang))))
-        .title_bottom(Line::styled(format!(" {} ", w[3]), theme.dim()));
+        .title_bottom(Line::styled(
+            format!(" {} ", tr(lang, "lessons.keys")),
+            theme.dim(),
+        ));
     let inner = block.inner(body_area);
     frame.render_widget(block, body_area);
 
@@ -110,7 +95,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     if !lesson.sentences.is_empty() {
         lines.push(Line::raw(""));
         lines.push(Line::styled(
-            w[2],
+            tr(lang, "lessons.sentences"),
             ratatui::style::Style::new().add_modifier(Modifier::BOLD),
         ));
         for (i, s) in lesson.sentences.iter().enumerate() {
@@ -119,7 +104,7 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled(
-        w[1],
+        tr(lang, "lessons.steps"),
         ratatui::style::Style::new().add_modifier(Modifier::BOLD),
     ));
     for (i, step) in lesson.steps.iter().enumerate() {

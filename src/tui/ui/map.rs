@@ -9,9 +9,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::canvas::{Canvas, Line as CanvasLine, Points};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
+use crate::analysis::pca::PcaError;
 use crate::text;
 use crate::tui::app::App;
 use crate::tui::hits::Pane;
+use crate::tui::i18n::{tr, tr_with};
 use crate::tui::theme::Theme;
 
 /// Columns of text per label.
@@ -29,18 +31,25 @@ fn bounds(values: impl Iterator<Item = f64>) -> [f64; 2] {
 }
 
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let lang = app.lang;
     let focused = app.explorer.focus == Pane::Map;
     let block = Block::bordered().border_style(theme.border(focused));
     let Some(a) = &app.explorer.analysis else {
-        frame.render_widget(block.title(" Map · PCA "), area);
+        frame.render_widget(block.title(tr(lang, "map.title_plain")), area);
         return;
     };
     let basis = match &a.pca {
         Ok(b) => b,
         Err(e) => {
             let inner = block.inner(area);
-            frame.render_widget(block.title(" Map · PCA "), area);
-            let msg = format!("No map: {e}.");
+            frame.render_widget(block.title(tr(lang, "map.title_plain")), area);
+            let reason = match e {
+                PcaError::TooFew(n) => tr_with(lang, "map.too_few", &[("n", n)]),
+                PcaError::NoSpread => tr(lang, "map.no_spread").into_owned(),
+                PcaError::NonFinite => tr(lang, "map.non_finite").into_owned(),
+                PcaError::Failed(_) => e.to_string(),
+            };
+            let msg = tr_with(lang, "map.none", &[("reason", &reason)]);
             frame.render_widget(
                 Paragraph::new(msg)
                     .style(theme.dim())
@@ -68,17 +77,23 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             * 100.0
     };
     let compare = !a.tuned_coords.is_empty();
-    let title = format!(
-        " Map · PCA{} · x: PC{} ({:.1}%) · y: PC{} ({:.1}%) ",
-        if compare {
-            " of the base model · ○ base → ● fine-tuned"
-        } else {
-            ""
-        },
-        cx + 1,
-        ratio(cx),
-        cy + 1,
-        ratio(cy)
+    let title = tr_with(
+        lang,
+        "map.title",
+        &[
+            (
+                "compare",
+                &if compare {
+                    tr(lang, "map.compare")
+                } else {
+                    "".into()
+                },
+            ),
+            ("x", &(cx + 1)),
+            ("xr", &format!("{:.1}%", ratio(cx))),
+            ("y", &(cy + 1)),
+            ("yr", &format!("{:.1}%", ratio(cy))),
+        ],
     );
     let xy = |p: &Vec<f64>| (p[cx], p.get(cy).copied().unwrap_or(0.0));
     let base_pts: Vec<(f64, f64)> = a.coords.iter().map(xy).collect();
@@ -89,10 +104,15 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     } else {
         base_pts.clone()
     };
+    // SimCSE's dropout copies of one sentence, around its point.
+    let cloud = app.explorer.visible_cloud();
+    let cloud_pts: Vec<(f64, f64)> =
+        cloud.map_or_else(Vec::new, |c| c.points.iter().map(xy).collect());
     let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
     let all: Vec<(f64, f64)> = base_pts
         .iter()
         .chain(&tuned_pts)
+        .chain(&cloud_pts)
         .filter(finite)
         .copied()
         .collect();
@@ -111,6 +131,25 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     let hot = theme.point_selected();
     let trail = theme.trail();
     let sel_style = theme.selected().add_modifier(Modifier::BOLD);
+    let block = match cloud {
+        Some(c) => {
+            let i = a.texts.iter().position(|t| *t == c.text).unwrap_or(0);
+            block.title_bottom(Line::styled(
+                tr_with(
+                    lang,
+                    "cloud.legend",
+                    &[
+                        ("n", &c.points.len()),
+                        ("i", &i),
+                        ("between", &format!("{:.3}", c.between)),
+                        ("to_eval", &format!("{:.3}", c.to_eval)),
+                    ],
+                ),
+                theme.dim(),
+            ))
+        }
+        None => block,
+    };
     let canvas = Canvas::default()
         .block(block.title(title))
         .marker(Marker::Braille)
@@ -122,6 +161,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                     let color = if i == selected { hot } else { trail };
                     ctx.draw(&CanvasLine::new(from.0, from.1, to.0, to.1, color));
                 }
+                ctx.layer();
+            }
+            if !cloud_pts.is_empty() {
+                ctx.draw(&Points {
+                    coords: &cloud_pts,
+                    color: trail,
+                });
                 ctx.layer();
             }
             let others: Vec<(f64, f64)> = pts

@@ -9,10 +9,12 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::scroll_offset;
 use crate::analysis::similarity::Similarity;
+use crate::lessons::Lang;
 use crate::text;
 use crate::tui::app::App;
 use crate::tui::explorer::{MatrixView, ModelState};
 use crate::tui::hits::{GridHits, Pane};
+use crate::tui::i18n::{tr, tr_with};
 use crate::tui::theme::{SHADE_BOUNDS, SHADES, Theme, shade};
 
 /// Columns per cell: " 0.83 " plus a separator (or a shade glyph without colour).
@@ -69,18 +71,27 @@ pub fn diff_mark(v: f32) -> char {
     }
 }
 
-/// The name of what the pane shows.
+/// The name of what the pane shows, in the app's language (the similarity function by its own
+/// name).
 pub fn view_name(app: &App) -> String {
     let a = app.explorer.analysis.as_ref();
     match (app.explorer.view, a.is_some_and(|a| a.tuned.is_some())) {
-        (MatrixView::Tuned, true) => "fine-tuned".into(),
-        (MatrixView::Difference, true) => DIFFERENCE.into(),
-        (_, true) => "base".into(),
+        (MatrixView::Tuned, true) => tr(app.lang, "view.tuned").into_owned(),
+        (MatrixView::Difference, true) => tr(app.lang, "view.difference").into_owned(),
+        (_, true) => tr(app.lang, "view.base").into_owned(),
         _ => a.map_or(Similarity::Cosine, |a| a.similarity).to_string(),
     }
 }
 
-const DIFFERENCE: &str = "fine-tuned − base";
+/// Whether the pane shows the difference between the fine-tuned and the base model.
+fn shows_difference(app: &App) -> bool {
+    app.explorer.view == MatrixView::Difference
+        && app
+            .explorer
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.tuned.is_some())
+}
 
 /// A value in five columns, whatever its size (dot products and distances are not in [-1, 1]).
 fn five(v: f32, signed: bool) -> String {
@@ -99,18 +110,23 @@ fn five(v: f32, signed: bool) -> String {
 /// Draws the pane; returns where the cells went (for clicks), when a grid was drawn.
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<GridHits> {
     let focused = app.explorer.focus == Pane::Matrix;
+    let lang = app.lang;
     let n = app.explorer.analysis.as_ref().map_or(0, |a| a.texts.len());
     let updating = if app.explorer.pending() {
-        " · updating…"
+        tr(lang, "matrix.updating")
     } else {
-        ""
+        "".into()
     };
     let view = view_name(app);
     let block = Block::bordered()
         .title(if app.explorer.analysis.is_some() {
-            format!(" Similarity · {view} · {n} × {n}{updating} ")
+            tr_with(
+                lang,
+                "matrix.title",
+                &[("view", &view), ("n", &n), ("updating", &updating)],
+            )
         } else {
-            " Similarity · cosine ".to_string()
+            tr(lang, "matrix.title_none").into_owned()
         })
         .border_style(theme.border(focused));
     let inner = block.inner(area);
@@ -123,9 +139,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<G
             .and_then(|t| t.failure()));
         let msg = match (&app.explorer.base.model, failure) {
             (ModelState::Loading { message, .. }, _) => message.clone(),
-            (ModelState::Failed { error, .. }, _) => format!("model failed to load: {error}"),
-            (ModelState::Ready(_), Some(e)) => format!("cannot embed the sentences: {e}"),
-            (ModelState::Ready(_), None) => "embedding…".into(),
+            (ModelState::Failed { error, .. }, _) => {
+                tr_with(lang, "matrix.failed", &[("error", error)])
+            }
+            (ModelState::Ready(_), Some(e)) => {
+                tr_with(lang, "matrix.cannot_embed", &[("error", &e)])
+            }
+            (ModelState::Ready(_), None) => tr(lang, "status.embedding").into_owned(),
         };
         frame.render_widget(
             Paragraph::new(text::sanitize(&msg)).wrap(Default::default()),
@@ -135,13 +155,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<G
     };
     if n == 0 {
         frame.render_widget(
-            Paragraph::new(Line::styled("No sentences.", theme.dim())),
+            Paragraph::new(Line::styled(tr(lang, "matrix.empty"), theme.dim())),
             inner,
         );
         return None;
     }
     let g = grid(app, area, n);
-    let diff = view == DIFFERENCE;
+    let diff = shows_difference(app);
     let shown = app.explorer.view;
     // Similarities outside [-1, 1] (dot products, negated distances) are coloured by where they
     // fall between the smallest and the largest value shown.
@@ -167,12 +187,16 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<G
     };
     if g.rows < n || g.cols < n {
         // Say which part of the matrix is on screen.
-        let shown = format!(
-            " rows {}–{} · cols {}–{} of {n} ",
-            g.row0,
-            (g.row0 + g.rows).min(n) - 1,
-            g.col0,
-            (g.col0 + g.cols.max(1)).min(n) - 1
+        let shown = tr_with(
+            lang,
+            "matrix.shown",
+            &[
+                ("r0", &g.row0),
+                ("r1", &((g.row0 + g.rows).min(n) - 1)),
+                ("c0", &g.col0),
+                ("c1", &((g.col0 + g.cols.max(1)).min(n) - 1)),
+                ("n", &n),
+            ],
         );
         let w = text::width(&shown) as u16;
         if area.width > w + 2 {
@@ -259,9 +283,9 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<G
         );
         frame.render_widget(
             Paragraph::new(if diff {
-                diff_legend(theme)
+                diff_legend(theme, lang)
             } else {
-                legend(theme)
+                legend(theme, lang)
             }),
             Rect::new(inner.x, footer_y + 1, inner.width, 1),
         );
@@ -282,23 +306,21 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> Option<G
     })
 }
 
-fn diff_legend(theme: &Theme) -> Line<'static> {
-    let mut spans = vec![Span::styled("legend ", theme.dim())];
+fn diff_legend(theme: &Theme, lang: Lang) -> Line<'static> {
+    let mut spans = vec![Span::styled(tr(lang, "matrix.legend"), theme.dim())];
     if theme.color {
         for v in [-0.3f32, -0.1, 0.0, 0.1, 0.3] {
             spans.push(Span::styled(format!("{v:>+5.1}"), theme.diff(v)));
         }
-        spans.push(Span::raw("  fine-tuned minus base"));
+        spans.push(Span::raw(tr(lang, "matrix.diff_legend")));
     } else {
-        spans.push(Span::raw(
-            "▲ rose by more than 0.05  ▼ fell by more than 0.05",
-        ));
+        spans.push(Span::raw(tr(lang, "matrix.diff_marks")));
     }
     Line::from(spans)
 }
 
-fn legend(theme: &Theme) -> Line<'static> {
-    let mut spans = vec![Span::styled("legend ", theme.dim())];
+fn legend(theme: &Theme, lang: Lang) -> Line<'static> {
+    let mut spans = vec![Span::styled(tr(lang, "matrix.legend"), theme.dim())];
     if theme.color {
         spans.push(Span::raw("-1 "));
         for (v, style) in theme.heat_stops() {
@@ -316,7 +338,7 @@ fn legend(theme: &Theme) -> Line<'static> {
                 _ => format!("≥{:.1}", SHADE_BOUNDS[i - 1]),
             };
             let shown = if *glyph == ' ' {
-                "blank".to_string()
+                tr(lang, "matrix.blank").into_owned()
             } else {
                 glyph.to_string()
             };

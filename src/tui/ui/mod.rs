@@ -8,6 +8,7 @@ pub mod matrix;
 pub mod sentences;
 pub mod status;
 pub mod training;
+pub mod workshop;
 
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
@@ -15,6 +16,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use super::app::{App, Screen};
 use super::hits::{Hits, Pane};
+use super::i18n::tr_with;
 use super::shell::Mode;
 use super::theme::Theme;
 
@@ -61,9 +63,15 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
     let area = frame.area();
     let theme = Theme { color: app.color };
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        let msg = format!(
-            "Terminal too small: {}×{}. sbert-tui needs at least {MIN_WIDTH}×{MIN_HEIGHT}. Enlarge the window, or press q to quit.",
-            area.width, area.height
+        let msg = tr_with(
+            app.lang,
+            "ui.too_small",
+            &[
+                ("w", &area.width),
+                ("h", &area.height),
+                ("min_w", &MIN_WIDTH),
+                ("min_h", &MIN_HEIGHT),
+            ],
         );
         frame.render_widget(
             Paragraph::new(msg)
@@ -98,19 +106,27 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
             training::draw(app, &theme, frame, main);
             // The input line for a form field sits in the status row's place.
             if let Mode::Editing(target, editor) = &app.shell.mode {
-                sentences::draw_input_line(target, editor, &theme, frame, areas.status);
+                sentences::draw_input_line(target, editor, app.lang, &theme, frame, areas.status);
                 return hits;
             }
         }
     }
     status::draw(app, &theme, frame, areas.status);
     match &app.shell.mode {
-        Mode::Help => help::draw_help(&theme, frame, area),
-        Mode::Demo { selected } => help::draw_demo(&theme, frame, area, *selected),
+        Mode::Help => help::draw_help(app.lang, &theme, frame, area),
+        Mode::Demo { selected } => help::draw_demo(app.lang, &theme, frame, area, *selected),
         Mode::Confirm(what) => help::draw_confirm(&theme, frame, area, *what, app),
-        Mode::Poolings(view) => help::draw_poolings(&theme, frame, area, view),
-        Mode::Cost(report) => help::draw_cost(&theme, frame, area, report),
-        Mode::Prompts(view) => help::draw_prompts(&theme, frame, area, view),
+        Mode::Poolings(view) => help::draw_poolings(app.lang, &theme, frame, area, view),
+        Mode::Cost(report) => help::draw_cost(
+            app.lang,
+            &theme,
+            frame,
+            area,
+            report,
+            &app.explorer.sentences,
+        ),
+        Mode::Prompts(view) => help::draw_prompts(app.lang, &theme, frame, area, view),
+        Mode::Pipeline(view) => workshop::draw_pipeline(app.lang, &theme, frame, area, view),
         _ => {}
     }
     if !matches!(app.shell.mode, Mode::Normal) {

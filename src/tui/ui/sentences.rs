@@ -7,10 +7,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
 use super::scroll_offset;
+use crate::lessons::Lang;
 use crate::text;
 use crate::tui::app::App;
 use crate::tui::editor::LineEditor;
 use crate::tui::hits::{ListHits, Pane};
+use crate::tui::i18n::{tr, tr_with};
 use crate::tui::shell::{EditTarget, Mode};
 use crate::tui::theme::Theme;
 
@@ -30,6 +32,7 @@ fn list_area(app: &App, area: Rect) -> Rect {
 
 /// Draws the pane; returns where the rows went (for clicks).
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits {
+    let lang = app.lang;
     let texts = app.texts();
     let focused = app.explorer.focus == Pane::Sentences;
     let unknown = app.explorer.analysis.as_ref().map_or(0, |a| {
@@ -37,9 +40,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits
     });
     let title = if unknown > 0 {
         // `?` marks the sentences that are mostly pieces the model does not know.
-        format!(" Sentences ({}) · ? {unknown} unknown ", texts.len())
+        tr_with(
+            lang,
+            "sentences.title_unknown",
+            &[("n", &texts.len()), ("unknown", &unknown)],
+        )
     } else {
-        format!(" Sentences ({}) ", texts.len())
+        tr_with(lang, "sentences.title", &[("n", &texts.len())])
     };
     let block = Block::bordered()
         .title(title)
@@ -69,11 +76,8 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits
     let width = list.width as usize;
     let mut lines: Vec<Line> = Vec::new();
     if texts.is_empty() {
-        lines.push(Line::styled("No sentences yet.", theme.dim()));
-        lines.push(Line::styled(
-            "a: add one · D: demo sets · o: open a file",
-            theme.dim(),
-        ));
+        lines.push(Line::styled(tr(lang, "sentences.empty"), theme.dim()));
+        lines.push(Line::styled(tr(lang, "sentences.empty_hint"), theme.dim()));
     }
     for (i, t) in texts.iter().enumerate().skip(offset).take(height) {
         let selected = i == app.explorer.selected;
@@ -102,12 +106,12 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits
     if let Mode::Editing(target, editor) = &app.shell.mode {
         let inner = Block::bordered().inner(area);
         let y = inner.y + inner.height.saturating_sub(2);
-        let label = format!("{}: ", target.prompt());
+        let label = format!("{}: ", prompt(target, lang));
         let hint = Rect::new(inner.x, y, inner.width, 1);
         frame.render_widget(
             Paragraph::new(Line::from(vec![
                 Span::styled(label, theme.border(true)),
-                Span::styled("Enter accept · Esc cancel", theme.dim()),
+                Span::styled(tr(lang, "input.hint"), theme.dim()),
             ])),
             hint,
         );
@@ -119,6 +123,20 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) -> ListHits
         first: offset,
         count: texts.len(),
     }
+}
+
+/// What the input line asks for, in `lang`.
+pub fn prompt(target: &EditTarget, lang: Lang) -> std::borrow::Cow<'static, str> {
+    let key = match target {
+        EditTarget::NewSentence => "input.NewSentence",
+        EditTarget::Sentence(_) => "input.Sentence",
+        EditTarget::OpenPath => "input.OpenPath",
+        EditTarget::SavePath => "input.SavePath",
+        EditTarget::ModelSpec => "input.ModelSpec",
+        EditTarget::TunedSpec => "input.TunedSpec",
+        EditTarget::Field(f) => return super::training::setting_label(*f, lang),
+    };
+    tr(lang, key)
 }
 
 /// An input line with its cursor.
@@ -136,11 +154,12 @@ fn draw_field(editor: &LineEditor, frame: &mut Frame, area: Rect, prefix: &str) 
 pub fn draw_input_line(
     target: &EditTarget,
     editor: &LineEditor,
+    lang: Lang,
     theme: &Theme,
     frame: &mut Frame,
     area: Rect,
 ) {
-    let label = format!("{}: ", target.prompt());
+    let label = format!("{}: ", prompt(target, lang));
     let w = (text::width(&label) as u16).min(area.width / 2);
     frame.render_widget(
         Paragraph::new(Span::styled(label, theme.border(true))),

@@ -9,9 +9,11 @@ use ratatui::widgets::Paragraph;
 use crate::text;
 use crate::tui::app::App;
 use crate::tui::explorer::ModelState;
+use crate::tui::i18n::{tr, tr_with};
 use crate::tui::theme::Theme;
 
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let lang = app.lang;
     let sep = Span::styled(" │ ", theme.dim());
     let mut spans: Vec<Span> = Vec::new();
     match &app.explorer.base.model {
@@ -27,15 +29,19 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             ));
             let mut parts = vec![
                 m.device.clone(),
-                format!("dim {}", m.dim),
-                format!("pooling {}", m.pooling),
-                format!("max {} tokens", m.max_seq_length),
+                tr_with(lang, "status.dim", &[("n", &m.dim)]),
+                tr_with(lang, "status.pooling", &[("name", &m.pooling)]),
+                tr_with(lang, "status.max_tokens", &[("n", &m.max_seq_length)]),
             ];
             if m.similarity != "cosine" {
                 parts.push(m.similarity.clone());
             }
             if let Some(p) = &m.prompt {
-                parts.push(format!("prompt {}", text::clip(p, 24)));
+                parts.push(tr_with(
+                    lang,
+                    "status.prompt",
+                    &[("name", &text::clip(p, 24))],
+                ));
             }
             for part in parts {
                 spans.push(sep.clone());
@@ -43,18 +49,22 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             }
             spans.push(sep.clone());
             let activity = if app.explorer.pending() {
-                "embedding…".to_string()
+                tr(lang, "status.embedding").into_owned()
             } else {
                 match app.explorer.last_embed_ms {
-                    Some(ms) => format!("ready ({ms:.0} ms)"),
-                    None => "ready".to_string(),
+                    Some(ms) => tr_with(lang, "status.ready_ms", &[("ms", &format!("{ms:.0}"))]),
+                    None => tr(lang, "status.ready").into_owned(),
                 }
             };
             spans.push(Span::raw(activity));
         }
         ModelState::Loading { message, .. } => spans.push(Span::raw(message.clone())),
         ModelState::Failed { error, .. } => spans.push(Span::styled(
-            format!("model failed: {}", text::sanitize(error)),
+            tr_with(
+                lang,
+                "status.model_failed",
+                &[("error", &text::sanitize(error))],
+            ),
             theme.error(),
         )),
     }
@@ -65,10 +75,13 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             ModelState::Loading { spec, .. } | ModelState::Failed { spec, .. } => spec.clone(),
         };
         spans.push(Span::styled(
-            format!(
-                "showing {} · vs {}",
-                super::matrix::view_name(app),
-                text::clip(&name, 24)
+            tr_with(
+                lang,
+                "status.showing",
+                &[
+                    ("view", &super::matrix::view_name(app)),
+                    ("name", &text::clip(&name, 24)),
+                ],
             ),
             Style::new().add_modifier(Modifier::BOLD),
         ));
@@ -76,7 +89,11 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
     if let Some(run) = app.active_run() {
         spans.push(sep.clone());
         let pct = (100 * run.step).checked_div(run.total_steps).unwrap_or(0);
-        spans.push(Span::raw(format!("training run {} {pct}%", run.id)));
+        spans.push(Span::raw(tr_with(
+            lang,
+            "status.training",
+            &[("id", &run.id), ("pct", &format!("{pct}%"))],
+        )));
     }
     if let Some(s) = &app.shell.status
         && !(matches!(app.explorer.base.model, ModelState::Failed { .. }) && s.error)
@@ -89,10 +106,10 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
             style,
         ));
     }
-    let help = "? help · q quit";
+    let help = tr(lang, "status.help");
     let [left, right] = Layout::horizontal([
         Constraint::Min(0),
-        Constraint::Length(text::width(help) as u16 + 1),
+        Constraint::Length(text::width(&help) as u16 + 1),
     ])
     .areas(area);
     frame.render_widget(Paragraph::new(Line::from(spans)), left);

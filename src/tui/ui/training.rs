@@ -1,6 +1,8 @@
 //! The training pane: the form (or the selected run's progress), the loss curves (whole run and
 //! recent steps, raw and smoothed), the evaluation metric over steps, and the session's runs.
 
+use std::borrow::Cow;
+
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -8,24 +10,44 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Dataset, Gauge, GraphType, Paragraph, Wrap};
 
+use crate::lessons::Lang;
 use crate::text;
+use crate::train::data::DataKind;
+use crate::train::losses::LossKind;
 use crate::train::rules::Setting;
 use crate::tui::app::App;
+use crate::tui::i18n::{pad_right, tr, tr_or, tr_with};
 use crate::tui::theme::Theme;
-use crate::tui::training::{Form, RunStatus, RunView, TrainFocus, is_choice};
+use crate::tui::training::{Form, MODEL_POOLING, RunStatus, RunView, TrainFocus, is_choice};
 
 /// Steps in the "recent" loss chart.
 const RECENT: usize = 50;
 
+/// A setting's label in `lang` (the engine's English name until the locale file has it).
+pub fn setting_label(f: Setting, lang: Lang) -> Cow<'static, str> {
+    tr_or(lang, &format!("setting.{f:?}"), f.label())
+}
+
+/// What a loss does, in one line, in `lang`.
+pub fn loss_explanation(l: LossKind, lang: Lang) -> Cow<'static, str> {
+    tr_or(lang, &format!("loss.{l:?}"), l.explain())
+}
+
+/// What a data file holds, in `lang`.
+pub fn data_description(d: DataKind, lang: Lang) -> Cow<'static, str> {
+    tr_or(lang, &format!("data.{d:?}"), d.describe())
+}
+
 pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let lang = app.lang;
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)]).areas(area);
     let main_focus = app.training.focus == TrainFocus::Main;
     let shown = app.training.runs.get(app.training.run_selected);
     if app.training.form_shown() {
-        draw_form(&app.training.form, theme, frame, left, main_focus);
+        draw_form(&app.training.form, lang, theme, frame, left, main_focus);
     } else if let Some(run) = shown {
-        draw_run(run, theme, frame, left, main_focus);
+        draw_run(run, lang, theme, frame, left, main_focus);
     }
     let [top, middle, bottom] = Layout::vertical([
         Constraint::Percentage(40),
@@ -37,20 +59,22 @@ pub fn draw(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
     let run = shown.filter(|_| !app.training.form_shown() || app.active_run().is_some());
     let run = run.or(app.active_run());
-    draw_loss(run, theme, frame, top, None);
-    draw_loss(run, theme, frame, recent, Some(RECENT));
-    draw_metric(run, theme, frame, metric);
+    draw_loss(run, lang, theme, frame, top, None);
+    draw_loss(run, lang, theme, frame, recent, Some(RECENT));
+    draw_metric(run, lang, theme, frame, metric);
     draw_history(app, theme, frame, bottom);
 }
 
-fn field_value(form: &Form, f: Setting) -> String {
+fn field_value(form: &Form, f: Setting, lang: Lang) -> String {
     let v = form.get(f);
-    if is_choice(f) {
+    if f == Setting::Pooling && v == MODEL_POOLING {
+        format!("◀ {} ▶", tr(lang, "run.models_own"))
+    } else if is_choice(f) {
         format!("◀ {v} ▶")
     } else if v.is_empty() {
         match f {
-            Setting::MaxSeqLength => "(the model's)".into(),
-            Setting::Eval => "(none)".into(),
+            Setting::MaxSeqLength => tr(lang, "form.models_length").into_owned(),
+            Setting::Eval => tr(lang, "form.none").into_owned(),
             _ => String::new(),
         }
     } else {
@@ -58,9 +82,9 @@ fn field_value(form: &Form, f: Setting) -> String {
     }
 }
 
-fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused: bool) {
+fn draw_form(form: &Form, lang: Lang, theme: &Theme, frame: &mut Frame, area: Rect, focused: bool) {
     let block = Block::bordered()
-        .title(" Training · new run ")
+        .title(tr(lang, "form.title"))
         .border_style(theme.border(focused));
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -85,10 +109,11 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
         } else {
             Style::new()
         };
-        let value = field_value(form, f);
+        let value = field_value(form, f, lang);
         let room = width.saturating_sub(label_w + 2);
+        let label = pad_right(&setting_label(f, lang), label_w);
         lines.push(Line::from(vec![
-            Span::styled(format!("{mark}{:<label_w$} ", f.label()), style),
+            Span::styled(format!("{mark}{label} "), style),
             Span::styled(text::clip(&value, room), style),
         ]));
         if let Some(e) = error {
@@ -106,13 +131,13 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
                 };
                 match d {
                     Some(Ok(d)) => Some(format!(
-                        "{} · {} rows{}",
-                        d.summary.kind.describe(),
-                        d.summary.rows,
+                        "{} · {}{}",
+                        data_description(d.summary.kind, lang),
+                        tr_with(lang, "form.rows", &[("n", &d.summary.rows)]),
                         if d.summary.scores_scaled {
-                            " · scores 0-5 scaled to 0-1"
+                            tr(lang, "form.scaled")
                         } else {
-                            ""
+                            "".into()
                         }
                     )),
                     Some(Err(_)) | None => None,
@@ -122,7 +147,7 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
                 .get(f)
                 .parse::<crate::train::losses::LossKind>()
                 .ok()
-                .map(|l| l.explain().to_string()),
+                .map(|l| loss_explanation(l, lang).into_owned()),
             _ => None,
         };
         if let Some(note) = note {
@@ -135,7 +160,11 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
     if let Some(Ok(d)) = &form.data {
         lines.push(Line::raw(""));
         lines.push(Line::styled(
-            format!("first rows ({})", d.summary.columns.join(", ")),
+            tr_with(
+                lang,
+                "form.first_rows",
+                &[("columns", &d.summary.columns.join(", "))],
+            ),
             theme.dim(),
         ));
         for row in &d.summary.preview {
@@ -158,10 +187,7 @@ fn draw_form(form: &Form, theme: &Theme, frame: &mut Frame, area: Rect, focused:
     );
     if inner.height > 0 {
         frame.render_widget(
-            Paragraph::new(Line::styled(
-                "↑↓ field · Enter edit · ←→ choose · s start · t explorer",
-                theme.dim(),
-            )),
+            Paragraph::new(Line::styled(tr(lang, "form.keys"), theme.dim())),
             Rect::new(inner.x, inner.bottom() - 1, inner.width, 1),
         );
     }
@@ -178,29 +204,39 @@ fn duration(secs: f64) -> String {
     }
 }
 
-fn status_line(run: &RunView, theme: &Theme) -> Line<'static> {
+fn status_line(run: &RunView, lang: Lang, theme: &Theme) -> Line<'static> {
     match &run.status {
-        RunStatus::Starting => Line::raw("starting: loading the model and the data…"),
-        RunStatus::Running => Line::raw("training"),
-        RunStatus::Stopping => Line::raw("stopping at the end of this step…"),
+        RunStatus::Starting => Line::raw(tr(lang, "run.starting")),
+        RunStatus::Running => Line::raw(tr(lang, "run.training")),
+        RunStatus::Stopping => Line::raw(tr(lang, "run.stopping")),
         RunStatus::Finished => Line::styled(
-            format!(
-                "finished · saved to {} · l loads it next to the base model",
-                run.config.output.display()
+            tr_with(
+                lang,
+                "run.finished",
+                &[("path", &run.config.output.display())],
             ),
             Style::new().add_modifier(Modifier::BOLD),
         ),
-        RunStatus::Failed(m) => Line::styled(format!("failed: {m}"), theme.error()),
+        RunStatus::Failed(m) => {
+            Line::styled(tr_with(lang, "run.failed", &[("error", m)]), theme.error())
+        }
         RunStatus::Cancelled { checkpoint } => Line::raw(match checkpoint {
-            Some(p) => format!("stopped · checkpoint {} (l loads it)", p.display()),
-            None => "stopped · no checkpoint kept".to_string(),
+            Some(p) => tr_with(lang, "run.stopped_checkpoint", &[("path", &p.display())]),
+            None => tr(lang, "run.stopped").into_owned(),
         }),
     }
 }
 
-fn draw_run(run: &RunView, theme: &Theme, frame: &mut Frame, area: Rect, focused: bool) {
+fn draw_run(
+    run: &RunView,
+    lang: Lang,
+    theme: &Theme,
+    frame: &mut Frame,
+    area: Rect,
+    focused: bool,
+) {
     let block = Block::bordered()
-        .title(format!(" Training · run {} ", run.id))
+        .title(tr_with(lang, "run.title", &[("id", &run.id)]))
         .border_style(theme.border(focused));
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -215,7 +251,7 @@ fn draw_run(run: &RunView, theme: &Theme, frame: &mut Frame, area: Rect, focused
     ])
     .areas(inner);
     frame.render_widget(
-        Paragraph::new(status_line(run, theme)).wrap(Wrap { trim: true }),
+        Paragraph::new(status_line(run, lang, theme)).wrap(Wrap { trim: true }),
         status,
     );
     let ratio = if run.total_steps > 0 {
@@ -232,53 +268,81 @@ fn draw_run(run: &RunView, theme: &Theme, frame: &mut Frame, area: Rect, focused
         Gauge::default()
             .gauge_style(gauge_style)
             .ratio(ratio.clamp(0.0, 1.0))
-            .label(format!(
-                "step {}/{} · epoch {:.2}",
-                run.step, run.total_steps, run.epoch
+            .label(tr_with(
+                lang,
+                "run.gauge",
+                &[
+                    ("step", &run.step),
+                    ("total", &run.total_steps),
+                    ("epoch", &format!("{:.2}", run.epoch)),
+                ],
             )),
         gauge,
     );
     let c = &run.config;
     let mut lines = vec![
-        Line::raw(format!(
-            "eta {} · elapsed {} · {:.0} sentences/s",
-            run.eta().map_or("-".into(), duration),
-            duration(run.elapsed),
-            run.sentences_per_second
+        Line::raw(tr_with(
+            lang,
+            "run.speed",
+            &[
+                ("eta", &run.eta().map_or("-".into(), duration)),
+                ("elapsed", &duration(run.elapsed)),
+                ("rate", &format!("{:.0}", run.sentences_per_second)),
+            ],
         )),
-        Line::raw(format!(
-            "loss {} (smoothed {}) · learning rate {:.2e}",
-            run.losses
-                .last()
-                .map_or("-".into(), |l| format!("{:.4}", l.1)),
-            run.smoothed
-                .last()
-                .map_or("-".into(), |l| format!("{:.4}", l.1)),
-            run.learning_rate
+        Line::raw(tr_with(
+            lang,
+            "run.loss",
+            &[
+                (
+                    "loss",
+                    &run.losses
+                        .last()
+                        .map_or("-".into(), |l| format!("{:.4}", l.1)),
+                ),
+                (
+                    "smoothed",
+                    &run.smoothed
+                        .last()
+                        .map_or("-".into(), |l| format!("{:.4}", l.1)),
+                ),
+                ("lr", &format!("{:.2e}", run.learning_rate)),
+            ],
         )),
     ];
     if let Some((step, m)) = run.evals.last() {
         let shown: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        lines.push(Line::raw(format!(
-            "eval at step {step}: {}",
-            shown.join(", ")
+        lines.push(Line::raw(tr_with(
+            lang,
+            "run.eval",
+            &[("step", step), ("metrics", &shown.join(", "))],
         )));
     }
     lines.push(Line::raw(""));
+    if let Some(view) = &run.batch {
+        lines.extend(super::workshop::batch_lines(
+            lang,
+            theme,
+            view,
+            body.width as usize,
+        ));
+        lines.push(Line::raw(""));
+    }
     for (k, v) in [
         ("model", c.model.clone()),
         ("data", c.data.display().to_string()),
         ("loss", c.loss.name().to_string()),
         (
             "pooling",
-            c.pooling
-                .as_ref()
-                .map_or("model's own".into(), |p| p.to_string()),
+            c.pooling.as_ref().map_or_else(
+                || tr(lang, "run.models_own").into_owned(),
+                |p| p.to_string(),
+            ),
         ),
-        ("epochs · batch", format!("{} · {}", c.epochs, c.batch_size)),
-        ("lr · warm-up", format!("{:e} · {}", c.lr, c.warmup_ratio)),
+        ("epochs_batch", format!("{} · {}", c.epochs, c.batch_size)),
+        ("lr_warmup", format!("{:e} · {}", c.lr, c.warmup_ratio)),
         (
-            "seed · device",
+            "seed_device",
             format!(
                 "{} · {}",
                 c.seed,
@@ -291,23 +355,28 @@ fn draw_run(run: &RunView, theme: &Theme, frame: &mut Frame, area: Rect, focused
         ),
         (
             "eval",
-            c.eval
-                .as_ref()
-                .map_or("(none)".into(), |p| p.display().to_string()),
+            c.eval.as_ref().map_or_else(
+                || tr(lang, "form.none").into_owned(),
+                |p| p.display().to_string(),
+            ),
         ),
         ("output", c.output.display().to_string()),
     ] {
+        let k = tr(lang, &format!("run.cfg.{k}"));
         lines.push(Line::from(vec![
-            Span::styled(format!("{k:<15}"), theme.dim()),
+            Span::styled(pad_right(&k, 15), theme.dim()),
             Span::raw(text::clip(&v, (body.width as usize).saturating_sub(15))),
         ]));
     }
     frame.render_widget(Paragraph::new(lines), body);
-    let keys = if run.status.is_active() {
-        "x stop · t explorer"
-    } else {
-        "l load result · n new run · t explorer"
-    };
+    let keys = tr(
+        lang,
+        if run.status.is_active() {
+            "run.keys_active"
+        } else {
+            "run.keys_done"
+        },
+    );
     frame.render_widget(Paragraph::new(Line::styled(keys, theme.dim())), hint);
 }
 
@@ -343,18 +412,19 @@ fn placeholder(frame: &mut Frame, area: Rect, block: Block, msg: &str, theme: &T
 /// The loss: the whole run, or the last `window` steps; raw and smoothed.
 fn draw_loss(
     run: Option<&RunView>,
+    lang: Lang,
     theme: &Theme,
     frame: &mut Frame,
     area: Rect,
     window: Option<usize>,
 ) {
     let title = match window {
-        None => " Loss · whole run · raw (faint) and smoothed ".to_string(),
-        Some(n) => format!(" Loss · last {n} steps "),
+        None => tr(lang, "chart.loss_all").into_owned(),
+        Some(n) => tr_with(lang, "chart.loss_recent", &[("n", &n)]),
     };
     let block = Block::bordered().title(title);
     let Some(run) = run.filter(|r| !r.losses.is_empty()) else {
-        return placeholder(frame, area, block, "no steps yet", theme);
+        return placeholder(frame, area, block, &tr(lang, "chart.no_steps"), theme);
     };
     let skip = window.map_or(0, |n| run.losses.len().saturating_sub(n));
     let raw: Vec<(f64, f64)> = run.losses[skip..].to_vec();
@@ -412,11 +482,14 @@ fn chart<'a>(
 }
 
 /// The first evaluation metric over steps.
-fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Rect) {
+fn draw_metric(run: Option<&RunView>, lang: Lang, theme: &Theme, frame: &mut Frame, area: Rect) {
     let name = run
         .and_then(|r| r.evals.first())
         .and_then(|(_, m)| m.first())
-        .map_or("evaluation".to_string(), |(k, _)| k.clone());
+        .map_or_else(
+            || tr(lang, "chart.evaluation").into_owned(),
+            |(k, _)| k.clone(),
+        );
     let last = run
         .and_then(|r| r.evals.last())
         .and_then(|(_, m)| m.first())
@@ -424,10 +497,10 @@ fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Re
     let block = Block::bordered().title(format!(" {name}{last} "));
     let Some(run) = run.filter(|r| !r.evals.is_empty()) else {
         let msg = match run {
-            Some(r) if r.config.eval.is_none() => "no evaluation file for this run",
-            _ => "no evaluation yet",
+            Some(r) if r.config.eval.is_none() => "chart.no_eval_file",
+            _ => "chart.no_eval_yet",
         };
-        return placeholder(frame, area, block, msg, theme);
+        return placeholder(frame, area, block, &tr(lang, msg), theme);
     };
     let points: Vec<(f64, f64)> = run
         .evals
@@ -453,18 +526,16 @@ fn draw_metric(run: Option<&RunView>, theme: &Theme, frame: &mut Frame, area: Re
 }
 
 fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let lang = app.lang;
     let focused = app.training.focus == TrainFocus::History;
     let block = Block::bordered()
-        .title(" Runs this session · Tab here, ↑↓ choose, l load ")
+        .title(tr(lang, "runs.title"))
         .border_style(theme.border(focused));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if app.training.runs.is_empty() {
         frame.render_widget(
-            Paragraph::new(Line::styled(
-                "none yet: fill in the form and press s",
-                theme.dim(),
-            )),
+            Paragraph::new(Line::styled(tr(lang, "runs.none"), theme.dim())),
             inner,
         );
         return;
@@ -486,10 +557,10 @@ fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                 RunStatus::Starting | RunStatus::Running => {
                     format!("{}%", 100 * r.step / r.total_steps.max(1))
                 }
-                RunStatus::Stopping => "stopping".into(),
-                RunStatus::Finished => "finished".into(),
-                RunStatus::Failed(_) => "failed".into(),
-                RunStatus::Cancelled { .. } => "stopped".into(),
+                RunStatus::Stopping => tr(lang, "runs.stopping").into_owned(),
+                RunStatus::Finished => tr(lang, "runs.finished").into_owned(),
+                RunStatus::Failed(_) => tr(lang, "runs.failed").into_owned(),
+                RunStatus::Cancelled { .. } => tr(lang, "runs.stopped").into_owned(),
             };
             let metric = r
                 .final_metric()
@@ -500,17 +571,17 @@ fn draw_history(app: &App, theme: &Theme, frame: &mut Frame, area: Rect) {
                 .file_name()
                 .map_or(String::new(), |n| n.to_string_lossy().into_owned());
             let line = format!(
-                "{} {:>2} {:<9} {:<8} {:<22} {} ep · {}  {}",
+                "{} {:>2} {} {:<8} {} {} · {}  {}",
                 if i == app.training.run_selected {
                     "▶"
                 } else {
                     " "
                 },
                 r.id,
-                status,
+                pad_right(&status, 9),
                 r.config.loss.name(),
-                text::clip(&data, 22),
-                r.config.epochs,
+                pad_right(&text::clip(&data, 22), 22),
+                tr_with(lang, "runs.epochs", &[("n", &r.config.epochs)]),
                 metric,
                 r.config.output.display()
             );
