@@ -179,6 +179,9 @@ fn every_pooling_side_by_side_from_a_key_and_from_the_pooling_lesson() {
         sbert_tui::tui::shell::Mode::Poolings(_)
     ));
     insta::assert_snapshot!("poolings_popup", render(&mut app, 100, 30).backend());
+    app.lang = Lang::Zh;
+    insta::assert_snapshot!("poolings_popup_zh", render(&mut app, 100, 30).backend());
+    app.lang = Lang::En;
     app.on_key(key('x'));
     assert!(matches!(
         app.shell.mode,
@@ -219,6 +222,33 @@ fn the_cost_lesson_times_both_ways_on_the_explorers_sentences() {
     // 6 sentences: 6 passes and 36 dot products against 15 pair passes; the fake worker's
     // times (10 ms a sentence, 20 ms a pair) extrapolated to 10,000 sentences.
     insta::assert_snapshot!("cost_popup", render(&mut app, 100, 30).backend());
+    app.lang = Lang::Zh;
+    insta::assert_snapshot!("cost_popup_zh", render(&mut app, 100, 30).backend());
+
+    // With a cross-encoder folder (`--cross-encoder`), the request names it and the pop-up adds
+    // its time and best pairs.
+    app.lang = Lang::En;
+    app.on_key(key('x'));
+    app.explorer.cross_encoder = Some("my-cross-encoder".into());
+    app.on_key(key('C'));
+    let reqs = app.take_requests();
+    assert!(
+        reqs.iter().any(
+            |r| matches!(r, Request::Cost { cross_encoder: Some(f), .. } if f == "my-cross-encoder")
+        ),
+        "{reqs:?}"
+    );
+    app.shell.request(reqs.into_iter().last().unwrap());
+    serve(&mut app);
+    insta::assert_snapshot!(
+        "cost_popup_cross_encoder",
+        render(&mut app, 100, 36).backend()
+    );
+    app.lang = Lang::Zh;
+    insta::assert_snapshot!(
+        "cost_popup_cross_encoder_zh",
+        render(&mut app, 100, 36).backend()
+    );
 }
 
 #[test]
@@ -248,6 +278,9 @@ fn prompts_side_by_side_from_the_prompts_lesson() {
         sbert_tui::tui::shell::Mode::Prompts(_)
     ));
     insta::assert_snapshot!("prompts_popup", render(&mut app, 100, 30).backend());
+    app.lang = Lang::Zh;
+    insta::assert_snapshot!("prompts_popup_zh", render(&mut app, 100, 30).backend());
+    app.lang = Lang::En;
 }
 
 /// `T` (and the first lesson's second step) opens the selected sentence's pipeline: tokens with

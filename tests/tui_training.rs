@@ -373,4 +373,6 @@ fn the_run_view_shows_the_batch_the_loss_saw() {
         "{screen}"
     );
     insta::assert_snapshot!("batch_triplet_en", t.backend());
+    app.lang = Lang::Zh;
+    insta::assert_snapshot!("batch_triplet_zh", render(&mut app, 120, 40).backend());
 }

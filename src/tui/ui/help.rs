@@ -27,6 +27,21 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     h
 }
 
+/// Clears `rect` and one column either side of it (within `area`): a wide (CJK) character
+/// under the pop-up's left border would otherwise keep drawing over it.
+fn clear(frame: &mut Frame, area: Rect, rect: Rect) {
+    let left = rect.x.saturating_sub(1).max(area.x);
+    let right = (rect.x + rect.width + 1).min(area.x + area.width);
+    frame.render_widget(
+        Clear,
+        Rect {
+            x: left,
+            width: right - left,
+            ..rect
+        },
+    );
+}
+
 /// Where bindings apply, in the order the help lists them (the help's own keys are in its title).
 const HELP_ORDER: [Context; 11] = [
     Context::Global,
@@ -104,7 +119,7 @@ pub fn draw_help(lang: Lang, theme: &Theme, frame: &mut Frame, area: Rect) {
     let tallest = cols.iter().map(Vec::len).max().unwrap_or(0) as u16;
     let col_w: u16 = 62;
     let popup = centered(area, col_w * cols.len() as u16 + 2, tallest + 2);
-    frame.render_widget(Clear, popup);
+    clear(frame, area, popup);
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
     let parts =
@@ -132,7 +147,7 @@ pub fn draw_demo(lang: Lang, theme: &Theme, frame: &mut Frame, area: Rect, selec
     lines.push(Line::raw(""));
     lines.extend(binding_lines(Context::Demo, lang));
     let popup = centered(area, 66, lines.len() as u16 + 2);
-    frame.render_widget(Clear, popup);
+    clear(frame, area, popup);
     frame.render_widget(
         Paragraph::new(lines).block(
             Block::bordered()
@@ -169,7 +184,7 @@ pub fn draw_confirm(theme: &Theme, frame: &mut Frame, area: Rect, what: Confirm,
     let title = tr_with(app.lang, key, &[("id", &id)]);
     let lines = binding_lines(Context::Confirm, app.lang);
     let popup = centered(area, 66, lines.len() as u16 + 2);
-    frame.render_widget(Clear, popup);
+    clear(frame, area, popup);
     frame.render_widget(
         Paragraph::new(lines).block(
             Block::bordered()
@@ -245,7 +260,7 @@ pub(super) fn popup(
 ) {
     let rect = centered(area, width, lines.len() as u16 + 2 + spare);
     let paragraph = Paragraph::new(lines).wrap(Wrap { trim: false });
-    frame.render_widget(Clear, rect);
+    clear(frame, area, rect);
     frame.render_widget(
         paragraph.block(
             Block::bordered()
