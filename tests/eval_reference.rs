@@ -118,3 +118,80 @@ fn minilm_retrieval_with_several_relevant_documents_equals_the_shared_reference(
         assert!((g - w).abs() < TOL, "{ours} = {g}, Python gives {w}");
     }
 }
+
+/// `sbert-tui eval --data DIR` on the same retrieval data written out in the BEIR layout
+/// (corpus.jsonl, queries.jsonl, qrels/test.tsv with a header): the Python library's metrics
+/// within 1e-4, under their names (`cosine_ndcg@10`, ...).
+#[test]
+fn eval_on_a_beir_folder_equals_the_shared_reference() {
+    let r = &json("evaluators_reference.json")["information_retrieval"];
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("qrels")).unwrap();
+    let lines = |map: &serde_json::Map<String, serde_json::Value>| -> String {
+        map.iter()
+            .map(|(id, text)| {
+                serde_json::json!({"_id": id, "title": "", "text": text}).to_string() + "\n"
+            })
+            .collect()
+    };
+    std::fs::write(
+        d.join("corpus.jsonl"),
+        lines(r["corpus"].as_object().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("queries.jsonl"),
+        lines(r["queries"].as_object().unwrap()),
+    )
+    .unwrap();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    for (q, docs) in r["relevant"].as_object().unwrap() {
+        for doc in docs.as_array().unwrap() {
+            qrels.push_str(&format!("{q}\t{}\t1\n", doc.as_str().unwrap()));
+        }
+    }
+    std::fs::write(d.join("qrels/test.tsv"), qrels).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sbert-tui"))
+        .args(["eval", "--model"])
+        .arg(minilm_dir())
+        .arg("--data")
+        .arg(d)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = r["metrics"].as_object().unwrap();
+    for (name, value) in want {
+        let ours = name.strip_prefix("snli_").unwrap();
+        let g = got["metrics"][ours].as_f64().unwrap_or(f64::NAN);
+        let w = value.as_f64().unwrap();
+        assert!((g - w).abs() < TOL, "{ours} = {g}, Python gives {w}");
+    }
+    assert_eq!(got["documents"], r["corpus"].as_object().unwrap().len());
+
+    // A qrels line naming a document the corpus lacks: one line naming the file and the line.
+    std::fs::write(
+        d.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq0\tnope\t1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sbert-tui"))
+        .args(["eval", "--model"])
+        .arg(minilm_dir())
+        .arg("--data")
+        .arg(d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("test.tsv:2: corpus-id `nope` is not in"),
+        "{err}"
+    );
+}

@@ -235,16 +235,72 @@ pub fn train(args: TrainArgs) -> Result<()> {
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Data to evaluate on: scored pairs, labelled pairs, pairs (query/passage) or triplets.
+    /// Data to evaluate on: scored pairs, labelled pairs, pairs (query/passage) or triplets; or
+    /// a retrieval folder in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv).
     #[arg(long)]
     pub data: PathBuf,
+    /// The qrels file of a BEIR folder to use: qrels/SPLIT.tsv.
+    #[arg(long, default_value = "test")]
+    pub split: String,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     #[arg(short, long, value_enum, default_value_t = MatrixFormat::Table)]
     pub format: MatrixFormat,
 }
 
+/// `eval` on a BEIR retrieval folder: every query against the whole corpus.
+fn eval_retrieval(args: &EvalArgs) -> Result<()> {
+    let set = crate::train::beir::load(&args.data, &args.split).map_err(|e| anyhow::anyhow!(e))?;
+    let encoder = args.model.load()?;
+    let prompt = args.model.prompt();
+    let queries =
+        encoder.encode_prompted(&set.queries, &prompt, args.batch_size, &mut |_, _| {})?;
+    let docs = encoder.encode_prompted(&set.docs, &prompt, args.batch_size, &mut |_, _| {})?;
+    let sim = encoder.info().similarity;
+    let metrics = evaluators::information_retrieval(&queries, &docs, &set.relevant, sim);
+    let mut out = io::stdout().lock();
+    let what = format!(
+        "{} queries against {} documents, {} relevant pairs (qrels/{}.tsv)",
+        set.queries.len(),
+        set.docs.len(),
+        set.judgements(),
+        args.split
+    );
+    match args.format {
+        MatrixFormat::Table => {
+            writeln!(out, "{what}")?;
+            for (k, v) in &metrics {
+                writeln!(out, "{k:<32} {v:.4}")?;
+            }
+        }
+        MatrixFormat::Json => {
+            let map: serde_json::Map<String, serde_json::Value> = metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect();
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({
+                    "model": args.model.model,
+                    "similarity": sim.name(),
+                    "data": args.data,
+                    "kind": "retrieval (BEIR)",
+                    "queries": set.queries.len(),
+                    "documents": set.docs.len(),
+                    "relevant": set.judgements(),
+                    "metrics": map,
+                }),
+            )?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn eval(args: EvalArgs) -> Result<()> {
+    if crate::train::beir::is_beir(&args.data) {
+        return eval_retrieval(&args);
+    }
     let dataset = data::load(&args.data)?;
     rules::check_eval(dataset.kind, &dataset.path, None).map_err(|e| anyhow::anyhow!(e.reason))?;
     let encoder = args.model.load()?;
