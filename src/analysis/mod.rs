@@ -2,4 +2,5 @@
 //! models or terminals; works on plain `f32` vectors.
 
 pub mod pca;
+pub mod search;
 pub mod similarity;

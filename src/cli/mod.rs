@@ -3,6 +3,7 @@
 //! to stderr.
 
 pub mod output;
+pub mod search;
 pub mod train;
 
 use std::io::{self, Write};
@@ -80,6 +81,9 @@ pub enum Command {
     /// for scored pairs, average precision, accuracy and F1 for labelled pairs, accuracy for
     /// triplets, NDCG / MRR / MAP / accuracy@k for positive pairs (retrieval).
     Eval(train::EvalArgs),
+    /// Semantic search: the corpus texts (one per line) closest to each query, best first, as the
+    /// Python library's `util.semantic_search` (exact).
+    Search(search::SearchArgs),
 }
 
 /// Which model, and how to run it.
@@ -89,7 +93,7 @@ pub struct ModelArgs {
     #[arg(short, long, env = "SBERT_TUI_MODEL", default_value = model::DEFAULT_MODEL)]
     pub model: String,
     /// Pooling, overriding the model's: cls, mean, max, weightedmean, mean_sqrt_len_tokens,
-    /// lasttoken (several joined by `+` are concatenated).
+    /// lasttoken, or ours: attention (several joined by `+` are concatenated).
     #[arg(long)]
     pub pooling: Option<PoolingSpec>,
     /// Device: auto, cpu, cuda, cuda:N or metal.
@@ -240,6 +244,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Info(args) => info(args),
         Command::Train(args) => train::train(*args),
         Command::Eval(args) => train::eval(args),
+        Command::Search(args) => search::run(args),
     };
     match result {
         Err(e) if is_broken_pipe(&e) => Ok(()),
