@@ -248,6 +248,45 @@ pub struct EvalArgs {
     pub format: MatrixFormat,
 }
 
+/// Prints `metrics`: after the line `what` as a table, or as one JSON object holding the model,
+/// the similarity function, the data, `fields` and the metrics.
+fn print_metrics(
+    args: &EvalArgs,
+    sim: crate::analysis::similarity::Similarity,
+    what: &str,
+    fields: serde_json::Value,
+    metrics: &evaluators::Metrics,
+) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match args.format {
+        MatrixFormat::Table => {
+            writeln!(out, "{what}")?;
+            for (k, v) in metrics {
+                writeln!(out, "{k:<32} {v:.4}")?;
+            }
+        }
+        MatrixFormat::Json => {
+            let mut obj = serde_json::json!({
+                "model": args.model.model,
+                "similarity": sim.name(),
+                "data": args.data,
+            });
+            let map = obj.as_object_mut().expect("an object");
+            if let serde_json::Value::Object(f) = fields {
+                map.extend(f);
+            }
+            let metrics: serde_json::Map<String, serde_json::Value> = metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect();
+            map.insert("metrics".into(), metrics.into());
+            serde_json::to_writer(&mut out, &obj)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
 /// `eval` on a BEIR retrieval folder: every query against the whole corpus.
 fn eval_retrieval(args: &EvalArgs) -> Result<()> {
     let set = crate::train::beir::load(&args.data, &args.split).map_err(|e| anyhow::anyhow!(e))?;
@@ -258,7 +297,6 @@ fn eval_retrieval(args: &EvalArgs) -> Result<()> {
     let docs = encoder.encode_prompted(&set.docs, &prompt, args.batch_size, &mut |_, _| {})?;
     let sim = encoder.info().similarity;
     let metrics = evaluators::information_retrieval(&queries, &docs, &set.relevant, sim);
-    let mut out = io::stdout().lock();
     let what = format!(
         "{} queries against {} documents, {} relevant pairs (qrels/{}.tsv)",
         set.queries.len(),
@@ -266,35 +304,13 @@ fn eval_retrieval(args: &EvalArgs) -> Result<()> {
         set.judgements(),
         args.split
     );
-    match args.format {
-        MatrixFormat::Table => {
-            writeln!(out, "{what}")?;
-            for (k, v) in &metrics {
-                writeln!(out, "{k:<32} {v:.4}")?;
-            }
-        }
-        MatrixFormat::Json => {
-            let map: serde_json::Map<String, serde_json::Value> = metrics
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
-                .collect();
-            serde_json::to_writer(
-                &mut out,
-                &serde_json::json!({
-                    "model": args.model.model,
-                    "similarity": sim.name(),
-                    "data": args.data,
-                    "kind": "retrieval (BEIR)",
-                    "queries": set.queries.len(),
-                    "documents": set.docs.len(),
-                    "relevant": set.judgements(),
-                    "metrics": map,
-                }),
-            )?;
-            writeln!(out)?;
-        }
-    }
-    Ok(())
+    let fields = serde_json::json!({
+        "kind": "retrieval (BEIR)",
+        "queries": set.queries.len(),
+        "documents": set.docs.len(),
+        "relevant": set.judgements(),
+    });
+    print_metrics(args, sim, &what, fields, &metrics)
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
@@ -309,37 +325,14 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         prompt: args.model.prompt(),
     };
     let metrics = evaluators::evaluate(&encoder, &dataset, None, &opts)?;
-    let mut out = io::stdout().lock();
-    match args.format {
-        MatrixFormat::Table => {
-            writeln!(
-                out,
-                "{} rows of {}",
-                dataset.examples.len(),
-                dataset.kind.describe()
-            )?;
-            for (k, v) in &metrics {
-                writeln!(out, "{k:<32} {v:.4}")?;
-            }
-        }
-        MatrixFormat::Json => {
-            let map: serde_json::Map<String, serde_json::Value> = metrics
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
-                .collect();
-            serde_json::to_writer(
-                &mut out,
-                &serde_json::json!({
-                    "model": args.model.model,
-                    "similarity": encoder.info().similarity.name(),
-                    "data": args.data,
-                    "kind": dataset.kind.describe(),
-                    "rows": dataset.examples.len(),
-                    "metrics": map,
-                }),
-            )?;
-            writeln!(out)?;
-        }
-    }
-    Ok(())
+    let what = format!(
+        "{} rows of {}",
+        dataset.examples.len(),
+        dataset.kind.describe()
+    );
+    let fields = serde_json::json!({
+        "kind": dataset.kind.describe(),
+        "rows": dataset.examples.len(),
+    });
+    print_metrics(&args, encoder.info().similarity, &what, fields, &metrics)
 }

@@ -349,36 +349,15 @@ impl CrossEncoder {
         batch_size: usize,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Vec<f32>>> {
-        if batch_size == 0 {
-            return Err(ModelError::Invalid("batch size must be at least 1".into()));
-        }
-        let mut order: Vec<usize> = (0..tokenized.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].ids.len()));
-        let mut out = vec![Vec::new(); tokenized.len()];
-        let mut done = 0;
-        for chunk in order.chunks(batch_size) {
-            let items: Vec<&Tokenized> = chunk.iter().map(|&i| &tokenized[i]).collect();
-            let input = self.batch(&items)?;
-            let tokens = self.transformer.forward(&input, Mode::EVAL)?;
+        super::tokenize::in_length_order(tokenized, batch_size, progress, |items| {
+            let tokens = self.transformer.forward(&self.batch(items)?, Mode::EVAL)?;
             let first = tokens.narrow(1, 0, 1)?.squeeze(1)?;
-            let logits = self
+            Ok(self
                 .head
                 .forward(&first)?
                 .to_dtype(DType::F32)?
-                .to_vec2::<f32>()?;
-            for (&i, row) in chunk.iter().zip(logits) {
-                if row.iter().any(|x| !x.is_finite()) {
-                    return Err(ModelError::NonFinite {
-                        index: i,
-                        total: tokenized.len(),
-                    });
-                }
-                out[i] = row;
-            }
-            done += chunk.len();
-            progress(done, tokenized.len());
-        }
-        Ok(out)
+                .to_vec2::<f32>()?)
+        })
     }
 
     /// Pads tokenized pairs into one batch (right padding; token types kept where the model

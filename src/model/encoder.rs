@@ -728,9 +728,8 @@ impl SentenceEncoder {
         })
     }
 
-    /// Runs `run` over batches sorted by length (less padding) and returns the rows in input
-    /// order. A non-finite value in any row is an error: such a vector must never reach a
-    /// similarity, a chart or a file.
+    /// Runs `run` over batches sorted by length (less padding) and returns the rows (cut to
+    /// `truncate_dim`) in input order; see [`super::tokenize::in_length_order`].
     fn encode_tokenized_with(
         &self,
         tokenized: &[Tokenized],
@@ -738,34 +737,15 @@ impl SentenceEncoder {
         progress: &mut dyn FnMut(usize, usize),
         run: impl Fn(&EncoderInput) -> Result<Tensor>,
     ) -> Result<Vec<Vec<f32>>> {
-        if batch_size == 0 {
-            return Err(ModelError::Invalid("batch size must be at least 1".into()));
-        }
-        let mut order: Vec<usize> = (0..tokenized.len()).collect();
-        // Longest first (stable), so each batch pads to a similar length.
-        order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].ids.len()));
-        let mut out = vec![Vec::new(); tokenized.len()];
-        let mut done = 0;
-        for chunk in order.chunks(batch_size) {
-            let items: Vec<&Tokenized> = chunk.iter().map(|&i| &tokenized[i]).collect();
-            let input = self.batch(&items)?;
-            let vectors = run(&input)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-            for (&i, mut v) in chunk.iter().zip(vectors) {
-                if let Some(t) = self.info.truncate_dim {
-                    v.truncate(t);
-                }
-                if v.iter().any(|x| !x.is_finite()) {
-                    return Err(ModelError::NonFinite {
-                        index: i,
-                        total: tokenized.len(),
-                    });
-                }
-                out[i] = v;
+        super::tokenize::in_length_order(tokenized, batch_size, progress, |items| {
+            let mut rows = run(&self.batch(items)?)?
+                .to_dtype(DType::F32)?
+                .to_vec2::<f32>()?;
+            if let Some(t) = self.info.truncate_dim {
+                rows.iter_mut().for_each(|v| v.truncate(t));
             }
-            done += chunk.len();
-            progress(done, tokenized.len());
-        }
-        Ok(out)
+            Ok(rows)
+        })
     }
 }
 

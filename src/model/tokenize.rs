@@ -28,6 +28,41 @@ pub struct Tokenized {
     pub unknown: usize,
 }
 
+/// Runs `run` over `tokenized` in batches of `batch_size`, longest texts first (each batch pads
+/// to a similar length), and returns its rows in input order; `progress(done, total)` after each
+/// batch. A non-finite value in any row is an error: such a vector must never reach a
+/// similarity, a chart or a file.
+pub fn in_length_order(
+    tokenized: &[Tokenized],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+    mut run: impl FnMut(&[&Tokenized]) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    if batch_size == 0 {
+        return Err(ModelError::Invalid("batch size must be at least 1".into()));
+    }
+    let mut order: Vec<usize> = (0..tokenized.len()).collect();
+    // Longest first (stable).
+    order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].ids.len()));
+    let mut out = vec![Vec::new(); tokenized.len()];
+    let mut done = 0;
+    for chunk in order.chunks(batch_size) {
+        let items: Vec<&Tokenized> = chunk.iter().map(|&i| &tokenized[i]).collect();
+        for (&i, row) in chunk.iter().zip(run(&items)?) {
+            if row.iter().any(|x| !x.is_finite()) {
+                return Err(ModelError::NonFinite {
+                    index: i,
+                    total: tokenized.len(),
+                });
+            }
+            out[i] = row;
+        }
+        done += chunk.len();
+        progress(done, tokenized.len());
+    }
+    Ok(out)
+}
+
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_len: usize,
