@@ -11,6 +11,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod corpus;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lessons;

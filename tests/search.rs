@@ -10,11 +10,14 @@ use std::process::{Command, Output};
 use common::*;
 
 fn search(args: &[&str]) -> Output {
+    // Vectors go to a cache of this call's own, not the user's.
+    let cache = tempfile::tempdir().unwrap();
     Command::new(env!("CARGO_BIN_EXE_sbert-tui"))
         .arg("search")
         .arg("--model")
         .arg(minilm_dir())
         .args(args)
+        .env("SBERT_TUI_CACHE", cache.path())
         .output()
         .unwrap()
 }

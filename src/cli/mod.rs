@@ -2,6 +2,7 @@
 //! `similarity`, `info`, `train`, `eval`). Results go to stdout only; progress and warnings go
 //! to stderr.
 
+pub mod corpus;
 pub mod output;
 pub mod search;
 pub mod train;
@@ -55,6 +56,10 @@ pub struct UiArgs {
     /// sentence pairs too, timing it and showing its scores next to the bi-encoder's.
     #[arg(long, value_name = "DIR")]
     pub cross_encoder: Option<std::path::PathBuf>,
+    /// Open this corpus (one text per line, or a `text` column of CSV / TSV / JSON Lines) on the
+    /// corpus screen (F): search, clusters, paraphrase pairs and maps of the whole file.
+    #[arg(long, value_name = "FILE")]
+    pub corpus: Option<std::path::PathBuf>,
 }
 
 fn parse_lang(s: &str) -> std::result::Result<crate::lessons::Lang, String> {
@@ -84,6 +89,14 @@ pub enum Command {
     /// Semantic search: the corpus texts (one per line) closest to each query, best first, as the
     /// Python library's `util.semantic_search` (exact).
     Search(search::SearchArgs),
+    /// Paraphrase mining: the most similar pairs of texts in a corpus, best first, as the Python
+    /// library's `util.paraphrase_mining` (JSON Lines).
+    Mine(corpus::MineArgs),
+    /// Clusters of a corpus: community detection as the Python library's
+    /// `util.community_detection`, or k-means (JSON Lines, one cluster per line).
+    Cluster(corpus::ClusterArgs),
+    /// Write a corpus's vectors: .npy, .safetensors, or TSV for TensorFlow's Embedding Projector.
+    Export(corpus::ExportArgs),
 }
 
 /// Which model, and how to run it.
@@ -222,7 +235,13 @@ pub fn run_ui(args: UiArgs) -> Result<()> {
     {
         anyhow::bail!("--cross-encoder {}: not a folder", dir.display());
     }
+    if let Some(file) = &args.corpus
+        && !file.is_file()
+    {
+        anyhow::bail!("--corpus {}: not a file", file.display());
+    }
     crate::tui::run(crate::tui::TuiOptions {
+        corpus: args.corpus,
         cross_encoder: args.cross_encoder,
         lesson,
         lang: args.lang.unwrap_or_else(crate::lessons::Lang::from_env),
@@ -245,6 +264,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::Train(args) => train::train(*args),
         Command::Eval(args) => train::eval(args),
         Command::Search(args) => search::run(args),
+        Command::Mine(args) => corpus::mine(args),
+        Command::Cluster(args) => corpus::cluster(args),
+        Command::Export(args) => corpus::export(args),
     };
     match result {
         Err(e) if is_broken_pipe(&e) => Ok(()),

@@ -17,6 +17,8 @@ use candle_core::Tensor;
 
 use super::data::{DataKind, Dataset, Example};
 use super::losses::softmax_logits;
+use crate::analysis::embeddings::Embeddings;
+use crate::analysis::mining::{MiningOptions, paraphrase_mining};
 use crate::analysis::similarity::Similarity;
 use crate::model::{Prompt, Result, SentenceEncoder};
 
@@ -352,6 +354,93 @@ pub fn binary_classification(scores: &[f32], labels: &[bool], sim: Similarity) -
     ]
 }
 
+/// `ParaphraseMiningEvaluator`'s metrics: the pairs [`paraphrase_mining`] finds, ranked by
+/// score, against known duplicates. Average precision over the ranking, and the best F1 over
+/// score thresholds with its precision, recall and threshold (the midpoint between the last
+/// score kept and the next), named `{name}_average_precision`, `{name}_f1`,
+/// `{name}_precision`, `{name}_recall`, `{name}_threshold` (without the prefix when `name` is
+/// empty), average precision first (the library's primary metric).
+///
+/// Input: row `i` of `embeddings` is the vector of the sentence whose id is `ids[i]` (the
+/// evaluator's `sentences_map`, in its order); `duplicates` are pairs of ids known to be
+/// paraphrases, in either order (a pair naming an id not in `ids` is ignored, and the list is
+/// taken as given, without transitive closure, as the evaluator's defaults do). `opts` are the
+/// mining options (the evaluator's defaults: `MiningOptions::default()`, top 100 per sentence,
+/// at most 500,000 pairs). Pairs are scored by cosine whatever the model's similarity, as the
+/// evaluator (its `paraphrase_mining` uses `cos_sim`).
+pub fn paraphrase_mining_metrics<S: AsRef<str>, T: AsRef<str>>(
+    embeddings: &Embeddings,
+    ids: &[S],
+    duplicates: &[(T, T)],
+    opts: &MiningOptions,
+    name: &str,
+) -> Metrics {
+    use std::collections::HashSet;
+    assert_eq!(embeddings.len(), ids.len(), "one vector per sentence id");
+    let known: HashSet<&str> = ids.iter().map(AsRef::as_ref).collect();
+    let sorted = |a: &'_ str, b: &'_ str| -> (String, String) {
+        if a <= b {
+            (a.to_string(), b.to_string())
+        } else {
+            (b.to_string(), a.to_string())
+        }
+    };
+    let positives: HashSet<(String, String)> = duplicates
+        .iter()
+        .map(|(a, b)| (a.as_ref(), b.as_ref()))
+        .filter(|(a, b)| known.contains(a) && known.contains(b))
+        .map(|(a, b)| sorted(a, b))
+        .collect();
+    let total = positives.len();
+    let pairs = paraphrase_mining(embeddings, Similarity::Cosine, opts, &mut |_, _| true)
+        .expect("not cancelled");
+
+    let (mut extracted, mut correct, mut previous) = (0usize, 0usize, 0usize);
+    let (mut best_f1, mut best_p, mut best_r, mut threshold) = (0f64, 0f64, 0f64, 0f64);
+    let mut ap = 0f64;
+    for (idx, p) in pairs.iter().enumerate() {
+        extracted += 1;
+        if positives.contains(&sorted(ids[p.i].as_ref(), ids[p.j].as_ref())) {
+            correct += 1;
+        }
+        // Equal scores are one step of the ranking.
+        if pairs.get(idx + 1).is_some_and(|q| q.score == p.score) {
+            continue;
+        }
+        if correct > previous {
+            let precision = correct as f64 / extracted as f64;
+            let recall = if total > 0 {
+                correct as f64 / total as f64
+            } else {
+                0.0
+            };
+            let f1 = 2.0 * precision * recall / (precision + recall);
+            ap += precision * (correct - previous) as f64;
+            if f1 > best_f1 {
+                (best_f1, best_p, best_r) = (f1, precision, recall);
+                let next = pairs[(idx + 1).min(pairs.len() - 1)].score;
+                threshold = (p.score as f64 + next as f64) / 2.0;
+            }
+        }
+        previous = correct;
+    }
+    let ap = if total > 0 { ap / total as f64 } else { 0.0 };
+    let key = |k: &str| {
+        if name.is_empty() {
+            k.to_string()
+        } else {
+            format!("{name}_{k}")
+        }
+    };
+    vec![
+        (key("average_precision"), ap),
+        (key("f1"), best_f1),
+        (key("precision"), best_p),
+        (key("recall"), best_r),
+        (key("threshold"), threshold),
+    ]
+}
+
 /// Cut-offs of the retrieval metrics, as the library's defaults.
 const ACCURACY_AT: [usize; 4] = [1, 3, 5, 10];
 const NDCG_AT: usize = 10;
@@ -475,6 +564,48 @@ mod tests {
         assert!((get("cosine_f1") - 0.8).abs() < 1e-12);
         assert!((get("cosine_f1_threshold") - 0.4).abs() < 1e-6);
         assert!((get("cosine_mcc") - 0.577_350_269_189_625_8).abs() < 1e-12);
+    }
+
+    #[test]
+    fn paraphrase_mining_metrics_by_hand() {
+        // Pairs by cosine: (a, b) 0.8, (b, c) 0.6, (a, c) 0 and (c, d) 0 (one step), (b, d)
+        // -0.8, (a, d) -1. Duplicates a-b and d-c (x is not a sentence: ignored).
+        let e = Embeddings::from_rows(&[[1.0, 0.0], [0.8, 0.6], [0.0, 2.0], [-3.0, 0.0]]);
+        let dups = [("a", "b"), ("d", "c"), ("b", "x")];
+        let m = paraphrase_mining_metrics(
+            &e,
+            &["a", "b", "c", "d"],
+            &dups,
+            &MiningOptions::default(),
+            "toy",
+        );
+        let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "toy_average_precision",
+                "toy_f1",
+                "toy_precision",
+                "toy_recall",
+                "toy_threshold"
+            ]
+        );
+        let get = |k: &str| m.iter().find(|(n, _)| n == k).unwrap().1;
+        // AP: precision 1 at the first hit, 2/4 at the second (after the tied step): 1.5 / 2.
+        assert!((get("toy_average_precision") - 0.75).abs() < 1e-12);
+        // F1 2/3 first at one pair kept (p 1, r 1/2; the tie at four pairs does not replace
+        // it), threshold between 0.8 and 0.6.
+        assert!((get("toy_f1") - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!((get("toy_precision"), get("toy_recall")), (1.0, 0.5));
+        assert!((get("toy_threshold") - 0.7).abs() < 1e-6);
+        let unnamed = paraphrase_mining_metrics(
+            &e,
+            &["a", "b", "c", "d"],
+            &dups,
+            &MiningOptions::default(),
+            "",
+        );
+        assert_eq!(unnamed[0].0, "average_precision");
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::Position;
 
+use super::corpus::CorpusScreen;
+use super::corpus_worker::CorpusEvent;
 use super::demo::DEMO_SETS;
 use super::explorer::Explorer;
 use super::hits::Hits;
@@ -16,7 +18,7 @@ use super::i18n::{tr, tr_with};
 use super::keys::{self, Action, Context};
 use super::lessons::LessonsScreen;
 use super::messages::{Request, WorkerEvent};
-use super::shell::{Confirm, EditTarget, Effect, Mode, Shell, StatusMessage};
+use super::shell::{Confirm, CorpusInput, EditTarget, Effect, Mode, Shell, StatusMessage};
 use super::training::{RunView, TrainingScreen};
 use crate::lessons::{Action as LessonAction, Lang};
 use crate::train::data::Dataset;
@@ -29,6 +31,7 @@ pub enum Screen {
     Explorer,
     Training,
     Lessons,
+    Corpus,
 }
 
 pub struct App {
@@ -36,6 +39,9 @@ pub struct App {
     pub explorer: Explorer,
     pub training: TrainingScreen,
     pub lessons: LessonsScreen,
+    pub corpus: CorpusScreen,
+    /// A corpus to open once the explorer's model is loaded (`--corpus FILE`).
+    pub corpus_pending: Option<String>,
     pub screen: Screen,
     /// The language of the whole interface and of the lessons (`--lang`, `LANG`; `z` switches).
     pub lang: Lang,
@@ -54,6 +60,8 @@ impl App {
             explorer: Explorer::new(sentences),
             training: TrainingScreen::new(),
             lessons: LessonsScreen::new(crate::lessons::built_in()),
+            corpus: CorpusScreen::new(),
+            corpus_pending: None,
             screen: Screen::Explorer,
             lang: Lang::En,
             before_lessons: Screen::Explorer,
@@ -66,6 +74,28 @@ impl App {
     /// Requests for the embedding worker, in order; empties the outbox.
     pub fn take_requests(&mut self) -> Vec<Request> {
         self.shell.take_requests()
+    }
+
+    /// Requests for the corpus worker, in order.
+    pub fn take_corpus_requests(&mut self) -> Vec<super::corpus_worker::CorpusRequest> {
+        self.shell.take_corpus_requests()
+    }
+
+    /// The explorer's model (its name and pooling) for the corpus screen, once loaded.
+    fn corpus_model(&self) -> Option<(String, String)> {
+        match &self.explorer.base.model {
+            super::explorer::ModelState::Ready(m) => Some((m.name.clone(), m.pooling.clone())),
+            _ => None,
+        }
+    }
+
+    /// Opens a corpus file on the corpus screen (`--corpus FILE`, or `o` there).
+    pub fn open_corpus(&mut self, path: &str) {
+        self.screen = Screen::Corpus;
+        let model = self.corpus_model();
+        let prompt = self.explorer.prompt.clone();
+        self.corpus
+            .open_file(path, model, prompt, &mut self.shell, self.lang);
     }
 
     /// Effects for the training side and files, in order.
@@ -118,6 +148,7 @@ impl App {
             (Mode::Normal, Screen::Explorer) => self.explorer.focus.context(),
             (Mode::Normal, Screen::Training) => self.training.context(),
             (Mode::Normal, Screen::Lessons) => Context::Lessons,
+            (Mode::Normal, Screen::Corpus) => Context::Corpus,
         }
     }
 
@@ -230,7 +261,13 @@ impl App {
             }
         }
         if editor.text() != before {
-            self.explorer.refresh(&mut self.shell);
+            if let Mode::Editing(EditTarget::Corpus(CorpusInput::Query), editor) = &self.shell.mode
+            {
+                let text = editor.text().to_string();
+                self.corpus.query_changed(&text, &mut self.shell);
+            } else {
+                self.explorer.refresh(&mut self.shell);
+            }
         }
     }
 
@@ -285,9 +322,42 @@ impl App {
                     self.screen = Screen::Lessons;
                 }
             }
+            Action::CorpusScreen => {
+                self.screen = if self.screen == Screen::Corpus {
+                    Screen::Explorer
+                } else {
+                    Screen::Corpus
+                };
+                if self.screen == Screen::Corpus && self.corpus.path.is_none() {
+                    self.corpus
+                        .act(Action::OpenFile, &mut self.shell, self.lang);
+                }
+            }
+            Action::Add if self.screen == Screen::Corpus => {
+                let texts: Vec<String> = match &self.corpus.open {
+                    Some(o) => self
+                        .corpus
+                        .selected_rows()
+                        .into_iter()
+                        .map(|r| o.corpus.texts[r].clone())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                if texts.is_empty() {
+                    self.shell
+                        .set_status(tr(self.lang, "corpus.nothing_selected"), true);
+                } else {
+                    self.explorer
+                        .paste_lines(&texts.join("\n"), &mut self.shell);
+                    self.shell.set_status(
+                        tr_with(self.lang, "corpus.added", &[("n", &texts.len())]),
+                        false,
+                    );
+                }
+            }
             Action::ToggleScreen => {
                 self.screen = match self.screen {
-                    Screen::Explorer | Screen::Lessons => Screen::Training,
+                    Screen::Explorer | Screen::Lessons | Screen::Corpus => Screen::Training,
                     Screen::Training => Screen::Explorer,
                 };
                 if self.screen == Screen::Training {
@@ -323,6 +393,7 @@ impl App {
                 let handled = match self.screen {
                     Screen::Training => self.training.act(action, &mut self.shell),
                     Screen::Lessons => self.lessons.act(action),
+                    Screen::Corpus => self.corpus.act(action, &mut self.shell, self.lang),
                     Screen::Explorer => false,
                 };
                 if !handled {
@@ -410,6 +481,12 @@ impl App {
         let text = editor.text().to_string();
         match target {
             EditTarget::Field(f) => self.training.commit_field(f, text, &mut self.shell),
+            EditTarget::Corpus(input) => {
+                let model = self.corpus_model();
+                let prompt = self.explorer.prompt.clone();
+                self.corpus
+                    .commit(input, text, model, prompt, &mut self.shell, self.lang);
+            }
             EditTarget::ModelSpec if !text.trim().is_empty() => {
                 self.training.model_changed(text.trim());
                 self.explorer.commit(target, text, &mut self.shell);
@@ -450,8 +527,19 @@ impl App {
         }
     }
 
+    /// An answer from the corpus worker.
+    pub fn on_corpus(&mut self, event: CorpusEvent) {
+        self.corpus.on_event(event, &mut self.shell, self.lang);
+    }
+
     pub fn on_worker(&mut self, event: WorkerEvent) {
         self.explorer.on_worker(event, &mut self.shell);
+        // `--corpus FILE` waits for the explorer's model.
+        if self.corpus_model().is_some()
+            && let Some(path) = self.corpus_pending.take()
+        {
+            self.open_corpus(&path);
+        }
     }
 
     /// An event from the training run.

@@ -1066,7 +1066,7 @@ impl Explorer {
                     self.load_tuned(text.trim(), shell);
                 }
             }
-            EditTarget::Field(_) => {}
+            EditTarget::Field(_) | EditTarget::Corpus(_) => {}
         }
         self.clamp_selection();
         self.refresh(shell);

@@ -29,6 +29,8 @@ pub enum Context {
     Confirm,
     /// The lessons screen.
     Lessons,
+    /// The corpus screen.
+    Corpus,
 }
 
 impl Context {
@@ -112,6 +114,22 @@ pub enum Action {
     Pipeline,
     /// SimCSE: the selected sentence encoded many times with dropout on, on the map.
     DropoutCloud,
+    /// The corpus screen / back.
+    CorpusScreen,
+    /// Type a query over the corpus.
+    Search,
+    /// The next list of the corpus screen (hits, clusters, pairs).
+    NextList,
+    /// Community detection over the corpus.
+    Communities,
+    /// K-means over the corpus.
+    KMeans,
+    /// Paraphrase mining over the corpus.
+    Mine,
+    /// Write the corpus vectors to a file.
+    Export,
+    /// Stop the corpus task running now.
+    CancelTask,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -291,6 +309,73 @@ pub const BINDINGS: &[Binding] = &[
         "keys.Global.DropoutCloud",
     ),
     b(C::Global, &[c('W')], "W", A::Lessons, "keys.Global.Lessons"),
+    b(
+        C::Global,
+        &[c('F')],
+        "F",
+        A::CorpusScreen,
+        "keys.Global.CorpusScreen",
+    ),
+    b(
+        C::Corpus,
+        &[c('o')],
+        "o",
+        A::OpenFile,
+        "keys.Corpus.OpenFile",
+    ),
+    b(
+        C::Corpus,
+        &[c('/'), k(K::Enter)],
+        "/ Enter",
+        A::Search,
+        "keys.Corpus.Search",
+    ),
+    b(
+        C::Corpus,
+        &[k(K::Up), c('k')],
+        "↑ k",
+        A::Up,
+        "keys.Corpus.Up",
+    ),
+    b(
+        C::Corpus,
+        &[k(K::Down), c('j')],
+        "↓ j",
+        A::Down,
+        "keys.Corpus.Down",
+    ),
+    b(
+        C::Corpus,
+        &[k(K::Tab)],
+        "Tab",
+        A::NextList,
+        "keys.Corpus.NextList",
+    ),
+    b(
+        C::Corpus,
+        &[c('v')],
+        "v",
+        A::CycleView,
+        "keys.Corpus.CycleView",
+    ),
+    b(
+        C::Corpus,
+        &[c('g')],
+        "g",
+        A::Communities,
+        "keys.Corpus.Communities",
+    ),
+    b(C::Corpus, &[c('K')], "K", A::KMeans, "keys.Corpus.KMeans"),
+    b(C::Corpus, &[c('M')], "M", A::Mine, "keys.Corpus.Mine"),
+    b(C::Corpus, &[c('e')], "e", A::Export, "keys.Corpus.Export"),
+    b(
+        C::Corpus,
+        &[c('x'), k(K::Esc)],
+        "x Esc",
+        A::CancelTask,
+        "keys.Corpus.CancelTask",
+    ),
+    b(C::Corpus, &[c('a')], "a", A::Add, "keys.Corpus.Add"),
     b(
         C::Global,
         &[c('z')],

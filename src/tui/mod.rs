@@ -6,6 +6,8 @@
 //! and quits), and an abort (an allocation failure: a SIGABRT handler restores it first).
 
 pub mod app;
+pub mod corpus;
+pub mod corpus_worker;
 pub mod demo;
 pub mod editor;
 pub mod explorer;
@@ -60,6 +62,8 @@ pub struct TuiOptions {
     pub lang: crate::lessons::Lang,
     /// A sentence-transformers CrossEncoder folder for the cost demonstration.
     pub cross_encoder: Option<std::path::PathBuf>,
+    /// A corpus file to open on the corpus screen.
+    pub corpus: Option<std::path::PathBuf>,
 }
 
 /// Environment variables that make the binary misbehave on purpose, for the end-to-end tests:
@@ -75,6 +79,7 @@ enum AppEvent {
     /// No input for a while: redraw if something is moving (a run's clock).
     Tick,
     Worker(WorkerEvent),
+    Corpus(corpus_worker::CorpusEvent),
     Train(TrainEvent),
     /// The training thread ended; `Err` when it failed before it could report why.
     TrainDone(Result<(), String>),
@@ -303,6 +308,16 @@ pub fn run(options: TuiOptions) -> Result<()> {
             truncate_dim: options.truncate_dim,
         },
     );
+    let corpus_requests = corpus_worker::spawn(
+        tx.clone(),
+        AppEvent::Corpus,
+        worker::WorkerOptions {
+            device: options.device,
+            max_seq_length: options.max_seq_length,
+            truncate_dim: options.truncate_dim,
+        },
+        Some(crate::corpus::cache::VectorCache::default_root()),
+    );
     let mut sentences = options.sentences;
     let total = sentences.len();
     sentences.truncate(explorer::MAX_SENTENCES);
@@ -317,6 +332,10 @@ pub fn run(options: TuiOptions) -> Result<()> {
         app.screen = app::Screen::Lessons;
     }
     app.load_model(&options.model, options.pooling);
+    if let Some(path) = options.corpus {
+        app.corpus_pending = Some(path.to_string_lossy().into_owned());
+        app.screen = app::Screen::Corpus;
+    }
     if total > explorer::MAX_SENTENCES {
         app.notify(
             i18n::tr_with(
@@ -390,6 +409,7 @@ pub fn run(options: TuiOptions) -> Result<()> {
         &mut app,
         &rx,
         &requests,
+        &corpus_requests,
         &mut effects,
         &mut terminal,
         trace.as_mut(),
@@ -400,6 +420,7 @@ fn event_loop(
     app: &mut App,
     rx: &Receiver<AppEvent>,
     requests: &std::sync::mpsc::Sender<messages::Request>,
+    corpus_requests: &std::sync::mpsc::Sender<corpus_worker::CorpusRequest>,
     effects: &mut Effects,
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     mut trace: Option<&mut io::BufWriter<std::fs::File>>,
@@ -407,6 +428,9 @@ fn event_loop(
     use std::io::Write;
     for r in app.take_requests() {
         requests.send(r)?;
+    }
+    for r in app.take_corpus_requests() {
+        corpus_requests.send(r)?;
     }
     for e in app.take_effects() {
         effects.apply(e);
@@ -432,6 +456,7 @@ fn event_loop(
                     had_result |= matches!(w, WorkerEvent::Embedded { .. });
                     app.on_worker(w)
                 }
+                AppEvent::Corpus(c) => app.on_corpus(c),
                 AppEvent::Train(e) => app.on_train(&e),
                 AppEvent::TrainDone(Err(e)) => app.on_train_error(&e),
                 AppEvent::TrainDone(Ok(())) => {}
@@ -442,13 +467,16 @@ fn event_loop(
         for r in app.take_requests() {
             requests.send(r)?;
         }
+        for r in app.take_corpus_requests() {
+            corpus_requests.send(r)?;
+        }
         for e in app.take_effects() {
             effects.apply(e);
         }
         if app.quit {
             return Ok(());
         }
-        if only_ticks && app.active_run().is_none() {
+        if only_ticks && app.active_run().is_none() && app.corpus.task.is_none() {
             continue;
         }
         let t = Instant::now();

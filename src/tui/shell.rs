@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::corpus_worker::CorpusRequest;
 use super::editor::LineEditor;
 use super::messages::Request;
 use crate::train::config::TrainConfig;
@@ -23,6 +24,36 @@ pub enum EditTarget {
     TunedSpec,
     /// A field of the training form.
     Field(Setting),
+    /// A question of the corpus screen.
+    Corpus(CorpusInput),
+}
+
+/// What an input line of the corpus screen is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorpusInput {
+    /// The corpus file.
+    Path,
+    /// A search query (hits update as it is typed).
+    Query,
+    /// Community detection: `threshold [min_size]`.
+    Communities,
+    /// K-means: `k`.
+    KMeans,
+    /// Where to export the vectors.
+    Export,
+}
+
+impl CorpusInput {
+    /// The key of its prompt in `locales/app.yml`.
+    pub fn prompt_key(self) -> &'static str {
+        match self {
+            CorpusInput::Path => "input.CorpusPath",
+            CorpusInput::Query => "input.CorpusQuery",
+            CorpusInput::Communities => "input.CorpusCommunities",
+            CorpusInput::KMeans => "input.CorpusKMeans",
+            CorpusInput::Export => "input.CorpusExport",
+        }
+    }
 }
 
 /// A question that needs an answer before going on.
@@ -119,6 +150,7 @@ pub struct Shell {
     pub status: Option<StatusMessage>,
     requests: Vec<Request>,
     effects: Vec<Effect>,
+    corpus: Vec<CorpusRequest>,
 }
 
 impl Default for Shell {
@@ -128,6 +160,7 @@ impl Default for Shell {
             status: None,
             requests: Vec::new(),
             effects: Vec::new(),
+            corpus: Vec::new(),
         }
     }
 }
@@ -150,6 +183,15 @@ impl Shell {
 
     pub fn effect(&mut self, e: Effect) {
         self.effects.push(e);
+    }
+
+    /// A request for the corpus worker.
+    pub fn corpus_request(&mut self, r: CorpusRequest) {
+        self.corpus.push(r);
+    }
+
+    pub fn take_corpus_requests(&mut self) -> Vec<CorpusRequest> {
+        std::mem::take(&mut self.corpus)
     }
 
     /// Opens the input line for `target`, starting with `text`.

@@ -43,9 +43,10 @@ fn clear(frame: &mut Frame, area: Rect, rect: Rect) {
 }
 
 /// Where bindings apply, in the order the help lists them (the help's own keys are in its title).
-const HELP_ORDER: [Context; 11] = [
+const HELP_ORDER: [Context; 12] = [
     Context::Global,
     Context::Lessons,
+    Context::Corpus,
     Context::Sentences,
     Context::Matrix,
     Context::Map,

@@ -1,5 +1,6 @@
 //! Drawing: a pure function of the app state. One file per pane.
 
+pub mod corpus;
 pub mod details;
 pub mod help;
 pub mod lessons;
@@ -99,6 +100,21 @@ pub fn draw(app: &App, frame: &mut Frame) -> Hits {
             let [main, _] =
                 Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
             lessons::draw(app, &theme, frame, main);
+        }
+        Screen::Corpus => {
+            let [main, _] =
+                Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+            corpus::draw(app, &theme, frame, main);
+            // The corpus screen's questions (but the query, drawn in place) use the status row.
+            if let Mode::Editing(target, editor) = &app.shell.mode
+                && !matches!(
+                    target,
+                    super::shell::EditTarget::Corpus(super::shell::CorpusInput::Query)
+                )
+            {
+                sentences::draw_input_line(target, editor, app.lang, &theme, frame, areas.status);
+                return hits;
+            }
         }
         Screen::Training => {
             let [main, _] =

@@ -135,6 +135,7 @@ pub fn prompt(target: &EditTarget, lang: Lang) -> std::borrow::Cow<'static, str>
         EditTarget::ModelSpec => "input.ModelSpec",
         EditTarget::TunedSpec => "input.TunedSpec",
         EditTarget::Field(f) => return super::training::setting_label(*f, lang),
+        EditTarget::Corpus(c) => c.prompt_key(),
     };
     tr(lang, key)
 }
