@@ -17,7 +17,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
 
 use common::*;
 use sbert_tui::analysis::embeddings::Embeddings;
@@ -252,40 +251,4 @@ fn paraphrase_mining_evaluator_equals_the_librarys() {
         eprintln!("{name}: {g} (Python {w}, difference {:e})", (g - w).abs());
         assert!((g - w).abs() < 1e-4, "{name} = {g}, Python gives {w}");
     }
-}
-
-/// Mining at corpus scale: 100,000 random unit vectors of dimension 384, the library's
-/// defaults (top 100, at most 500,000 pairs). Run with
-/// `cargo test --release --test mining -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing; takes a minute or so in release"]
-fn mining_100k_vectors_timing() {
-    let (n, dim) = (100_000, 384);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let data: Vec<f32> = (0..n * dim)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    let e = Embeddings::from_flat(dim, data).normalized();
-    let start = Instant::now();
-    let pairs = paraphrase_mining(
-        &e,
-        Similarity::Cosine,
-        &MiningOptions::default(),
-        &mut |_, _| true,
-    )
-    .unwrap();
-    let took = start.elapsed();
-    eprintln!(
-        "mined {} pairs from {n} x {dim} in {:.1} s ({} threads)",
-        pairs.len(),
-        took.as_secs_f64(),
-        rayon::current_num_threads()
-    );
-    assert_eq!(pairs.len(), 500_000);
-    assert!(pairs.windows(2).all(|w| w[0].score >= w[1].score));
 }
