@@ -317,7 +317,7 @@ fn merge(partial: Vec<Vec<Vec<Hit>>>, nq: usize, k: usize) -> Vec<Vec<Hit>> {
 
 /// Distance kernels over `f32` slices: AVX2 + FMA intrinsics on x86-64 CPUs that have them
 /// (picked once, by the caller), else portable loops with several partial sums. Shared by
-/// exact search and the approximate index ([`super::ann`]).
+/// exact search and the approximate HNSW index.
 pub(crate) mod kernels {
     pub type Kernel = fn(&[f32], &[f32]) -> f32;
 

@@ -482,22 +482,6 @@ fn render_map(c: &CorpusScreen, m: &MapView, theme: &Theme, area: Rect, buf: &mu
             }
         }
     }
-    // The selected item: a marker and its text.
-    if let Some(open) = &c.open {
-        // The first (a cluster's most central member) gets its text.
-        for row in c.selected_rows().into_iter().take(1) {
-            if let Some((x, y)) = cell_of_row(row) {
-                let label = text::clip(&text::sanitize(&open.corpus.texts[row]), 28);
-                let lw = text::width(&label);
-                let lx = if x + 2 + lw <= w {
-                    x + 2
-                } else {
-                    x.saturating_sub(lw + 1)
-                };
-                put(buf, lx, y, &label, theme.selected());
-            }
-        }
-    }
     // Search hits: their rank (1 to 9, 0 for the tenth).
     for (rank, &(row, _)) in c.hits.iter().enumerate().rev() {
         if let Some((x, y)) = cell_of_row(row) {
@@ -515,6 +499,38 @@ fn render_map(c: &CorpusScreen, m: &MapView, theme: &Theme, area: Rect, buf: &mu
     for row in c.selected_rows().into_iter().take(3) {
         if let Some((x, y)) = cell_of_row(row) {
             put(buf, x, y, "◉", strong);
+        }
+    }
+    // The selected item's text, drawn last so that no marker cuts it: beside its marker, on
+    // its line or the one above or below, whichever hides no other marker or hit rank.
+    if let Some(open) = &c.open {
+        let rows = c.selected_rows();
+        let marks: Vec<(usize, usize)> = rows
+            .iter()
+            .take(3)
+            .chain(c.hits.iter().map(|(r, _)| r))
+            .filter_map(|&r| cell_of_row(r))
+            .collect();
+        // The first (a cluster's most central member) gets its text.
+        if let Some((x, y)) = rows.first().and_then(|&r| cell_of_row(r)) {
+            let label = text::clip(&text::sanitize(&open.corpus.texts[rows[0]]), 28);
+            let lw = text::width(&label);
+            let lx = if x + 2 + lw <= w {
+                x + 2
+            } else {
+                x.saturating_sub(lw + 1)
+            };
+            let free = |ly: usize| {
+                !marks
+                    .iter()
+                    .any(|&(mx, my)| my == ly && (lx..lx + lw).contains(&mx))
+            };
+            let ly = [Some(y), y.checked_sub(1), Some(y + 1).filter(|&v| v < h)]
+                .into_iter()
+                .flatten()
+                .find(|&ly| free(ly))
+                .unwrap_or(y);
+            put(buf, lx, ly, &label, theme.selected());
         }
     }
 }
