@@ -195,3 +195,69 @@ fn eval_on_a_beir_folder_equals_the_shared_reference() {
         "{err}"
     );
 }
+
+/// `eval --data CORPUS --duplicates PAIRS`: the ParaphraseMiningEvaluator's metrics on the
+/// shared reference (copied to `tests/fixtures/paraphrase_mining_reference.json`: 300 STS-B dev
+/// rows, pairs scored 4 or more as the duplicates), the sentences written one per line so that
+/// the reference's `s{i}` ids become 0-based line numbers.
+#[test]
+fn eval_paraphrase_mining_equals_the_librarys_evaluator() {
+    let r = json("paraphrase_mining_reference.json");
+    let dir = tempfile::tempdir().unwrap();
+    let sentences = r["sentences"].as_array().unwrap();
+    let line_of: std::collections::HashMap<&str, usize> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s[0].as_str().unwrap(), i))
+        .collect();
+    let corpus = dir.path().join("sentences.txt");
+    let text: Vec<&str> = sentences.iter().map(|s| s[1].as_str().unwrap()).collect();
+    std::fs::write(&corpus, text.join("\n") + "\n").unwrap();
+    let mut pairs = String::from("id1\tid2\n");
+    for p in r["duplicates"].as_array().unwrap() {
+        let id = |v: &serde_json::Value| line_of[v.as_str().unwrap()];
+        pairs.push_str(&format!("{}\t{}\n", id(&p[0]), id(&p[1])));
+    }
+    let dups = dir.path().join("duplicates.tsv");
+    std::fs::write(&dups, pairs).unwrap();
+    let eval = |dups: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sbert-tui"))
+            .args(["eval", "--model"])
+            .arg(minilm_dir())
+            .arg("--data")
+            .arg(&corpus)
+            .arg("--duplicates")
+            .arg(dups)
+            // The evaluator encodes in batches of 16.
+            .args(["--batch-size", "16", "--format", "json"])
+            .output()
+            .unwrap()
+    };
+    let out = eval(&dups);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = r["metrics"].as_object().unwrap();
+    assert_eq!(want.len(), 5);
+    for (name, value) in want {
+        let ours = name.strip_prefix("stsb_").unwrap();
+        let g = got["metrics"][ours].as_f64().unwrap_or(f64::NAN);
+        let w = value.as_f64().unwrap();
+        assert!((g - w).abs() < TOL, "{ours} = {g}, Python gives {w}");
+    }
+    assert_eq!(got["kind"], "paraphrase mining");
+    assert_eq!(got["texts"], sentences.len());
+
+    // A pair naming a line past the end: one line naming the pairs file and its line.
+    std::fs::write(&dups, "0\t1\n2\t100000\n").unwrap();
+    let out = eval(&dups);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("duplicates.tsv:2: corpus id 100000 is not a text of"),
+        "{err}"
+    );
+}

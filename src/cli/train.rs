@@ -242,6 +242,17 @@ pub struct EvalArgs {
     /// The qrels file of a BEIR folder to use: qrels/SPLIT.tsv.
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// Paraphrase mining: `--data` is then a corpus (plain lines, or a column of CSV / TSV /
+    /// JSON Lines) and this file its known paraphrase pairs, two corpus ids per line (0-based
+    /// line or row numbers, as `search` and `mine` print them). Gives average precision and
+    /// the best F1 with its precision, recall and threshold, as the Python library's
+    /// ParaphraseMiningEvaluator.
+    #[arg(long)]
+    pub duplicates: Option<PathBuf>,
+    /// With --duplicates: the CSV / TSV column or JSON Lines field of the texts (default
+    /// `text`).
+    #[arg(long, requires = "duplicates")]
+    pub column: Option<String>,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     #[arg(short, long, value_enum, default_value_t = MatrixFormat::Table)]
@@ -313,7 +324,69 @@ fn eval_retrieval(args: &EvalArgs) -> Result<()> {
     print_metrics(args, sim, &what, fields, &metrics)
 }
 
+/// Paraphrase mining of a corpus against its known duplicates (`--duplicates`).
+fn eval_paraphrase_mining(args: &EvalArgs, duplicates: &std::path::Path) -> Result<()> {
+    use crate::analysis::embeddings::Embeddings;
+    use crate::analysis::mining::MiningOptions;
+    let corpus = crate::corpus::read(
+        &args.data,
+        crate::corpus::CorpusFormat::Auto,
+        args.column.as_deref(),
+    )?;
+    let pairs = crate::corpus::read_id_pairs(duplicates)?;
+    // Every id must name a text of the corpus: a typo would silently lower recall.
+    let known: std::collections::HashSet<usize> = corpus.ids.iter().copied().collect();
+    if let Some((line, id)) = pairs
+        .iter()
+        .flat_map(|p| [(p.line, p.a), (p.line, p.b)])
+        .find(|(_, id)| !known.contains(id))
+    {
+        anyhow::bail!(
+            "{}:{line}: corpus id {id} is not a text of {} ({} texts; ids are 0-based line or row numbers)",
+            duplicates.display(),
+            args.data.display(),
+            corpus.len()
+        );
+    }
+    let encoder = args.model.load()?;
+    let vectors = encoder.encode_prompted(
+        &corpus.texts,
+        &args.model.prompt(),
+        args.batch_size,
+        &mut |_, _| {},
+    )?;
+    let ids: Vec<String> = corpus.ids.iter().map(usize::to_string).collect();
+    let dups: Vec<(String, String)> = pairs
+        .iter()
+        .map(|p| (p.a.to_string(), p.b.to_string()))
+        .collect();
+    let metrics = evaluators::paraphrase_mining_metrics(
+        &Embeddings::from_rows(&vectors),
+        &ids,
+        &dups,
+        &MiningOptions::default(),
+        "",
+    );
+    let what = format!(
+        "paraphrase mining of {} texts against {} known pairs ({})",
+        corpus.len(),
+        pairs.len(),
+        duplicates.display()
+    );
+    let fields = serde_json::json!({
+        "kind": "paraphrase mining",
+        "texts": corpus.len(),
+        "duplicates": pairs.len(),
+    });
+    // Mining scores by cosine whatever the model's similarity, as the Python evaluator.
+    let sim = crate::analysis::similarity::Similarity::Cosine;
+    print_metrics(args, sim, &what, fields, &metrics)
+}
+
 pub fn eval(args: EvalArgs) -> Result<()> {
+    if let Some(dups) = &args.duplicates {
+        return eval_paraphrase_mining(&args, dups);
+    }
     if crate::train::beir::is_beir(&args.data) {
         return eval_retrieval(&args);
     }

@@ -316,6 +316,61 @@ fn utf8_line(raw: &[u8], _line: usize) -> Result<&str, String> {
     })
 }
 
+/// Two `corpus_id`s read from `line` (1-based) of a pairs file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdPair {
+    pub line: usize,
+    pub a: usize,
+    pub b: usize,
+}
+
+/// Pairs of `corpus_id`s, one pair per line: two whole numbers separated by a comma, a tab or
+/// spaces (a `.csv` / `.tsv` file, or plain text). A first line that is not two numbers is a
+/// header and skipped; blank lines are skipped. Known duplicates for a paraphrase-mining
+/// evaluation, in the ids `search` and `mine` print.
+pub fn read_id_pairs(path: &Path) -> Result<Vec<IdPair>, CorpusError> {
+    let err = |line: Option<usize>, message: String| CorpusError {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(None, format!("cannot read: {e}")))?;
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    let mut pairs = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = utf8_line(raw, i + 1).map_err(|m| err(Some(i + 1), m))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|f| !f.is_empty())
+            .collect();
+        let numbers: Vec<Option<usize>> = fields.iter().map(|f| f.parse().ok()).collect();
+        match numbers.as_slice() {
+            [Some(a), Some(b)] => pairs.push(IdPair {
+                line: i + 1,
+                a: *a,
+                b: *b,
+            }),
+            _ if i == 0 => {} // a header
+            _ => {
+                return Err(err(
+                    Some(i + 1),
+                    format!(
+                        "expected two corpus ids (0-based line or row numbers), found `{}`",
+                        line.trim()
+                    ),
+                ));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return Err(err(None, "holds no pairs of corpus ids".into()));
+    }
+    Ok(pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,5 +449,22 @@ mod tests {
         assert!(e.to_string().starts_with("c.jsonl:1: not JSON"), "{e}");
         let e = parse_as("c.txt", b"a\n", Some("text")).unwrap_err();
         assert!(e.to_string().contains("no columns"), "{e}");
+    }
+
+    #[test]
+    fn id_pairs_with_or_without_a_header_and_errors_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dups.tsv");
+        std::fs::write(&p, "id1\tid2\n0\t3\n\n5\t2\r\n").unwrap();
+        let ab = |p: Vec<IdPair>| p.iter().map(|p| (p.line, p.a, p.b)).collect::<Vec<_>>();
+        assert_eq!(ab(read_id_pairs(&p).unwrap()), [(2, 0, 3), (4, 5, 2)]);
+        std::fs::write(&p, "1,2\n3 4\n").unwrap();
+        assert_eq!(ab(read_id_pairs(&p).unwrap()), [(1, 1, 2), (2, 3, 4)]);
+        std::fs::write(&p, "1,2\n3,x\n").unwrap();
+        let e = read_id_pairs(&p).unwrap_err().to_string();
+        assert!(e.contains("dups.tsv:2: expected two corpus ids"), "{e}");
+        std::fs::write(&p, "a,b\n").unwrap();
+        let e = read_id_pairs(&p).unwrap_err().to_string();
+        assert!(e.ends_with("dups.tsv: holds no pairs of corpus ids"), "{e}");
     }
 }
