@@ -1,12 +1,13 @@
 //! Timings of exact and approximate search on synthetic vectors (release build):
 //!
 //! ```sh
-//! cargo run --release --example search_bench -- [N] [DIM] [random|clustered] [QUERIES]
+//! cargo run --release --example search_bench -- [N] [DIM] [random|clustered] [QUERIES] [exact]
 //! ```
 //!
 //! Defaults: 100,000 x 384 random unit vectors, 200 queries. Prints exact single-query latency
-//! (p50 / p95), the HNSW build time, its single-query latency and recall@10 against exact search
-//! for a few `ef_search` values.
+//! (p50 / p95) of the f32 scan and of the default (f16 first pass, same hits); then, unless
+//! `exact`, the HNSW build time, its single-query latency and recall@10 against exact search for
+//! a few `ef_search` values.
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -68,19 +69,35 @@ fn main() {
     let corpus = data(n, dim, clustered, 1);
     let queries = data(nq, dim, clustered, 2);
 
+    // The f32 scan, then the default (an f16 first pass from 16,384 rows, same hits).
+    let plain = ExactIndex::from_normalized(corpus.clone(), sim).without_half_scan();
     let exact = ExactIndex::from_normalized(corpus.clone(), sim);
-    for q in queries.rows().take(5) {
-        exact.search(q, 10);
-    }
-    let mut times = Vec::new();
-    let mut truth = Vec::new();
-    for q in queries.rows() {
-        let t = Instant::now();
-        truth.push(exact.search(q, 10));
-        times.push(t.elapsed());
-    }
-    let (e50, e95) = percentiles(times);
-    println!("exact search, one query at a time: p50 {e50:.2} ms, p95 {e95:.2} ms");
+    let time = |index: &ExactIndex| {
+        for q in queries.rows().take(5) {
+            index.search(q, 10);
+        }
+        let mut times = Vec::new();
+        let mut hits = Vec::new();
+        for q in queries.rows() {
+            let t = Instant::now();
+            hits.push(index.search(q, 10));
+            times.push(t.elapsed());
+        }
+        (percentiles(times), hits)
+    };
+    let ((f50, f95), f32_hits) = time(&plain);
+    println!("exact search, f32 scan, one query at a time: p50 {f50:.2} ms, p95 {f95:.2} ms");
+    let ((e50, e95), truth) = time(&exact);
+    println!(
+        "exact search, default ({}), one query at a time: p50 {e50:.2} ms, p95 {e95:.2} ms \
+         (hits equal to the f32 scan's: {})",
+        if exact.has_half_scan() {
+            "f16 first pass"
+        } else {
+            "f32 scan"
+        },
+        truth == f32_hits
+    );
     let t = Instant::now();
     let many = exact.search_many(&queries, 10);
     let per = t.elapsed().as_secs_f64() * 1e3 / nq as f64;
@@ -89,6 +106,9 @@ fn main() {
         recall_at_k(&truth, &many, 10)
     );
 
+    if args.get(4).is_some_and(|s| s == "exact") {
+        return;
+    }
     let params = AnnParams::default();
     let t = Instant::now();
     let ann = AnnIndex::build(&corpus, sim, params, |_, _| ControlFlow::Continue(()))

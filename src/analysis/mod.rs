@@ -4,6 +4,7 @@
 pub mod ann;
 pub mod embeddings;
 pub mod export;
+pub mod halfscan;
 pub mod maps;
 pub mod mining;
 pub mod pca;

@@ -14,6 +14,7 @@ use std::cmp::Ordering;
 use rayon::prelude::*;
 
 use super::embeddings::Embeddings;
+use super::halfscan::HalfCorpus;
 use super::similarity::Similarity;
 
 /// One hit: the corpus row and its score.
@@ -72,18 +73,30 @@ pub fn top_k_flat(
     sim: Similarity,
 ) -> Vec<Vec<Hit>> {
     match sim {
-        Similarity::Cosine => ExactIndex::new(corpus.clone(), sim).search_many(queries, k),
+        Similarity::Cosine => ExactIndex::new(corpus.clone(), sim)
+            .without_half_scan()
+            .search_many(queries, k),
         _ => search_prepared(sim, corpus, queries, k),
     }
 }
 
 /// A corpus ready for exact search under one similarity: for cosine its rows are normalised
 /// once, here, so that every search is one matrix product per block.
+///
+/// From [`HALF_SCAN_MIN_ROWS`] rows, for cosine and dot, it also holds an f16 copy of the corpus
+/// ([`HalfCorpus`], half the memory again) through which single queries (up to
+/// [`FEW_QUERIES`]) read the corpus at half the bytes; the rows that might be among the best
+/// are scored again in f32, so the hits are the f32 search's exactly.
 #[derive(Debug, Clone)]
 pub struct ExactIndex {
     sim: Similarity,
     corpus: Embeddings,
+    half: Option<std::sync::Arc<HalfCorpus>>,
 }
+
+/// Corpora of at least this many rows get the f16 copy for single queries (below it the whole
+/// f32 corpus is a few MB and the scan is short anyway).
+pub const HALF_SCAN_MIN_ROWS: usize = 16_384;
 
 impl ExactIndex {
     /// Takes the corpus; for cosine normalises its rows (a copy made once).
@@ -93,14 +106,48 @@ impl ExactIndex {
         } else {
             corpus
         };
-        ExactIndex { sim, corpus }
+        Self::from_normalized(corpus, sim)
     }
 
     /// Takes a corpus whose rows the caller has already normalised (for cosine; for the other
     /// similarities the same as [`ExactIndex::new`]). Rows that are not unit length give scores
     /// that are not cosines.
     pub fn from_normalized(corpus: Embeddings, sim: Similarity) -> Self {
-        ExactIndex { sim, corpus }
+        let index = ExactIndex {
+            sim,
+            corpus,
+            half: None,
+        };
+        if index.len() >= HALF_SCAN_MIN_ROWS {
+            index.with_half_scan()
+        } else {
+            index
+        }
+    }
+
+    /// Builds the f16 copy whatever the size (cosine and dot only; none where the CPU lacks
+    /// F16C, or a value is too large for f16).
+    pub fn with_half_scan(mut self) -> Self {
+        if matches!(self.sim, Similarity::Cosine | Similarity::Dot) {
+            self.half = HalfCorpus::new(&self.corpus).map(std::sync::Arc::new);
+        }
+        self
+    }
+
+    /// Drops the f16 copy: every search reads the f32 corpus.
+    pub fn without_half_scan(mut self) -> Self {
+        self.half = None;
+        self
+    }
+
+    /// Whether single queries go through the f16 copy first.
+    pub fn has_half_scan(&self) -> bool {
+        self.half.is_some()
+    }
+
+    /// Bytes of vectors held: the corpus, and the f16 copy if any.
+    pub fn bytes(&self) -> usize {
+        self.corpus.as_flat().len() * 4 + self.half.as_ref().map_or(0, |h| h.bytes())
     }
 
     pub fn similarity(&self) -> Similarity {
@@ -133,11 +180,23 @@ impl ExactIndex {
 
     /// [`ExactIndex::search`] for every row of `queries`.
     pub fn search_many(&self, queries: &Embeddings, k: usize) -> Vec<Vec<Hit>> {
-        if self.sim == Similarity::Cosine {
-            search_prepared(self.sim, &self.corpus, &queries.normalized(), k)
+        let normalized;
+        let queries = if self.sim == Similarity::Cosine {
+            normalized = queries.normalized();
+            &normalized
         } else {
-            search_prepared(self.sim, &self.corpus, queries, k)
+            queries
+        };
+        let k = k.min(self.len());
+        if let Some(half) = &self.half
+            && (1..=FEW_QUERIES).contains(&queries.len())
+            && k > 0
+            && queries.dim() == self.dim()
+            && queries.as_flat().iter().all(|x| x.is_finite())
+        {
+            return search_half(half, &self.corpus, queries, k);
         }
+        search_prepared(self.sim, &self.corpus, queries, k)
     }
 }
 
@@ -301,6 +360,106 @@ fn search_prepared(
             .collect();
         merge(partial, nq, k)
     }
+}
+
+/// Rows whose score is within `slack` of the `k`-th best seen so far, from a stream of scores:
+/// they pile up and are cut back, every time their number doubles, to those within `slack` of
+/// the `k`-th best among them.
+struct Within {
+    k: usize,
+    slack: f32,
+    hits: Vec<Hit>,
+    floor: f32,
+    cap: usize,
+}
+
+impl Within {
+    fn new(k: usize, slack: f32) -> Self {
+        Within {
+            k,
+            slack,
+            hits: Vec::with_capacity(4 * k),
+            floor: f32::NEG_INFINITY,
+            cap: 4 * k,
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, corpus_id: usize, score: f32) {
+        if score < self.floor {
+            return;
+        }
+        self.hits.push(Hit { corpus_id, score });
+        if self.hits.len() >= self.cap {
+            self.cut();
+            self.cap = self.cap.max(2 * self.hits.len());
+        }
+    }
+
+    fn cut(&mut self) {
+        if self.hits.len() > self.k {
+            self.hits.select_nth_unstable_by(self.k - 1, order);
+            self.floor = self.hits[self.k - 1].score - self.slack;
+            let floor = self.floor;
+            self.hits.retain(|h| h.score >= floor);
+        }
+    }
+}
+
+/// Single queries through the f16 copy: per chunk of the corpus (in parallel) the rows within
+/// twice the [`HalfCorpus::margin`] of the chunk's `k`-th best half score; then, over all
+/// chunks, those within twice the margin of the `k`-th best, scored again in f32 with the f32
+/// search's own kernel and kept as it keeps them. Every row of the f32 search's best `k` is
+/// among them: its half score is at most one margin below its f32 score, and the `k`-th best f32
+/// score at most one margin below the `k`-th best half score. So the hits equal the f32
+/// search's, scores to the bit. `queries` are normalised for cosine, finite, `1 <= k <= n`.
+fn search_half(
+    half: &HalfCorpus,
+    corpus: &Embeddings,
+    queries: &Embeddings,
+    k: usize,
+) -> Vec<Vec<Hit>> {
+    let n = corpus.len();
+    let slack: Vec<f32> = queries
+        .rows()
+        .map(|q| 2.0 * half.margin(q.iter().map(|x| x * x).sum::<f32>().sqrt()))
+        .collect();
+    let partial: Vec<Vec<Vec<Hit>>> = (0..n.div_ceil(CORPUS_CHUNK))
+        .into_par_iter()
+        .map_init(Vec::new, |scores, c| {
+            let rows = c * CORPUS_CHUNK..((c + 1) * CORPUS_CHUNK).min(n);
+            queries
+                .rows()
+                .zip(&slack)
+                .map(|(q, &slack)| {
+                    half.scores(q, rows.clone(), scores);
+                    let mut within = Within::new(k, slack);
+                    for (j, &s) in scores.iter().enumerate() {
+                        within.offer(rows.start + j, s);
+                    }
+                    within.hits
+                })
+                .collect()
+        })
+        .collect();
+    let kernel = kernels::dot();
+    (0..queries.len())
+        .map(|qi| {
+            let mut candidates: Vec<Hit> =
+                partial.iter().flat_map(|p| p[qi].iter().copied()).collect();
+            candidates.select_nth_unstable_by(k - 1, order);
+            let floor = candidates[k - 1].score - slack[qi];
+            candidates.retain(|h| h.score >= floor);
+            // In row order, as the f32 search offers them (equal scores keep the lower row).
+            candidates.sort_unstable_by_key(|h| h.corpus_id);
+            let q = queries.row(qi);
+            let mut best = Best::new(k);
+            for h in candidates {
+                best.offer(h.corpus_id, kernel(q, corpus.row(h.corpus_id)));
+            }
+            best.into_sorted()
+        })
+        .collect()
 }
 
 /// The best `k` of each query over the best of every chunk (`partial[chunk][query]`).
@@ -626,5 +785,59 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// The f16 first pass changes nothing: ids, order and scores (to the bit) equal the f32
+    /// search's, for cosine and for dot on rows of unequal length, with exact duplicates (ties)
+    /// and near-duplicates (scores closer than f16 can tell), for one and several queries.
+    #[test]
+    fn half_scan_gives_the_f32_hits_exactly() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (n, dim) = (6000, 96);
+        let mut rows = random(&mut rng, n, dim);
+        for i in 0..200 {
+            // Exact copies and copies nudged by less than f16 resolves.
+            let src = rows[i * 7].clone();
+            rows[n - 1 - i] = if i % 2 == 0 {
+                src
+            } else {
+                src.iter().map(|x| x * (1.0 + 1e-5)).collect()
+            };
+        }
+        for (i, r) in rows.iter_mut().enumerate() {
+            // Unequal lengths, for dot.
+            let scale = 0.5 + (i % 5) as f32 * 0.3;
+            r.iter_mut().for_each(|x| *x *= scale);
+        }
+        let corpus = Embeddings::from_rows(&rows);
+        // Queries: copies of corpus rows (many near-ties at the top) and random ones.
+        let mut queries: Vec<Vec<f32>> = (0..6).map(|i| rows[i * 7].clone()).collect();
+        queries.extend(random(&mut rng, 4, dim));
+        for sim in [Similarity::Cosine, Similarity::Dot] {
+            let plain = ExactIndex::new(corpus.clone(), sim).without_half_scan();
+            let half = ExactIndex::new(corpus.clone(), sim).with_half_scan();
+            if !half.has_half_scan() {
+                return; // a CPU without F16C: nothing to compare
+            }
+            assert!(half.bytes() == plain.bytes() * 3 / 2);
+            for k in [1, 10, 50] {
+                for q in &queries {
+                    assert_eq!(half.search(q, k), plain.search(q, k), "{sim} k {k}");
+                }
+                let several = Embeddings::from_rows(&queries[..5]);
+                assert_eq!(
+                    half.search_many(&several, k),
+                    plain.search_many(&several, k),
+                    "{sim} k {k}"
+                );
+            }
+            // k past the corpus: every row, best first.
+            assert_eq!(half.search(&queries[0], n + 5).len(), n);
+        }
+        // Large corpora get it on their own; small ones and euclidean do not.
+        let small = ExactIndex::new(Embeddings::from_rows(&rows[..100]), Similarity::Cosine);
+        assert!(!small.has_half_scan());
+        let l2 = ExactIndex::new(corpus, Similarity::Euclidean).with_half_scan();
+        assert!(!l2.has_half_scan());
     }
 }
