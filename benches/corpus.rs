@@ -115,6 +115,20 @@ fn main() {
     out["search_ms_p95"] = percentile(&with_embed, 0.95).into();
     out["search_only_ms_p50"] = percentile(&alone, 0.5).into();
     out["search_only_ms_p95"] = percentile(&alone, 0.95).into();
+    out["search_half_scan"] = index.has_half_scan().into();
+    // The same searches reading the f32 corpus only (no f16 first pass): same hits, slower.
+    let plain = index.clone().without_half_scan();
+    let mut f32_ms = Vec::new();
+    for (q, want) in query_vectors.rows().zip(&exact_hits) {
+        let t = Instant::now();
+        let hits = plain.search(q, 10);
+        f32_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(&hits, want, "the f16 first pass changed the hits");
+    }
+    drop(plain);
+    f32_ms.sort_by(f64::total_cmp);
+    out["search_f32_ms_p50"] = percentile(&f32_ms, 0.5).into();
+    out["search_f32_ms_p95"] = percentile(&f32_ms, 0.95).into();
 
     // The approximate index.
     let t = Instant::now();
