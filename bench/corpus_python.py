@@ -55,6 +55,18 @@ for k in range(len(qidx)):
     lat.append((time.perf_counter() - t) * 1000)
 lat.sort()
 out["search_only_ms_p50"], out["search_only_ms_p95"] = pct(0.5), pct(0.95)
+# The library's documented fast path: unit-length corpus and queries, dot_score (same hits for
+# a cosine model), the corpus normalised once beforehand.
+unit = torch.nn.functional.normalize(emb, dim=1)
+qu = torch.nn.functional.normalize(qv, dim=1)
+lat = []
+for k in range(len(qidx)):
+    t = time.perf_counter()
+    util.semantic_search(qu[k : k + 1], unit, top_k=10, score_function=util.dot_score)
+    lat.append((time.perf_counter() - t) * 1000)
+lat.sort()
+out["search_dot_ms_p50"], out["search_dot_ms_p95"] = pct(0.5), pct(0.95)
+del unit
 
 t = time.perf_counter()
 pairs = util.paraphrase_mining_embeddings(emb)

@@ -23,6 +23,18 @@ fn texts(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Embeds `texts` through the cache in `root` (no cancel).
+fn embed_all(
+    enc: &SentenceEncoder,
+    texts: &[String],
+    prompt: &Prompt,
+    root: &Path,
+) -> sbert_tui::corpus::embed::Embedded {
+    embed_texts(enc, texts, prompt, &options(root), &mut |_| true)
+        .unwrap()
+        .unwrap()
+}
+
 fn options(root: &Path) -> EmbedOptions {
     EmbedOptions {
         batch_size: 8,
@@ -53,15 +65,7 @@ fn an_interrupted_embedding_resumes_from_the_cache_with_the_same_vectors() {
     .unwrap();
     assert!(cancelled.is_none());
     assert!(calls > 1);
-    let resumed = embed_texts(
-        &enc,
-        &texts,
-        &Prompt::None,
-        &options(cache.path()),
-        &mut |_| true,
-    )
-    .unwrap()
-    .unwrap();
+    let resumed = embed_all(&enc, &texts, &Prompt::None, cache.path());
     assert!(
         resumed.cached >= 16 && resumed.cached < 70,
         "{}",
@@ -70,15 +74,7 @@ fn an_interrupted_embedding_resumes_from_the_cache_with_the_same_vectors() {
     assert_eq!(resumed.cached + resumed.encoded, 70);
     assert_close(&resumed.vectors.to_rows(), &plain, 1e-5, "resumed vs plain");
     // A third opening reads everything from disk.
-    let again = embed_texts(
-        &enc,
-        &texts,
-        &Prompt::None,
-        &options(cache.path()),
-        &mut |_| true,
-    )
-    .unwrap()
-    .unwrap();
+    let again = embed_all(&enc, &texts, &Prompt::None, cache.path());
     assert_eq!((again.cached, again.encoded), (70, 0));
     assert_eq!(again.vectors, resumed.vectors);
 }
@@ -89,27 +85,11 @@ fn duplicates_are_encoded_once_and_keys_follow_pooling_and_prompt() {
     let mut texts = texts(10);
     texts.extend(texts.clone());
     let enc = tiny();
-    let first = embed_texts(
-        &enc,
-        &texts,
-        &Prompt::None,
-        &options(cache.path()),
-        &mut |_| true,
-    )
-    .unwrap()
-    .unwrap();
+    let first = embed_all(&enc, &texts, &Prompt::None, cache.path());
     assert_eq!((first.cached, first.encoded), (0, 10));
     assert_eq!(first.vectors.row(3), first.vectors.row(13));
     // Another prompt and another pooling are other keys: nothing comes from the cache.
-    let prompted = embed_texts(
-        &enc,
-        &texts,
-        &Prompt::Text("query: ".into()),
-        &options(cache.path()),
-        &mut |_| true,
-    )
-    .unwrap()
-    .unwrap();
+    let prompted = embed_all(&enc, &texts, &Prompt::Text("query: ".into()), cache.path());
     assert_eq!(prompted.cached, 0);
     assert_ne!(prompted.vectors, first.vectors);
     let cls = SentenceEncoder::load(
@@ -120,15 +100,7 @@ fn duplicates_are_encoded_once_and_keys_follow_pooling_and_prompt() {
         },
     )
     .unwrap();
-    let pooled = embed_texts(
-        &cls,
-        &texts,
-        &Prompt::None,
-        &options(cache.path()),
-        &mut |_| true,
-    )
-    .unwrap()
-    .unwrap();
+    let pooled = embed_all(&cls, &texts, &Prompt::None, cache.path());
     assert_eq!(pooled.cached, 0);
     let dirs = std::fs::read_dir(cache.path()).unwrap().count();
     assert_eq!(dirs, 3, "one cache folder per model, pooling and prompt");

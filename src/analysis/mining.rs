@@ -745,24 +745,68 @@ pub struct KMeansResult {
 /// does, so the clusters follow the model's similarity. Seeded: the same `seed` gives the same
 /// clusters. `k` is clamped to `1..=rows`; `max_iter` 0 counts as 1. No rows: no clusters.
 pub fn kmeans(emb: &Embeddings, k: usize, seed: u64, max_iter: usize) -> KMeansResult {
+    kmeans_with_progress(emb, k, seed, max_iter, &mut |_, _| true).expect("not cancelled")
+}
+
+/// [`kmeans`], one Lloyd iteration at a time: `progress(iterations done, max_iter)` after each;
+/// returning false stops and gives `None`. The iterations are linfa's own (each a one-iteration
+/// fit from the previous centroids, the first from k-means++), stopped as linfa stops them:
+/// when the centroids move by less than the tolerance (euclidean norm of the change of all of
+/// them), or after `max_iter`.
+pub fn kmeans_with_progress(
+    emb: &Embeddings,
+    k: usize,
+    seed: u64,
+    max_iter: usize,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Option<KMeansResult> {
+    use linfa_clustering::KMeansInit;
+    const TOLERANCE: f32 = 1e-4;
     let (n, dim) = (emb.len(), emb.dim());
     if n == 0 {
-        return KMeansResult {
+        return Some(KMeansResult {
             labels: Vec::new(),
             centroids: Embeddings::new(dim),
             inertia: 0.0,
-        };
+        });
     }
     let k = k.clamp(1, n);
+    let max_iter = max_iter.max(1);
     let records =
         Array2::from_shape_vec((n, dim), emb.as_flat().to_vec()).expect("rows of `dim` numbers");
     let data = DatasetBase::from(records);
-    let model = KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
-        .n_runs(1)
-        .max_n_iterations(max_iter.max(1) as u64)
-        .tolerance(1e-4)
-        .fit(&data)
-        .expect("valid k-means parameters");
+    let step = |init: KMeansInit<f32>| {
+        KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
+            .n_runs(1)
+            .max_n_iterations(1)
+            .tolerance(TOLERANCE)
+            .init_method(init)
+            .fit(&data)
+            .expect("valid k-means parameters")
+    };
+    let mut model = step(KMeansInit::KMeansPlusPlus);
+    let mut done = 1;
+    if !progress(done, max_iter) {
+        return None;
+    }
+    // The first iteration's starting centroids are not kept, so its move is not known; linfa
+    // stops after one iteration only when `max_iter` is 1.
+    while done < max_iter {
+        let before = model.centroids().clone();
+        model = step(KMeansInit::Precomputed(before.clone()));
+        done += 1;
+        if !progress(done, max_iter) {
+            return None;
+        }
+        let moved = (model.centroids() - &before)
+            .iter()
+            .map(|d| d * d)
+            .sum::<f32>()
+            .sqrt();
+        if moved < TOLERANCE {
+            break;
+        }
+    }
     let labels: Vec<usize> = model.predict(data.records()).to_vec();
     let centroids = Embeddings::from_flat(dim, model.centroids().iter().copied().collect());
     let inertia = labels
@@ -776,11 +820,11 @@ pub fn kmeans(emb: &Embeddings, k: usize, seed: u64, max_iter: usize) -> KMeansR
                 .sum::<f64>()
         })
         .sum();
-    KMeansResult {
+    Some(KMeansResult {
         labels,
         centroids,
         inertia,
-    }
+    })
 }
 
 /// The `n` members (rows of `emb`) closest by cosine to the mean of the group's unit-length
@@ -1224,6 +1268,50 @@ mod tests {
         // k past the rows is clamped; no rows, no clusters.
         assert_eq!(kmeans(&e, 100, 1, 10).centroids.len(), 30);
         assert!(kmeans(&Embeddings::new(2), 3, 1, 10).labels.is_empty());
+    }
+
+    /// Iteration by iteration gives what one linfa fit gives; progress counts iterations and a
+    /// false from it stops the run.
+    #[test]
+    fn kmeans_steps_equal_one_linfa_fit_and_can_be_cancelled() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        // Overlapping blobs, so that Lloyd takes a good number of iterations.
+        let rows: Vec<Vec<f32>> = (0..600)
+            .map(|i| {
+                let c = (i % 6) as f32;
+                (0..8)
+                    .map(|j| c * ((j % 3) as f32 - 1.0) * 0.3 + rng.random_range(-1.0..1.0f32))
+                    .collect()
+            })
+            .collect();
+        let e = Embeddings::from_rows(&rows);
+        let records = Array2::from_shape_vec((600, 8), e.as_flat().to_vec()).unwrap();
+        let data = DatasetBase::from(records);
+        let one = KMeans::params_with_rng(6, Xoshiro256Plus::seed_from_u64(5))
+            .n_runs(1)
+            .max_n_iterations(300)
+            .tolerance(1e-4)
+            .fit(&data)
+            .unwrap();
+        let mut calls = Vec::new();
+        let r = kmeans_with_progress(&e, 6, 5, 300, &mut |d, t| {
+            calls.push((d, t));
+            true
+        })
+        .unwrap();
+        let want: Vec<f32> = one.centroids().iter().copied().collect();
+        assert_eq!(r.centroids.as_flat(), want.as_slice());
+        assert_eq!(r.labels, one.predict(data.records()).to_vec());
+        assert!(calls.len() > 3, "{calls:?}");
+        assert!(calls.iter().enumerate().all(|(i, &c)| c == (i + 1, 300)));
+        let mut seen = 0;
+        let stopped = kmeans_with_progress(&e, 6, 5, 300, &mut |d, _| {
+            seen = d;
+            d < 2
+        });
+        assert!(stopped.is_none());
+        assert_eq!(seen, 2);
     }
 
     #[test]

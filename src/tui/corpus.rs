@@ -466,14 +466,7 @@ impl CorpusScreen {
                 });
                 self.list = ListKind::Clusters;
                 self.cursor = 0;
-                shell.set_status(
-                    tr_with(
-                        lang,
-                        "corpus.clustered",
-                        &[("n", &n), ("s", &format!("{:.1}", millis / 1000.0))],
-                    ),
-                    false,
-                );
+                done_status(shell, lang, "corpus.clustered", n, millis);
             }
             CorpusEvent::Pairs {
                 pairs,
@@ -489,14 +482,7 @@ impl CorpusScreen {
                 });
                 self.list = ListKind::Pairs;
                 self.cursor = 0;
-                shell.set_status(
-                    tr_with(
-                        lang,
-                        "corpus.mined",
-                        &[("n", &total), ("s", &format!("{:.1}", millis / 1000.0))],
-                    ),
-                    false,
-                );
+                done_status(shell, lang, "corpus.mined", total, millis);
             }
             CorpusEvent::Exported { path, .. } => {
                 self.task = None;
@@ -526,4 +512,16 @@ impl CorpusScreen {
             }
         }
     }
+}
+
+/// The status line when a task is done: `key` with its count `n` and the seconds it took.
+fn done_status(shell: &mut Shell, lang: Lang, key: &str, n: usize, millis: f64) {
+    shell.set_status(
+        tr_with(
+            lang,
+            key,
+            &[("n", &n), ("s", &format!("{:.1}", millis / 1000.0))],
+        ),
+        false,
+    );
 }

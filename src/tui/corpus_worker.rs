@@ -197,6 +197,15 @@ struct Gate {
     last: Instant,
 }
 
+impl Gate {
+    /// Open at once: the first report goes out.
+    fn new() -> Self {
+        Gate {
+            last: Instant::now() - Duration::from_secs(1),
+        }
+    }
+}
+
 impl<F: Fn(CorpusEvent) -> bool> Worker<F> {
     pub fn new(
         rx: Receiver<CorpusRequest>,
@@ -275,6 +284,26 @@ impl<F: Fn(CorpusEvent) -> bool> Worker<F> {
     fn emit(&mut self, e: CorpusEvent) {
         if !(self.send)(e) {
             self.closed = true;
+        }
+    }
+
+    /// The progress callback of a long task that counts `done` of `total`: throttled
+    /// [`CorpusEvent::Progress`] with `note`, and false once the task is to stop.
+    fn progress(
+        &mut self,
+        generation: u64,
+        task: CorpusTask,
+        note: String,
+    ) -> impl FnMut(usize, usize) -> bool + '_ {
+        let mut gate = Gate::new();
+        move |done, total| {
+            self.tick(&mut gate, || CorpusEvent::Progress {
+                generation,
+                task,
+                done,
+                total,
+                note: note.clone(),
+            })
         }
     }
 
@@ -386,9 +415,7 @@ impl<F: Fn(CorpusEvent) -> bool> Worker<F> {
             cache_root: self.cache_root.clone(),
             ..EmbedOptions::default()
         };
-        let mut gate = Gate {
-            last: Instant::now() - Duration::from_secs(1),
-        };
+        let mut gate = Gate::new();
         let result = embed_texts(&model.encoder, &corpus.texts, &prompt, &options, &mut |p| {
             self.tick(&mut gate, || CorpusEvent::Progress {
                 generation,
@@ -503,9 +530,7 @@ impl<F: Fn(CorpusEvent) -> bool> Worker<F> {
             method,
             ..MapOptions::default()
         };
-        let mut gate = Gate {
-            last: Instant::now() - Duration::from_secs(1),
-        };
+        let mut gate = Gate::new();
         // The worker's own fields are borrowed by the callback; the vectors are not.
         let open = self.open.take().expect("checked");
         let input = subset.as_ref().unwrap_or(open.index.corpus());
@@ -541,22 +566,17 @@ impl<F: Fn(CorpusEvent) -> bool> Worker<F> {
         let open = self.open.take().expect("checked");
         let vectors = open.index.corpus();
         let n = vectors.len();
-        let mut gate = Gate {
-            last: Instant::now() - Duration::from_secs(1),
-        };
         let groups: Option<Vec<Vec<usize>>> = match method {
             ClusterMethod::Communities {
                 threshold,
                 min_size,
-            } => mining::community_detection(vectors, threshold, min_size, 1024, &mut |d, t| {
-                self.tick(&mut gate, || CorpusEvent::Progress {
-                    generation,
-                    task,
-                    done: d,
-                    total: t,
-                    note: String::new(),
-                })
-            }),
+            } => mining::community_detection(
+                vectors,
+                threshold,
+                min_size,
+                1024,
+                &mut self.progress(generation, task, String::new()),
+            ),
             ClusterMethod::KMeans { k } => {
                 self.emit(CorpusEvent::Progress {
                     generation,
@@ -572,14 +592,23 @@ impl<F: Fn(CorpusEvent) -> bool> Worker<F> {
                 } else {
                     vectors
                 };
-                let r = mining::kmeans(input, k, 42, 300);
-                let mut groups = vec![Vec::new(); r.centroids.len()];
-                for (i, &l) in r.labels.iter().enumerate() {
-                    groups[l].push(i);
-                }
-                groups.retain(|g| !g.is_empty());
-                groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
-                Some(groups)
+                let note = format!("k-means, k = {k}");
+                mining::kmeans_with_progress(
+                    input,
+                    k,
+                    42,
+                    300,
+                    &mut self.progress(generation, task, note),
+                )
+                .map(|r| {
+                    let mut groups = vec![Vec::new(); r.centroids.len()];
+                    for (i, &l) in r.labels.iter().enumerate() {
+                        groups[l].push(i);
+                    }
+                    groups.retain(|g| !g.is_empty());
+                    groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
+                    groups
+                })
             }
         };
         let Some(groups) = groups else {
@@ -614,22 +643,11 @@ impl<F: Fn(CorpusEvent) -> bool> Worker<F> {
         }
         let started = Instant::now();
         let open = self.open.take().expect("checked");
-        let mut gate = Gate {
-            last: Instant::now() - Duration::from_secs(1),
-        };
         let result = mining::paraphrase_mining(
             open.index.corpus(),
             open.index.similarity(),
             &MiningOptions::default(),
-            &mut |d, t| {
-                self.tick(&mut gate, || CorpusEvent::Progress {
-                    generation,
-                    task,
-                    done: d,
-                    total: t,
-                    note: String::new(),
-                })
-            },
+            &mut self.progress(generation, task, String::new()),
         );
         self.open = Some(open);
         match result {
