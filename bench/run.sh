@@ -4,7 +4,10 @@
 #   - encode throughput: all-MiniLM-L6-v2, the first N (5,000) STS-B train sentences, batch 32;
 #   - single-sentence latency: median and p95 over the first 200 of them;
 #   - training steps/second: cosine loss, batch 16, the same 60 batches (file order), dropout on;
-#   - peak memory (RSS) of each process.
+#   - peak memory (RSS) of each process;
+#   - ONNX Runtime beside them (bench/encode_onnx.py): an fp32 export of the same model and its
+#     dynamically quantised int8 export, encode throughput and latency (ONNX=0 to skip; needs
+#     `onnx` and `onnxruntime` in .venv-ref, installed on first use).
 # Prints a table with both numbers and the ratio, and writes it to bench/out/results.md.
 #
 #   bench/run.sh                  # THREADS=, N=, STEPS= to change the defaults
@@ -44,6 +47,13 @@ echo "encode: sbert-tui..." >&2
 timed "$OUT/rss-encode-rust" "$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" > "$OUT/encode-rust.json"
 echo "encode: sentence-transformers..." >&2
 timed "$OUT/rss-encode-python" .venv-ref/bin/python bench/encode_python.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" > "$OUT/encode-python.json" 2>/dev/null
+ONNX=${ONNX:-1}
+rm -f "$OUT/encode-onnx.json"
+if [ "$ONNX" = 1 ]; then
+  .venv-ref/bin/python -c "import onnx, onnxruntime" 2>/dev/null || .venv-ref/bin/pip install -q onnx onnxruntime
+  echo "encode: ONNX Runtime fp32 and int8..." >&2
+  .venv-ref/bin/python bench/encode_onnx.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" --out "$OUT/onnx-$(basename "$MODEL")" > "$OUT/encode-onnx.json" 2>/dev/null
+fi
 echo "training steps: sbert-tui..." >&2
 timed "$OUT/rss-train-rust" "$TRAIN_BIN" --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" > "$OUT/train-step-rust.json"
 echo "training steps: sentence-transformers..." >&2
@@ -73,4 +83,14 @@ row("single-sentence latency, p95 (ms)", er["latency_ms_p95"], ep["latency_ms_p9
 row(f"training steps/s, cosine loss, batch 16, {tr['steps']} steps", tr["steps_per_second"], tp["steps_per_second"], "{:.2f}", f">= {train_goal}x")
 row("peak RSS while encoding (MiB)", rss("encode-rust"), rss("encode-python"), "{:.0f}", "")
 row("peak RSS while training (MiB)", rss("train-rust"), rss("train-python"), "{:.0f}", "<= 1.0x")
+if os.path.exists(f"{out}/encode-onnx.json") and os.path.getsize(f"{out}/encode-onnx.json"):
+    onnx = {j["engine"]: j for j in map(json.loads, open(f"{out}/encode-onnx.json").read().split("\n")[:-1])}
+    f32, i8 = onnx["onnxruntime-fp32"], onnx["onnxruntime-int8"]
+    print(f"\nNext to ONNX Runtime {f32['onnxruntime']} on the same sentences (ratio: sbert-tui f32 over ONNX Runtime):\n")
+    print("| measure | sbert-tui (f32) | ONNX Runtime fp32 | ratio | ONNX Runtime int8 | ratio |")
+    print("|---|---|---|---|---|---|")
+    print(f"| encode throughput (sentences/s) | {er['sentences_per_second']:.1f} | {f32['sentences_per_second']:.1f} | {er['sentences_per_second'] / f32['sentences_per_second']:.2f}x | {i8['sentences_per_second']:.1f} | {er['sentences_per_second'] / i8['sentences_per_second']:.2f}x |")
+    print(f"| single-sentence latency, median (ms) | {er['latency_ms_median']:.2f} | {f32['latency_ms_median']:.2f} | {er['latency_ms_median'] / f32['latency_ms_median']:.2f}x | {i8['latency_ms_median']:.2f} | {er['latency_ms_median'] / i8['latency_ms_median']:.2f}x |")
+    print(f"\nONNX export check: lowest cosine to the Python library's vectors {f32['min_cosine_to_python']:.7f} (fp32), "
+          f"{i8['min_cosine_to_python']:.4f} (int8); int8 mean cosine to fp32 {i8['mean_cosine_to_fp32']:.4f}.")
 PY
