@@ -135,6 +135,8 @@ fn supported() -> bool {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use crate::analysis::simd::x86::sum_lanes;
+
     /// Dot products of `query` with every row of `data` (rows of `query.len()` f16 values).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn scores(query: &[f32], data: &[u16], out: &mut [f32]) {
@@ -160,11 +162,7 @@ mod x86 {
                     acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(i)), _mm256_cvtph_ps(h), acc[0]);
                     i += 8;
                 }
-                let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-                let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-                let mut total = _mm_cvtss_f32(s);
+                let mut total = sum_lanes(acc);
                 while i < dim {
                     total += *q.add(i) * half::f16::from_bits(*x.add(i)).to_f32();
                     i += 1;

@@ -9,4 +9,5 @@ pub mod maps;
 pub mod mining;
 pub mod pca;
 pub mod search;
+mod simd;
 pub mod similarity;

@@ -516,6 +516,8 @@ pub(crate) mod kernels {
     mod avx2 {
         use std::arch::x86_64::*;
 
+        use crate::analysis::simd::x86::sum_lanes;
+
         /// Sums `op(acc, x, y)` over 8-wide pieces with four independent accumulators, then the
         /// scalar `tail` over what is left. `op` must be inlined into a `target_feature` caller.
         #[inline(always)]
@@ -546,11 +548,7 @@ pub(crate) mod kernels {
                     acc[0] = op(acc[0], x, y);
                     i += 8;
                 }
-                let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-                let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-                let mut total = _mm_cvtss_f32(s);
+                let mut total = sum_lanes(acc);
                 while i < n {
                     total = tail(total, *pa.add(i), *pb.add(i));
                     i += 1;
