@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use sbert_tui::analysis::embeddings::Embeddings;
-use sbert_tui::analysis::maps::{MapMethod, MapOptions, MapStage, project};
+use sbert_tui::analysis::maps::{MapMethod, MapOptions, MapStage, label_agreement, project};
 
 fn gaussian(rng: &mut impl Rng) -> f32 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
@@ -55,29 +55,6 @@ fn data(
         labels.push(c);
     }
     (emb, labels)
-}
-
-fn label_agreement(map: &[[f32; 2]], labels: &[usize], k: usize) -> f64 {
-    let n = map.len();
-    let total: f64 = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let mut d: Vec<(f32, usize)> = (0..n)
-                .filter(|&j| j != i)
-                .map(|j| {
-                    let (dx, dy) = (map[i][0] - map[j][0], map[i][1] - map[j][1]);
-                    (dx * dx + dy * dy, j)
-                })
-                .collect();
-            d.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
-            let same = d[..k]
-                .iter()
-                .filter(|(_, j)| labels[*j] == labels[i])
-                .count();
-            same as f64 / k as f64
-        })
-        .sum();
-    total / n as f64
 }
 
 fn main() {

@@ -1245,6 +1245,38 @@ fn umap(
     Ok(y)
 }
 
+/// How well a map keeps known groups together: the mean share of each point's `k` nearest
+/// neighbours on the map (euclidean) that carry its label. 1 is perfect; a map that ignores the
+/// labels scores about the share of the commonest label. For judging maps on labelled data
+/// (tests, `examples/maps_timing.rs`); quadratic in the points.
+pub fn label_agreement(map: &[[f32; 2]], labels: &[usize], k: usize) -> f64 {
+    let n = map.len();
+    assert_eq!(labels.len(), n, "one label per point");
+    let k = k.min(n.saturating_sub(1));
+    if k == 0 {
+        return 0.0;
+    }
+    let total: f64 = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut d: Vec<(f32, usize)> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| {
+                    let (dx, dy) = (map[i][0] - map[j][0], map[i][1] - map[j][1]);
+                    (dx * dx + dy * dy, j)
+                })
+                .collect();
+            d.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+            let same = d[..k]
+                .iter()
+                .filter(|&&(_, j)| labels[j] == labels[i])
+                .count();
+            same as f64 / k as f64
+        })
+        .sum();
+    total / n as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1271,28 +1303,6 @@ mod tests {
             labels.push(c);
         }
         (emb, labels)
-    }
-
-    /// The mean share of each point's `k` nearest neighbours on the map that carry its label.
-    pub(crate) fn label_agreement(map: &[[f32; 2]], labels: &[usize], k: usize) -> f64 {
-        let n = map.len();
-        let mut total = 0.0;
-        for i in 0..n {
-            let mut d: Vec<(f32, usize)> = (0..n)
-                .filter(|&j| j != i)
-                .map(|j| {
-                    let (dx, dy) = (map[i][0] - map[j][0], map[i][1] - map[j][1]);
-                    (dx * dx + dy * dy, j)
-                })
-                .collect();
-            d.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let same = d[..k]
-                .iter()
-                .filter(|&&(_, j)| labels[j] == labels[i])
-                .count();
-            total += same as f64 / k as f64;
-        }
-        total / n as f64
     }
 
     fn run(emb: &Embeddings, opts: &MapOptions) -> Result<Vec<[f32; 2]>, MapError> {

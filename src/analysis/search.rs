@@ -73,9 +73,13 @@ pub fn top_k_flat(
     sim: Similarity,
 ) -> Vec<Vec<Hit>> {
     match sim {
-        Similarity::Cosine => ExactIndex::new(corpus.clone(), sim)
-            .without_half_scan()
-            .search_many(queries, k),
+        // No f16 copy: it would be built for this one call.
+        Similarity::Cosine => ExactIndex {
+            sim,
+            corpus: corpus.normalized(),
+            half: None,
+        }
+        .search_many(queries, k),
         _ => search_prepared(sim, corpus, queries, k),
     }
 }
