@@ -1,5 +1,6 @@
-//! Every loss against `tests/fixtures/loss_reference.json` (sentence-transformers 6.2.0): the
-//! value and the gradient with respect to every input column.
+//! Every loss against `tests/fixtures/loss_reference.json` and `loss_reference2.json`
+//! (sentence-transformers 6.2.0, copied from the shared fixtures): the value and the gradient with
+//! respect to every input column.
 
 mod common;
 
@@ -71,6 +72,19 @@ fn loss_for(f: &Value, inputs: &[Tensor]) -> Tensor {
         "OnlineContrastiveLoss(cosine distance, margin=0.5)" => {
             online_contrastive_loss(a, b.unwrap(), &labels(), CONTRASTIVE_MARGIN)
         }
+        "MatryoshkaLoss(CoSENTLoss(scale=20), dims [16, 8, 4], weights [1, 1, 1])" => {
+            matryoshka_loss(inputs, &[16, 8, 4], &[1.0, 1.0, 1.0], |c| {
+                cosent_loss(&c[0], &c[1], &labels(), COSENT_SCALE)
+            })
+        }
+        "MatryoshkaLoss(MultipleNegativesRankingLoss(scale=20), dims [16, 8, 4], weights [1, 0.5, 0.25]) with hard negatives" => {
+            matryoshka_loss(inputs, &[16, 8, 4], &[1.0, 0.5, 0.25], |c| {
+                mnr_loss(&c[0], &[&c[1], &c[2]], MNR_SCALE)
+            })
+        }
+        "MarginMSELoss (dot product; columns query, positive, negative; label = teacher margin)" => {
+            margin_mse_loss(a, b.unwrap(), &inputs[2], &labels())
+        }
         other => panic!("no loss for fixture {other}"),
     };
     r.unwrap()
@@ -78,9 +92,19 @@ fn loss_for(f: &Value, inputs: &[Tensor]) -> Tensor {
 
 #[test]
 fn every_loss_matches_python_in_value_and_gradient() {
-    let r = json("loss_reference.json");
+    check_fixtures("loss_reference.json", 12);
+}
+
+/// Matryoshka over CoSENT and over MNR with hard negatives, MarginMSE.
+#[test]
+fn matryoshka_and_margin_mse_match_python_in_value_and_gradient() {
+    check_fixtures("loss_reference2.json", 3);
+}
+
+fn check_fixtures(file: &str, count: usize) {
+    let r = json(file);
     let fixtures = r["fixtures"].as_array().unwrap();
-    assert_eq!(fixtures.len(), 12);
+    assert_eq!(fixtures.len(), count);
     for f in fixtures {
         let name = f["loss"].as_str().unwrap();
         let columns: Vec<&str> = f["columns"]

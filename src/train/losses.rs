@@ -375,6 +375,41 @@ pub fn online_contrastive_loss(a: &Tensor, b: &Tensor, labels: &Tensor, margin: 
     Ok(loss)
 }
 
+/// a_i · b_i per row: `[n]` (`pairwise_dot_score`).
+pub fn pairwise_dot(a: &Tensor, b: &Tensor) -> R<Tensor> {
+    (a * b)?.sum(D::Minus1)
+}
+
+/// `MarginMSELoss` (dot product): mean((q·p - q·n - margin)^2), where `margins` are a teacher's
+/// (usually a cross-encoder's) score of the positive minus its score of the negative.
+pub fn margin_mse_loss(q: &Tensor, p: &Tensor, n: &Tensor, margins: &Tensor) -> R<Tensor> {
+    mse_loss(&(pairwise_dot(q, p)? - pairwise_dot(q, n)?)?, margins)
+}
+
+/// `MatryoshkaLoss` over any loss: `loss` on every column cut to each of `dims` (the first `d`
+/// values, not normalised again: the inner loss normalises where it compares by cosine), weighted
+/// and summed. The full width is usually one of `dims`.
+pub fn matryoshka_loss(
+    cols: &[Tensor],
+    dims: &[usize],
+    weights: &[f64],
+    loss: impl Fn(&[Tensor]) -> R<Tensor>,
+) -> R<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (&d, &w) in dims.iter().zip(weights) {
+        let cut = cols
+            .iter()
+            .map(|c| c.narrow(D::Minus1, 0, d))
+            .collect::<R<Vec<_>>>()?;
+        let term = (loss(&cut)? * w)?;
+        total = Some(match total {
+            Some(t) => (t + term)?,
+            None => term,
+        });
+    }
+    total.ok_or_else(|| candle_core::Error::Msg("matryoshka needs at least one dimension".into()))
+}
+
 /// A `[n]` f32 tensor of scores or labels.
 pub fn labels_tensor(values: &[f32], device: &Device) -> R<Tensor> {
     Tensor::from_slice(values, values.len(), device)
