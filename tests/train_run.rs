@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use sbert_tui::model::{LoadOptions, SentenceEncoder};
 use sbert_tui::train::checkpoint::{self, Resume};
-use sbert_tui::train::config::TrainConfig;
+use sbert_tui::train::config::{AddDense, DenseActivation, TrainConfig};
 use sbert_tui::train::data::{self, Example};
 use sbert_tui::train::events::TrainEvent;
 use sbert_tui::train::losses::LossKind;
@@ -470,6 +470,7 @@ fn every_loss_fits_a_batch_of_its_sample_data() {
         ("triplets.csv", LossKind::Mnr, 0.95),       // cosine_accuracy
         ("pairs.tsv", LossKind::Mnr, 0.95),          // cosine_ndcg@10
         ("retrieval.jsonl", LossKind::MnrSymmetric, 0.95), // cosine_ndcg@10
+        ("margin-triplets.tsv", LossKind::MarginMse, 0.95), // cosine_accuracy
     ];
     let rows = 16;
     let mut report = Vec::new();
@@ -534,20 +535,51 @@ fn every_loss_fits_a_batch_of_its_sample_data() {
 }
 
 #[test]
-fn distillation_learns_the_teacher_and_refuses_other_widths() {
+fn distillation_learns_the_teacher_through_a_projection_to_its_width() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let xlmr = fixture("tiny-xlmr-st").to_string_lossy().into_owned();
     let mut c = config("texts.csv", LossKind::Mse, &out);
     c.teacher = Some(xlmr.clone());
+    // An added Dense module of another width than the teacher's is refused, before anything is
+    // written.
+    c.add_dense = Some(AddDense {
+        dim: 8,
+        activation: DenseActivation::Tanh,
+    });
     let err = run(c.clone()).0.unwrap_err();
-    assert_eq!(err.settings()[0].setting, Setting::Teacher);
+    assert_eq!(err.settings()[0].setting, Setting::AddDense, "{err}");
+    assert!(err.to_string().contains("must give 32, not 8"), "{err}");
+    assert!(!out.exists());
+    // The teacher gives 32 values, the tiny BERT student 16: the student gets a Dense projection
+    // to 32 (identity activation, before its Normalize), trained with it and saved.
+    c.add_dense = None;
+    c.epochs = 2;
+    let (r, events) = run(c.clone());
+    r.unwrap();
+    let l = losses(&events);
     assert!(
-        err.to_string()
-            .contains("gives 32-dimensional vectors but the student gives 16"),
-        "{err}"
+        l.last().unwrap() < &(l[0] * 0.7),
+        "{} -> {}",
+        l[0],
+        l.last().unwrap()
     );
-    // Student: the same XLM-R with CLS pooling, teacher: its mean pooling.
+    let student = SentenceEncoder::load(&out, &LoadOptions::default()).unwrap();
+    assert_eq!(student.info().embedding_dim, 32);
+    assert_eq!(student.info().dense_layers, 2);
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("| added by this run | Dense to 32 values, identity activation |"));
+    let modules = std::fs::read_to_string(out.join("modules.json")).unwrap();
+    assert!(
+        modules.contains("3_Dense") && modules.contains("4_Normalize"),
+        "{modules}"
+    );
+
+    // Equal widths need no projection. Student: the same XLM-R with CLS pooling, teacher: its
+    // mean pooling.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("texts.csv", LossKind::Mse, &dir.path().join("out"));
+    c.teacher = Some(xlmr.clone());
     c.model = xlmr;
     c.pooling = Some("cls".parse().unwrap());
     c.epochs = 3;
@@ -567,7 +599,15 @@ fn simcse_views_differ_only_with_dropout() {
     let d = data::load(&sample("texts.csv")).unwrap();
     let batch: Vec<&Example> = d.examples.iter().take(4).collect();
     let setup = LossSetup::new(LossKind::SimCse);
-    let with = Session::new(tiny(), setup, AdamWConfig::default(), Some(1), 1, Some(1.0)).unwrap();
+    let with = Session::new(
+        tiny(),
+        setup.clone(),
+        AdamWConfig::default(),
+        Some(1),
+        1,
+        Some(1.0),
+    )
+    .unwrap();
     let views = with.embed_columns(&batch).unwrap();
     assert_eq!(views.len(), 2);
     let (a, b): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
@@ -829,4 +869,121 @@ fn attention_pooling_trains_saves_and_loads_back() {
     let a = enc.encode(&text, 1, &mut |_, _| {}).unwrap();
     let b = base.encode(&text, 1, &mut |_, _| {}).unwrap();
     assert_ne!(a, b);
+}
+
+/// The real case the issue names: all-MiniLM-L6-v2 (384) distilled into the tiny BERT (16 values)
+/// through a Dense projection to 384. It trains, saves, and loads back with the vectors the run's
+/// model gave. (Loaded in sentence-transformers 6.2.0 the same folder gives the same vectors, max
+/// difference 3e-8: checked by hand, see the README's distillation section.)
+#[test]
+fn minilm_distils_into_the_tiny_model_with_a_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut c = config("texts.csv", LossKind::Mse, &out);
+    c.teacher = Some(minilm_dir().to_string_lossy().into_owned());
+    c.batch_size = 16;
+    let (r, events) = run(c);
+    r.unwrap();
+    let l = losses(&events);
+    assert!(
+        l.last().unwrap() < &l[0],
+        "{} -> {}",
+        l[0],
+        l.last().unwrap()
+    );
+    let student = SentenceEncoder::load(&out, &LoadOptions::default()).unwrap();
+    assert_eq!(student.info().embedding_dim, 384);
+    let v = embed(&out);
+    assert_eq!(v[0].len(), 384);
+    let norm: f32 = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() < 1e-5,
+        "the student's Normalize stays last: {norm}"
+    );
+}
+
+/// `--add-dense`: a new Dense module after pooling, trained with the model and saved as a
+/// sentence-transformers Dense module with its activation.
+#[test]
+fn an_added_dense_module_is_trained_and_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut c = config("scored-pairs.csv", LossKind::CoSent, &out);
+    c.add_dense = Some(AddDense {
+        dim: 12,
+        activation: DenseActivation::Relu,
+    });
+    c.dropout = false;
+    let (r, _) = run(c.clone());
+    r.unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("3_Dense/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["in_features"], 16);
+    assert_eq!(cfg["out_features"], 12);
+    assert_eq!(
+        cfg["activation_function"],
+        "torch.nn.modules.activation.ReLU"
+    );
+    let first = embed(&out);
+    assert_eq!(first[0].len(), 12);
+    // Trained: another run with a different seed starts the module elsewhere and ends elsewhere.
+    let dir2 = tempfile::tempdir().unwrap();
+    c.output = dir2.path().join("out");
+    c.seed = 7;
+    run(c).0.unwrap();
+    assert_ne!(embed(&dir2.path().join("out")), first);
+}
+
+/// MatryoshkaLoss wraps the loss the run trains with: over the full width alone with weight 2 its
+/// first step's loss is twice the plain loss's; widths past the model's are refused.
+#[test]
+fn matryoshka_wraps_the_runs_loss() {
+    let first_loss = |dims: Vec<usize>, weights: Vec<f64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(
+            "scored-pairs.csv",
+            LossKind::CoSent,
+            &dir.path().join("out"),
+        );
+        c.dropout = false;
+        c.matryoshka_dims = dims;
+        c.matryoshka_weights = weights;
+        let (r, events) = run(c);
+        r.unwrap();
+        losses(&events)[0]
+    };
+    let plain = first_loss(vec![], vec![]);
+    let doubled = first_loss(vec![16], vec![2.0]);
+    assert!(
+        (doubled - 2.0 * plain).abs() < 1e-4 * plain,
+        "{doubled} vs 2 x {plain}"
+    );
+    let both = first_loss(vec![16, 8], vec![]);
+    assert!(
+        both > plain,
+        "the 8-wide term adds to the loss: {both} vs {plain}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(
+        "scored-pairs.csv",
+        LossKind::CoSent,
+        &dir.path().join("out"),
+    );
+    c.matryoshka_dims = vec![32, 8];
+    let err = run(c.clone()).0.unwrap_err();
+    assert_eq!(err.settings()[0].setting, Setting::MatryoshkaDims);
+    assert!(
+        err.to_string().contains("32 is wider than the model's 16"),
+        "{err}"
+    );
+    c.matryoshka_dims = vec![16, 8];
+    c.matryoshka_weights = vec![1.0];
+    let err = run(c).0.unwrap_err();
+    assert_eq!(
+        err.settings()[0].setting,
+        Setting::MatryoshkaWeights,
+        "{err}"
+    );
 }

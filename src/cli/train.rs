@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{MatrixFormat, ModelArgs};
 use crate::model::{self, DeviceChoice, PoolingSpec};
 use crate::train::checkpoint::Resume;
-use crate::train::config::{ColumnPrompt, TrainConfig};
+use crate::train::config::{AddDense, ColumnPrompt, DenseActivation, TrainConfig};
 use crate::train::events::TrainEvent;
 use crate::train::losses::{LossKind, TripletDistance};
 use crate::train::rules;
@@ -27,7 +27,7 @@ pub struct TrainArgs {
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<PathBuf>,
     /// Loss: cosine, cosent, angle, mse, softmax, triplet, mnr, mnr-symmetric, simcse,
-    /// contrastive, online-contrastive.
+    /// contrastive, online-contrastive, margin-mse.
     #[arg(long, required_unless_present = "resume")]
     pub loss: Option<LossKind>,
     /// Folder for the fine-tuned model, its log and checkpoints.
@@ -90,6 +90,21 @@ pub struct TrainArgs {
     /// of the model's prompts is that prompt; otherwise it is the text itself. May be repeated.
     #[arg(long)]
     pub prompts: Vec<String>,
+    /// Wrap the loss in MatryoshkaLoss: also train the first D values of each vector to work
+    /// alone, for each D given (`768,512,256,128,64`; the full width is usually one of them).
+    #[arg(long, value_delimiter = ',')]
+    pub matryoshka_dims: Vec<usize>,
+    /// A weight per --matryoshka-dims width (default 1 each).
+    #[arg(long, value_delimiter = ',', requires = "matryoshka_dims")]
+    pub matryoshka_weights: Vec<f64>,
+    /// Add a trained Dense module of DIM outputs after pooling (saved as a sentence-transformers
+    /// Dense module). Distillation from a wider or narrower teacher adds one of the teacher's
+    /// width by itself.
+    #[arg(long, value_name = "DIM")]
+    pub add_dense: Option<usize>,
+    /// Activation of the --add-dense module: tanh (the library's default), relu or identity.
+    #[arg(long, default_value = "tanh", requires = "add_dense")]
+    pub dense_activation: DenseActivation,
     /// Continue a run from a checkpoint folder (or a run's output folder: its newest checkpoint).
     /// The run's saved settings are used.
     #[arg(long)]
@@ -125,6 +140,12 @@ impl TrainArgs {
         c.margin = self.margin;
         c.scale = self.scale;
         c.dropout = !self.no_dropout;
+        c.matryoshka_dims = self.matryoshka_dims.clone();
+        c.matryoshka_weights = self.matryoshka_weights.clone();
+        c.add_dense = self.add_dense.map(|dim| AddDense {
+            dim,
+            activation: self.dense_activation,
+        });
         c.prompts = self
             .prompts
             .iter()

@@ -2,8 +2,10 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use super::error::Result;
@@ -107,6 +109,49 @@ impl Dense {
         })
     }
 
+    /// A new module, initialised as `torch.nn.Linear` is: weight and bias uniform in
+    /// ±1/sqrt(in_features) (Kaiming-uniform with a = sqrt(5)), drawn from `seed`.
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        activation: Activation,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let bound = 1.0 / (in_features as f32).sqrt();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xde45_e000);
+        let mut uniform =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let w = Var::from_tensor(&Tensor::from_vec(
+            uniform(out_features * in_features),
+            (out_features, in_features),
+            device,
+        )?)?;
+        let b = Var::from_tensor(&Tensor::from_vec(
+            uniform(out_features),
+            out_features,
+            device,
+        )?)?;
+        let linear = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap.data().lock().expect("fresh varmap");
+            data.insert("linear.weight".into(), w);
+            data.insert("linear.bias".into(), b);
+        }
+        Ok(Self {
+            linear,
+            activation,
+            config: DenseConfig {
+                in_features,
+                out_features,
+                bias: true,
+                activation_function: Some(activation.torch_name().into()),
+            },
+            varmap,
+        })
+    }
+
     pub fn forward(&self, x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
         self.activation.forward(&self.linear.forward(x, grad)?)
     }
@@ -141,5 +186,25 @@ mod tests {
             assert_eq!(Activation::from_torch_name(a.torch_name()), Some(a));
         }
         assert_eq!(Activation::from_torch_name("my.custom.Swish"), None);
+    }
+
+    #[test]
+    fn a_new_module_is_seeded_and_shaped_as_torch_linear() {
+        let d = Dense::new(16, 4, Activation::Tanh, 7, &Device::Cpu).unwrap();
+        let w: Vec<Vec<f32>> = d.linear.weight().to_vec2().unwrap();
+        assert_eq!((w.len(), w[0].len()), (4, 16));
+        assert!(
+            w.iter().flatten().all(|x| x.abs() <= 0.25),
+            "bound 1/sqrt(16)"
+        );
+        let again = Dense::new(16, 4, Activation::Tanh, 7, &Device::Cpu).unwrap();
+        assert_eq!(again.linear.weight().to_vec2::<f32>().unwrap(), w);
+        let other = Dense::new(16, 4, Activation::Tanh, 8, &Device::Cpu).unwrap();
+        assert_ne!(other.linear.weight().to_vec2::<f32>().unwrap(), w);
+        let names: Vec<String> = d.varmap().data().lock().unwrap().keys().cloned().collect();
+        assert_eq!(names.len(), 2);
+        let x = Tensor::ones((3, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let y: Vec<Vec<f32>> = d.forward(&x, false).unwrap().to_vec2().unwrap();
+        assert!(y.iter().flatten().all(|v| v.abs() < 1.0), "tanh");
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::dense::Dense;
+use super::dense::{Activation, Dense};
 use super::device::{DeviceChoice, describe};
 use super::error::{ModelError, Result};
 use super::families;
@@ -298,6 +298,41 @@ impl SentenceEncoder {
         }
         self.info.pooling = spec;
         self.info.embedding_dim = self.info.truncate_dim.unwrap_or(dim);
+        Ok(())
+    }
+
+    /// Adds a new trained Dense module after pooling (after any Dense the model has, before
+    /// Normalize): the vectors become `out_features` wide. `seed` draws its initial weights.
+    pub fn add_dense(
+        &mut self,
+        out_features: usize,
+        activation: Activation,
+        seed: u64,
+    ) -> Result<()> {
+        let width = self
+            .stages
+            .iter()
+            .fold(self.info.hidden_size, |dim, s| match s {
+                LoadedStage::Pooling(p) => p.output_dim(self.info.hidden_size),
+                LoadedStage::Dense(d) => d.config().out_features,
+                LoadedStage::Normalize => dim,
+            });
+        if let Some(t) = self.info.truncate_dim
+            && t > out_features
+        {
+            return Err(ModelError::Invalid(format!(
+                "a Dense module of {out_features} outputs is narrower than truncate_dim {t}"
+            )));
+        }
+        let at = self
+            .stages
+            .iter()
+            .rposition(|s| matches!(s, LoadedStage::Pooling(_) | LoadedStage::Dense(_)))
+            .map_or(0, |i| i + 1);
+        let dense = Dense::new(width, out_features, activation, seed, &self.device)?;
+        self.stages.insert(at, LoadedStage::Dense(dense));
+        self.info.dense_layers += 1;
+        self.info.embedding_dim = self.info.truncate_dim.unwrap_or(out_features);
         Ok(())
     }
 

@@ -115,6 +115,11 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// From weights already at hand (`weight` is `[out, in]`).
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
     pub fn load(
         vb: VarBuilder,
         in_dim: usize,

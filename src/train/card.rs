@@ -69,6 +69,13 @@ pub fn model_card(c: &CardInput) -> String {
     );
     let _ = writeln!(s, "| pooling | {} |", m.pooling);
     let _ = writeln!(s, "| dense layers | {} |", m.dense_layers);
+    if let Some(d) = cfg.add_dense {
+        let _ = writeln!(
+            s,
+            "| added by this run | Dense to {} values, {} activation |",
+            d.dim, d.activation
+        );
+    }
     let _ = writeln!(s, "| normalize | {} |", m.normalize);
     let _ = writeln!(s, "| output dimension | {} |", m.embedding_dim);
     let _ = writeln!(s, "| max sequence length | {} |\n", m.max_seq_length);

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::losses::{LossKind, TripletDistance};
+use crate::model::dense::Activation;
 use crate::model::{DeviceChoice, PoolingSpec};
 
 /// (De)serialises a type through its `Display` / `FromStr` form.
@@ -106,6 +107,77 @@ pub struct TrainConfig {
     /// Prompts put before the texts of the data's columns, as the Python trainer's `prompts`.
     #[serde(default)]
     pub prompts: Vec<ColumnPrompt>,
+    /// `MatryoshkaLoss` around the loss: the widths it is computed at (empty: off).
+    #[serde(default)]
+    pub matryoshka_dims: Vec<usize>,
+    /// A weight per width (empty: 1 each).
+    #[serde(default)]
+    pub matryoshka_weights: Vec<f64>,
+    /// A new trained Dense module after pooling (the seed's optional dense layer).
+    #[serde(default)]
+    pub add_dense: Option<AddDense>,
+}
+
+/// A Dense module added to the student: its output width and activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddDense {
+    pub dim: usize,
+    #[serde(with = "as_string")]
+    pub activation: DenseActivation,
+}
+
+/// The activations `--dense-activation` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenseActivation {
+    #[default]
+    Tanh,
+    Relu,
+    Identity,
+}
+
+impl DenseActivation {
+    pub fn activation(self) -> Activation {
+        match self {
+            DenseActivation::Tanh => Activation::Tanh,
+            DenseActivation::Relu => Activation::Relu,
+            DenseActivation::Identity => Activation::Identity,
+        }
+    }
+}
+
+impl fmt::Display for DenseActivation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DenseActivation::Tanh => "tanh",
+            DenseActivation::Relu => "relu",
+            DenseActivation::Identity => "identity",
+        })
+    }
+}
+
+impl std::str::FromStr for DenseActivation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tanh" => Ok(DenseActivation::Tanh),
+            "relu" => Ok(DenseActivation::Relu),
+            "identity" | "none" | "linear" => Ok(DenseActivation::Identity),
+            other => Err(format!(
+                "unknown activation `{other}` (expected relu, tanh or identity)"
+            )),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The Matryoshka weights, one per width (1 where none were given).
+    pub fn matryoshka_weights(&self) -> Vec<f64> {
+        if self.matryoshka_weights.is_empty() {
+            vec![1.0; self.matryoshka_dims.len()]
+        } else {
+            self.matryoshka_weights.clone()
+        }
+    }
 }
 
 /// A prompt for the texts of one column of the training data (or of every column): the name of
@@ -184,6 +256,9 @@ impl TrainConfig {
             scale: None,
             dropout: true,
             prompts: Vec::new(),
+            matryoshka_dims: Vec::new(),
+            matryoshka_weights: Vec::new(),
+            add_dense: None,
         }
     }
 }

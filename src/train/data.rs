@@ -20,6 +20,9 @@ pub enum DataKind {
     Pairs,
     /// `anchor, positive, negative`.
     Triplets,
+    /// `query, positive, negative, label`: triplets with a teacher's margin (its score of the
+    /// positive minus its score of the negative), for MarginMSE.
+    MarginTriplets,
     /// A single `text` (or `sentence`) column: unlabelled sentences.
     Texts,
 }
@@ -32,6 +35,7 @@ impl DataKind {
             DataKind::Nli => "NLI pairs (premise, hypothesis, label)",
             DataKind::Pairs => "positive pairs (anchor, positive)",
             DataKind::Triplets => "triplets (anchor, positive, negative)",
+            DataKind::MarginTriplets => "margin triplets (query, positive, negative, label)",
             DataKind::Texts => "sentences (text)",
         }
     }
@@ -45,6 +49,7 @@ impl DataKind {
             DataKind::Nli => &[L::Softmax],
             DataKind::Pairs => &[L::Mnr, L::MnrSymmetric],
             DataKind::Triplets => &[L::Triplet, L::Mnr, L::MnrSymmetric],
+            DataKind::MarginTriplets => &[L::MarginMse],
             DataKind::Texts => &[L::SimCse, L::Mse],
         }
     }
@@ -60,6 +65,7 @@ pub fn columns_for(loss: LossKind) -> &'static str {
         L::Triplet => "anchor, positive, negative",
         L::Mnr | L::MnrSymmetric => "anchor, positive[, negative] (or query, passage)",
         L::SimCse | L::Mse => "text (one sentence per row)",
+        L::MarginMse => "query, positive, negative, label (the teacher's margin)",
     }
 }
 
@@ -92,6 +98,13 @@ pub enum Example {
         positive: String,
         negative: String,
     },
+    /// A triplet with a teacher's margin: score(query, positive) - score(query, negative).
+    MarginTriplet {
+        query: String,
+        positive: String,
+        negative: String,
+        margin: f32,
+    },
     Text(String),
 }
 
@@ -111,6 +124,12 @@ impl Example {
                 positive,
                 negative,
             } => vec![anchor, positive, negative],
+            Example::MarginTriplet {
+                query,
+                positive,
+                negative,
+                ..
+            } => vec![query, positive, negative],
             Example::Text(t) => vec![t],
         }
     }
@@ -196,6 +215,14 @@ const LAYOUTS: &[(DataKind, &[&str])] = &[
     (DataKind::ScoredPairs, &["sentence1", "sentence2", "score"]),
     (DataKind::LabeledPairs, &["sentence1", "sentence2", "label"]),
     (DataKind::Nli, &["premise", "hypothesis", "label"]),
+    (
+        DataKind::MarginTriplets,
+        &["query", "positive", "negative", "label"],
+    ),
+    (
+        DataKind::MarginTriplets,
+        &["anchor", "positive", "negative", "label"],
+    ),
     (DataKind::Triplets, &["anchor", "positive", "negative"]),
     (DataKind::Pairs, &["anchor", "positive"]),
     (DataKind::Pairs, &["query", "passage"]),
@@ -511,6 +538,21 @@ fn build(ctx: &Ctx, columns: Vec<String>, rows: Vec<Row>) -> Result<Dataset, Dat
                 });
             }
         }
+        DataKind::MarginTriplets => {
+            let q = if columns.iter().any(|c| c == "query") {
+                "query"
+            } else {
+                "anchor"
+            };
+            for row in &rows {
+                examples.push(Example::MarginTriplet {
+                    query: text(row, q)?,
+                    positive: text(row, "positive")?,
+                    negative: text(row, "negative")?,
+                    margin: number(row, "label")?,
+                });
+            }
+        }
         DataKind::Pairs => {
             let (a, b) = if columns.iter().any(|c| c == "anchor") {
                 ("anchor", "positive")
@@ -599,6 +641,26 @@ mod tests {
             DataKind::Pairs
         );
         assert_eq!(k("x.csv", b"text\nhello\n"), DataKind::Texts);
+        let d = load_str(
+            "m.tsv",
+            b"query\tpositive\tnegative\tlabel\nq\tp\tn\t-1.5\n",
+        )
+        .unwrap();
+        assert_eq!(d.kind, DataKind::MarginTriplets);
+        assert_eq!(
+            d.examples[0],
+            Example::MarginTriplet {
+                query: "q".into(),
+                positive: "p".into(),
+                negative: "n".into(),
+                margin: -1.5
+            }
+        );
+        assert_eq!(d.text_columns(), ["query", "positive", "negative"]);
+        assert_eq!(
+            load_str("m.csv", b"anchor,positive,negative,label\na,b,c,x\n").unwrap_err(),
+            "DIR/m.csv:2: column `label`: `x` is not a number"
+        );
         assert_eq!(
             k("l.csv", b"sentence1,sentence2,label\na,b,1\n"),
             DataKind::LabeledPairs

@@ -80,7 +80,7 @@ pub fn primary_metric(kind: DataKind, sim: Similarity) -> Option<String> {
         DataKind::LabeledPairs => Some(format!("{sim}_ap")),
         DataKind::Nli => Some("classifier_accuracy".into()),
         DataKind::Pairs => Some(format!("{sim}_ndcg@10")),
-        DataKind::Triplets => Some(format!("{sim}_accuracy")),
+        DataKind::Triplets | DataKind::MarginTriplets => Some(format!("{sim}_accuracy")),
         DataKind::Texts => None,
     }
 }
@@ -162,7 +162,7 @@ pub fn evaluate(
                 .collect();
             binary_classification(&scores, &labels, sim)
         }
-        DataKind::Triplets => {
+        DataKind::Triplets | DataKind::MarginTriplets => {
             let (a, p, q) = (
                 column(encoder, data, 0, opts)?,
                 column(encoder, data, 1, opts)?,

@@ -52,10 +52,12 @@ pub enum LossKind {
     Contrastive,
     /// `OnlineContrastiveLoss` (cosine distance, margin 0.5).
     OnlineContrastive,
+    /// `MarginMSELoss`: distil a cross-encoder's margins.
+    MarginMse,
 }
 
 impl LossKind {
-    pub const ALL: [LossKind; 11] = [
+    pub const ALL: [LossKind; 12] = [
         LossKind::Cosine,
         LossKind::CoSent,
         LossKind::Angle,
@@ -67,6 +69,7 @@ impl LossKind {
         LossKind::SimCse,
         LossKind::Contrastive,
         LossKind::OnlineContrastive,
+        LossKind::MarginMse,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl LossKind {
             LossKind::SimCse => "simcse",
             LossKind::Contrastive => "contrastive",
             LossKind::OnlineContrastive => "online-contrastive",
+            LossKind::MarginMse => "margin-mse",
         }
     }
 
@@ -99,6 +103,7 @@ impl LossKind {
             LossKind::SimCse => "MultipleNegativesRankingLoss (unsupervised SimCSE)",
             LossKind::Contrastive => "ContrastiveLoss",
             LossKind::OnlineContrastive => "OnlineContrastiveLoss",
+            LossKind::MarginMse => "MarginMSELoss",
         }
     }
 
@@ -124,6 +129,9 @@ impl LossKind {
                 "pull similar pairs together, push dissimilar ones past a margin"
             }
             LossKind::OnlineContrastive => "contrastive on the hard pairs of each batch only",
+            LossKind::MarginMse => {
+                "distil a cross-encoder: q·p - q·n must equal the teacher's margin"
+            }
         }
     }
 }

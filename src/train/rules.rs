@@ -37,6 +37,10 @@ pub enum Setting {
     Margin,
     Scale,
     Prompts,
+    MatryoshkaDims,
+    MatryoshkaWeights,
+    AddDense,
+    DenseActivation,
 }
 
 impl Setting {
@@ -66,6 +70,10 @@ impl Setting {
             Setting::Margin => "--margin",
             Setting::Scale => "--scale",
             Setting::Prompts => "--prompts",
+            Setting::MatryoshkaDims => "--matryoshka-dims",
+            Setting::MatryoshkaWeights => "--matryoshka-weights",
+            Setting::AddDense => "--add-dense",
+            Setting::DenseActivation => "--dense-activation",
         }
     }
 
@@ -95,6 +103,10 @@ impl Setting {
             Setting::Margin => "margin",
             Setting::Scale => "scale",
             Setting::Prompts => "prompts",
+            Setting::MatryoshkaDims => "matryoshka dims",
+            Setting::MatryoshkaWeights => "matryoshka weights",
+            Setting::AddDense => "added dense width",
+            Setting::DenseActivation => "dense activation",
         }
     }
 }
@@ -249,6 +261,43 @@ pub fn check_config(c: &TrainConfig) -> Result<(), Vec<SettingError>> {
             "only the mnr, mnr-symmetric, simcse, cosent and angle losses use a scale",
         );
     }
+    if !c.matryoshka_dims.is_empty() {
+        need(
+            c.matryoshka_dims.iter().all(|&d| d >= 1),
+            Setting::MatryoshkaDims,
+            "every dimension must be at least 1",
+        );
+        let mut sorted = c.matryoshka_dims.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        need(
+            sorted.len() == c.matryoshka_dims.len(),
+            Setting::MatryoshkaDims,
+            "a dimension is given twice",
+        );
+        need(
+            !matches!(c.loss, LossKind::Softmax | LossKind::Mse),
+            Setting::MatryoshkaDims,
+            "the softmax loss's classifier and mse distillation need the full width",
+        );
+    }
+    need(
+        c.matryoshka_weights.is_empty() || c.matryoshka_weights.len() == c.matryoshka_dims.len(),
+        Setting::MatryoshkaWeights,
+        "give one weight per --matryoshka-dims dimension",
+    );
+    need(
+        c.matryoshka_weights
+            .iter()
+            .all(|w| w.is_finite() && *w >= 0.0),
+        Setting::MatryoshkaWeights,
+        "every weight must be a number, 0 or more",
+    );
+    need(
+        c.add_dense.is_none_or(|d| d.dim >= 1),
+        Setting::AddDense,
+        "the Dense module needs at least 1 output",
+    );
     if let Err(e) = names_a_folder(&c.output) {
         errors.push(e);
     }

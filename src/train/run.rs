@@ -24,7 +24,7 @@ use super::card;
 use super::checkpoint::{
     self, CLASSIFIER_FILE, CheckpointError, OPTIMIZER_FILE, Resume, TrainerState,
 };
-use super::config::{ColumnPrompt, TrainConfig};
+use super::config::{AddDense, ColumnPrompt, DenseActivation, TrainConfig};
 use super::data::{self, Dataset, Example};
 use super::eval::{self, Metrics};
 use super::events::TrainEvent;
@@ -241,6 +241,69 @@ fn load_encoder(spec: &str, config: &TrainConfig) -> Result<SentenceEncoder, Tra
     )?)
 }
 
+/// The teacher of a distillation run (with its own pooling).
+fn load_teacher(config: &TrainConfig) -> Result<SentenceEncoder, TrainError> {
+    let spec = config.teacher.clone().unwrap_or_default();
+    load_encoder(
+        &spec,
+        &TrainConfig {
+            pooling: None,
+            ..config.clone()
+        },
+    )
+}
+
+/// Adds the student's new Dense modules before a run: `--add-dense`, and for distillation from a
+/// teacher of another width a projection to the teacher's width (identity activation, as the
+/// library's distillation examples), unless `--add-dense` already gives that width. Checks the
+/// Matryoshka widths against the result. Returns the Dense module added, for the settings that
+/// checkpoints and the model card keep.
+fn add_dense_modules(
+    encoder: &mut SentenceEncoder,
+    config: &TrainConfig,
+    teacher: Option<&SentenceEncoder>,
+) -> Result<Option<AddDense>, TrainError> {
+    let mut added = config.add_dense;
+    let dense_error = |e: ModelError| SettingError::new(Setting::AddDense, e.to_string());
+    if let Some(d) = config.add_dense {
+        encoder
+            .add_dense(d.dim, d.activation.activation(), config.seed)
+            .map_err(dense_error)?;
+    }
+    if let Some(teacher) = teacher {
+        let (t, s) = (teacher.info().embedding_dim, encoder.info().embedding_dim);
+        if t != s {
+            if config.add_dense.is_some() {
+                return Err(SettingError::new(
+                    Setting::AddDense,
+                    format!(
+                        "the teacher gives {t}-dimensional vectors: the added Dense module must \
+                         give {t}, not {s} (or leave --add-dense out: a projection is added)"
+                    ),
+                )
+                .into());
+            }
+            let projection = AddDense {
+                dim: t,
+                activation: DenseActivation::Identity,
+            };
+            encoder
+                .add_dense(t, projection.activation.activation(), config.seed)
+                .map_err(dense_error)?;
+            added = Some(projection);
+        }
+    }
+    let width = encoder.info().embedding_dim;
+    if let Some(&d) = config.matryoshka_dims.iter().find(|&&d| d > width) {
+        return Err(SettingError::new(
+            Setting::MatryoshkaDims,
+            format!("{d} is wider than the model's {width}-dimensional vectors"),
+        )
+        .into());
+    }
+    Ok(added)
+}
+
 /// A run in progress.
 pub struct TrainingRun<'a> {
     config: TrainConfig,
@@ -301,10 +364,16 @@ impl<'a> TrainingRun<'a> {
         let (dataset, eval_set) = Self::read_inputs(&config, &preloaded)?;
         checkpoint::recover_run_folder(&config.output)?;
         rules::check_output(&config.output)?;
-        let encoder = load_encoder(&config.model, &config)?;
+        let mut encoder = load_encoder(&config.model, &config)?;
+        let teacher = match config.loss {
+            LossKind::Mse => Some(load_teacher(&config)?),
+            _ => None,
+        };
+        let mut config = config;
+        config.add_dense = add_dense_modules(&mut encoder, &config, teacher.as_ref())?;
         let mut run = Self::assemble(config, dataset, eval_set, encoder, None, sink)?;
-        if run.config.loss == LossKind::Mse {
-            run.distillation_targets()?;
+        if let Some(teacher) = &teacher {
+            run.distillation_targets(teacher)?;
         }
         run.report.log = Some(Log::open(&run.config.output, false)?);
         run.emit_started()?;
@@ -325,7 +394,8 @@ impl<'a> TrainingRun<'a> {
         let encoder = load_encoder(&resume.dir.to_string_lossy(), &config)?;
         let mut run = Self::assemble(config, dataset, eval_set, encoder, Some(&resume), sink)?;
         if run.config.loss == LossKind::Mse {
-            run.distillation_targets()?;
+            let teacher = load_teacher(&run.config)?;
+            run.distillation_targets(&teacher)?;
         }
         run.report.log = Some(Log::open(&run.config.output, true)?);
         run.emit_started()?;
@@ -364,6 +434,12 @@ impl<'a> TrainingRun<'a> {
             triplet_distance: config.triplet_distance,
             margin: config.margin,
             scale: config.scale,
+            matryoshka: config
+                .matryoshka_dims
+                .iter()
+                .copied()
+                .zip(config.matryoshka_weights())
+                .collect(),
         };
         let adamw = AdamWConfig {
             weight_decay: config.weight_decay,
@@ -422,15 +498,7 @@ impl<'a> TrainingRun<'a> {
     }
 
     /// The teacher's vectors of every training sentence, computed once (distillation).
-    fn distillation_targets(&mut self) -> Result<(), TrainError> {
-        let teacher_spec = self.config.teacher.clone().unwrap_or_default();
-        let teacher = load_encoder(
-            &teacher_spec,
-            &TrainConfig {
-                pooling: None,
-                ..self.config.clone()
-            },
-        )?;
+    fn distillation_targets(&mut self, teacher: &SentenceEncoder) -> Result<(), TrainError> {
         let (t, s) = (
             teacher.info().embedding_dim,
             self.session.encoder.info().embedding_dim,
@@ -439,7 +507,7 @@ impl<'a> TrainingRun<'a> {
             return Err(SettingError::new(
                 Setting::Teacher,
                 format!(
-                    "`{teacher_spec}` gives {t}-dimensional vectors but the student gives {s}: \
+                    "the teacher gives {t}-dimensional vectors but the student gives {s}: \
                      mse distillation needs equal widths"
                 ),
             )

@@ -15,12 +15,14 @@ use crate::model::transformer::Tape;
 use crate::model::{DropoutRng, Mode, ModelError, Prompt, Result, SentenceEncoder};
 
 /// Loss settings beyond its kind.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LossSetup {
     pub kind: LossKind,
     pub triplet_distance: TripletDistance,
     pub margin: Option<f64>,
     pub scale: Option<f64>,
+    /// `MatryoshkaLoss` around the loss: (width, weight) pairs; empty: off.
+    pub matryoshka: Vec<(usize, f64)>,
 }
 
 impl LossSetup {
@@ -30,6 +32,7 @@ impl LossSetup {
             triplet_distance: TripletDistance::Euclidean,
             margin: None,
             scale: None,
+            matryoshka: Vec::new(),
         }
     }
 
@@ -49,6 +52,23 @@ impl LossSetup {
 
     /// The arguments as the model card states them.
     pub fn describe(&self) -> String {
+        let inner = self.describe_inner();
+        if self.matryoshka.is_empty() {
+            return inner;
+        }
+        let (dims, weights): (Vec<String>, Vec<String>) = self
+            .matryoshka
+            .iter()
+            .map(|(d, w)| (d.to_string(), w.to_string()))
+            .unzip();
+        format!(
+            "{inner}; wrapped in MatryoshkaLoss(matryoshka_dims=[{}], matryoshka_weights=[{}])",
+            dims.join(", "),
+            weights.join(", ")
+        )
+    }
+
+    fn describe_inner(&self) -> String {
         match self.kind {
             LossKind::Cosine => "loss_fct=MSELoss".into(),
             LossKind::CoSent | LossKind::Angle => {
@@ -67,6 +87,7 @@ impl LossSetup {
             }
             LossKind::Softmax => "concatenation=(u, v, |u-v|), num_labels=3".into(),
             LossKind::Mse => "targets=teacher embeddings".into(),
+            LossKind::MarginMse => "similarity_fct=pairwise_dot_score".into(),
         }
     }
 }
@@ -286,6 +307,19 @@ impl Session {
     }
 
     fn loss(&self, batch: &[&Example], cols: &[Tensor]) -> Result<Tensor> {
+        let m = &self.setup.matryoshka;
+        if m.is_empty() {
+            return self.plain_loss(batch, cols);
+        }
+        let (dims, weights): (Vec<usize>, Vec<f64>) = m.iter().copied().unzip();
+        Ok(losses::matryoshka_loss(cols, &dims, &weights, |c| {
+            self.plain_loss(batch, c)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        })?)
+    }
+
+    /// The loss without a Matryoshka wrapper.
+    fn plain_loss(&self, batch: &[&Example], cols: &[Tensor]) -> Result<Tensor> {
         let dev = cols[0].device();
         let floats = |f: &dyn Fn(&Example) -> f32| -> Result<Tensor> {
             let v: Vec<f32> = batch.iter().map(|e| f(e)).collect();
@@ -344,6 +378,13 @@ impl Session {
                     .collect();
                 let t = Tensor::from_vec(rows, cols[0].dims(), dev)?;
                 losses::mse_loss(&cols[0], &t)?
+            }
+            LossKind::MarginMse => {
+                let margin = |e: &Example| match e {
+                    Example::MarginTriplet { margin, .. } => *margin,
+                    _ => f32::NAN,
+                };
+                losses::margin_mse_loss(&cols[0], &cols[1], &cols[2], &floats(&margin)?)?
             }
         };
         Ok(loss)

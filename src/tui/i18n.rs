@@ -146,6 +146,10 @@ mod tests {
             Setting::Margin,
             Setting::Scale,
             Setting::Prompts,
+            Setting::MatryoshkaDims,
+            Setting::MatryoshkaWeights,
+            Setting::AddDense,
+            Setting::DenseActivation,
         ];
         for f in settings {
             assert_eq!(
@@ -167,6 +171,7 @@ mod tests {
             DataKind::Nli,
             DataKind::Pairs,
             DataKind::Triplets,
+            DataKind::MarginTriplets,
             DataKind::Texts,
         ] {
             assert_eq!(
