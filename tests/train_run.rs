@@ -13,7 +13,7 @@ use common::*;
 use sbert_tui::model::{LoadOptions, SentenceEncoder};
 use sbert_tui::train::checkpoint::{self, Resume};
 use sbert_tui::train::config::{AddDense, DenseActivation, TrainConfig};
-use sbert_tui::train::data::{self, Example};
+use sbert_tui::train::data::{self, DataKind, Example};
 use sbert_tui::train::events::TrainEvent;
 use sbert_tui::train::losses::LossKind;
 use sbert_tui::train::optim::AdamWConfig;
@@ -986,4 +986,50 @@ fn matryoshka_wraps_the_runs_loss() {
         Setting::MatryoshkaWeights,
         "{err}"
     );
+}
+
+/// Supervised SimCSE straight from an NLI file: `mnr` on `nli.csv` trains on (premise,
+/// entailment, contradiction) triplets built from its labels.
+#[test]
+fn mnr_on_nli_trains_on_supervised_simcse_triplets() {
+    let dir = tempfile::tempdir().unwrap();
+    let triplets = data::load(&sample("nli.csv"))
+        .unwrap()
+        .nli_triplets()
+        .unwrap();
+    let want = triplets.examples.len();
+    assert_eq!(
+        want, 96,
+        "sample_data/nli.csv: 96 entailments whose premise has a contradiction"
+    );
+    // Evaluated on the same triplets (written out), which the run must learn to order.
+    let eval = dir.path().join("triplets.tsv");
+    let mut text = String::from("anchor\tpositive\tnegative\n");
+    for e in &triplets.examples {
+        text.push_str(&e.texts().join("\t"));
+        text.push('\n');
+    }
+    std::fs::write(&eval, text).unwrap();
+    let mut c = config("nli.csv", LossKind::Mnr, &dir.path().join("out"));
+    c.eval = Some(eval);
+    c.model = fixture("tiny-xlmr-st").to_string_lossy().into_owned();
+    c.batch_size = 16;
+    c.dropout = false;
+    c.epochs = 20;
+    let (r, events) = run(c);
+    r.unwrap();
+    let started = events
+        .iter()
+        .find_map(|e| match e {
+            TrainEvent::Started {
+                examples,
+                data_kind,
+                ..
+            } => Some((*examples, data_kind.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(started, (want, DataKind::Triplets.describe().to_string()));
+    let m = metric(&events);
+    assert!(m.last().unwrap() > &(m[0] + 0.1), "triplet accuracy {m:?}");
 }

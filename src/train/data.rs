@@ -46,7 +46,8 @@ impl DataKind {
         match self {
             DataKind::ScoredPairs => &[L::Cosine, L::CoSent, L::Angle],
             DataKind::LabeledPairs => &[L::Contrastive, L::OnlineContrastive, L::Cosine, L::CoSent],
-            DataKind::Nli => &[L::Softmax],
+            // mnr on NLI: supervised SimCSE, on the triplets of `nli_triplets`.
+            DataKind::Nli => &[L::Softmax, L::Mnr, L::MnrSymmetric],
             DataKind::Pairs => &[L::Mnr, L::MnrSymmetric],
             DataKind::Triplets => &[L::Triplet, L::Mnr, L::MnrSymmetric],
             DataKind::MarginTriplets => &[L::MarginMse],
@@ -248,8 +249,11 @@ fn layouts_help() -> String {
 /// How a data file is laid out, by its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `.csv`, `.txt` or no extension: comma-separated, quoted as RFC 4180.
+    /// `.csv` or no extension: comma-separated, quoted as RFC 4180.
     Csv,
+    /// `.txt`: plain text, one sentence per line and no header (unlabelled sentences, as the
+    /// `text` column).
+    Lines,
     /// `.tsv`, `.tab`: tab-separated, no quoting.
     Tsv,
     /// `.jsonl`, `.ndjson`: one JSON object per line.
@@ -266,11 +270,12 @@ impl Format {
         match ext.as_str() {
             "jsonl" | "ndjson" => Ok(Format::Jsonl),
             "tsv" | "tab" => Ok(Format::Tsv),
-            "csv" | "txt" | "" => Ok(Format::Csv),
+            "csv" | "" => Ok(Format::Csv),
+            "txt" => Ok(Format::Lines),
             other => Err(Ctx { path }.err(
                 None,
                 None,
-                format!("unknown file type `.{other}` (use .csv, .tsv or .jsonl)"),
+                format!("unknown file type `.{other}` (use .csv, .tsv, .jsonl or .txt)"),
             )),
         }
     }
@@ -290,13 +295,18 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
 pub fn parse(path: &Path, bytes: &[u8], format: Format) -> Result<Dataset, DataError> {
     let ctx = Ctx { path };
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        let expected = match format {
+            Format::Lines => "one sentence per line",
+            _ => "a header line, then rows",
+        };
         return Err(ctx.err(
             None,
             None,
-            "the file is empty (expected a header line, then rows)",
+            format!("the file is empty (expected {expected})"),
         ));
     }
     let (columns, rows) = match format {
+        Format::Lines => read_lines(&ctx, bytes)?,
         Format::Jsonl => read_jsonl(&ctx, bytes)?,
         Format::Tsv => read_delimited(&ctx, bytes, b'\t')?,
         Format::Csv => read_delimited(&ctx, bytes, b',')?,
@@ -305,6 +315,62 @@ pub fn parse(path: &Path, bytes: &[u8], format: Format) -> Result<Dataset, DataE
 }
 
 impl Dataset {
+    /// Supervised SimCSE's triplets from an NLI file: for each premise, every entailed
+    /// hypothesis as the positive, its contradictions in turn as the hard negative (the i-th
+    /// entailment with the (i mod n)-th contradiction). Premises without both are left out.
+    pub fn nli_triplets(&self) -> Result<Dataset, DataError> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_premise: HashMap<&str, (Vec<&str>, Vec<&str>)> = HashMap::new();
+        for e in &self.examples {
+            if let Example::Nli {
+                premise,
+                hypothesis,
+                label,
+            } = e
+            {
+                let slot = by_premise.entry(premise).or_insert_with(|| {
+                    order.push(premise);
+                    (Vec::new(), Vec::new())
+                });
+                match *label {
+                    0 => slot.0.push(hypothesis),
+                    2 => slot.1.push(hypothesis),
+                    _ => {}
+                }
+            }
+        }
+        let mut examples = Vec::new();
+        for premise in order {
+            let (entailed, contradicted) = &by_premise[premise];
+            if contradicted.is_empty() {
+                continue;
+            }
+            for (i, positive) in entailed.iter().enumerate() {
+                examples.push(Example::Triplet {
+                    anchor: premise.to_string(),
+                    positive: positive.to_string(),
+                    negative: contradicted[i % contradicted.len()].to_string(),
+                });
+            }
+        }
+        if examples.is_empty() {
+            return Err(Ctx { path: &self.path }.err(
+                None,
+                Some("label"),
+                "no premise has both an entailment and a contradiction: no triplets for \
+                 supervised SimCSE",
+            ));
+        }
+        Ok(Dataset {
+            path: self.path.clone(),
+            kind: DataKind::Triplets,
+            columns: vec!["anchor".into(), "positive".into(), "negative".into()],
+            examples,
+            scores_scaled: false,
+            stamp: self.stamp,
+        })
+    }
+
     /// True while the file on disk is the one that was read (same size and modification time).
     pub fn is_current(&self) -> bool {
         self.stamp.is_some() && stamp(&self.path) == self.stamp
@@ -373,6 +439,31 @@ fn read_delimited(
     Ok((columns, rows))
 }
 
+/// A plain text file: each non-blank line is one sentence, as the `text` column.
+fn read_lines(ctx: &Ctx, bytes: &[u8]) -> Result<(Vec<String>, Vec<Row>), DataError> {
+    let mut rows = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        let text = std::str::from_utf8(raw).map_err(|e| {
+            ctx.err(
+                Some(line),
+                None,
+                format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+            )
+        })?;
+        let text = text.trim_end_matches('\r');
+        let text = if line == 1 { strip_bom(text) } else { text };
+        if text.trim().is_empty() {
+            continue;
+        }
+        rows.push((
+            line,
+            HashMap::from([("text".to_string(), text.to_string())]),
+        ));
+    }
+    Ok((vec!["text".to_string()], rows))
+}
+
 fn read_jsonl(ctx: &Ctx, bytes: &[u8]) -> Result<(Vec<String>, Vec<Row>), DataError> {
     let mut columns: Option<Vec<String>> = None;
     let mut rows = Vec::new();
@@ -419,24 +510,25 @@ fn read_jsonl(ctx: &Ctx, bytes: &[u8]) -> Result<(Vec<String>, Vec<Row>), DataEr
 
 fn build(ctx: &Ctx, columns: Vec<String>, rows: Vec<Row>) -> Result<Dataset, DataError> {
     let Some((kind, _)) = detect(&columns) else {
-        let near: Option<String> = LAYOUTS.iter().find_map(|(_, need)| {
-            let have = need
-                .iter()
-                .filter(|n| columns.iter().any(|c| c == *n))
-                .count();
-            (have > 0 && have < need.len()).then(|| {
+        // The layout the file comes nearest to: the fewest columns missing (the first on a tie).
+        let near: Option<String> = LAYOUTS
+            .iter()
+            .filter_map(|(_, need)| {
                 let missing: Vec<&str> = need
                     .iter()
                     .filter(|n| !columns.iter().any(|c| c == *n))
                     .copied()
                     .collect();
+                (missing.len() < need.len()).then_some((missing, need))
+            })
+            .min_by_key(|(missing, _)| missing.len())
+            .map(|(missing, need)| {
                 format!(
                     "missing column `{}` (for {})",
                     missing.join("`, `"),
                     need.join(",")
                 )
-            })
-        });
+            });
         let message = near.unwrap_or_else(|| {
             format!(
                 "columns {} match no known layout; expected one of: {}",
@@ -623,6 +715,50 @@ mod tests {
     }
 
     #[test]
+    fn nli_becomes_supervised_simcse_triplets() {
+        let d = load_str(
+            "n.csv",
+            b"premise,hypothesis,label\np,e1,entailment\np,c1,contradiction\np,n,neutral\np,e2,0\nq,e3,entailment\nr,c2,contradiction\n",
+        )
+        .unwrap();
+        let t = d.nli_triplets().unwrap();
+        assert_eq!(t.kind, DataKind::Triplets);
+        let rows: Vec<Vec<&str>> = t.examples.iter().map(|e| e.texts()).collect();
+        assert_eq!(rows, [["p", "e1", "c1"], ["p", "e2", "c1"]]);
+        let d = load_str("n.csv", b"premise,hypothesis,label\np,e1,entailment\n").unwrap();
+        let e = d.nli_triplets().unwrap_err().to_string();
+        assert!(
+            e.ends_with("n.csv: column `label`: no premise has both an entailment and a contradiction: no triplets for supervised SimCSE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_txt_file_is_one_sentence_per_line() {
+        let d = load_str(
+            "s.txt",
+            b"\xef\xbb\xbfFirst, with a comma.\r\n\n  second \"quoted\"\n",
+        )
+        .unwrap();
+        assert_eq!(d.kind, DataKind::Texts);
+        assert_eq!(
+            d.examples,
+            [
+                Example::Text("First, with a comma.".into()),
+                Example::Text("  second \"quoted\"".into())
+            ]
+        );
+        assert_eq!(
+            load_str("e.txt", b"\n \n").unwrap_err(),
+            "DIR/e.txt: the file is empty (expected one sentence per line)"
+        );
+        assert_eq!(
+            load_str("b.txt", b"fine\nbad \xff\n").unwrap_err(),
+            "DIR/b.txt:2: invalid UTF-8 at byte 5 of the line"
+        );
+    }
+
+    #[test]
     fn every_kind_is_detected() {
         let k = |name: &str, c: &[u8]| load_str(name, c).unwrap().kind;
         assert_eq!(
@@ -705,7 +841,7 @@ mod tests {
         );
         assert_eq!(
             e("x.csv", b"foo,bar\n1,2\n"),
-            "DIR/x.csv:1: columns foo,bar match no known layout; expected one of: sentence1,sentence2,score | sentence1,sentence2,label | premise,hypothesis,label | anchor,positive,negative | anchor,positive | query,passage | text | sentence"
+            "DIR/x.csv:1: columns foo,bar match no known layout; expected one of: sentence1,sentence2,score | sentence1,sentence2,label | premise,hypothesis,label | query,positive,negative,label | anchor,positive,negative,label | anchor,positive,negative | anchor,positive | query,passage | text | sentence"
         );
         assert_eq!(
             e("j.jsonl", b"{\"text\": \"a\"}\n{\"txt\": \"b\"}\n"),

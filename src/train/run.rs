@@ -406,8 +406,12 @@ impl<'a> TrainingRun<'a> {
         config: &TrainConfig,
         preloaded: &Preloaded,
     ) -> Result<(Arc<Dataset>, Option<Arc<Dataset>>), TrainError> {
-        let dataset = read_data(&config.data, preloaded.data.as_ref())?;
+        let mut dataset = read_data(&config.data, preloaded.data.as_ref())?;
         rules::check_data(dataset.kind, &dataset.path, config.loss)?;
+        if dataset.kind == data::DataKind::Nli && config.loss != LossKind::Softmax {
+            // Supervised SimCSE: (premise, entailment, contradiction) triplets.
+            dataset = Arc::new(dataset.nli_triplets()?);
+        }
         rules::check_prompts(&config.prompts, &dataset)?;
         let eval_set = match &config.eval {
             Some(p) => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::{DeviceChoice, PoolingMode};
-use crate::train::config::TrainConfig;
+use crate::train::config::{AddDense, DenseActivation, TrainConfig};
 use crate::train::data::{DataKind, Dataset, Example, NLI_LABELS};
 use crate::train::losses::LossKind;
 use crate::train::rules::{self, Setting, SettingError};
@@ -59,7 +59,7 @@ pub struct DataFile {
 }
 
 /// The form's fields, in order.
-pub const FIELDS: [Setting; 14] = [
+pub const FIELDS: [Setting; 17] = [
     Setting::Model,
     Setting::Data,
     Setting::Loss,
@@ -73,16 +73,23 @@ pub const FIELDS: [Setting; 14] = [
     Setting::Device,
     Setting::Eval,
     Setting::Teacher,
+    Setting::MatryoshkaDims,
+    Setting::AddDense,
+    Setting::DenseActivation,
     Setting::Output,
 ];
 
 /// Fields chosen from a list (←/→) rather than typed.
 pub fn is_choice(f: Setting) -> bool {
-    matches!(f, Setting::Loss | Setting::Pooling | Setting::Device)
+    matches!(
+        f,
+        Setting::Loss | Setting::Pooling | Setting::Device | Setting::DenseActivation
+    )
 }
 
 pub const MODEL_POOLING: &str = "model's own";
 const DEVICES: [&str; 4] = ["auto", "cpu", "cuda", "metal"];
+const DENSE_ACTIVATIONS: [&str; 3] = ["tanh", "relu", "identity"];
 
 /// The training form: every value as typed, and what is wrong with it.
 #[derive(Debug, Clone)]
@@ -124,6 +131,7 @@ impl Form {
                     Setting::Device => "auto".to_string(),
                     Setting::Eval => eval.to_string(),
                     Setting::Output => output.clone(),
+                    Setting::DenseActivation => DENSE_ACTIVATIONS[0].to_string(),
                     _ => String::new(),
                 };
                 (f, v)
@@ -159,11 +167,18 @@ impl Form {
             .map(|e| e.reason.as_str())
     }
 
-    /// The fields shown: the teacher only for distillation.
+    /// The fields shown: the teacher only for distillation, Matryoshka widths only for losses
+    /// that can be cut (not softmax or mse), the activation only with an added Dense module.
     pub fn visible(&self) -> Vec<Setting> {
+        let loss = self.get(Setting::Loss);
         FIELDS
             .into_iter()
-            .filter(|&f| f != Setting::Teacher || self.get(Setting::Loss) == "mse")
+            .filter(|&f| match f {
+                Setting::Teacher => loss == "mse",
+                Setting::MatryoshkaDims => !matches!(loss, "mse" | "softmax"),
+                Setting::DenseActivation => !self.get(Setting::AddDense).trim().is_empty(),
+                _ => true,
+            })
             .collect()
     }
 
@@ -191,6 +206,7 @@ impl Form {
                 )
                 .collect(),
             Setting::Device => DEVICES.iter().map(|d| d.to_string()).collect(),
+            Setting::DenseActivation => DENSE_ACTIVATIONS.iter().map(|d| d.to_string()).collect(),
             _ => Vec::new(),
         }
     }
@@ -284,6 +300,33 @@ impl Form {
             p => p.parse().ok().map(Some),
         };
         parsed(Setting::Pooling, pooling.is_some(), "choose a pooling");
+        let matryoshka = text(Setting::MatryoshkaDims)
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<usize>().ok())
+            .collect::<Option<Vec<usize>>>();
+        parsed(
+            Setting::MatryoshkaDims,
+            matryoshka.is_some(),
+            "empty (off) or widths such as 16,8,4",
+        );
+        let add_dense = match text(Setting::AddDense).as_str() {
+            "" => Some(None),
+            s => s.parse::<usize>().ok().map(Some),
+        };
+        parsed(
+            Setting::AddDense,
+            add_dense.is_some(),
+            "empty (none) or the module's output width",
+        );
+        let activation = text(Setting::DenseActivation)
+            .parse::<DenseActivation>()
+            .ok();
+        parsed(
+            Setting::DenseActivation,
+            activation.is_some(),
+            "tanh, relu or identity",
+        );
 
         // The data files: read, and fitting the loss.
         let file_state = |f: Setting, state: &Option<Result<DataFile, String>>| match (
@@ -349,6 +392,13 @@ impl Form {
         c.device = device.unwrap_or(defaults.device);
         c.eval = (!text(Setting::Eval).is_empty()).then(|| PathBuf::from(text(Setting::Eval)));
         c.teacher = (c.loss == LossKind::Mse).then(|| text(Setting::Teacher));
+        if !matches!(c.loss, LossKind::Mse | LossKind::Softmax) {
+            c.matryoshka_dims = matryoshka.clone().unwrap_or_default();
+        }
+        c.add_dense = add_dense.flatten().map(|dim| AddDense {
+            dim,
+            activation: activation.unwrap_or_default(),
+        });
         if let Err(more) = rules::check_config(&c) {
             let unparsed: Vec<Setting> = errs.iter().map(|e| e.setting).collect();
             errs.extend(more.into_iter().filter(|e| !unparsed.contains(&e.setting)));
@@ -374,7 +424,10 @@ impl Form {
             && max_seq.is_some()
             && seed.is_some()
             && device.is_some()
-            && pooling.is_some();
+            && pooling.is_some()
+            && matryoshka.is_some()
+            && add_dense.is_some()
+            && activation.is_some();
         if !errs.is_empty() || !all_parsed {
             self.errors = errs;
             return None;
