@@ -1033,3 +1033,47 @@ fn mnr_on_nli_trains_on_supervised_simcse_triplets() {
     let m = metric(&events);
     assert!(m.last().unwrap() > &(m[0] + 0.1), "triplet accuracy {m:?}");
 }
+
+/// Gradient accumulation: two micro-batches of 4 make the step one batch of 8 makes, for a loss
+/// that is a mean over its rows (cosine): the same loss, the same gradient norm, the same model
+/// after the update. A run with it takes ceil(rows / (batch x steps)) steps per epoch.
+#[test]
+fn two_accumulated_micro_batches_step_as_one_batch_of_both() {
+    let d = data::load(&sample("scored-pairs.csv")).unwrap();
+    let batch: Vec<&Example> = d.examples.iter().take(8).collect();
+    let session = || {
+        let mut s = Session::new(
+            tiny(),
+            LossSetup::new(LossKind::Cosine),
+            AdamWConfig::default(),
+            None,
+            1,
+            Some(1.0),
+        )
+        .unwrap();
+        s.hand_backward = true;
+        s
+    };
+    let (mut whole, mut halves) = (session(), session());
+    let a = whole.step(&batch, 1e-3).unwrap();
+    let b = halves
+        .step_accumulated(&[&batch[..4], &batch[4..]], 1e-3)
+        .unwrap();
+    assert!((a.loss - b.loss).abs() < 1e-6 * a.loss, "{} vs {}", a.loss, b.loss);
+    let (na, nb) = (a.grad_norm.unwrap(), b.grad_norm.unwrap());
+    assert!((na - nb).abs() < 1e-5 * na, "{na} vs {nb}");
+    assert_eq!(a.sentences, b.sentences);
+    let texts = ["A man is playing a guitar.", "A woman slices an onion."];
+    let ea = whole.encoder.encode(&texts, 4, &mut |_, _| {}).unwrap();
+    let eb = halves.encoder.encode(&texts, 4, &mut |_, _| {}).unwrap();
+    assert_close(&ea, &eb, 1e-5, "after the step");
+    let before = tiny().encode(&texts, 4, &mut |_, _| {}).unwrap();
+    assert!(max_abs_diff(&ea, &before, "moved") > 1e-4, "the step changed the model");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("scored-pairs.csv", LossKind::Cosine, &dir.path().join("out"));
+    c.gradient_accumulation_steps = 4;
+    let (r, events) = run(c);
+    r.unwrap();
+    assert_eq!(losses(&events).len(), 300usize.div_ceil(8 * 4));
+}

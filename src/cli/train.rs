@@ -105,6 +105,11 @@ pub struct TrainArgs {
     /// Activation of the --add-dense module: tanh (the library's default), relu or identity.
     #[arg(long, default_value = "tanh", requires = "add_dense")]
     pub dense_activation: DenseActivation,
+    /// Micro-batches of --batch-size whose mean gradient makes one optimizer step (a larger
+    /// effective batch in the memory of a small one; in-batch negatives still come from one
+    /// micro-batch).
+    #[arg(long, default_value_t = 1)]
+    pub gradient_accumulation_steps: usize,
     /// Continue a run from a checkpoint folder (or a run's output folder: its newest checkpoint).
     /// The run's saved settings are used.
     #[arg(long)]
@@ -140,6 +145,7 @@ impl TrainArgs {
         c.margin = self.margin;
         c.scale = self.scale;
         c.dropout = !self.no_dropout;
+        c.gradient_accumulation_steps = self.gradient_accumulation_steps;
         c.matryoshka_dims = self.matryoshka_dims.clone();
         c.matryoshka_weights = self.matryoshka_weights.clone();
         c.add_dense = self.add_dense.map(|dim| AddDense {

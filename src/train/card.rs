@@ -120,6 +120,10 @@ pub fn model_card(c: &CardInput) -> String {
     let rows: Vec<(&str, String)> = vec![
         ("epochs", cfg.epochs.to_string()),
         ("batch size", cfg.batch_size.to_string()),
+        (
+            "gradient accumulation steps",
+            cfg.gradient_accumulation_steps.to_string(),
+        ),
         ("learning rate", format!("{:e}", cfg.lr)),
         (
             "schedule",

@@ -116,6 +116,13 @@ pub struct TrainConfig {
     /// A new trained Dense module after pooling (the seed's optional dense layer).
     #[serde(default)]
     pub add_dense: Option<AddDense>,
+    /// Micro-batches of `batch_size` whose mean gradient makes one optimizer step.
+    #[serde(default = "one")]
+    pub gradient_accumulation_steps: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A Dense module added to the student: its output width and activation.
@@ -259,6 +266,7 @@ impl TrainConfig {
             matryoshka_dims: Vec::new(),
             matryoshka_weights: Vec::new(),
             add_dense: None,
+            gradient_accumulation_steps: 1,
         }
     }
 }
@@ -294,8 +302,12 @@ mod tests {
             serde_json::to_value(TrainConfig::new("m", "d".into(), LossKind::Mnr, "o".into()))
                 .unwrap();
         v.as_object_mut().unwrap().remove("prompts");
+        v.as_object_mut()
+            .unwrap()
+            .remove("gradient_accumulation_steps");
         let back: TrainConfig = serde_json::from_value(v).unwrap();
         assert!(back.prompts.is_empty());
+        assert_eq!(back.gradient_accumulation_steps, 1);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub enum Setting {
     MatryoshkaWeights,
     AddDense,
     DenseActivation,
+    GradientAccumulation,
 }
 
 impl Setting {
@@ -74,6 +75,7 @@ impl Setting {
             Setting::MatryoshkaWeights => "--matryoshka-weights",
             Setting::AddDense => "--add-dense",
             Setting::DenseActivation => "--dense-activation",
+            Setting::GradientAccumulation => "--gradient-accumulation-steps",
         }
     }
 
@@ -107,6 +109,7 @@ impl Setting {
             Setting::MatryoshkaWeights => "matryoshka weights",
             Setting::AddDense => "added dense width",
             Setting::DenseActivation => "dense activation",
+            Setting::GradientAccumulation => "gradient accumulation",
         }
     }
 }
@@ -292,6 +295,11 @@ pub fn check_config(c: &TrainConfig) -> Result<(), Vec<SettingError>> {
             .all(|w| w.is_finite() && *w >= 0.0),
         Setting::MatryoshkaWeights,
         "every weight must be a number, 0 or more",
+    );
+    need(
+        c.gradient_accumulation_steps >= 1,
+        Setting::GradientAccumulation,
+        "must be at least 1",
     );
     need(
         c.add_dense.is_none_or(|d| d.dim >= 1),

@@ -459,7 +459,7 @@ impl<'a> TrainingRun<'a> {
         )?;
         session.column_prompts = column_prompts(&config.prompts, &dataset, &session.encoder);
         let n = dataset.examples.len();
-        let steps_per_epoch = n.div_ceil(config.batch_size);
+        let steps_per_epoch = n.div_ceil(config.batch_size * config.gradient_accumulation_steps);
         let total_steps = steps_per_epoch * config.epochs;
         let (mut global_step, mut epoch, mut batch_in_epoch) = (0, 0, 0);
         let (mut evals, mut losses, mut last_checkpoint) = (Vec::new(), Vec::new(), None);
@@ -623,16 +623,20 @@ impl<'a> TrainingRun<'a> {
         if self.is_done() {
             return Ok(());
         }
+        // One step: `gradient_accumulation_steps` micro-batches of `batch_size` (fewer at an
+        // epoch's end).
         let bs = self.config.batch_size;
-        let start = self.batch_in_epoch * bs;
-        let end = (start + bs).min(self.order.len());
+        let rows = bs * self.config.gradient_accumulation_steps;
+        let start = self.batch_in_epoch * rows;
+        let end = (start + rows).min(self.order.len());
         let dataset = self.dataset.clone();
-        let batch: Vec<&Example> = self.order[start..end]
+        let examples: Vec<&Example> = self.order[start..end]
             .iter()
             .map(|&i| &dataset.examples[i])
             .collect();
+        let micro: Vec<&[&Example]> = examples.chunks(bs).collect();
         let lr = self.config.lr * linear_schedule(self.global_step, self.warmup, self.total_steps);
-        let outcome = match self.session.step(&batch, lr) {
+        let outcome = match self.session.step_accumulated(&micro, lr) {
             Ok(o) => o,
             Err(StepError::NonFinite(v)) => {
                 let step = self.global_step + 1;
@@ -662,7 +666,7 @@ impl<'a> TrainingRun<'a> {
             batch: outcome.batch,
         })?;
         self.batch_in_epoch += 1;
-        let epoch_end = self.batch_in_epoch * bs >= self.order.len();
+        let epoch_end = self.batch_in_epoch * rows >= self.order.len();
         if epoch_end {
             self.epoch += 1;
             self.batch_in_epoch = 0;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -458,6 +459,76 @@ impl Session {
         batch: &[&Example],
         lr: f64,
     ) -> std::result::Result<StepOutcome, StepError> {
+        self.step_accumulated(&[batch], lr)
+    }
+
+    /// One AdamW update from the mean gradient of several micro-batches (gradient accumulation,
+    /// as the Hugging Face trainer's `gradient_accumulation_steps`: each micro-batch's loss is
+    /// divided by their number). Clipping applies to the mean gradient; the loss reported is the
+    /// mean of the micro-batches' losses. One micro-batch is exactly [`Session::step`].
+    pub fn step_accumulated(
+        &mut self,
+        micro_batches: &[&[&Example]],
+        lr: f64,
+    ) -> std::result::Result<StepOutcome, StepError> {
+        let n = micro_batches.len();
+        assert!(n >= 1, "at least one micro-batch");
+        let vars: Vec<Tensor> = self
+            .optimizer
+            .params()
+            .iter()
+            .map(|p| p.var.as_tensor().clone())
+            .collect();
+        let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let (mut loss, mut sentences, mut view, mut last) = (0.0, 0, None, None);
+        for batch in micro_batches {
+            let (value, grads, cols, batch_view) = self.gradients(batch)?;
+            loss += value / n as f64;
+            sentences += batch.len() * cols;
+            view = batch_view;
+            if n > 1 {
+                for (var, sum) in vars.iter().zip(sums.iter_mut()) {
+                    if let Some(g) = grads.get(var) {
+                        *sum = Some(match sum.take() {
+                            Some(s) => (s + g)?,
+                            None => g.clone(),
+                        });
+                    }
+                }
+            }
+            last = Some(grads);
+        }
+        let mut grads = last.expect("at least one micro-batch");
+        for (var, sum) in vars.iter().zip(sums) {
+            if let Some(s) = sum {
+                grads.insert(var, s);
+            }
+        }
+        // The mean gradient is the sum over n: its norm is the sum's over n, and the 1/n folds
+        // into the scale the optimizer applies (with clipping).
+        let inv = 1.0 / n as f64;
+        let (grad_norm, scale) = match self.max_grad_norm {
+            Some(max) => {
+                let norm = grad_norm(&grads, self.optimizer.params())? * inv;
+                (Some(norm), clip_coefficient(norm, max) * inv)
+            }
+            None => (None, inv),
+        };
+        self.optimizer.step_scaled(&grads, lr, scale)?;
+        Ok(StepOutcome {
+            loss,
+            grad_norm,
+            sentences,
+            batch: view,
+        })
+    }
+
+    /// Forward, loss and backward of one batch: the loss, every gradient, the number of columns
+    /// embedded, and what the loss saw. A non-finite loss is an error before any backward.
+    fn gradients(
+        &self,
+        batch: &[&Example],
+    ) -> std::result::Result<(f64, GradStore, usize, Option<BatchView>), StepError> {
         let (cols, recorded) = self.embed_columns_recorded(batch, self.hand_backward)?;
         let loss = self.loss(batch, &cols)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -478,20 +549,6 @@ impl Session {
                 grads.insert(&weight, g);
             }
         }
-        // Clipping folds into the update: the optimizer scales each gradient as it reads it.
-        let (grad_norm, scale) = match self.max_grad_norm {
-            Some(max) => {
-                let norm = grad_norm(&grads, self.optimizer.params())?;
-                (Some(norm), clip_coefficient(norm, max))
-            }
-            None => (None, 1.0),
-        };
-        self.optimizer.step_scaled(&grads, lr, scale)?;
-        Ok(StepOutcome {
-            loss: value,
-            grad_norm,
-            sentences: batch.len() * cols.len(),
-            batch: view,
-        })
+        Ok((value, grads, cols.len(), view))
     }
 }

@@ -150,6 +150,7 @@ mod tests {
             Setting::MatryoshkaWeights,
             Setting::AddDense,
             Setting::DenseActivation,
+            Setting::GradientAccumulation,
         ];
         for f in settings {
             assert_eq!(
