@@ -1059,7 +1059,12 @@ fn two_accumulated_micro_batches_step_as_one_batch_of_both() {
     let b = halves
         .step_accumulated(&[&batch[..4], &batch[4..]], 1e-3)
         .unwrap();
-    assert!((a.loss - b.loss).abs() < 1e-6 * a.loss, "{} vs {}", a.loss, b.loss);
+    assert!(
+        (a.loss - b.loss).abs() < 1e-6 * a.loss,
+        "{} vs {}",
+        a.loss,
+        b.loss
+    );
     let (na, nb) = (a.grad_norm.unwrap(), b.grad_norm.unwrap());
     assert!((na - nb).abs() < 1e-5 * na, "{na} vs {nb}");
     assert_eq!(a.sentences, b.sentences);
@@ -1068,10 +1073,17 @@ fn two_accumulated_micro_batches_step_as_one_batch_of_both() {
     let eb = halves.encoder.encode(&texts, 4, &mut |_, _| {}).unwrap();
     assert_close(&ea, &eb, 1e-5, "after the step");
     let before = tiny().encode(&texts, 4, &mut |_, _| {}).unwrap();
-    assert!(max_abs_diff(&ea, &before, "moved") > 1e-4, "the step changed the model");
+    assert!(
+        max_abs_diff(&ea, &before, "moved") > 1e-4,
+        "the step changed the model"
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config("scored-pairs.csv", LossKind::Cosine, &dir.path().join("out"));
+    let mut c = config(
+        "scored-pairs.csv",
+        LossKind::Cosine,
+        &dir.path().join("out"),
+    );
     c.gradient_accumulation_steps = 4;
     let (r, events) = run(c);
     r.unwrap();

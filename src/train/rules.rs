@@ -107,7 +107,7 @@ impl Setting {
             Setting::Prompts => "prompts",
             Setting::MatryoshkaDims => "matryoshka dims",
             Setting::MatryoshkaWeights => "matryoshka weights",
-            Setting::AddDense => "added dense width",
+            Setting::AddDense => "added dense",
             Setting::DenseActivation => "dense activation",
             Setting::GradientAccumulation => "gradient accumulation",
         }

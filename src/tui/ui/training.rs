@@ -74,7 +74,8 @@ fn field_value(form: &Form, f: Setting, lang: Lang) -> String {
     } else if v.is_empty() {
         match f {
             Setting::MaxSeqLength => tr(lang, "form.models_length").into_owned(),
-            Setting::Eval => tr(lang, "form.none").into_owned(),
+            Setting::Eval | Setting::AddDense => tr(lang, "form.none").into_owned(),
+            Setting::MatryoshkaDims => tr(lang, "form.off").into_owned(),
             _ => String::new(),
         }
     } else {
