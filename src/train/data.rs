@@ -439,47 +439,51 @@ fn read_delimited(
     Ok((columns, rows))
 }
 
+/// The non-blank lines of a file with their 1-based numbers, without `\r` or a byte-order
+/// mark; a line that is not UTF-8 is an error naming it.
+fn text_lines<'a>(
+    ctx: &'a Ctx,
+    bytes: &'a [u8],
+) -> impl Iterator<Item = Result<(usize, &'a str), DataError>> + 'a {
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(move |(i, raw)| {
+            let line = i + 1;
+            match std::str::from_utf8(raw) {
+                Err(e) => Some(Err(ctx.err(
+                    Some(line),
+                    None,
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+                ))),
+                Ok(text) => {
+                    let text = strip_bom(text.trim_end_matches('\r'));
+                    (!text.trim().is_empty()).then_some(Ok((line, text)))
+                }
+            }
+        })
+}
+
 /// A plain text file: each non-blank line is one sentence, as the `text` column.
 fn read_lines(ctx: &Ctx, bytes: &[u8]) -> Result<(Vec<String>, Vec<Row>), DataError> {
-    let mut rows = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
-        let text = std::str::from_utf8(raw).map_err(|e| {
-            ctx.err(
-                Some(line),
-                None,
-                format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
-            )
-        })?;
-        let text = text.trim_end_matches('\r');
-        let text = if line == 1 { strip_bom(text) } else { text };
-        if text.trim().is_empty() {
-            continue;
-        }
-        rows.push((
-            line,
-            HashMap::from([("text".to_string(), text.to_string())]),
-        ));
-    }
+    let rows = text_lines(ctx, bytes)
+        .map(|r| {
+            r.map(|(line, text)| {
+                (
+                    line,
+                    HashMap::from([("text".to_string(), text.to_string())]),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
     Ok((vec!["text".to_string()], rows))
 }
 
 fn read_jsonl(ctx: &Ctx, bytes: &[u8]) -> Result<(Vec<String>, Vec<Row>), DataError> {
     let mut columns: Option<Vec<String>> = None;
     let mut rows = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
-        let text = std::str::from_utf8(raw).map_err(|e| {
-            ctx.err(
-                Some(line),
-                None,
-                format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
-            )
-        })?;
-        let text = strip_bom(text.trim_end_matches('\r'));
-        if text.trim().is_empty() {
-            continue;
-        }
+    for item in text_lines(ctx, bytes) {
+        let (line, text) = item?;
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ctx.err(Some(line), None, format!("invalid JSON: {e}")))?;
         let obj = value

@@ -526,8 +526,19 @@ mod tests {
         f.set(Setting::Data, "nli.csv".into());
         f.data_inspected("nli.csv", Ok(dataset("nli.csv", DataKind::Nli, 3)), false);
         assert_eq!(f.get(Setting::Loss), "softmax");
+        assert!(
+            !f.visible().contains(&Setting::MatryoshkaDims),
+            "not for softmax"
+        );
         f.cycle(Setting::Loss, true);
-        assert_eq!(f.get(Setting::Loss), "softmax", "the only one");
+        assert_eq!(f.get(Setting::Loss), "mnr", "supervised SimCSE on NLI");
+        assert!(f.visible().contains(&Setting::MatryoshkaDims));
+        assert!(
+            !f.visible().contains(&Setting::DenseActivation),
+            "no added Dense yet"
+        );
+        f.set(Setting::AddDense, "64".into());
+        assert!(f.visible().contains(&Setting::DenseActivation));
         f.set(Setting::Data, "t.csv".into());
         f.data_inspected("t.csv", Ok(dataset("t.csv", DataKind::Texts, 3)), false);
         assert_eq!(f.losses(), vec![LossKind::SimCse, LossKind::Mse]);
