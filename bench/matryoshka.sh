@@ -38,7 +38,7 @@ echo "training with sentence-transformers..." >&2
 python3 - "$OUT" "$DIMS" <<'PY'
 import json, sys
 out, dims = sys.argv[1], sys.argv[2].split(",")
-rows = [json.loads(l) for f in ("rust", "python") for l in open(f"{out}/{f}.jsonl")]
+rows = [json.loads(l) for f in ("rust", "python") for l in open(f"{out}/{f}.jsonl") if l.startswith('{"')]
 print(f"CPU: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}")
 print(f"{'STS-B dev Spearman x100':<34}" + "".join(f"{'dim ' + d:>10}" for d in dims))
 for r in rows:
