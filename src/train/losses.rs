@@ -397,12 +397,12 @@ pub fn margin_mse_loss(q: &Tensor, p: &Tensor, n: &Tensor, margins: &Tensor) -> 
 /// `MatryoshkaLoss` over any loss: `loss` on every column cut to each of `dims` (the first `d`
 /// values, not normalised again: the inner loss normalises where it compares by cosine), weighted
 /// and summed. The full width is usually one of `dims`.
-pub fn matryoshka_loss(
+pub fn matryoshka_loss<E: From<candle_core::Error>>(
     cols: &[Tensor],
     dims: &[usize],
     weights: &[f64],
-    loss: impl Fn(&[Tensor]) -> R<Tensor>,
-) -> R<Tensor> {
+    loss: impl Fn(&[Tensor]) -> Result<Tensor, E>,
+) -> Result<Tensor, E> {
     let mut total: Option<Tensor> = None;
     for (&d, &w) in dims.iter().zip(weights) {
         let cut = cols
@@ -415,7 +415,9 @@ pub fn matryoshka_loss(
             None => term,
         });
     }
-    total.ok_or_else(|| candle_core::Error::Msg("matryoshka needs at least one dimension".into()))
+    total.ok_or_else(|| {
+        candle_core::Error::Msg("matryoshka needs at least one dimension".into()).into()
+    })
 }
 
 /// A `[n]` f32 tensor of scores or labels.

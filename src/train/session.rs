@@ -313,10 +313,7 @@ impl Session {
             return self.plain_loss(batch, cols);
         }
         let (dims, weights): (Vec<usize>, Vec<f64>) = m.iter().copied().unzip();
-        Ok(losses::matryoshka_loss(cols, &dims, &weights, |c| {
-            self.plain_loss(batch, c)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))
-        })?)
+        losses::matryoshka_loss(cols, &dims, &weights, |c| self.plain_loss(batch, c))
     }
 
     /// The loss without a Matryoshka wrapper.
