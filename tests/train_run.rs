@@ -1089,3 +1089,78 @@ fn two_accumulated_micro_batches_step_as_one_batch_of_both() {
     r.unwrap();
     assert_eq!(losses(&events).len(), 300usize.div_ceil(8 * 4));
 }
+
+/// GradCache: the whole batch's loss and gradients, a mini-batch of rows at a time. Dropout is
+/// off so that both sessions see the same vectors; the mini-batches (5, 5, 2) do not divide the
+/// batch evenly, to cover the short last one.
+#[test]
+fn cached_mnr_gives_mnrs_loss_and_gradients() {
+    let d = data::load(&sample("triplets.csv")).unwrap();
+    let batch: Vec<&Example> = d.examples.iter().take(12).collect();
+    let session = |kind: LossKind, hand: bool| {
+        let mut setup = LossSetup::new(kind);
+        setup.mini_batch_size = 5;
+        let mut s =
+            Session::new(tiny(), setup, AdamWConfig::default(), None, 1, Some(1.0)).unwrap();
+        s.hand_backward = hand;
+        s
+    };
+    for hand in [true, false] {
+        let (plain, plain_grads) = session(LossKind::Mnr, hand)
+            .named_gradients(&batch)
+            .unwrap();
+        let (cached, cached_grads) = session(LossKind::CachedMnr, hand)
+            .named_gradients(&batch)
+            .unwrap();
+        assert!((plain - cached).abs() < 1e-6 * plain, "{plain} vs {cached}");
+        assert_eq!(plain_grads.len(), cached_grads.len());
+        let (mut compared, mut worst) = (0, 0f32);
+        for ((name, g), (name2, h)) in plain_grads.iter().zip(&cached_grads) {
+            assert_eq!(name, name2);
+            let scale = g.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let diff = g.iter().zip(h).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            // Within 1e-5 absolute, and 1e-4 of the tensor's largest gradient (f32 sums taken
+            // in another order: the mini-batches' gradients are added up). A gradient that is
+            // zero in exact arithmetic (the attention key bias) is rounding noise on both sides.
+            let noise = scale < 1e-6;
+            assert!(
+                diff <= 1e-5 && (noise || diff <= 1e-4 * scale),
+                "{name}: gradients differ by {diff} (largest {scale}), hand backward {hand}"
+            );
+            if !noise {
+                worst = worst.max(diff / scale);
+                compared += 1;
+            }
+        }
+        assert!(compared > 10, "only {compared} non-zero gradients compared");
+        eprintln!("hand backward {hand}: worst difference {worst:e} of the largest gradient");
+    }
+}
+
+/// With dropout, each mini-batch is replayed with its first pass's masks (debug builds assert
+/// it inside the step), and a seeded run is reproducible.
+#[test]
+fn cached_mnr_with_dropout_is_reproducible_and_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut losses_of = Vec::new();
+    for k in 0..2 {
+        let mut c = config(
+            "triplets.csv",
+            LossKind::CachedMnr,
+            &dir.path().join(format!("out{k}")),
+        );
+        c.batch_size = 16;
+        c.mini_batch_size = 3;
+        c.lr = 1e-3;
+        assert!(c.dropout);
+        let (r, events) = run(c);
+        r.unwrap();
+        losses_of.push(losses(&events));
+    }
+    assert_eq!(losses_of[0], losses_of[1], "same seed, same losses");
+    let l = &losses_of[0];
+    assert!(l.len() > 3);
+    let first = l[..2].iter().sum::<f64>();
+    let last = l[l.len() - 2..].iter().sum::<f64>();
+    assert!(last < first, "the loss fell: {l:?}");
+}

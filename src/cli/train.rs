@@ -27,7 +27,7 @@ pub struct TrainArgs {
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<PathBuf>,
     /// Loss: cosine, cosent, angle, mse, softmax, triplet, mnr, mnr-symmetric, simcse,
-    /// contrastive, online-contrastive, margin-mse.
+    /// contrastive, online-contrastive, margin-mse, cached-mnr.
     #[arg(long, required_unless_present = "resume")]
     pub loss: Option<LossKind>,
     /// Folder for the fine-tuned model, its log and checkpoints.
@@ -110,6 +110,10 @@ pub struct TrainArgs {
     /// micro-batch).
     #[arg(long, default_value_t = 1)]
     pub gradient_accumulation_steps: usize,
+    /// Rows per forward pass of --loss cached-mnr (GradCache): the whole --batch-size still
+    /// gives the in-batch negatives, but only this many rows' activations are in memory at once.
+    #[arg(long, default_value_t = 32)]
+    pub mini_batch_size: usize,
     /// Continue a run from a checkpoint folder (or a run's output folder: its newest checkpoint).
     /// The run's saved settings are used.
     #[arg(long)]
@@ -146,6 +150,7 @@ impl TrainArgs {
         c.scale = self.scale;
         c.dropout = !self.no_dropout;
         c.gradient_accumulation_steps = self.gradient_accumulation_steps;
+        c.mini_batch_size = self.mini_batch_size;
         c.matryoshka_dims = self.matryoshka_dims.clone();
         c.matryoshka_weights = self.matryoshka_weights.clone();
         c.add_dense = self.add_dense.map(|dim| AddDense {

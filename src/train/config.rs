@@ -119,6 +119,13 @@ pub struct TrainConfig {
     /// Micro-batches of `batch_size` whose mean gradient makes one optimizer step.
     #[serde(default = "one")]
     pub gradient_accumulation_steps: usize,
+    /// Rows per forward pass of `cached-mnr` (GradCache); the batch is `batch_size` rows.
+    #[serde(default = "thirty_two")]
+    pub mini_batch_size: usize,
+}
+
+fn thirty_two() -> usize {
+    32
 }
 
 fn one() -> usize {
@@ -267,6 +274,7 @@ impl TrainConfig {
             matryoshka_weights: Vec::new(),
             add_dense: None,
             gradient_accumulation_steps: 1,
+            mini_batch_size: 32,
         }
     }
 }

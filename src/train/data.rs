@@ -47,9 +47,9 @@ impl DataKind {
             DataKind::ScoredPairs => &[L::Cosine, L::CoSent, L::Angle],
             DataKind::LabeledPairs => &[L::Contrastive, L::OnlineContrastive, L::Cosine, L::CoSent],
             // mnr on NLI: supervised SimCSE, on the triplets of `nli_triplets`.
-            DataKind::Nli => &[L::Softmax, L::Mnr, L::MnrSymmetric],
-            DataKind::Pairs => &[L::Mnr, L::MnrSymmetric],
-            DataKind::Triplets => &[L::Triplet, L::Mnr, L::MnrSymmetric],
+            DataKind::Nli => &[L::Softmax, L::Mnr, L::MnrSymmetric, L::CachedMnr],
+            DataKind::Pairs => &[L::Mnr, L::MnrSymmetric, L::CachedMnr],
+            DataKind::Triplets => &[L::Triplet, L::Mnr, L::MnrSymmetric, L::CachedMnr],
             DataKind::MarginTriplets => &[L::MarginMse],
             DataKind::Texts => &[L::SimCse, L::Mse],
         }
@@ -64,7 +64,9 @@ pub fn columns_for(loss: LossKind) -> &'static str {
         L::Contrastive | L::OnlineContrastive => "sentence1, sentence2, label (0 or 1)",
         L::Softmax => "premise, hypothesis, label",
         L::Triplet => "anchor, positive, negative",
-        L::Mnr | L::MnrSymmetric => "anchor, positive[, negative] (or query, passage)",
+        L::Mnr | L::MnrSymmetric | L::CachedMnr => {
+            "anchor, positive[, negative] (or query, passage)"
+        }
         L::SimCse | L::Mse => "text (one sentence per row)",
         L::MarginMse => "query, positive, negative, label (the teacher's margin)",
     }

@@ -54,10 +54,13 @@ pub enum LossKind {
     OnlineContrastive,
     /// `MarginMSELoss`: distil a cross-encoder's margins.
     MarginMse,
+    /// `CachedMultipleNegativesRankingLoss` (GradCache): MNR's value and gradients, with the
+    /// batch embedded a mini-batch at a time.
+    CachedMnr,
 }
 
 impl LossKind {
-    pub const ALL: [LossKind; 12] = [
+    pub const ALL: [LossKind; 13] = [
         LossKind::Cosine,
         LossKind::CoSent,
         LossKind::Angle,
@@ -70,6 +73,7 @@ impl LossKind {
         LossKind::Contrastive,
         LossKind::OnlineContrastive,
         LossKind::MarginMse,
+        LossKind::CachedMnr,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +90,7 @@ impl LossKind {
             LossKind::Contrastive => "contrastive",
             LossKind::OnlineContrastive => "online-contrastive",
             LossKind::MarginMse => "margin-mse",
+            LossKind::CachedMnr => "cached-mnr",
         }
     }
 
@@ -104,6 +109,7 @@ impl LossKind {
             LossKind::Contrastive => "ContrastiveLoss",
             LossKind::OnlineContrastive => "OnlineContrastiveLoss",
             LossKind::MarginMse => "MarginMSELoss",
+            LossKind::CachedMnr => "CachedMultipleNegativesRankingLoss",
         }
     }
 
@@ -131,6 +137,9 @@ impl LossKind {
             LossKind::OnlineContrastive => "contrastive on the hard pairs of each batch only",
             LossKind::MarginMse => {
                 "distil a cross-encoder: q·p - q·n must equal the teacher's margin"
+            }
+            LossKind::CachedMnr => {
+                "MNR with GradCache: big batches in small memory, same gradients"
             }
         }
     }

@@ -42,6 +42,7 @@ pub enum Setting {
     AddDense,
     DenseActivation,
     GradientAccumulation,
+    MiniBatchSize,
 }
 
 impl Setting {
@@ -76,6 +77,7 @@ impl Setting {
             Setting::AddDense => "--add-dense",
             Setting::DenseActivation => "--dense-activation",
             Setting::GradientAccumulation => "--gradient-accumulation-steps",
+            Setting::MiniBatchSize => "--mini-batch-size",
         }
     }
 
@@ -109,7 +111,8 @@ impl Setting {
             Setting::MatryoshkaWeights => "matryoshka weights",
             Setting::AddDense => "added dense",
             Setting::DenseActivation => "dense activation",
-            Setting::GradientAccumulation => "gradient accumulation",
+            Setting::GradientAccumulation => "grad accumulation",
+            Setting::MiniBatchSize => "mini-batch size",
         }
     }
 }
@@ -151,7 +154,7 @@ pub fn describe(errors: &[SettingError]) -> String {
 fn in_batch(loss: LossKind) -> bool {
     matches!(
         loss,
-        LossKind::Mnr | LossKind::MnrSymmetric | LossKind::SimCse
+        LossKind::Mnr | LossKind::MnrSymmetric | LossKind::SimCse | LossKind::CachedMnr
     )
 }
 
@@ -299,6 +302,11 @@ pub fn check_config(c: &TrainConfig) -> Result<(), Vec<SettingError>> {
     need(
         c.gradient_accumulation_steps >= 1,
         Setting::GradientAccumulation,
+        "must be at least 1",
+    );
+    need(
+        c.mini_batch_size >= 1,
+        Setting::MiniBatchSize,
         "must be at least 1",
     );
     need(

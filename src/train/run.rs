@@ -444,6 +444,7 @@ impl<'a> TrainingRun<'a> {
                 .copied()
                 .zip(config.matryoshka_weights())
                 .collect(),
+            mini_batch_size: config.mini_batch_size,
         };
         let adamw = AdamWConfig {
             weight_decay: config.weight_decay,

@@ -24,6 +24,8 @@ pub struct LossSetup {
     pub scale: Option<f64>,
     /// `MatryoshkaLoss` around the loss: (width, weight) pairs; empty: off.
     pub matryoshka: Vec<(usize, f64)>,
+    /// Rows per forward pass of `cached-mnr`.
+    pub mini_batch_size: usize,
 }
 
 impl LossSetup {
@@ -34,6 +36,7 @@ impl LossSetup {
             margin: None,
             scale: None,
             matryoshka: Vec::new(),
+            mini_batch_size: 32,
         }
     }
 
@@ -78,6 +81,11 @@ impl LossSetup {
             LossKind::Mnr | LossKind::MnrSymmetric | LossKind::SimCse => {
                 format!("scale={}, similarity_fct=cos_sim", self.scale())
             }
+            LossKind::CachedMnr => format!(
+                "scale={}, similarity_fct=cos_sim, mini_batch_size={} (rows)",
+                self.scale(),
+                self.mini_batch_size
+            ),
             LossKind::Triplet => format!(
                 "distance_metric={}, triplet_margin={}",
                 self.triplet_distance,
@@ -348,7 +356,9 @@ impl Session {
             LossKind::Triplet => {
                 losses::triplet_loss(&cols[0], &cols[1], &cols[2], s.triplet_distance, s.margin())?
             }
-            LossKind::Mnr | LossKind::SimCse => losses::mnr_loss(&cols[0], &docs, s.scale())?,
+            LossKind::Mnr | LossKind::SimCse | LossKind::CachedMnr => {
+                losses::mnr_loss(&cols[0], &docs, s.scale())?
+            }
             LossKind::MnrSymmetric => losses::mnr_symmetric_loss(&cols[0], &docs, s.scale())?,
             LossKind::Softmax => {
                 let c = self.classifier.as_ref().expect("softmax has a classifier");
@@ -400,7 +410,7 @@ impl Session {
         };
         let s = &self.setup;
         Ok(match s.kind {
-            LossKind::Mnr | LossKind::SimCse | LossKind::MnrSymmetric => {
+            LossKind::Mnr | LossKind::SimCse | LossKind::MnrSymmetric | LossKind::CachedMnr => {
                 let a = cols[0].detach();
                 let docs: Vec<Tensor> = cols[1..].iter().map(|c| c.detach()).collect();
                 let all = Tensor::cat(&docs, 0)?;
@@ -470,37 +480,23 @@ impl Session {
     ) -> std::result::Result<StepOutcome, StepError> {
         let n = micro_batches.len();
         assert!(n >= 1, "at least one micro-batch");
-        let vars: Vec<Tensor> = self
-            .optimizer
-            .params()
-            .iter()
-            .map(|p| p.var.as_tensor().clone())
-            .collect();
-        let mut sums: Vec<Option<Tensor>> = vec![None; vars.len()];
-        let (mut loss, mut sentences, mut view, mut last) = (0.0, 0, None, None);
+        let vars = self.variables();
+        let (mut loss, mut sentences, mut view) = (0.0, 0, None);
+        let mut total: Option<GradStore> = None;
         for batch in micro_batches {
             let (value, grads, cols, batch_view) = self.gradients(batch)?;
             loss += value / n as f64;
             sentences += batch.len() * cols;
             view = batch_view;
-            if n > 1 {
-                for (var, sum) in vars.iter().zip(sums.iter_mut()) {
-                    if let Some(g) = grads.get(var) {
-                        *sum = Some(match sum.take() {
-                            Some(s) => (s + g)?,
-                            None => g.clone(),
-                        });
-                    }
+            total = Some(match total {
+                None => grads,
+                Some(mut sum) => {
+                    add_gradients(&mut sum, &grads, &vars)?;
+                    sum
                 }
-            }
-            last = Some(grads);
+            });
         }
-        let mut grads = last.expect("at least one micro-batch");
-        for (var, sum) in vars.iter().zip(sums) {
-            if let Some(s) = sum {
-                grads.insert(var, s);
-            }
-        }
+        let grads = total.expect("at least one micro-batch");
         // The mean gradient is the sum over n: its norm is the sum's over n, and the 1/n folds
         // into the scale the optimizer applies (with clipping).
         let inv = 1.0 / n as f64;
@@ -520,19 +516,122 @@ impl Session {
         })
     }
 
-    /// Forward, loss and backward of one batch: the loss, every gradient, the number of columns
-    /// embedded, and what the loss saw. A non-finite loss is an error before any backward.
-    fn gradients(
+    /// The loss of `batch` and the gradient of every trainable variable, by checkpoint name,
+    /// without updating anything (for comparing losses and checking gradients).
+    pub fn named_gradients(
         &self,
         batch: &[&Example],
-    ) -> std::result::Result<(f64, GradStore, usize, Option<BatchView>), StepError> {
+    ) -> std::result::Result<(f64, NamedGradients), StepError> {
+        let (value, grads, _, _) = self.gradients(batch)?;
+        let mut named = Vec::new();
+        for p in self.optimizer.params() {
+            if let Some(g) = grads.get(p.var.as_tensor()) {
+                let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                named.push((p.name.clone(), g));
+            }
+        }
+        Ok((value, named))
+    }
+
+    /// The optimizer's variables, as the gradient store keys them.
+    fn variables(&self) -> Vec<Tensor> {
+        self.optimizer
+            .params()
+            .iter()
+            .map(|p| p.var.as_tensor().clone())
+            .collect()
+    }
+
+    /// Forward, loss and backward of one batch: the loss, every gradient, the number of columns
+    /// embedded, and what the loss saw. A non-finite loss is an error before any backward.
+    fn gradients(&self, batch: &[&Example]) -> std::result::Result<Gradients, StepError> {
+        if self.setup.kind == LossKind::CachedMnr && batch.len() > self.setup.mini_batch_size {
+            return self.cached_gradients(batch);
+        }
         let (cols, recorded) = self.embed_columns_recorded(batch, self.hand_backward)?;
         let loss = self.loss(batch, &cols)?;
-        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !value.is_finite() {
-            return Err(StepError::NonFinite(value));
-        }
+        let value = finite_value(&loss)?;
         let view = self.batch_view(batch, &cols)?;
+        let grads = self.backward(&loss, recorded)?;
+        Ok((value, grads, cols.len(), view))
+    }
+
+    /// GradCache (Gao et al. 2021; the Python library's `CachedMultipleNegativesRankingLoss`):
+    /// 1. embed the batch a mini-batch at a time, keeping only the vectors;
+    /// 2. the loss over the whole batch, and its gradient with respect to each vector;
+    /// 3. each mini-batch again, with the same dropout masks (the generator is put back where
+    ///    it was), backward from `sum(vectors * their gradient)`, and the weight gradients add up.
+    ///
+    /// The value and the gradients are the whole batch's; only one mini-batch's activations are
+    /// held at a time.
+    fn cached_gradients(&self, batch: &[&Example]) -> std::result::Result<Gradients, StepError> {
+        let rows = self.setup.mini_batch_size.max(1);
+        let mut starts = Vec::new();
+        let mut parts: Vec<Vec<Tensor>> = Vec::new();
+        for chunk in batch.chunks(rows) {
+            starts.push(self.dropout.as_ref().map(DropoutRng::position));
+            // The same call as the replay below, so that the dropout masks are drawn alike.
+            let (cols, _tape) = self.embed_columns_recorded(chunk, self.hand_backward)?;
+            parts.push(cols.iter().map(Tensor::detach).collect());
+        }
+        let vectors = (0..parts[0].len())
+            .map(|c| {
+                let col: Vec<&Tensor> = parts.iter().map(|p| &p[c]).collect();
+                Ok(Var::from_tensor(&Tensor::cat(&col, 0)?)?)
+            })
+            .collect::<Result<Vec<Var>>>()?;
+        drop(parts);
+        let cols: Vec<Tensor> = vectors.iter().map(|v| v.as_tensor().clone()).collect();
+        let loss = self.loss(batch, &cols)?;
+        let value = finite_value(&loss)?;
+        let view = self.batch_view(batch, &cols)?;
+        let upstream = loss.backward()?;
+        let upstream = cols
+            .iter()
+            .map(|c| match upstream.get(c) {
+                Some(g) => Ok(g.clone()),
+                None => Ok(c.zeros_like()?),
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        let vars = self.variables();
+        let mut total: Option<GradStore> = None;
+        for (k, chunk) in batch.chunks(rows).enumerate() {
+            if let (Some(rng), Some(pos)) = (&self.dropout, starts[k]) {
+                rng.set_position(pos);
+            }
+            let (cols, recorded) = self.embed_columns_recorded(chunk, self.hand_backward)?;
+            #[cfg(debug_assertions)]
+            for (col, cached) in cols.iter().zip(&vectors) {
+                // The replay must see the same dropout masks as the first pass.
+                let cached = cached.as_tensor().narrow(0, k * rows, chunk.len())?;
+                let diff = (col.detach() - cached)?.abs()?.max_all()?;
+                let diff = diff.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                debug_assert!(diff < 1e-4, "GradCache replay differs by {diff}");
+            }
+            let mut surrogate: Option<Tensor> = None;
+            for (col, grad) in cols.iter().zip(&upstream) {
+                let term = (col * grad.narrow(0, k * rows, chunk.len())?)?.sum_all()?;
+                surrogate = Some(match surrogate {
+                    Some(s) => (s + term)?,
+                    None => term,
+                });
+            }
+            let surrogate = surrogate.expect("a batch has columns");
+            let grads = self.backward(&surrogate, recorded)?;
+            total = Some(match total {
+                None => grads,
+                Some(mut sum) => {
+                    add_gradients(&mut sum, &grads, &vars)?;
+                    sum
+                }
+            });
+        }
+        let grads = total.expect("a batch has rows");
+        Ok((value, grads, upstream.len(), view))
+    }
+
+    /// Backward from `loss`, through the encoder's hand-written pass when it was recorded.
+    fn backward(&self, loss: &Tensor, recorded: Option<Recorded>) -> Result<GradStore> {
         let mut grads = loss.backward()?;
         if let Some((leaf, tape)) = recorded {
             // The encoder's part of the backward pass, from the token vectors' gradient.
@@ -546,6 +645,36 @@ impl Session {
                 grads.insert(&weight, g);
             }
         }
-        Ok((value, grads, cols.len(), view))
+        Ok(grads)
     }
+}
+
+/// Gradients by checkpoint name, flattened.
+pub type NamedGradients = Vec<(String, Vec<f32>)>;
+
+/// What [`Session::gradients`] gives: the loss, every gradient, the number of columns embedded,
+/// and what the loss saw.
+type Gradients = (f64, GradStore, usize, Option<BatchView>);
+
+/// The loss as a number; a non-finite one is an error.
+fn finite_value(loss: &Tensor) -> std::result::Result<f64, StepError> {
+    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !value.is_finite() {
+        return Err(StepError::NonFinite(value));
+    }
+    Ok(value)
+}
+
+/// Adds the gradients of `vars` in `grads` into `sum`.
+fn add_gradients(sum: &mut GradStore, grads: &GradStore, vars: &[Tensor]) -> Result<()> {
+    for var in vars {
+        if let Some(g) = grads.get(var) {
+            let total = match sum.remove(var) {
+                Some(s) => (s + g)?,
+                None => g.clone(),
+            };
+            sum.insert(var, total);
+        }
+    }
+    Ok(())
 }

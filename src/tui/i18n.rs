@@ -151,6 +151,7 @@ mod tests {
             Setting::AddDense,
             Setting::DenseActivation,
             Setting::GradientAccumulation,
+            Setting::MiniBatchSize,
         ];
         for f in settings {
             assert_eq!(

@@ -59,13 +59,15 @@ pub struct DataFile {
 }
 
 /// The form's fields, in order.
-pub const FIELDS: [Setting; 17] = [
+pub const FIELDS: [Setting; 20] = [
     Setting::Model,
     Setting::Data,
     Setting::Loss,
     Setting::Pooling,
     Setting::Epochs,
     Setting::BatchSize,
+    Setting::MiniBatchSize,
+    Setting::GradientAccumulation,
     Setting::Lr,
     Setting::WarmupRatio,
     Setting::MaxSeqLength,
@@ -74,6 +76,7 @@ pub const FIELDS: [Setting; 17] = [
     Setting::Eval,
     Setting::Teacher,
     Setting::MatryoshkaDims,
+    Setting::MatryoshkaWeights,
     Setting::AddDense,
     Setting::DenseActivation,
     Setting::Output,
@@ -125,6 +128,10 @@ impl Form {
                     Setting::Pooling => MODEL_POOLING.to_string(),
                     Setting::Epochs => defaults.epochs.to_string(),
                     Setting::BatchSize => defaults.batch_size.to_string(),
+                    Setting::MiniBatchSize => defaults.mini_batch_size.to_string(),
+                    Setting::GradientAccumulation => {
+                        defaults.gradient_accumulation_steps.to_string()
+                    }
                     Setting::Lr => format!("{:e}", defaults.lr),
                     Setting::WarmupRatio => defaults.warmup_ratio.to_string(),
                     Setting::Seed => defaults.seed.to_string(),
@@ -167,15 +174,21 @@ impl Form {
             .map(|e| e.reason.as_str())
     }
 
-    /// The fields shown: the teacher only for distillation, Matryoshka widths only for losses
-    /// that can be cut (not softmax or mse), the activation only with an added Dense module.
+    /// The fields shown: the teacher only for distillation, the mini-batch only for cached-mnr,
+    /// Matryoshka widths only for losses that can be cut (not softmax or mse) and their weights
+    /// only once widths are typed, the activation only with an added Dense module.
     pub fn visible(&self) -> Vec<Setting> {
         let loss = self.get(Setting::Loss);
+        let cut = !matches!(loss, "mse" | "softmax");
         FIELDS
             .into_iter()
             .filter(|&f| match f {
                 Setting::Teacher => loss == "mse",
-                Setting::MatryoshkaDims => !matches!(loss, "mse" | "softmax"),
+                Setting::MiniBatchSize => loss == "cached-mnr",
+                Setting::MatryoshkaDims => cut,
+                Setting::MatryoshkaWeights => {
+                    cut && !self.get(Setting::MatryoshkaDims).trim().is_empty()
+                }
                 Setting::DenseActivation => !self.get(Setting::AddDense).trim().is_empty(),
                 _ => true,
             })
@@ -274,6 +287,18 @@ impl Form {
             batch.is_some(),
             "a whole number, at least 1",
         );
+        let mini_batch = text(Setting::MiniBatchSize).parse::<usize>().ok();
+        parsed(
+            Setting::MiniBatchSize,
+            mini_batch.is_some(),
+            "a whole number, at least 1",
+        );
+        let accumulation = text(Setting::GradientAccumulation).parse::<usize>().ok();
+        parsed(
+            Setting::GradientAccumulation,
+            accumulation.is_some(),
+            "a whole number, at least 1",
+        );
         let lr = text(Setting::Lr).parse::<f64>().ok();
         parsed(Setting::Lr, lr.is_some(), "a positive number, such as 2e-5");
         let warmup = text(Setting::WarmupRatio).parse::<f64>().ok();
@@ -309,6 +334,16 @@ impl Form {
             Setting::MatryoshkaDims,
             matryoshka.is_some(),
             "empty (off) or widths such as 16,8,4",
+        );
+        let matryoshka_weights = text(Setting::MatryoshkaWeights)
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<f64>().ok())
+            .collect::<Option<Vec<f64>>>();
+        parsed(
+            Setting::MatryoshkaWeights,
+            matryoshka_weights.is_some(),
+            "empty (1 each) or one weight per width, such as 1,1,0.5",
         );
         let add_dense = match text(Setting::AddDense).as_str() {
             "" => Some(None),
@@ -385,6 +420,9 @@ impl Form {
         c.pooling = pooling.clone().unwrap_or(None);
         c.epochs = epochs.unwrap_or(defaults.epochs);
         c.batch_size = batch.unwrap_or(defaults.batch_size);
+        c.mini_batch_size = mini_batch.unwrap_or(defaults.mini_batch_size);
+        c.gradient_accumulation_steps =
+            accumulation.unwrap_or(defaults.gradient_accumulation_steps);
         c.lr = lr.unwrap_or(defaults.lr);
         c.warmup_ratio = warmup.unwrap_or(defaults.warmup_ratio);
         c.max_seq_length = max_seq.unwrap_or(None);
@@ -394,6 +432,9 @@ impl Form {
         c.teacher = (c.loss == LossKind::Mse).then(|| text(Setting::Teacher));
         if !matches!(c.loss, LossKind::Mse | LossKind::Softmax) {
             c.matryoshka_dims = matryoshka.clone().unwrap_or_default();
+            if !c.matryoshka_dims.is_empty() {
+                c.matryoshka_weights = matryoshka_weights.clone().unwrap_or_default();
+            }
         }
         c.add_dense = add_dense.flatten().map(|dim| AddDense {
             dim,
@@ -419,6 +460,8 @@ impl Form {
         let all_parsed = loss.is_some()
             && epochs.is_some()
             && batch.is_some()
+            && mini_batch.is_some()
+            && accumulation.is_some()
             && lr.is_some()
             && warmup.is_some()
             && max_seq.is_some()
@@ -426,6 +469,7 @@ impl Form {
             && device.is_some()
             && pooling.is_some()
             && matryoshka.is_some()
+            && matryoshka_weights.is_some()
             && add_dense.is_some()
             && activation.is_some();
         if !errs.is_empty() || !all_parsed {

@@ -76,6 +76,7 @@ fn field_value(form: &Form, f: Setting, lang: Lang) -> String {
             Setting::MaxSeqLength => tr(lang, "form.models_length").into_owned(),
             Setting::Eval | Setting::AddDense => tr(lang, "form.none").into_owned(),
             Setting::MatryoshkaDims => tr(lang, "form.off").into_owned(),
+            Setting::MatryoshkaWeights => tr(lang, "form.one_each").into_owned(),
             _ => String::new(),
         }
     } else {
@@ -90,7 +91,7 @@ fn draw_form(form: &Form, lang: Lang, theme: &Theme, frame: &mut Frame, area: Re
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let width = inner.width as usize;
-    let label_w = 16;
+    let label_w = 18;
     let mut lines: Vec<Line> = Vec::new();
     let mut selected_line = 0;
     let visible = form.visible();
