@@ -41,7 +41,7 @@ impl ExportError {
 
 /// Writes `path` through a temporary file in the same folder (created if missing), synced and
 /// renamed into place; an error leaves the old file, if any, as it was.
-fn write_atomically(
+pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
 ) -> Result<(), ExportError> {

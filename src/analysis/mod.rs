@@ -5,6 +5,7 @@ pub mod ann;
 pub mod embeddings;
 pub mod export;
 pub mod halfscan;
+pub mod hard_negatives;
 pub mod maps;
 pub mod mining;
 pub mod pca;

@@ -3,6 +3,7 @@
 //! to stderr.
 
 pub mod corpus;
+pub mod negatives;
 pub mod output;
 pub mod search;
 pub mod train;
@@ -97,6 +98,10 @@ pub enum Command {
     Cluster(corpus::ClusterArgs),
     /// Write a corpus's vectors: .npy, .safetensors, or TSV for TensorFlow's Embedding Projector.
     Export(corpus::ExportArgs),
+    /// Hard negatives for (anchor, positive) pairs, as the Python library's
+    /// `util.mine_hard_negatives`: written as triplets (for mnr / triplet), margin triplets or
+    /// labelled pairs.
+    MineNegatives(negatives::MineNegativesArgs),
 }
 
 /// Which model, and how to run it.
@@ -265,6 +270,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Eval(args) => train::eval(args),
         Command::Search(args) => search::run(args),
         Command::Mine(args) => corpus::mine(args),
+        Command::MineNegatives(args) => negatives::run(args),
         Command::Cluster(args) => corpus::cluster(args),
         Command::Export(args) => corpus::export(args),
     };
