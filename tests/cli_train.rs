@@ -196,3 +196,188 @@ fn eval_prints_the_python_librarys_metrics() {
         "{err}"
     );
 }
+
+/// A Python with sentence-transformers, for running exported scripts: `$SBERT_TUI_PYTHON_REF`,
+/// else the repository's `.venv-ref` (see the README's benchmarks) when it exists.
+fn python_reference() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("SBERT_TUI_PYTHON_REF") {
+        return Some(p.into());
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python");
+    venv.is_file().then_some(venv)
+}
+
+/// `--export-python`: the script and its data are written instead of a run (no output folder),
+/// the script compiles, and its rows are the rows we read. With the Python reference at hand the
+/// script runs, and `sbert-tui encode` loads the model it saves.
+#[test]
+fn export_python_writes_a_script_that_runs_and_whose_model_loads_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = fixture("tiny-bert-st");
+    let tiny = tiny.to_str().unwrap();
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "cosent",
+            &[
+                "--data",
+                &sample("scored-pairs.csv"),
+                "--eval",
+                &sample("scored-pairs-dev.csv"),
+                "--loss",
+                "cosent",
+                "--add-dense",
+                "8",
+                "--matryoshka-dims",
+                "8,4",
+            ],
+        ),
+        (
+            "mnr",
+            &[
+                "--data",
+                &sample("pairs.tsv"),
+                "--eval",
+                &sample("triplets-dev.csv"),
+                "--loss",
+                "cached-mnr",
+                "--mini-batch-size",
+                "4",
+                "--prompts",
+                "anchor=query: ",
+                "--pooling",
+                "cls",
+            ],
+        ),
+        (
+            "simcse",
+            &[
+                "--data",
+                &sample("texts.csv"),
+                "--loss",
+                "simcse",
+                "--no-dropout",
+            ],
+        ),
+        (
+            "distil",
+            &[
+                "--data",
+                &sample("texts.csv"),
+                "--loss",
+                "mse",
+                "--teacher",
+                tiny,
+            ],
+        ),
+    ];
+    let python = python_reference();
+    for (name, extra) in cases {
+        let script = dir.path().join(format!("{name}.py"));
+        let output = dir.path().join(format!("{name}-model"));
+        let mut args = vec![
+            "train",
+            "--model",
+            tiny,
+            "--output",
+            output.to_str().unwrap(),
+            "--export-python",
+            script.to_str().unwrap(),
+            "--epochs",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let o = bin().args(&args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!output.exists(), "{name}: exported, not trained");
+        let rows = std::fs::read_to_string(dir.path().join(format!("{name}.train.jsonl"))).unwrap();
+        let data = extra[1];
+        let expected = sbert_tui::train::data::load(Path::new(data))
+            .unwrap()
+            .examples
+            .len();
+        assert_eq!(rows.lines().count(), expected, "{name}: one line per row");
+        let text = std::fs::read_to_string(&script).unwrap();
+        let compiled = Command::new("python3")
+            .args(["-m", "py_compile", script.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            compiled.status.success(),
+            "{name}: {}\n{text}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        let Some(python) = &python else { continue };
+        let ran = Command::new(python)
+            .arg(&script)
+            .env("CUDA_VISIBLE_DEVICES", "")
+            .output()
+            .unwrap();
+        assert!(
+            ran.status.success(),
+            "{name}: the script failed:\n{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        let enc = bin()
+            .args(["encode", "--model", output.to_str().unwrap(), "-i", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(b"A man plays a flute.\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            enc.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&enc.stderr)
+        );
+        assert!(String::from_utf8_lossy(&enc.stdout).contains("\"embedding\""));
+    }
+    if python.is_none() {
+        eprintln!("no Python reference: the scripts were compiled, not run");
+    }
+}
+
+#[test]
+fn export_python_refuses_what_python_lacks_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("run.py");
+    let o = bin()
+        .args([
+            "train",
+            "--model",
+            fixture("tiny-bert-st").to_str().unwrap(),
+            "--data",
+            &sample("scored-pairs.csv"),
+            "--loss",
+            "cosine",
+            "--pooling",
+            "attention",
+            "--output",
+            dir.path().join("out").to_str().unwrap(),
+            "--export-python",
+            script.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("--pooling") && e.contains("cannot be exported"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

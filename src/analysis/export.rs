@@ -64,6 +64,14 @@ pub fn write_atomically(
         out.flush().map_err(fail)?;
     }
     tmp.as_file().sync_all().map_err(fail)?;
+    // A temporary file is private (0600); the file written is an ordinary one.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(fail)?;
+    }
     tmp.persist(path).map_err(|e| fail(e.error))?;
     Ok(())
 }

@@ -114,6 +114,12 @@ pub struct TrainArgs {
     /// gives the in-batch negatives, but only this many rows' activations are in memory at once.
     #[arg(long, default_value_t = 32)]
     pub mini_batch_size: usize,
+    /// Write a Python script that makes this run with sentence-transformers' trainer (same data,
+    /// loss, pooling, prompts, hyper-parameters and evaluation; it runs under `accelerate launch`
+    /// or `torchrun` on several GPUs), with the data beside it as FILE-stem.train.jsonl (and
+    /// .eval.jsonl), and exit without training.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub export_python: Option<PathBuf>,
     /// Continue a run from a checkpoint folder (or a run's output folder: its newest checkpoint).
     /// The run's saved settings are used.
     #[arg(long)]
@@ -174,6 +180,17 @@ fn format_metrics(m: &[(String, f64)]) -> String {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    if let Some(script) = &args.export_python {
+        let written = run::export_python(&args.config(), script)?;
+        for path in &written {
+            eprintln!("wrote {}", path.display());
+        }
+        eprintln!(
+            "run it with: python {0} (or accelerate launch {0}, torchrun --nproc_per_node N {0})",
+            script.display()
+        );
+        return Ok(());
+    }
     let resume = args.resume.as_deref().map(Resume::open).transpose()?;
     let config = match &resume {
         Some(r) => r.state.config.clone(),

@@ -51,7 +51,11 @@ pub fn write_tensors(w: &mut Writer, rel: &str, tensors: &HashMap<String, Tensor
     w.file(rel, &bytes)
 }
 
-fn pooling_config(spec: &PoolingSpec, hidden: usize, include_prompt: bool) -> serde_json::Value {
+pub fn pooling_config(
+    spec: &PoolingSpec,
+    hidden: usize,
+    include_prompt: bool,
+) -> serde_json::Value {
     if spec.has_ours() {
         // A mode of ours: the newer `pooling_mode` list, which we read back (Python refuses it).
         let modes: Vec<&str> = spec.modes().iter().map(|m| m.name()).collect();

@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod events;
+pub mod export_python;
 pub mod losses;
 pub mod optim;
 pub mod rules;

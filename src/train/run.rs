@@ -28,6 +28,7 @@ use super::config::{AddDense, ColumnPrompt, DenseActivation, TrainConfig};
 use super::data::{self, Dataset, Example};
 use super::eval::{self, Metrics};
 use super::events::TrainEvent;
+use super::export_python;
 use super::losses::LossKind;
 use super::optim::{AdamWConfig, linear_schedule};
 use super::rules::{self, Setting, SettingError};
@@ -302,6 +303,55 @@ fn add_dense_modules(
         .into());
     }
     Ok(added)
+}
+
+/// `train --export-python SCRIPT`: checks the settings, the data and the model as a run would,
+/// then writes the Python script and its data files (each whole, or not at all) instead of
+/// training. Returns the files written.
+pub fn export_python(config: &TrainConfig, script: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    rules::check_config(config).map_err(TrainError::Settings)?;
+    let (dataset, eval_set) = TrainingRun::read_inputs(config, &Preloaded::default())?;
+    let mut encoder = load_encoder(&config.model, config)?;
+    let teacher = match config.loss {
+        LossKind::Mse => Some(load_teacher(config)?),
+        _ => None,
+    };
+    let add_dense = add_dense_modules(&mut encoder, config, teacher.as_ref())?;
+    let prompts = column_prompts(&config.prompts, &dataset, &encoder)
+        .iter()
+        .map(|p| encoder.prompt_text(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = absolute_paths(config);
+    let info = encoder.info();
+    let pooling = config
+        .pooling
+        .as_ref()
+        .map(|p| crate::model::save::pooling_config(p, info.hidden_size, info.include_prompt));
+    let plan = export_python::ExportPlan {
+        config: &config,
+        train: &dataset,
+        eval: eval_set.as_deref(),
+        prompts,
+        pooling,
+        add_dense,
+    };
+    let files = export_python::render(&plan, script)?;
+    let (train_path, eval_path) = export_python::data_paths(script);
+    let mut outputs = vec![(train_path, files.train_rows)];
+    if let Some(rows) = files.eval_rows {
+        outputs.push((eval_path, rows));
+    }
+    outputs.push((script.to_path_buf(), files.script));
+    let mut written = Vec::new();
+    for (path, text) in outputs {
+        crate::analysis::export::write_atomically(&path, |out| out.write_all(text.as_bytes()))
+            .map_err(|e| TrainError::Write {
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// A run in progress.
