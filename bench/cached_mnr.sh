@@ -8,6 +8,7 @@
 #
 # Our --mini-batch-size counts rows (anchor and positive embedded together); Python's counts
 # sentences per column. MINI=16 rows is 32 sentences per forward pass, as Python's 32.
+# SKIP_RUST=1 runs the Python half only, adding to the last results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-$(nproc)}
@@ -30,7 +31,7 @@ with open(sys.argv[2], "w", encoding="utf-8") as f:
         f.write(f"{r['sentence1']}\t{r['sentence2']}\n")
 print(f"{len(rows)} pairs", file=sys.stderr)
 PY
-: > "$OUT/results.jsonl"
+[ -n "${SKIP_RUST:-}" ] || : > "$OUT/results.jsonl"
 measure() { # name, command...: one JSON line with peak RSS (MiB), seconds and the dev Spearman
   local name=$1; shift
   /usr/bin/time -f "%M %e" -o "$OUT/$name.time" "$@" > "$OUT/$name.log" 2>&1
@@ -38,6 +39,7 @@ measure() { # name, command...: one JSON line with peak RSS (MiB), seconds and t
   echo "{\"run\": \"$name\", \"rss_mib\": $((kb / 1024)), \"seconds\": $secs}" >> "$OUT/results.jsonl"
 }
 for run in "mnr 16" "mnr $BATCH" "cached-mnr $BATCH"; do
+  [ -n "${SKIP_RUST:-}" ] && break
   set -- $run
   name="sbert-tui $1 batch $2"
   rm -rf "$OUT/rust-$1-$2"

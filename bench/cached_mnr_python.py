@@ -22,7 +22,8 @@ p.add_argument("--mini-batch-size", type=int, default=32)
 p.add_argument("--threads", type=int, default=2)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
-pairs = list(csv.DictReader(open(a.train, encoding="utf-8"), delimiter="\t"))
+# The pairs file is plain TSV: quotes are text, not quoting (as sbert-tui reads it).
+pairs = list(csv.DictReader(open(a.train, encoding="utf-8"), delimiter="\t", quoting=csv.QUOTE_NONE))
 dev = list(csv.DictReader(open(a.dev, encoding="utf-8")))
 train_ds = Dataset.from_dict({"anchor": [r["anchor"] for r in pairs],
                               "positive": [r["positive"] for r in pairs]})

@@ -1164,3 +1164,98 @@ fn cached_mnr_with_dropout_is_reproducible_and_learns() {
     let last = l[l.len() - 2..].iter().sum::<f64>();
     assert!(last < first, "the loss fell: {l:?}");
 }
+
+/// Multilingual distillation (Reimers & Gurevych 2020): on parallel sentences the loss is the
+/// mean of MSE(student(source), teacher(source)) and MSE(student(translation), teacher(source)),
+/// as the Python library's MSELoss over (source, translation, label) rows.
+#[test]
+fn parallel_sentences_learn_the_teachers_vector_of_the_source() {
+    let d = data::load(&sample("parallel.tsv")).unwrap();
+    assert_eq!(d.kind, DataKind::Parallel);
+    let batch: Vec<&Example> = d.examples.iter().take(6).collect();
+    let student = SentenceEncoder::load(&fixture("tiny-xlmr-st"), &LoadOptions::default()).unwrap();
+    let dim = student.info().embedding_dim;
+    let mut s = Session::new(
+        student,
+        LossSetup::new(LossKind::Mse),
+        AdamWConfig::default(),
+        None,
+        1,
+        None,
+    )
+    .unwrap();
+    // Any fixed targets will do: a unit vector per source from a simple pattern.
+    let target = |i: usize| -> Vec<f32> {
+        let v: Vec<f32> = (0..dim)
+            .map(|j| ((i * 7 + j * 3) % 11) as f32 - 5.0)
+            .collect();
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    };
+    s.targets = Some(
+        batch
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.texts()[0].to_string(), target(i)))
+            .collect(),
+    );
+    let (loss, grads) = s.named_gradients(&batch).unwrap();
+    assert!(!grads.is_empty());
+    let texts = |c: usize| -> Vec<&str> { batch.iter().map(|e| e.texts()[c]).collect() };
+    let mse = |v: &[Vec<f32>]| -> f64 {
+        let mut sum = 0.0;
+        for (i, row) in v.iter().enumerate() {
+            for (x, t) in row.iter().zip(target(i)) {
+                sum += f64::from(x - t).powi(2);
+            }
+        }
+        sum / (v.len() * dim) as f64
+    };
+    let src = s.encoder.encode(&texts(0), 8, &mut |_, _| {}).unwrap();
+    let trg = s.encoder.encode(&texts(1), 8, &mut |_, _| {}).unwrap();
+    let expected = (mse(&src) + mse(&trg)) / 2.0;
+    assert!(
+        (loss - expected).abs() < 1e-5 * expected,
+        "{loss} vs {expected}"
+    );
+}
+
+/// all-MiniLM-L6-v2 (English) teaches the tiny XLM-R (a multilingual tokenizer) on English /
+/// Chinese pairs, through a projection to 384: the loss falls and each English sentence finds
+/// its own Chinese translation more often (TranslationEvaluator's mean accuracy).
+#[test]
+fn multilingual_distillation_brings_translations_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut c = config("parallel.tsv", LossKind::Mse, &out);
+    c.model = fixture("tiny-xlmr-st").to_string_lossy().into_owned();
+    c.teacher = Some(minilm_dir().to_string_lossy().into_owned());
+    c.eval = Some(sample("parallel.tsv"));
+    c.epochs = 8;
+    c.dropout = false;
+    let (r, events) = run(c);
+    r.unwrap();
+    let l = losses(&events);
+    assert!(
+        l.last().unwrap() < &l[0],
+        "{} -> {}",
+        l[0],
+        l.last().unwrap()
+    );
+    let accuracy: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Eval { metrics, .. } => metrics
+                .iter()
+                .find(|(k, _)| k == "mean_accuracy")
+                .map(|(_, v)| *v),
+            _ => None,
+        })
+        .collect();
+    assert!(accuracy.len() >= 2);
+    assert!(
+        accuracy.last().unwrap() > &accuracy[0],
+        "translation accuracy {accuracy:?}"
+    );
+    eprintln!("translation accuracy {accuracy:?}");
+}

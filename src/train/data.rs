@@ -25,6 +25,8 @@ pub enum DataKind {
     MarginTriplets,
     /// A single `text` (or `sentence`) column: unlabelled sentences.
     Texts,
+    /// `source, translation`: parallel sentences, for multilingual distillation.
+    Parallel,
 }
 
 impl DataKind {
@@ -37,6 +39,7 @@ impl DataKind {
             DataKind::Triplets => "triplets (anchor, positive, negative)",
             DataKind::MarginTriplets => "margin triplets (query, positive, negative, label)",
             DataKind::Texts => "sentences (text)",
+            DataKind::Parallel => "parallel sentences (source, translation)",
         }
     }
 
@@ -52,6 +55,7 @@ impl DataKind {
             DataKind::Triplets => &[L::Triplet, L::Mnr, L::MnrSymmetric, L::CachedMnr],
             DataKind::MarginTriplets => &[L::MarginMse],
             DataKind::Texts => &[L::SimCse, L::Mse],
+            DataKind::Parallel => &[L::Mse],
         }
     }
 }
@@ -67,7 +71,8 @@ pub fn columns_for(loss: LossKind) -> &'static str {
         L::Mnr | L::MnrSymmetric | L::CachedMnr => {
             "anchor, positive[, negative] (or query, passage)"
         }
-        L::SimCse | L::Mse => "text (one sentence per row)",
+        L::SimCse => "text (one sentence per row)",
+        L::Mse => "text (one sentence per row), or source, translation",
         L::MarginMse => "query, positive, negative, label (the teacher's margin)",
     }
 }
@@ -109,6 +114,11 @@ pub enum Example {
         margin: f32,
     },
     Text(String),
+    /// A sentence and its translation: both must get the teacher's vector of the source.
+    Parallel {
+        source: String,
+        translation: String,
+    },
 }
 
 impl Example {
@@ -134,6 +144,10 @@ impl Example {
                 ..
             } => vec![query, positive, negative],
             Example::Text(t) => vec![t],
+            Example::Parallel {
+                source,
+                translation,
+            } => vec![source, translation],
         }
     }
 }
@@ -229,6 +243,7 @@ const LAYOUTS: &[(DataKind, &[&str])] = &[
     (DataKind::Triplets, &["anchor", "positive", "negative"]),
     (DataKind::Pairs, &["anchor", "positive"]),
     (DataKind::Pairs, &["query", "passage"]),
+    (DataKind::Parallel, &["source", "translation"]),
     (DataKind::Texts, &["text"]),
     (DataKind::Texts, &["sentence"]),
 ];
@@ -672,6 +687,14 @@ fn build(ctx: &Ctx, columns: Vec<String>, rows: Vec<Row>) -> Result<Dataset, Dat
             };
             for row in &rows {
                 examples.push(Example::Text(text(row, col)?));
+            }
+        }
+        DataKind::Parallel => {
+            for row in &rows {
+                examples.push(Example::Parallel {
+                    source: text(row, "source")?,
+                    translation: text(row, "translation")?,
+                });
             }
         }
     }

@@ -82,6 +82,7 @@ pub fn primary_metric(kind: DataKind, sim: Similarity) -> Option<String> {
         DataKind::Pairs => Some(format!("{sim}_ndcg@10")),
         DataKind::Triplets | DataKind::MarginTriplets => Some(format!("{sim}_accuracy")),
         DataKind::Texts => None,
+        DataKind::Parallel => Some("mean_accuracy".into()),
     }
 }
 
@@ -111,6 +112,32 @@ fn column(
 ) -> Result<Vec<Vec<f32>>> {
     let texts: Vec<&str> = data.examples.iter().map(|e| e.texts()[col]).collect();
     encoder.encode_prompted(&texts, &opts.prompt, opts.batch, &mut |_, _| {})
+}
+
+/// The Python library's `TranslationEvaluator`: how often a source's nearest target (cosine)
+/// is its own translation, and the other way round.
+fn translation_accuracy(source: &[Vec<f32>], target: &[Vec<f32>]) -> Metrics {
+    let unit = |v: &[Vec<f32>]| Embeddings::from_rows(v).normalized();
+    let (s, t) = (unit(source), unit(target));
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let n = s.len();
+    let hits = |a: &Embeddings, b: &Embeddings| {
+        (0..n)
+            .filter(|&i| {
+                // torch.argmax: the first of equal maxima.
+                let row: Vec<f32> = (0..n).map(|j| dot(a.row(i), b.row(j))).collect();
+                let best = (0..n).fold(0, |m, j| if row[j] > row[m] { j } else { m });
+                best == i
+            })
+            .count() as f64
+            / n as f64
+    };
+    let (src2trg, trg2src) = (hits(&s, &t), hits(&t, &s));
+    vec![
+        ("src2trg_accuracy".into(), src2trg),
+        ("trg2src_accuracy".into(), trg2src),
+        ("mean_accuracy".into(), (src2trg + trg2src) / 2.0),
+    ]
 }
 
 /// A trained NLI classifier (`W [u; v; |u-v|] + b`).
@@ -231,6 +258,13 @@ pub fn evaluate(
                 .filter(|(e, p)| matches!(e, Example::Nli { label, .. } if label == *p))
                 .count();
             vec![("classifier_accuracy".into(), hits as f64 / n as f64)]
+        }
+        DataKind::Parallel => {
+            let (s, t) = (
+                column(encoder, data, 0, opts)?,
+                column(encoder, data, 1, opts)?,
+            );
+            translation_accuracy(&s, &t)
         }
         DataKind::Texts => {
             return Err(crate::model::ModelError::Invalid(

@@ -65,6 +65,7 @@ fn columns(kind: DataKind, loss: LossKind) -> &'static [&'static str] {
         DataKind::MarginTriplets => &["query", "positive", "negative", "label"],
         DataKind::Texts if loss == LossKind::SimCse => &["anchor", "positive"],
         DataKind::Texts => &["text"],
+        DataKind::Parallel => &["source", "translation"],
     }
 }
 
@@ -100,6 +101,10 @@ pub fn rows_jsonl(data: &Dataset, loss: LossKind) -> String {
             ],
             Example::Text(t) if names.len() == 2 => vec![json!(t), json!(t)],
             Example::Text(t) => vec![json!(t)],
+            Example::Parallel {
+                source,
+                translation,
+            } => vec![json!(source), json!(translation)],
         };
         let obj: serde_json::Map<String, Value> =
             names.iter().map(|n| n.to_string()).zip(values).collect();
@@ -219,6 +224,11 @@ fn evaluator_code(kind: DataKind) -> Result<String, String> {
                     .into(),
             );
         }
+        DataKind::Parallel => format!(
+            "TranslationEvaluator({}, {}, name=\"eval\")",
+            col("source"),
+            col("translation")
+        ),
         DataKind::Texts => return Err("unlabelled sentences have no metric".into()),
     })
 }
@@ -282,12 +292,12 @@ try:  # sentence-transformers 6
     from sentence_transformers.sentence_transformer import modules as models
     from sentence_transformers.sentence_transformer.evaluation import (
         BinaryClassificationEvaluator, EmbeddingSimilarityEvaluator,
-        InformationRetrievalEvaluator, TripletEvaluator)
+        InformationRetrievalEvaluator, TranslationEvaluator, TripletEvaluator)
 except ImportError:  # sentence-transformers 3 to 5
     from sentence_transformers import losses, models
     from sentence_transformers.evaluation import (
         BinaryClassificationEvaluator, EmbeddingSimilarityEvaluator,
-        InformationRetrievalEvaluator, TripletEvaluator)
+        InformationRetrievalEvaluator, TranslationEvaluator, TripletEvaluator)
 
 HERE = Path(__file__).resolve().parent
 MODEL = {model}
@@ -385,10 +395,11 @@ def main():",
             w,
             "    # Distillation: the teacher's vectors of each sentence, computed once.\n    \
              teacher = SentenceTransformer({})\n    \
-             labels = teacher.encode(train_dataset[\"text\"], batch_size=64, convert_to_numpy=True)\n    \
+             labels = teacher.encode(train_dataset[{}], batch_size=64, convert_to_numpy=True)\n    \
              train_dataset = train_dataset.add_column(\"label\", [list(map(float, v)) for v in labels])\n    \
              del teacher",
-            py(&teacher)
+            py(&teacher),
+            py(names[0])
         );
     }
     let dim_expr = "embedding_dimension(model)";

@@ -568,9 +568,31 @@ impl<'a> TrainingRun<'a> {
             )
             .into());
         }
-        let texts: Vec<&str> = self.dataset.examples.iter().map(|e| e.texts()[0]).collect();
-        let vectors = teacher.encode(&texts, 32, &mut |_, _| {})?;
-        self.session.targets = Some(texts.iter().map(|t| t.to_string()).zip(vectors).collect());
+        // The teacher's vector of each sentence (of each source, for parallel sentences), through
+        // the vector cache: a second run, or a resumed one, on the same data reads them back.
+        let texts: Vec<String> = self
+            .dataset
+            .examples
+            .iter()
+            .map(|e| e.texts()[0].to_string())
+            .collect();
+        let embedded = crate::corpus::embed::embed_texts(
+            teacher,
+            &texts,
+            &Prompt::ModelDefault,
+            &crate::corpus::embed::EmbedOptions::default(),
+            &mut |_| true,
+        )
+        .map_err(|e| ModelError::Invalid(format!("the teacher's vectors: {e:#}")))?
+        .expect("never cancelled");
+        let vectors = embedded.vectors;
+        self.session.targets = Some(
+            texts
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (t, vectors.row(i).to_vec()))
+                .collect(),
+        );
         Ok(())
     }
 

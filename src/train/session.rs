@@ -385,7 +385,13 @@ impl Session {
                     .flat_map(|e| targets[e.texts()[0]].iter().copied())
                     .collect();
                 let t = Tensor::from_vec(rows, cols[0].dims(), dev)?;
-                losses::mse_loss(&cols[0], &t)?
+                // Every column against the teacher's vector of the first (MSELoss: the mean over
+                // the columns): a source and its translation both learn the source's vector.
+                let terms = cols
+                    .iter()
+                    .map(|c| losses::mse_loss(c, &t))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::stack(&terms, 0)?.mean(0)?
             }
             LossKind::MarginMse => {
                 let margin = |e: &Example| match e {

@@ -175,6 +175,7 @@ mod tests {
             DataKind::Triplets,
             DataKind::MarginTriplets,
             DataKind::Texts,
+            DataKind::Parallel,
         ] {
             assert_eq!(
                 lookup(Lang::En, &format!("data.{d:?}")).unwrap(),
