@@ -1259,3 +1259,30 @@ fn multilingual_distillation_brings_translations_together() {
     );
     eprintln!("translation accuracy {accuracy:?}");
 }
+
+/// `--augment-copies 2`: each row is followed by two augmented copies (EDA), so an epoch has
+/// three times the rows; the same seed gives the same run, and the model card says it.
+#[test]
+fn augmented_copies_join_the_rows_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("scored-pairs.csv", LossKind::CoSent, &dir.path().join("a"));
+    c.augment = Some(sbert_tui::train::augment::Augment {
+        copies: 2,
+        eda: sbert_tui::train::augment::Augment::DEFAULT_EDA,
+        back_translation: None,
+    });
+    c.batch_size = 30;
+    let (r, events) = run(c.clone());
+    r.unwrap();
+    let first = losses(&events);
+    assert_eq!(first.len(), (300 * 3usize).div_ceil(30));
+    let card = std::fs::read_to_string(dir.path().join("a/README.md")).unwrap();
+    assert!(
+        card.contains("2 augmented copies of each row; EDA"),
+        "{card}"
+    );
+    c.output = dir.path().join("b");
+    let (r, events) = run(c);
+    r.unwrap();
+    assert_eq!(losses(&events), first, "seeded");
+}

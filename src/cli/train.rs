@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{MatrixFormat, ModelArgs};
 use crate::model::{self, DeviceChoice, PoolingSpec};
+use crate::train::augment::Augment;
 use crate::train::checkpoint::Resume;
 use crate::train::config::{AddDense, ColumnPrompt, DenseActivation, TrainConfig};
 use crate::train::events::TrainEvent;
@@ -114,6 +115,19 @@ pub struct TrainArgs {
     /// gives the in-batch negatives, but only this many rows' activations are in memory at once.
     #[arg(long, default_value_t = 32)]
     pub mini_batch_size: usize,
+    /// Augment the training data: N augmented copies of each row (EDA and / or back-translation;
+    /// labels kept, the originals stay), seeded by --seed.
+    #[arg(long, value_name = "N")]
+    pub augment_copies: Option<usize>,
+    /// EDA's rates: synonym replacement, random insertion, random swap, random deletion (each copy
+    /// uses one operation whose rate is above 0). The synonyms: assets/synonyms/en.txt (CC0).
+    #[arg(long, value_delimiter = ',', num_args = 4, default_values_t = [0.1, 0.1, 0.1, 0.1],
+          requires = "augment_copies")]
+    pub eda_rates: Vec<f64>,
+    /// A `source, translation` file of paraphrases (back-translations): a training text found as
+    /// a source is replaced by one of its translations in augmented copies.
+    #[arg(long, value_name = "FILE", requires = "augment_copies")]
+    pub back_translation: Option<PathBuf>,
     /// Write a Python script that makes this run with sentence-transformers' trainer (same data,
     /// loss, pooling, prompts, hyper-parameters and evaluation; it runs under `accelerate launch`
     /// or `torchrun` on several GPUs), with the data beside it as FILE-stem.train.jsonl (and
@@ -157,6 +171,16 @@ impl TrainArgs {
         c.dropout = !self.no_dropout;
         c.gradient_accumulation_steps = self.gradient_accumulation_steps;
         c.mini_batch_size = self.mini_batch_size;
+        c.augment = self.augment_copies.map(|copies| Augment {
+            copies,
+            eda: [
+                self.eda_rates[0],
+                self.eda_rates[1],
+                self.eda_rates[2],
+                self.eda_rates[3],
+            ],
+            back_translation: self.back_translation.clone(),
+        });
         c.matryoshka_dims = self.matryoshka_dims.clone();
         c.matryoshka_weights = self.matryoshka_weights.clone();
         c.add_dense = self.add_dense.map(|dim| AddDense {

@@ -124,6 +124,12 @@ pub fn model_card(c: &CardInput) -> String {
             "gradient accumulation steps",
             cfg.gradient_accumulation_steps.to_string(),
         ),
+        (
+            "augmentation",
+            cfg.augment
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |a| a.describe()),
+        ),
         ("learning rate", format!("{:e}", cfg.lr)),
         (
             "schedule",

@@ -122,6 +122,9 @@ pub struct TrainConfig {
     /// Rows per forward pass of `cached-mnr` (GradCache); the batch is `batch_size` rows.
     #[serde(default = "thirty_two")]
     pub mini_batch_size: usize,
+    /// Augmented copies of the training rows (EDA, back-translation); `None`: off.
+    #[serde(default)]
+    pub augment: Option<super::augment::Augment>,
 }
 
 fn thirty_two() -> usize {
@@ -275,6 +278,7 @@ impl TrainConfig {
             add_dense: None,
             gradient_accumulation_steps: 1,
             mini_batch_size: 32,
+            augment: None,
         }
     }
 }

@@ -870,7 +870,7 @@ mod tests {
         );
         assert_eq!(
             e("x.csv", b"foo,bar\n1,2\n"),
-            "DIR/x.csv:1: columns foo,bar match no known layout; expected one of: sentence1,sentence2,score | sentence1,sentence2,label | premise,hypothesis,label | query,positive,negative,label | anchor,positive,negative,label | anchor,positive,negative | anchor,positive | query,passage | text | sentence"
+            "DIR/x.csv:1: columns foo,bar match no known layout; expected one of: sentence1,sentence2,score | sentence1,sentence2,label | premise,hypothesis,label | query,positive,negative,label | anchor,positive,negative,label | anchor,positive,negative | anchor,positive | query,passage | source,translation | text | sentence"
         );
         assert_eq!(
             e("j.jsonl", b"{\"text\": \"a\"}\n{\"txt\": \"b\"}\n"),

@@ -3,6 +3,7 @@
 //! model card. Knows nothing about terminals: progress leaves as
 //! [`events::TrainEvent`]s over a channel.
 
+pub mod augment;
 pub mod beir;
 pub mod card;
 pub mod checkpoint;

@@ -43,6 +43,9 @@ pub enum Setting {
     DenseActivation,
     GradientAccumulation,
     MiniBatchSize,
+    Augment,
+    EdaRates,
+    BackTranslation,
 }
 
 impl Setting {
@@ -78,6 +81,9 @@ impl Setting {
             Setting::DenseActivation => "--dense-activation",
             Setting::GradientAccumulation => "--gradient-accumulation-steps",
             Setting::MiniBatchSize => "--mini-batch-size",
+            Setting::Augment => "--augment-copies",
+            Setting::EdaRates => "--eda-rates",
+            Setting::BackTranslation => "--back-translation",
         }
     }
 
@@ -113,6 +119,9 @@ impl Setting {
             Setting::DenseActivation => "dense activation",
             Setting::GradientAccumulation => "grad accumulation",
             Setting::MiniBatchSize => "mini-batch size",
+            Setting::Augment => "augmented copies",
+            Setting::EdaRates => "EDA rates",
+            Setting::BackTranslation => "back-translation",
         }
     }
 }
@@ -304,6 +313,23 @@ pub fn check_config(c: &TrainConfig) -> Result<(), Vec<SettingError>> {
         Setting::GradientAccumulation,
         "must be at least 1",
     );
+    if let Some(a) = &c.augment {
+        need(
+            a.copies >= 1,
+            Setting::Augment,
+            "must be at least 1 (leave it out for none)",
+        );
+        need(
+            a.eda.iter().all(|r| (0.0..=1.0).contains(r)),
+            Setting::EdaRates,
+            "four rates in [0, 1]: synonym replacement, insertion, swap, deletion",
+        );
+        need(
+            a.eda.iter().any(|r| *r > 0.0) || a.back_translation.is_some(),
+            Setting::EdaRates,
+            "every rate is 0 and there is no --back-translation: nothing would change",
+        );
+    }
     need(
         c.mini_batch_size >= 1,
         Setting::MiniBatchSize,

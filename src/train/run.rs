@@ -170,6 +170,10 @@ fn absolute_paths(c: &TrainConfig) -> TrainConfig {
         data: abs(&c.data),
         eval: c.eval.as_deref().map(abs),
         teacher: c.teacher.as_deref().map(spec),
+        augment: c.augment.as_ref().map(|a| super::augment::Augment {
+            back_translation: a.back_translation.as_deref().map(abs),
+            ..a.clone()
+        }),
         output: abs(&c.output),
         ..c.clone()
     }
@@ -461,6 +465,9 @@ impl<'a> TrainingRun<'a> {
         if dataset.kind == data::DataKind::Nli && config.loss != LossKind::Softmax {
             // Supervised SimCSE: (premise, entailment, contradiction) triplets.
             dataset = Arc::new(dataset.nli_triplets()?);
+        }
+        if let Some(a) = &config.augment {
+            dataset = Arc::new(super::augment::augment(&dataset, a, config.seed)?);
         }
         rules::check_prompts(&config.prompts, &dataset)?;
         let eval_set = match &config.eval {

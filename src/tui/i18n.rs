@@ -152,6 +152,9 @@ mod tests {
             Setting::DenseActivation,
             Setting::GradientAccumulation,
             Setting::MiniBatchSize,
+            Setting::Augment,
+            Setting::EdaRates,
+            Setting::BackTranslation,
         ];
         for f in settings {
             assert_eq!(

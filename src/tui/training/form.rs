@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::{DeviceChoice, PoolingMode};
+use crate::train::augment::{Augment, Augmenter};
 use crate::train::config::{AddDense, DenseActivation, TrainConfig};
 use crate::train::data::{DataKind, Dataset, Example, NLI_LABELS};
 use crate::train::losses::LossKind;
@@ -59,7 +60,7 @@ pub struct DataFile {
 }
 
 /// The form's fields, in order.
-pub const FIELDS: [Setting; 20] = [
+pub const FIELDS: [Setting; 21] = [
     Setting::Model,
     Setting::Data,
     Setting::Loss,
@@ -79,6 +80,7 @@ pub const FIELDS: [Setting; 20] = [
     Setting::MatryoshkaWeights,
     Setting::AddDense,
     Setting::DenseActivation,
+    Setting::Augment,
     Setting::Output,
 ];
 
@@ -191,6 +193,38 @@ impl Form {
                 }
                 Setting::DenseActivation => !self.get(Setting::AddDense).trim().is_empty(),
                 _ => true,
+            })
+            .collect()
+    }
+
+    /// The augmentation the Augment field asks for (EDA at its default rates), if any.
+    fn augment(&self) -> Option<Augment> {
+        let copies = self.get(Setting::Augment).trim().parse::<usize>().ok()?;
+        (copies > 0).then_some(Augment {
+            copies,
+            eda: Augment::DEFAULT_EDA,
+            back_translation: None,
+        })
+    }
+
+    /// The augmented copies of the data's first row, as the run will make them (up to three),
+    /// each as its text columns.
+    pub fn augment_preview(&self) -> Vec<Vec<String>> {
+        let (Some(Ok(d)), Some(a)) = (&self.data, self.augment()) else {
+            return Vec::new();
+        };
+        let seed = self.get(Setting::Seed).trim().parse().unwrap_or(42);
+        let (Ok(mut aug), Some(first)) = (Augmenter::new(&a, seed), d.dataset.examples.first())
+        else {
+            return Vec::new();
+        };
+        (0..a.copies.min(3))
+            .map(|_| {
+                aug.row(first)
+                    .texts()
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect()
             })
             .collect()
     }
@@ -354,6 +388,15 @@ impl Form {
             add_dense.is_some(),
             "empty (none) or the module's output width",
         );
+        let augment = match text(Setting::Augment).as_str() {
+            "" => Some(None),
+            s => s.parse::<usize>().ok().filter(|n| *n >= 1).map(Some),
+        };
+        parsed(
+            Setting::Augment,
+            augment.is_some(),
+            "empty (none) or the augmented copies of each row, at least 1",
+        );
         let activation = text(Setting::DenseActivation)
             .parse::<DenseActivation>()
             .ok();
@@ -436,6 +479,7 @@ impl Form {
                 c.matryoshka_weights = matryoshka_weights.clone().unwrap_or_default();
             }
         }
+        c.augment = augment.flatten().and_then(|_| self.augment());
         c.add_dense = add_dense.flatten().map(|dim| AddDense {
             dim,
             activation: activation.unwrap_or_default(),
@@ -471,6 +515,7 @@ impl Form {
             && matryoshka.is_some()
             && matryoshka_weights.is_some()
             && add_dense.is_some()
+            && augment.is_some()
             && activation.is_some();
         if !errs.is_empty() || !all_parsed {
             self.errors = errs;

@@ -74,7 +74,9 @@ fn field_value(form: &Form, f: Setting, lang: Lang) -> String {
     } else if v.is_empty() {
         match f {
             Setting::MaxSeqLength => tr(lang, "form.models_length").into_owned(),
-            Setting::Eval | Setting::AddDense => tr(lang, "form.none").into_owned(),
+            Setting::Eval | Setting::AddDense | Setting::Augment => {
+                tr(lang, "form.none").into_owned()
+            }
             Setting::MatryoshkaDims => tr(lang, "form.off").into_owned(),
             Setting::MatryoshkaWeights => tr(lang, "form.one_each").into_owned(),
             _ => String::new(),
@@ -174,6 +176,16 @@ fn draw_form(form: &Form, lang: Lang, theme: &Theme, frame: &mut Frame, area: Re
                 &format!("  {}", row.join(" │ ")),
                 width,
             )));
+        }
+        let augmented = form.augment_preview();
+        if !augmented.is_empty() {
+            lines.push(Line::styled(tr(lang, "form.augmented"), theme.dim()));
+            for row in &augmented {
+                lines.push(Line::raw(text::clip(
+                    &format!("  {}", row.join(" │ ")),
+                    width,
+                )));
+            }
         }
     }
     let hint_h = 1;
