@@ -1286,3 +1286,37 @@ fn augmented_copies_join_the_rows_reproducibly() {
     r.unwrap();
     assert_eq!(losses(&events), first, "seeded");
 }
+
+/// Contriever: unlabelled documents train MNR on pairs of independent random crops, redrawn each
+/// epoch; other data is refused by name, and crops need an in-batch loss.
+#[test]
+fn random_crops_of_documents_train_an_in_batch_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("texts.csv", LossKind::Mnr, &dir.path().join("out"));
+    c.crops = Some(sbert_tui::train::augment::CONTRIEVER_CROP);
+    c.epochs = 2;
+    c.batch_size = 32;
+    let (r, events) = run(c.clone());
+    r.unwrap();
+    let l = losses(&events);
+    assert_eq!(l.len(), 2 * 300usize.div_ceil(32));
+    let card = std::fs::read_to_string(dir.path().join("out/README.md")).unwrap();
+    assert!(
+        card.contains("Contriever: two independent crops of 0.1 to 0.5"),
+        "{card}"
+    );
+
+    let mut wrong = c.clone();
+    wrong.data = sample("scored-pairs.csv");
+    wrong.output = dir.path().join("wrong");
+    let e = run(wrong).0.unwrap_err().to_string();
+    assert!(
+        e.contains("--crops") && e.contains("scored-pairs.csv"),
+        "{e}"
+    );
+    let mut wrong = c;
+    wrong.loss = LossKind::SimCse;
+    wrong.output = dir.path().join("wrong2");
+    let e = run(wrong).0.unwrap_err().to_string();
+    assert!(e.contains("--crops") && e.contains("in-batch loss"), "{e}");
+}

@@ -128,6 +128,11 @@ pub struct TrainArgs {
     /// a source is replaced by one of its translations in augmented copies.
     #[arg(long, value_name = "FILE", requires = "augment_copies")]
     pub back_translation: Option<PathBuf>,
+    /// Contriever: unlabelled documents (a `text` column or a .txt file) become positive pairs of
+    /// two independent random crops, redrawn each epoch, for --loss mnr, mnr-symmetric or
+    /// cached-mnr. Optional MIN,MAX: the crop's share of the document's words (default 0.1,0.5).
+    #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 0..=2)]
+    pub crops: Option<Vec<f64>>,
     /// Write a Python script that makes this run with sentence-transformers' trainer (same data,
     /// loss, pooling, prompts, hyper-parameters and evaluation; it runs under `accelerate launch`
     /// or `torchrun` on several GPUs), with the data beside it as FILE-stem.train.jsonl (and
@@ -171,6 +176,11 @@ impl TrainArgs {
         c.dropout = !self.no_dropout;
         c.gradient_accumulation_steps = self.gradient_accumulation_steps;
         c.mini_batch_size = self.mini_batch_size;
+        c.crops = self.crops.as_ref().map(|v| match v.as_slice() {
+            [] => crate::train::augment::CONTRIEVER_CROP,
+            [r] => [*r, *r],
+            [lo, hi, ..] => [*lo, *hi],
+        });
         c.augment = self.augment_copies.map(|copies| Augment {
             copies,
             eda: [

@@ -329,6 +329,48 @@ impl Augmenter {
     }
 }
 
+/// Contriever's crop lengths (Izacard et al. 2022): a span of 10% to 50% of the document.
+pub const CONTRIEVER_CROP: [f64; 2] = [0.1, 0.5];
+
+/// An independent random crop of `doc`: a span of words whose length is a `ratio` (uniform in
+/// `[ratio[0], ratio[1]]`) of the document's words, at least one, starting anywhere it fits.
+pub fn crop(doc: &str, ratio: [f64; 2], rng: &mut impl Rng) -> String {
+    let words: Vec<&str> = doc.split_whitespace().collect();
+    if words.len() <= 1 {
+        return doc.trim().to_string();
+    }
+    let r = if ratio[1] > ratio[0] {
+        rng.random_range(ratio[0]..=ratio[1])
+    } else {
+        ratio[0]
+    };
+    let len = ((r * words.len() as f64).round() as usize).clamp(1, words.len());
+    let start = rng.random_range(0..=words.len() - len);
+    words[start..start + len].join(" ")
+}
+
+/// Contriever's positive pairs: two independent crops of each document of a batch, drawn anew
+/// for every (seed, epoch, row), so each epoch sees other crops and a resumed run the same ones.
+pub fn crop_pairs(
+    docs: &[(usize, &Example)],
+    ratio: [f64; 2],
+    seed: u64,
+    epoch: usize,
+) -> Vec<Example> {
+    docs.iter()
+        .map(|&(row, e)| {
+            let doc = e.texts()[0];
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                seed ^ 0xc0_97e1 ^ ((epoch as u64) << 40) ^ (row as u64).wrapping_mul(0x9E37),
+            );
+            Example::Pair {
+                anchor: crop(doc, ratio, &mut rng),
+                positive: crop(doc, ratio, &mut rng),
+            }
+        })
+        .collect()
+}
+
 /// `data` with `copies` augmented copies of each row after it.
 pub fn augment(data: &Dataset, augment: &Augment, seed: u64) -> Result<Dataset, DataError> {
     let mut a = Augmenter::new(augment, seed)?;
@@ -382,6 +424,34 @@ mod tests {
         let r = eda(s, Operation::RandomDeletion, 0.99, &syn, &mut rng());
         assert_eq!(r.split(' ').count(), 1, "at least one word stays: {r}");
         assert_eq!(eda(s, Operation::RandomDeletion, 0.0, &syn, &mut rng()), s);
+    }
+
+    #[test]
+    fn crops_are_spans_of_the_document_of_the_asked_length() {
+        let doc = (0..100)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut r = rng();
+        for _ in 0..50 {
+            let c = crop(&doc, CONTRIEVER_CROP, &mut r);
+            let n = c.split(' ').count();
+            assert!((10..=50).contains(&n), "{n} words");
+            assert!(doc.contains(&c), "a contiguous span");
+        }
+        assert_eq!(crop("one", CONTRIEVER_CROP, &mut r), "one");
+        let e = Example::Text(doc.clone());
+        let a = crop_pairs(&[(3, &e)], CONTRIEVER_CROP, 1, 0);
+        assert_eq!(a, crop_pairs(&[(3, &e)], CONTRIEVER_CROP, 1, 0), "seeded");
+        assert_ne!(
+            a,
+            crop_pairs(&[(3, &e)], CONTRIEVER_CROP, 1, 1),
+            "new crops each epoch"
+        );
+        let Example::Pair { anchor, positive } = &a[0] else {
+            panic!("a pair")
+        };
+        assert_ne!(anchor, positive, "independent crops");
     }
 
     #[test]

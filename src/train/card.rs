@@ -130,6 +130,18 @@ pub fn model_card(c: &CardInput) -> String {
                 .as_ref()
                 .map_or_else(|| "none".to_string(), |a| a.describe()),
         ),
+        (
+            "random crops",
+            cfg.crops.map_or_else(
+                || "none".to_string(),
+                |[a, b]| {
+                    format!(
+                        "Contriever: two independent crops of {a} to {b} of each document's \
+                         words as a positive pair, redrawn each epoch"
+                    )
+                },
+            ),
+        ),
         ("learning rate", format!("{:e}", cfg.lr)),
         (
             "schedule",

@@ -125,6 +125,10 @@ pub struct TrainConfig {
     /// Augmented copies of the training rows (EDA, back-translation); `None`: off.
     #[serde(default)]
     pub augment: Option<super::augment::Augment>,
+    /// Contriever: unlabelled documents become pairs of two independent random crops (their
+    /// lengths a ratio of the document, uniform in this range), redrawn each epoch.
+    #[serde(default)]
+    pub crops: Option<[f64; 2]>,
 }
 
 fn thirty_two() -> usize {
@@ -279,6 +283,7 @@ impl TrainConfig {
             gradient_accumulation_steps: 1,
             mini_batch_size: 32,
             augment: None,
+            crops: None,
         }
     }
 }

@@ -236,6 +236,13 @@ fn evaluator_code(kind: DataKind) -> Result<String, String> {
 /// The script, and the data files' contents.
 pub fn render(plan: &ExportPlan, script_path: &Path) -> Result<ExportFiles, SettingError> {
     let c = plan.config;
+    if c.crops.is_some() {
+        return Err(SettingError::new(
+            Setting::Crops,
+            "crops are redrawn at every step here; the Python trainer has no such transform, \
+             so a run with --crops cannot be exported",
+        ));
+    }
     if c.pooling.as_ref().is_some_and(|p| p.has_ours()) {
         return Err(SettingError::new(
             Setting::Pooling,

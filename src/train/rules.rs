@@ -46,6 +46,7 @@ pub enum Setting {
     Augment,
     EdaRates,
     BackTranslation,
+    Crops,
 }
 
 impl Setting {
@@ -84,6 +85,7 @@ impl Setting {
             Setting::Augment => "--augment-copies",
             Setting::EdaRates => "--eda-rates",
             Setting::BackTranslation => "--back-translation",
+            Setting::Crops => "--crops",
         }
     }
 
@@ -122,6 +124,7 @@ impl Setting {
             Setting::Augment => "augmented copies",
             Setting::EdaRates => "EDA rates",
             Setting::BackTranslation => "back-translation",
+            Setting::Crops => "random crops",
         }
     }
 }
@@ -328,6 +331,21 @@ pub fn check_config(c: &TrainConfig) -> Result<(), Vec<SettingError>> {
             a.eda.iter().any(|r| *r > 0.0) || a.back_translation.is_some(),
             Setting::EdaRates,
             "every rate is 0 and there is no --back-translation: nothing would change",
+        );
+    }
+    if let Some([lo, hi]) = c.crops {
+        need(
+            lo > 0.0 && lo <= hi && hi <= 1.0,
+            Setting::Crops,
+            "two ratios MIN,MAX with 0 < MIN <= MAX <= 1, such as 0.1,0.5",
+        );
+        need(
+            matches!(
+                c.loss,
+                LossKind::Mnr | LossKind::MnrSymmetric | LossKind::CachedMnr
+            ),
+            Setting::Crops,
+            "crops are positive pairs for an in-batch loss: mnr, mnr-symmetric or cached-mnr",
         );
     }
     need(

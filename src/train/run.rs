@@ -461,7 +461,23 @@ impl<'a> TrainingRun<'a> {
         preloaded: &Preloaded,
     ) -> Result<(Arc<Dataset>, Option<Arc<Dataset>>), TrainError> {
         let mut dataset = read_data(&config.data, preloaded.data.as_ref())?;
-        rules::check_data(dataset.kind, &dataset.path, config.loss)?;
+        if config.crops.is_some() {
+            // Documents become pairs of crops at each step.
+            if dataset.kind != data::DataKind::Texts {
+                return Err(SettingError::new(
+                    Setting::Crops,
+                    format!(
+                        "crops are cut from unlabelled documents (a `text` column or a .txt \
+                         file), but {} holds {}",
+                        dataset.path.display(),
+                        dataset.kind.describe()
+                    ),
+                )
+                .into());
+            }
+        } else {
+            rules::check_data(dataset.kind, &dataset.path, config.loss)?;
+        }
         if dataset.kind == data::DataKind::Nli && config.loss != LossKind::Softmax {
             // Supervised SimCSE: (premise, entailment, contradiction) triplets.
             dataset = Arc::new(dataset.nli_triplets()?);
@@ -710,10 +726,21 @@ impl<'a> TrainingRun<'a> {
         let start = self.batch_in_epoch * rows;
         let end = (start + rows).min(self.order.len());
         let dataset = self.dataset.clone();
-        let examples: Vec<&Example> = self.order[start..end]
-            .iter()
-            .map(|&i| &dataset.examples[i])
-            .collect();
+        let cropped: Vec<Example>;
+        let examples: Vec<&Example> = match self.config.crops {
+            Some(ratio) => {
+                let docs: Vec<(usize, &Example)> = self.order[start..end]
+                    .iter()
+                    .map(|&i| (i, &dataset.examples[i]))
+                    .collect();
+                cropped = super::augment::crop_pairs(&docs, ratio, self.config.seed, self.epoch);
+                cropped.iter().collect()
+            }
+            None => self.order[start..end]
+                .iter()
+                .map(|&i| &dataset.examples[i])
+                .collect(),
+        };
         let micro: Vec<&[&Example]> = examples.chunks(bs).collect();
         let lr = self.config.lr * linear_schedule(self.global_step, self.warmup, self.total_steps);
         let outcome = match self.session.step_accumulated(&micro, lr) {

@@ -155,6 +155,7 @@ mod tests {
             Setting::Augment,
             Setting::EdaRates,
             Setting::BackTranslation,
+            Setting::Crops,
         ];
         for f in settings {
             assert_eq!(
