@@ -1320,3 +1320,83 @@ fn random_crops_of_documents_train_an_in_batch_loss() {
     let e = run(wrong).0.unwrap_err().to_string();
     assert!(e.contains("--crops") && e.contains("in-batch loss"), "{e}");
 }
+
+/// Adversarial training (FGM / PGD on the word embeddings), dropout off so that passes repeat:
+/// with epsilon 0 the perturbed pass is the clean pass again (every gradient exactly twice the
+/// clean one); with epsilon > 0 the perturbed pass differs; the word embeddings are put back;
+/// the same seed gives the same run.
+#[test]
+fn adversarial_steps_perturb_the_word_embeddings_and_epsilon_zero_does_not() {
+    use sbert_tui::train::session::Adversarial;
+    let d = data::load(&sample("scored-pairs.csv")).unwrap();
+    let batch: Vec<&Example> = d.examples.iter().take(8).collect();
+    let session = |adv: Option<Adversarial>| {
+        let mut s = Session::new(
+            tiny(),
+            LossSetup::new(LossKind::CoSent),
+            AdamWConfig::default(),
+            None,
+            1,
+            None,
+        )
+        .unwrap();
+        s.adversarial = adv;
+        s
+    };
+    let (clean_loss, clean) = session(None).named_gradients(&batch).unwrap();
+    let grads_with = |epsilon: f64, steps: usize| {
+        let s = session(Some(Adversarial {
+            epsilon,
+            steps,
+            alpha: 0.3,
+        }));
+        let texts = ["A man is playing a guitar."];
+        let before = s.encoder.encode(&texts, 1, &mut |_, _| {}).unwrap();
+        let (loss, g) = s.named_gradients(&batch).unwrap();
+        assert_eq!(loss, clean_loss, "the clean loss is reported");
+        let after = s.encoder.encode(&texts, 1, &mut |_, _| {}).unwrap();
+        assert_eq!(before, after, "the word embeddings are put back");
+        g
+    };
+    let zero = grads_with(0.0, 1);
+    for ((name, c), (_, z)) in clean.iter().zip(&zero) {
+        for (a, b) in c.iter().zip(z) {
+            assert!(
+                (2.0 * a - b).abs() <= 1e-6 * a.abs().max(1e-3),
+                "{name}: {a} {b}"
+            );
+        }
+    }
+    for steps in [1, 3] {
+        let g = grads_with(1.0, steps);
+        let moved = clean
+            .iter()
+            .zip(&g)
+            .filter(|((_, c), (_, x))| c.iter().zip(x).any(|(a, b)| (2.0 * a - b).abs() > 1e-4))
+            .count();
+        assert!(
+            moved > clean.len() / 2,
+            "steps {steps}: {moved} tensors differ"
+        );
+    }
+
+    // Whole runs: seeded, and the card says it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("scored-pairs.csv", LossKind::CoSent, &dir.path().join("a"));
+    c.adversarial = Some(Adversarial {
+        epsilon: 1.0,
+        steps: 3,
+        alpha: 0.3,
+    });
+    let (r, events) = run(c.clone());
+    r.unwrap();
+    let card = std::fs::read_to_string(dir.path().join("a/README.md")).unwrap();
+    assert!(
+        card.contains("PGD on the word embeddings, 3 steps of 0.3"),
+        "{card}"
+    );
+    c.output = dir.path().join("b");
+    let (r, again) = run(c);
+    r.unwrap();
+    assert_eq!(losses(&events), losses(&again));
+}

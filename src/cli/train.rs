@@ -17,6 +17,7 @@ use crate::train::events::TrainEvent;
 use crate::train::losses::{LossKind, TripletDistance};
 use crate::train::rules;
 use crate::train::run::{self, Outcome};
+use crate::train::session::Adversarial;
 use crate::train::{data, eval as evaluators};
 
 #[derive(Debug, Args)]
@@ -133,6 +134,17 @@ pub struct TrainArgs {
     /// cached-mnr. Optional MIN,MAX: the crop's share of the document's words (default 0.1,0.5).
     #[arg(long, value_name = "MIN,MAX", value_delimiter = ',', num_args = 0..=2)]
     pub crops: Option<Vec<f64>>,
+    /// Adversarial training on the word embeddings: fgm (one move of --adv-epsilon along the
+    /// loss's gradient) or pgd (--pgd-steps moves of --pgd-alpha, kept within --adv-epsilon);
+    /// each step trains on the clean plus the perturbed loss.
+    #[arg(long, value_enum)]
+    pub adversarial: Option<AdversarialKind>,
+    #[arg(long, default_value_t = 1.0, requires = "adversarial")]
+    pub adv_epsilon: f64,
+    #[arg(long, default_value_t = 3, requires = "adversarial")]
+    pub pgd_steps: usize,
+    #[arg(long, default_value_t = 0.3, requires = "adversarial")]
+    pub pgd_alpha: f64,
     /// Write a Python script that makes this run with sentence-transformers' trainer (same data,
     /// loss, pooling, prompts, hyper-parameters and evaluation; it runs under `accelerate launch`
     /// or `torchrun` on several GPUs), with the data beside it as FILE-stem.train.jsonl (and
@@ -143,6 +155,12 @@ pub struct TrainArgs {
     /// The run's saved settings are used.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdversarialKind {
+    Fgm,
+    Pgd,
 }
 
 impl TrainArgs {
@@ -176,6 +194,14 @@ impl TrainArgs {
         c.dropout = !self.no_dropout;
         c.gradient_accumulation_steps = self.gradient_accumulation_steps;
         c.mini_batch_size = self.mini_batch_size;
+        c.adversarial = self.adversarial.map(|kind| Adversarial {
+            epsilon: self.adv_epsilon,
+            steps: match kind {
+                AdversarialKind::Fgm => 1,
+                AdversarialKind::Pgd => self.pgd_steps,
+            },
+            alpha: self.pgd_alpha,
+        });
         c.crops = self.crops.as_ref().map(|v| match v.as_slice() {
             [] => crate::train::augment::CONTRIEVER_CROP,
             [r] => [*r, *r],

@@ -131,6 +131,11 @@ pub fn model_card(c: &CardInput) -> String {
                 .map_or_else(|| "none".to_string(), |a| a.describe()),
         ),
         (
+            "adversarial training",
+            cfg.adversarial
+                .map_or_else(|| "none".to_string(), |a| a.describe()),
+        ),
+        (
             "random crops",
             cfg.crops.map_or_else(
                 || "none".to_string(),

@@ -129,6 +129,9 @@ pub struct TrainConfig {
     /// lengths a ratio of the document, uniform in this range), redrawn each epoch.
     #[serde(default)]
     pub crops: Option<[f64; 2]>,
+    /// FGM / PGD on the word embeddings; `None`: off.
+    #[serde(default)]
+    pub adversarial: Option<super::session::Adversarial>,
 }
 
 fn thirty_two() -> usize {
@@ -284,6 +287,7 @@ impl TrainConfig {
             mini_batch_size: 32,
             augment: None,
             crops: None,
+            adversarial: None,
         }
     }
 }

@@ -236,6 +236,12 @@ fn evaluator_code(kind: DataKind) -> Result<String, String> {
 /// The script, and the data files' contents.
 pub fn render(plan: &ExportPlan, script_path: &Path) -> Result<ExportFiles, SettingError> {
     let c = plan.config;
+    if c.adversarial.is_some() {
+        return Err(SettingError::new(
+            Setting::Adversarial,
+            "the Python trainer has no FGM / PGD: a run with --adversarial cannot be exported",
+        ));
+    }
     if c.crops.is_some() {
         return Err(SettingError::new(
             Setting::Crops,

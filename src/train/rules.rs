@@ -47,6 +47,7 @@ pub enum Setting {
     EdaRates,
     BackTranslation,
     Crops,
+    Adversarial,
 }
 
 impl Setting {
@@ -86,6 +87,7 @@ impl Setting {
             Setting::EdaRates => "--eda-rates",
             Setting::BackTranslation => "--back-translation",
             Setting::Crops => "--crops",
+            Setting::Adversarial => "--adversarial",
         }
     }
 
@@ -125,6 +127,7 @@ impl Setting {
             Setting::EdaRates => "EDA rates",
             Setting::BackTranslation => "back-translation",
             Setting::Crops => "random crops",
+            Setting::Adversarial => "adversarial",
         }
     }
 }
@@ -331,6 +334,18 @@ pub fn check_config(c: &TrainConfig) -> Result<(), Vec<SettingError>> {
             a.eda.iter().any(|r| *r > 0.0) || a.back_translation.is_some(),
             Setting::EdaRates,
             "every rate is 0 and there is no --back-translation: nothing would change",
+        );
+    }
+    if let Some(a) = &c.adversarial {
+        need(
+            a.epsilon.is_finite() && a.epsilon >= 0.0,
+            Setting::Adversarial,
+            "--adv-epsilon must be a number, 0 or more",
+        );
+        need(
+            a.steps >= 1 && a.alpha.is_finite() && a.alpha > 0.0,
+            Setting::Adversarial,
+            "--pgd-steps must be at least 1 and --pgd-alpha above 0",
         );
     }
     if let Some([lo, hi]) = c.crops {

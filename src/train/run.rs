@@ -532,6 +532,7 @@ impl<'a> TrainingRun<'a> {
             config.max_grad_norm,
         )?;
         session.column_prompts = column_prompts(&config.prompts, &dataset, &session.encoder);
+        session.adversarial = config.adversarial;
         let n = dataset.examples.len();
         let steps_per_epoch = n.div_ceil(config.batch_size * config.gradient_accumulation_steps);
         let total_steps = steps_per_epoch * config.epochs;

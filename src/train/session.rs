@@ -15,6 +15,34 @@ use super::optim::{AdamW, AdamWConfig, Param, clip_coefficient, decays, grad_nor
 use crate::model::transformer::Tape;
 use crate::model::{DropoutRng, Mode, ModelError, Prompt, Result, SentenceEncoder};
 
+/// Adversarial training on the word embeddings (FGM, or PGD with several steps), as the
+/// SBERT v2 notes' `FGM` / `PGD` helpers: the clean loss's gradient with respect to the word
+/// embedding matrix gives the direction; the matrix is moved by `epsilon` along it (PGD: `steps`
+/// moves of `alpha`, kept within `epsilon` of the original), the perturbed batch's gradient is
+/// added to the clean one, and the matrix is put back. The step trains on clean plus perturbed
+/// loss; the loss reported is the clean one.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Adversarial {
+    pub epsilon: f64,
+    /// 1: FGM.
+    pub steps: usize,
+    /// PGD's step size (FGM moves by `epsilon` at once).
+    pub alpha: f64,
+}
+
+impl Adversarial {
+    pub fn describe(&self) -> String {
+        if self.steps <= 1 {
+            format!("FGM on the word embeddings, epsilon {}", self.epsilon)
+        } else {
+            format!(
+                "PGD on the word embeddings, {} steps of {}, epsilon {}",
+                self.steps, self.alpha, self.epsilon
+            )
+        }
+    }
+}
+
 /// Loss settings beyond its kind.
 #[derive(Debug, Clone)]
 pub struct LossSetup {
@@ -183,6 +211,8 @@ pub struct Session {
     /// The prompt of each column of the data (by the position of [`Example::texts`]); no prompt
     /// for a column past the end.
     pub column_prompts: Vec<Prompt>,
+    /// Adversarial training on the word embeddings; `None`: off.
+    pub adversarial: Option<Adversarial>,
 }
 
 /// The token vectors' leaf variable and the encoder's tape, from a recorded forward pass.
@@ -250,6 +280,7 @@ impl Session {
             max_grad_norm,
             hand_backward: true,
             column_prompts: Vec::new(),
+            adversarial: None,
         })
     }
 
@@ -551,6 +582,96 @@ impl Session {
     /// Forward, loss and backward of one batch: the loss, every gradient, the number of columns
     /// embedded, and what the loss saw. A non-finite loss is an error before any backward.
     fn gradients(&self, batch: &[&Example]) -> std::result::Result<Gradients, StepError> {
+        let clean = self.clean_gradients(batch)?;
+        match self.adversarial {
+            Some(adv) => self.adversarial_gradients(batch, clean, adv),
+            None => Ok(clean),
+        }
+    }
+
+    /// The word embedding matrix: the transformer's `*word_embeddings.weight` (BERT family),
+    /// `tok_embeddings` (ModernBERT), `embed_tokens` (Qwen3) or `shared` (T5).
+    fn word_embeddings(&self) -> Option<Var> {
+        let params = self.optimizer.params();
+        params
+            .iter()
+            .find(|p| {
+                p.name.starts_with("0.")
+                    && [
+                        "word_embeddings.weight",
+                        "tok_embeddings.weight",
+                        "embed_tokens.weight",
+                        "shared.weight",
+                    ]
+                    .iter()
+                    .any(|s| p.name.ends_with(s))
+            })
+            .map(|p| p.var.clone())
+    }
+
+    /// FGM / PGD (see [`Adversarial`]): the clean gradients plus those of the batch under the
+    /// perturbed word embeddings. With epsilon 0 the perturbed pass is the clean pass again.
+    fn adversarial_gradients(
+        &self,
+        batch: &[&Example],
+        clean: Gradients,
+        adv: Adversarial,
+    ) -> std::result::Result<Gradients, StepError> {
+        let Some(emb) = self.word_embeddings() else {
+            return Err(ModelError::Invalid(
+                "adversarial training: the model has no word embedding matrix to perturb".into(),
+            )
+            .into());
+        };
+        let (value, mut grads, cols, view) = clean;
+        let original = emb.as_tensor().copy()?;
+        let norm = |t: &Tensor| -> Result<f64> {
+            Ok(t.sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?
+                .sqrt())
+        };
+        let mut direction = match grads.get(emb.as_tensor()) {
+            Some(g) => g.clone(),
+            None => original.zeros_like()?,
+        };
+        let mut r = original.zeros_like()?;
+        let steps = adv.steps.max(1);
+        let step_size = if steps == 1 { adv.epsilon } else { adv.alpha };
+        let mut last = None;
+        for _ in 0..steps {
+            let n = norm(&direction)?;
+            if n > 0.0 && n.is_finite() {
+                r = (r + direction.affine(step_size / n, 0.0)?)?;
+                let rn = norm(&r)?;
+                if rn > adv.epsilon {
+                    r = r.affine(adv.epsilon / rn, 0.0)?;
+                }
+            }
+            emb.set(&(&original + &r)?)?;
+            let pass = self.clean_gradients(batch);
+            let (_, g, _, _) = match pass {
+                Ok(p) => p,
+                Err(e) => {
+                    emb.set(&original)?;
+                    return Err(e);
+                }
+            };
+            direction = match g.get(emb.as_tensor()) {
+                Some(d) => d.clone(),
+                None => original.zeros_like()?,
+            };
+            last = Some(g);
+        }
+        emb.set(&original)?;
+        let vars = self.variables();
+        add_gradients(&mut grads, &last.expect("at least one step"), &vars)?;
+        Ok((value, grads, cols, view))
+    }
+
+    /// [`Session::gradients`] without adversarial training.
+    fn clean_gradients(&self, batch: &[&Example]) -> std::result::Result<Gradients, StepError> {
         if self.setup.kind == LossKind::CachedMnr && batch.len() > self.setup.mini_batch_size {
             return self.cached_gradients(batch);
         }

@@ -156,6 +156,7 @@ mod tests {
             Setting::EdaRates,
             Setting::BackTranslation,
             Setting::Crops,
+            Setting::Adversarial,
         ];
         for f in settings {
             assert_eq!(
