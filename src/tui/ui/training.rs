@@ -374,8 +374,12 @@ fn draw_run(
                 |p| p.display().to_string(),
             ),
         ),
+        ("extras", techniques(c)),
         ("output", c.output.display().to_string()),
     ] {
+        if k == "extras" && v.is_empty() {
+            continue;
+        }
         let k = tr(lang, &format!("run.cfg.{k}"));
         lines.push(Line::from(vec![
             Span::styled(pad_right(&k, 15), theme.dim()),
@@ -392,6 +396,38 @@ fn draw_run(
         },
     );
     frame.render_widget(Paragraph::new(Line::styled(keys, theme.dim())), hint);
+}
+
+/// The run's training techniques beyond loss and pooling, in one line (empty: none).
+fn techniques(c: &crate::train::config::TrainConfig) -> String {
+    let mut parts = Vec::new();
+    if c.loss == crate::train::losses::LossKind::CachedMnr {
+        parts.push(format!("mini-batch {}", c.mini_batch_size));
+    }
+    if c.gradient_accumulation_steps > 1 {
+        parts.push(format!("accumulation ×{}", c.gradient_accumulation_steps));
+    }
+    if !c.matryoshka_dims.is_empty() {
+        let dims: Vec<String> = c.matryoshka_dims.iter().map(ToString::to_string).collect();
+        parts.push(format!("matryoshka {}", dims.join(",")));
+    }
+    if let Some(d) = c.add_dense {
+        parts.push(format!("dense {} {}", d.dim, d.activation));
+    }
+    if let Some(a) = &c.augment {
+        parts.push(format!("augmented ×{}", a.copies));
+    }
+    if let Some(a) = c.adversarial {
+        parts.push(if a.steps <= 1 {
+            format!("FGM ε {}", a.epsilon)
+        } else {
+            format!("PGD {}×{} ε {}", a.steps, a.alpha, a.epsilon)
+        });
+    }
+    if let Some([lo, hi]) = c.crops {
+        parts.push(format!("crops {lo}-{hi}"));
+    }
+    parts.join(" · ")
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> [f64; 2] {
