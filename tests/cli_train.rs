@@ -381,3 +381,44 @@ fn export_python_refuses_what_python_lacks_and_writes_nothing() {
         "nothing written"
     );
 }
+
+/// `--eda-rates SR,RI,RS,RD` reads four numbers; the augmented copies go into exported rows.
+#[test]
+fn eda_rates_are_four_comma_separated_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("run.py");
+    let args = |rates: &str| {
+        bin()
+            .args([
+                "train",
+                "--model",
+                fixture("tiny-bert-st").to_str().unwrap(),
+                "--data",
+                &sample("scored-pairs.csv"),
+                "--loss",
+                "cosine",
+                "--output",
+                dir.path().join("out").to_str().unwrap(),
+                "--augment-copies",
+                "1",
+                "--eda-rates",
+                rates,
+                "--export-python",
+                script.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = args("0.2,0,0,0.1");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = std::fs::read_to_string(dir.path().join("run.train.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 600, "each row and its copy");
+    let o = args("0.2,0.1");
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--eda-rates") && e.contains("four rates"), "{e}");
+    let o = args("0,0,0,0");
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("nothing would change"), "{e}");
+}

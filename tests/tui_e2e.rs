@@ -110,8 +110,9 @@ fn train_from_the_form_then_compare_before_and_after() {
     let out = dir.path().join("run");
     let mut pty = spawn_here(&["--model", &tiny()], &[]);
     pty.open_training_form();
-    // Down to the output folder (the last field), type a fresh folder, then start.
-    for _ in 0..14 {
+    // Down to the output folder (the last field: the selection stops there), type a fresh
+    // folder, then start.
+    for _ in 0..30 {
         pty.send(b"j");
     }
     pty.send(b"\r\x15"); // Enter, Ctrl-U
@@ -145,7 +146,8 @@ fn sigterm_while_training_keeps_a_checkpoint_and_restores_the_terminal() {
         pty.send(b"j");
     }
     pty.send(b"\r\x15400\r");
-    for _ in 0..10 {
+    // On to the output folder, the last field.
+    for _ in 0..30 {
         pty.send(b"j");
     }
     pty.send(b"\r\x15");

@@ -122,9 +122,9 @@ pub struct TrainArgs {
     pub augment_copies: Option<usize>,
     /// EDA's rates: synonym replacement, random insertion, random swap, random deletion (each copy
     /// uses one operation whose rate is above 0). The synonyms: assets/synonyms/en.txt (CC0).
-    #[arg(long, value_delimiter = ',', num_args = 4, default_values_t = [0.1, 0.1, 0.1, 0.1],
-          requires = "augment_copies")]
-    pub eda_rates: Vec<f64>,
+    #[arg(long, value_name = "SR,RI,RS,RD", value_parser = parse_rates,
+          default_value = "0.1,0.1,0.1,0.1", requires = "augment_copies")]
+    pub eda_rates: [f64; 4],
     /// A `source, translation` file of paraphrases (back-translations): a training text found as
     /// a source is replaced by one of its translations in augmented copies.
     #[arg(long, value_name = "FILE", requires = "augment_copies")]
@@ -155,6 +155,17 @@ pub struct TrainArgs {
     /// The run's saved settings are used.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+}
+
+/// `--eda-rates`: four comma-separated numbers.
+fn parse_rates(s: &str) -> Result<[f64; 4], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{s}`: {e}"))?;
+    v.try_into()
+        .map_err(|v: Vec<f64>| format!("four rates SR,RI,RS,RD, not {}", v.len()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -209,12 +220,7 @@ impl TrainArgs {
         });
         c.augment = self.augment_copies.map(|copies| Augment {
             copies,
-            eda: [
-                self.eda_rates[0],
-                self.eda_rates[1],
-                self.eda_rates[2],
-                self.eda_rates[3],
-            ],
+            eda: self.eda_rates,
             back_translation: self.back_translation.clone(),
         });
         c.matryoshka_dims = self.matryoshka_dims.clone();
