@@ -19,6 +19,7 @@ use super::data::{DataKind, Dataset, Example};
 use super::losses::softmax_logits;
 use crate::analysis::embeddings::Embeddings;
 use crate::analysis::mining::{MiningOptions, paraphrase_mining};
+use crate::analysis::search::top_k_flat;
 use crate::analysis::similarity::Similarity;
 use crate::model::{Prompt, Result, SentenceEncoder};
 
@@ -117,20 +118,15 @@ fn column(
 /// The Python library's `TranslationEvaluator`: how often a source's nearest target (cosine)
 /// is its own translation, and the other way round.
 fn translation_accuracy(source: &[Vec<f32>], target: &[Vec<f32>]) -> Metrics {
-    let unit = |v: &[Vec<f32>]| Embeddings::from_rows(v).normalized();
-    let (s, t) = (unit(source), unit(target));
-    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-    let n = s.len();
+    let (s, t) = (Embeddings::from_rows(source), Embeddings::from_rows(target));
+    // The best hit of each row; equal scores go to the lower row, as torch.argmax's first maximum.
     let hits = |a: &Embeddings, b: &Embeddings| {
-        (0..n)
-            .filter(|&i| {
-                // torch.argmax: the first of equal maxima.
-                let row: Vec<f32> = (0..n).map(|j| dot(a.row(i), b.row(j))).collect();
-                let best = (0..n).fold(0, |m, j| if row[j] > row[m] { j } else { m });
-                best == i
-            })
+        let best = top_k_flat(a, b, 1, Similarity::Cosine);
+        best.iter()
+            .enumerate()
+            .filter(|(i, h)| h.first().is_some_and(|h| h.corpus_id == *i))
             .count() as f64
-            / n as f64
+            / a.len() as f64
     };
     let (src2trg, trg2src) = (hits(&s, &t), hits(&t, &s));
     vec![

@@ -315,12 +315,7 @@ fn add_dense_modules(
 pub fn export_python(config: &TrainConfig, script: &Path) -> Result<Vec<PathBuf>, TrainError> {
     rules::check_config(config).map_err(TrainError::Settings)?;
     let (dataset, eval_set) = TrainingRun::read_inputs(config, &Preloaded::default())?;
-    let mut encoder = load_encoder(&config.model, config)?;
-    let teacher = match config.loss {
-        LossKind::Mse => Some(load_teacher(config)?),
-        _ => None,
-    };
-    let add_dense = add_dense_modules(&mut encoder, config, teacher.as_ref())?;
+    let (encoder, _teacher, add_dense) = load_models(config)?;
     let prompts = column_prompts(&config.prompts, &dataset, &encoder)
         .iter()
         .map(|p| encoder.prompt_text(p))
@@ -356,6 +351,20 @@ pub fn export_python(config: &TrainConfig, script: &Path) -> Result<Vec<PathBuf>
         written.push(path);
     }
     Ok(written)
+}
+
+/// The models a new run starts from: the student with its new Dense modules, the teacher of a
+/// distillation run, and the Dense module added (for the settings checkpoints keep).
+fn load_models(
+    config: &TrainConfig,
+) -> Result<(SentenceEncoder, Option<SentenceEncoder>, Option<AddDense>), TrainError> {
+    let mut encoder = load_encoder(&config.model, config)?;
+    let teacher = match config.loss {
+        LossKind::Mse => Some(load_teacher(config)?),
+        _ => None,
+    };
+    let added = add_dense_modules(&mut encoder, config, teacher.as_ref())?;
+    Ok((encoder, teacher, added))
 }
 
 /// A run in progress.
@@ -418,13 +427,9 @@ impl<'a> TrainingRun<'a> {
         let (dataset, eval_set) = Self::read_inputs(&config, &preloaded)?;
         checkpoint::recover_run_folder(&config.output)?;
         rules::check_output(&config.output)?;
-        let mut encoder = load_encoder(&config.model, &config)?;
-        let teacher = match config.loss {
-            LossKind::Mse => Some(load_teacher(&config)?),
-            _ => None,
-        };
+        let (encoder, teacher, add_dense) = load_models(&config)?;
         let mut config = config;
-        config.add_dense = add_dense_modules(&mut encoder, &config, teacher.as_ref())?;
+        config.add_dense = add_dense;
         let mut run = Self::assemble(config, dataset, eval_set, encoder, None, sink)?;
         if let Some(teacher) = &teacher {
             run.distillation_targets(teacher)?;

@@ -525,13 +525,7 @@ impl Session {
             loss += value / n as f64;
             sentences += batch.len() * cols;
             view = batch_view;
-            total = Some(match total {
-                None => grads,
-                Some(mut sum) => {
-                    add_gradients(&mut sum, &grads, &vars)?;
-                    sum
-                }
-            });
+            accumulate(&mut total, grads, &vars)?;
         }
         let grads = total.expect("at least one micro-batch");
         // The mean gradient is the sum over n: its norm is the sum's over n, and the 1/n folds
@@ -745,13 +739,7 @@ impl Session {
             }
             let surrogate = surrogate.expect("a batch has columns");
             let grads = self.backward(&surrogate, recorded)?;
-            total = Some(match total {
-                None => grads,
-                Some(mut sum) => {
-                    add_gradients(&mut sum, &grads, &vars)?;
-                    sum
-                }
-            });
+            accumulate(&mut total, grads, &vars)?;
         }
         let grads = total.expect("a batch has rows");
         Ok((value, grads, upstream.len(), view))
@@ -790,6 +778,17 @@ fn finite_value(loss: &Tensor) -> std::result::Result<f64, StepError> {
         return Err(StepError::NonFinite(value));
     }
     Ok(value)
+}
+
+/// Starts `total` with `grads`, or adds them into it.
+fn accumulate(total: &mut Option<GradStore>, grads: GradStore, vars: &[Tensor]) -> Result<()> {
+    match total {
+        Some(sum) => add_gradients(sum, &grads, vars),
+        None => {
+            *total = Some(grads);
+            Ok(())
+        }
+    }
 }
 
 /// Adds the gradients of `vars` in `grads` into `sum`.

@@ -479,7 +479,7 @@ impl Form {
                 c.matryoshka_weights = matryoshka_weights.clone().unwrap_or_default();
             }
         }
-        c.augment = augment.flatten().and_then(|_| self.augment());
+        c.augment = self.augment();
         c.add_dense = add_dense.flatten().map(|dim| AddDense {
             dim,
             activation: activation.unwrap_or_default(),
