@@ -236,6 +236,10 @@ fn export_python_writes_a_script_that_runs_and_whose_model_loads_here() {
             &[
                 "--data",
                 &sample("pairs.tsv"),
+                "--data",
+                &sample("triplets.csv"),
+                "--multi-dataset-sampler",
+                "round-robin",
                 "--eval",
                 &sample("triplets-dev.csv"),
                 "--loss",
@@ -300,7 +304,23 @@ fn export_python_writes_a_script_that_runs_and_whose_model_loads_here() {
             .examples
             .len();
         assert_eq!(rows.lines().count(), expected, "{name}: one line per row");
+        // A second --data file: its own rows file, and a DatasetDict with the sampler.
+        let second = dir.path().join(format!("{name}.train2.jsonl"));
+        assert_eq!(second.exists(), name == "mnr", "{name}");
+        if name == "mnr" {
+            let rows = std::fs::read_to_string(&second).unwrap();
+            assert_eq!(rows.lines().count(), 200);
+            assert!(rows.starts_with("{\"anchor\":"), "{rows}");
+        }
         let text = std::fs::read_to_string(&script).unwrap();
+        if name == "mnr" {
+            assert!(
+                text.contains("DatasetDict({")
+                    && text.contains("multi_dataset_batch_sampler=\"round_robin\"")
+                    && text.contains("\"data2\": {\"anchor\": \"query: \"}"),
+                "{text}"
+            );
+        }
         let compiled = Command::new("python3")
             .args(["-m", "py_compile", script.to_str().unwrap()])
             .output()

@@ -1400,3 +1400,85 @@ fn adversarial_steps_perturb_the_word_embeddings_and_epsilon_zero_does_not() {
     r.unwrap();
     assert_eq!(losses(&events), losses(&again));
 }
+
+/// The first `rows` data rows of a sample file (header kept), written to `dir`.
+fn head_rows(file: &str, rows: usize, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(sample(file)).unwrap();
+    let kept: Vec<&str> = text.lines().take(rows + 1).collect();
+    let path = dir.join(format!("head-{file}"));
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    path
+}
+
+/// Several training files in one run: a file of pairs and a file of triplets (batches of
+/// different widths, so a batch that mixed them could not be embedded) with MNR.
+#[test]
+fn several_files_interleave_by_the_sampler_and_resume_on_the_same_batches() {
+    use sbert_tui::train::sampler::MultiSampler;
+    let dir = tempfile::tempdir().unwrap();
+    // 200 pairs (25 batches of 8) and 40 triplets (5 batches).
+    let triplets = head_rows("triplets.csv", 40, dir.path());
+    let base = |sampler, out: &str| {
+        let mut c = config("pairs.tsv", LossKind::Mnr, &dir.path().join(out));
+        c.more_data = vec![triplets.clone()];
+        c.sampler = sampler;
+        c.epochs = 2;
+        c
+    };
+    let started = |events: &[TrainEvent]| match &events[0] {
+        TrainEvent::Started {
+            total_steps,
+            examples,
+            data_kind,
+            ..
+        } => (*total_steps, *examples, data_kind.clone()),
+        e => panic!("{e:?}"),
+    };
+
+    // Round robin: 5 whole rounds of one batch of each file, per epoch.
+    let (r, events) = run(base(MultiSampler::RoundRobin, "rr"));
+    assert!(matches!(r.unwrap(), Outcome::Finished { .. }));
+    let (total, examples, kind) = started(&events);
+    assert_eq!(total, 2 * (5 * 2));
+    assert_eq!(examples, 240);
+    assert!(kind.contains(" + "), "{kind}");
+    assert_eq!(losses(&events).len(), 20);
+    let card = std::fs::read_to_string(dir.path().join("rr/README.md")).unwrap();
+    assert!(
+        card.contains("`pairs.tsv`: 200 rows")
+            && card.contains("`head-triplets.csv`: 40 rows")
+            && card.contains("MultiDatasetBatchSamplers.ROUND_ROBIN"),
+        "{card}"
+    );
+
+    // Proportional: every batch of both files once per epoch.
+    let c = base(MultiSampler::Proportional, "full");
+    let (r, events) = run(c.clone());
+    assert!(matches!(r.unwrap(), Outcome::Finished { .. }));
+    assert_eq!(started(&events).0, 2 * (25 + 5));
+
+    // Stopped inside the first epoch and resumed: the same batches, the same model.
+    let mut c = c;
+    c.output = dir.path().join("part");
+    assert!(matches!(
+        run_until(c, 17),
+        Outcome::Cancelled { step: 17, .. }
+    ));
+    let resume = Resume::open(&dir.path().join("part")).unwrap();
+    assert_eq!(resume.state.config.more_data, vec![triplets.clone()]);
+    let r = run::resume(resume, &mut |_| {}, &StopSignal::new()).unwrap();
+    assert!(matches!(r, Outcome::Finished { .. }));
+    assert_close(
+        &embed(&dir.path().join("part")),
+        &embed(&dir.path().join("full")),
+        1e-6,
+        "resumed vs uninterrupted, two files",
+    );
+
+    // Every file is checked against the loss, and named when it does not fit.
+    let mut c = base(MultiSampler::Proportional, "bad");
+    c.more_data.push(sample("scored-pairs.csv"));
+    let err = run(c).0.unwrap_err().to_string();
+    assert!(err.contains("scored-pairs.csv"), "{err}");
+    assert!(!dir.path().join("bad").exists());
+}

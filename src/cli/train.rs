@@ -17,6 +17,7 @@ use crate::train::events::TrainEvent;
 use crate::train::losses::{LossKind, TripletDistance};
 use crate::train::rules;
 use crate::train::run::{self, Outcome};
+use crate::train::sampler::MultiSampler;
 use crate::train::session::Adversarial;
 use crate::train::{data, eval as evaluators};
 
@@ -25,9 +26,16 @@ pub struct TrainArgs {
     /// Base model: folder or Hugging Face Hub id.
     #[arg(short, long, env = "SBERT_TUI_MODEL", default_value = model::DEFAULT_MODEL)]
     pub model: String,
-    /// Training data: .csv, .tsv or .jsonl with a header (see the README for the columns).
+    /// Training data: .csv, .tsv or .jsonl with a header (see the README for the columns), or
+    /// .txt (one sentence per line). Repeat for several files: each batch comes from one file,
+    /// the files interleaved by --multi-dataset-sampler.
     #[arg(long, required_unless_present = "resume")]
-    pub data: Option<PathBuf>,
+    pub data: Vec<PathBuf>,
+    /// How the batches of several --data files are interleaved: proportional (every batch of
+    /// every file once per epoch, files drawn in proportion to their size; the Python trainer's
+    /// default) or round-robin (one batch of each file in turn while every file has one left).
+    #[arg(long, default_value = "proportional")]
+    pub multi_dataset_sampler: MultiSampler,
     /// Loss: cosine, cosent, angle, mse, softmax, triplet, mnr, mnr-symmetric, simcse,
     /// contrastive, online-contrastive, margin-mse, cached-mnr.
     #[arg(long, required_unless_present = "resume")]
@@ -178,10 +186,12 @@ impl TrainArgs {
     fn config(&self) -> TrainConfig {
         let mut c = TrainConfig::new(
             &self.model,
-            self.data.clone().expect("required by clap"),
+            self.data.first().cloned().expect("required by clap"),
             self.loss.expect("required by clap"),
             self.output.clone().expect("required by clap"),
         );
+        c.more_data = self.data.iter().skip(1).cloned().collect();
+        c.sampler = self.multi_dataset_sampler;
         c.pooling = self.pooling.clone();
         c.epochs = self.epochs;
         c.batch_size = self.batch_size;

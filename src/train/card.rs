@@ -11,7 +11,8 @@ use crate::model::ModelInfo;
 
 pub struct CardInput<'a> {
     pub config: &'a TrainConfig,
-    pub dataset: &'a Dataset,
+    /// The training files (several: interleaved by `config.sampler`).
+    pub datasets: &'a [std::sync::Arc<Dataset>],
     pub eval_set: Option<&'a Dataset>,
     pub setup: &'a LossSetup,
     pub model: &'a ModelInfo,
@@ -81,19 +82,29 @@ pub fn model_card(c: &CardInput) -> String {
     let _ = writeln!(s, "| max sequence length | {} |\n", m.max_seq_length);
 
     let _ = writeln!(s, "## Data\n");
-    let d = c.dataset;
-    let _ = writeln!(
-        s,
-        "- training: `{}`: {} rows of {}{}",
-        file_name(&d.path),
-        d.examples.len(),
-        d.kind.describe(),
-        if d.scores_scaled {
-            "; scores on 0-5 divided by 5"
-        } else {
-            ""
-        }
-    );
+    for d in c.datasets {
+        let _ = writeln!(
+            s,
+            "- training: `{}`: {} rows of {}{}",
+            file_name(&d.path),
+            d.examples.len(),
+            d.kind.describe(),
+            if d.scores_scaled {
+                "; scores on 0-5 divided by 5"
+            } else {
+                ""
+            }
+        );
+    }
+    if c.datasets.len() > 1 {
+        let _ = writeln!(
+            s,
+            "- batches: each from one file, the files interleaved {} (sentence-transformers \
+             `MultiDatasetBatchSamplers.{}`)",
+            cfg.sampler,
+            cfg.sampler.python_name()
+        );
+    }
     if let Some(e) = c.eval_set {
         let _ = writeln!(
             s,

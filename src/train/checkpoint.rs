@@ -153,7 +153,7 @@ impl Resume {
 pub fn save(
     session: &Session,
     state: &TrainerState,
-    data: &Path,
+    data: &[&Path],
 ) -> Result<PathBuf, CheckpointError> {
     let dir = state.config.output.join("checkpoints");
     let path = dir.join(format!("checkpoint-{:06}", state.global_step));
@@ -163,7 +163,10 @@ pub fn save(
         state.global_step,
         state.total_steps,
         path.display(),
-        data.display()
+        data.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let optimizer = session
         .optimizer

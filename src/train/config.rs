@@ -72,6 +72,12 @@ pub struct TrainConfig {
     /// Base model: folder or Hub id.
     pub model: String,
     pub data: PathBuf,
+    /// More training files: their batches are interleaved with `data`'s by `sampler` (a batch
+    /// never mixes files).
+    #[serde(default)]
+    pub more_data: Vec<PathBuf>,
+    #[serde(with = "as_string", default)]
+    pub sampler: super::sampler::MultiSampler,
     #[serde(with = "as_string")]
     pub loss: LossKind,
     #[serde(with = "opt_string", default)]
@@ -194,6 +200,13 @@ impl std::str::FromStr for DenseActivation {
 }
 
 impl TrainConfig {
+    /// Every training file, `data` first.
+    pub fn data_files(&self) -> Vec<&std::path::Path> {
+        std::iter::once(self.data.as_path())
+            .chain(self.more_data.iter().map(PathBuf::as_path))
+            .collect()
+    }
+
     /// The Matryoshka weights, one per width (1 where none were given).
     pub fn matryoshka_weights(&self) -> Vec<f64> {
         if self.matryoshka_weights.is_empty() {
@@ -258,6 +271,8 @@ impl TrainConfig {
         Self {
             model: model.to_string(),
             data,
+            more_data: Vec::new(),
+            sampler: Default::default(),
             loss,
             pooling: None,
             epochs: 1,

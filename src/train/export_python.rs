@@ -22,11 +22,11 @@ use super::rules::{Setting, SettingError};
 pub struct ExportPlan<'a> {
     /// The settings, with local paths absolute.
     pub config: &'a TrainConfig,
-    /// The rows trained on (after supervised SimCSE's triplets were built).
-    pub train: &'a Dataset,
+    /// The rows trained on (after supervised SimCSE's triplets were built), file by file.
+    pub train: &'a [std::sync::Arc<Dataset>],
     pub eval: Option<&'a Dataset>,
-    /// The prompt text of each column of the training rows (by position), if any.
-    pub prompts: Vec<Option<String>>,
+    /// The prompt text of each column of each file's rows (by position), if any.
+    pub prompts: Vec<Vec<Option<String>>>,
     /// `1_Pooling/config.json` for `--pooling`, when the run replaces the model's pooling.
     pub pooling: Option<Value>,
     /// The Dense module the run adds (`--add-dense`, or distillation's projection).
@@ -36,21 +36,26 @@ pub struct ExportPlan<'a> {
 /// The files written: the script and its data, side by side.
 pub struct ExportFiles {
     pub script: String,
-    pub train_rows: String,
+    /// One per training file.
+    pub train_rows: Vec<String>,
     pub eval_rows: Option<String>,
 }
 
-/// `FILE.train.jsonl` (and `.eval.jsonl`) next to `FILE.py`.
-pub fn data_paths(script: &Path) -> (PathBuf, PathBuf) {
+/// `FILE.train.jsonl` (then `FILE.train2.jsonl`, ... for more training files) and
+/// `FILE.eval.jsonl`, next to `FILE.py`.
+pub fn data_paths(script: &Path, train_files: usize) -> (Vec<PathBuf>, PathBuf) {
     let stem = script
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     let dir = script.parent().unwrap_or(Path::new(""));
-    (
-        dir.join(format!("{stem}.train.jsonl")),
-        dir.join(format!("{stem}.eval.jsonl")),
-    )
+    let train = (0..train_files.max(1))
+        .map(|i| match i {
+            0 => dir.join(format!("{stem}.train.jsonl")),
+            i => dir.join(format!("{stem}.train{}.jsonl", i + 1)),
+        })
+        .collect();
+    (train, dir.join(format!("{stem}.eval.jsonl")))
 }
 
 /// The column names of a row kind, as the script's dataset has them. SimCSE's sentences become
@@ -255,7 +260,7 @@ pub fn render(plan: &ExportPlan, script_path: &Path) -> Result<ExportFiles, Sett
             "a pooling of ours, which the Python library does not have: it cannot be exported",
         ));
     }
-    let (train_path, eval_path) = data_paths(script_path);
+    let (train_paths, eval_path) = data_paths(script_path, plan.train.len());
     let file_name = |p: &Path| {
         p.file_name()
             .expect("a file")
@@ -282,7 +287,11 @@ The model is saved to the output folder; `sbert-tui encode --model OUTPUT` and t
         model = c.model,
         version = env!("CARGO_PKG_VERSION"),
         script = file_name(script_path),
-        train = file_name(&train_path),
+        train = train_paths
+            .iter()
+            .map(|p| file_name(p))
+            .collect::<Vec<_>>()
+            .join(", "),
         eval_note = if plan.eval.is_some() {
             format!(" and {}", file_name(&eval_path))
         } else {
@@ -296,7 +305,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                    SentenceTransformerTrainingArguments)
 
@@ -315,13 +324,18 @@ except ImportError:  # sentence-transformers 3 to 5
 HERE = Path(__file__).resolve().parent
 MODEL = {model}
 OUTPUT = {output}
-TRAIN = HERE / {train}
+TRAIN = [{train}]
 EVAL = {eval}
 
 
 def read_rows(path):
     with open(path, encoding=\"utf-8\") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def table(path, columns):
+    rows = read_rows(path)
+    return Dataset.from_dict({{k: [r[k] for r in rows] for k in columns}})
 
 
 def retrieval_evaluator(rows):
@@ -354,7 +368,11 @@ def insert_before_normalize(model, module):
 def main():",
         model = py(&c.model),
         output = py(&c.output.to_string_lossy()),
-        train = py(&file_name(&train_path)),
+        train = train_paths
+            .iter()
+            .map(|p| format!("HERE / {}", py(&file_name(p))))
+            .collect::<Vec<_>>()
+            .join(", "),
         eval = if plan.eval.is_some() {
             format!("HERE / {}", py(&file_name(&eval_path)))
         } else {
@@ -395,25 +413,49 @@ def main():",
              if isinstance(m, torch.nn.Dropout):\n            m.p = 0.0"
         );
     }
-    let _ = writeln!(w, "    train_rows = read_rows(TRAIN)");
-    let names = columns(plan.train.kind, c.loss);
-    let _ = writeln!(
-        w,
-        "    train_dataset = Dataset.from_dict({{k: [r[k] for r in train_rows] for k in {}}})",
-        py_list(names)
-    );
+    let names: Vec<&[&str]> = plan.train.iter().map(|d| columns(d.kind, c.loss)).collect();
+    // Several files: a DatasetDict (a batch never mixes files), named data1, data2, ...
+    let set_name = |i: usize| format!("data{}", i + 1);
+    let tables: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("table(TRAIN[{i}], {})", py_list(n)))
+        .collect();
+    if tables.len() == 1 {
+        let _ = writeln!(w, "    train_dataset = {}", tables[0]);
+    } else {
+        let items: Vec<String> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("        {}: {t},", py(&set_name(i))))
+            .collect();
+        let _ = writeln!(
+            w,
+            "    train_dataset = DatasetDict({{\n{}\n    }})",
+            items.join("\n")
+        );
+    }
     if c.loss == LossKind::Mse {
         let teacher = c.teacher.clone().unwrap_or_default();
         let _ = writeln!(
             w,
             "    # Distillation: the teacher's vectors of each sentence, computed once.\n    \
-             teacher = SentenceTransformer({})\n    \
-             labels = teacher.encode(train_dataset[{}], batch_size=64, convert_to_numpy=True)\n    \
-             train_dataset = train_dataset.add_column(\"label\", [list(map(float, v)) for v in labels])\n    \
-             del teacher",
+             teacher = SentenceTransformer({})\n\n    \
+             def with_labels(ds):\n        \
+             labels = teacher.encode(ds[{}], batch_size=64, convert_to_numpy=True)\n        \
+             return ds.add_column(\"label\", [list(map(float, v)) for v in labels])\n",
             py(&teacher),
-            py(names[0])
+            py(names[0][0])
         );
+        if tables.len() == 1 {
+            let _ = writeln!(w, "    train_dataset = with_labels(train_dataset)");
+        } else {
+            let _ = writeln!(
+                w,
+                "    train_dataset = DatasetDict({{k: with_labels(v) for k, v in train_dataset.items()}})"
+            );
+        }
+        let _ = writeln!(w, "    del teacher");
     }
     let dim_expr = "embedding_dimension(model)";
     let _ = writeln!(w, "    loss = {}", loss_code(c, dim_expr));
@@ -425,20 +467,40 @@ def main():",
         None => "    evaluator = None".to_string(),
     };
     let _ = writeln!(w, "{evaluator}");
-    // Prompts by column: the trainer's `prompts` takes texts by column name.
-    let prompts: Vec<(String, String)> = names
+    // Prompts by column: the trainer's `prompts` takes texts by column name (by dataset name,
+    // then column name, for several files).
+    let by_column = |names: &[&str], prompts: &[Option<String>]| -> Option<String> {
+        let items: Vec<String> = names
+            .iter()
+            .zip(prompts)
+            .filter_map(|(n, p)| p.as_ref().map(|p| format!("{}: {}", py(n), py(p))))
+            .collect();
+        (!items.is_empty()).then(|| format!("{{{}}}", items.join(", ")))
+    };
+    let per_file: Vec<Option<String>> = names
         .iter()
         .zip(&plan.prompts)
-        .filter_map(|(n, p)| p.as_ref().map(|p| (n.to_string(), p.clone())))
+        .map(|(n, p)| by_column(n, p))
         .collect();
-    let prompts = if prompts.is_empty() {
-        "None".to_string()
+    let prompts = match per_file.as_slice() {
+        [one] => one.clone().unwrap_or_else(|| "None".to_string()),
+        many if many.iter().all(Option::is_none) => "None".to_string(),
+        many => {
+            let items: Vec<String> = many
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|p| format!("{}: {p}", py(&set_name(i)))))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+    };
+    let sampler = if plan.train.len() > 1 {
+        format!(
+            "\n        multi_dataset_batch_sampler={},",
+            py(&c.sampler.python_name().to_ascii_lowercase())
+        )
     } else {
-        let items: Vec<String> = prompts
-            .iter()
-            .map(|(n, p)| format!("{}: {}", py(n), py(p)))
-            .collect();
-        format!("{{{}}}", items.join(", "))
+        String::new()
     };
     let (eval_strategy, eval_steps) = match (plan.eval.is_some(), c.eval_steps) {
         (true, Some(n)) => ("\"steps\"".to_string(), n.to_string()),
@@ -461,7 +523,7 @@ def main():",
         weight_decay={decay:?},
         max_grad_norm={clip:?},
         seed={seed},
-        prompts={prompts},
+        prompts={prompts},{sampler}
         eval_strategy={eval_strategy},
         eval_steps={eval_steps},
         save_strategy={save_strategy},
@@ -496,7 +558,7 @@ if __name__ == \"__main__\":
     );
     Ok(ExportFiles {
         script: s,
-        train_rows: rows_jsonl(plan.train, c.loss),
+        train_rows: plan.train.iter().map(|d| rows_jsonl(d, c.loss)).collect(),
         eval_rows: plan.eval.map(|e| rows_jsonl(e, c.loss)),
     })
 }

@@ -16,4 +16,5 @@ pub mod losses;
 pub mod optim;
 pub mod rules;
 pub mod run;
+pub mod sampler;
 pub mod session;

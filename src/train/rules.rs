@@ -188,9 +188,9 @@ pub fn check_config(c: &TrainConfig) -> Result<(), Vec<SettingError>> {
         "name a model folder or Hub id",
     );
     need(
-        !c.data.as_os_str().is_empty(),
+        c.data_files().iter().all(|p| !p.as_os_str().is_empty()),
         Setting::Data,
-        "name a .csv, .tsv or .jsonl file",
+        "name a .csv, .tsv, .jsonl or .txt file",
     );
     need(c.epochs >= 1, Setting::Epochs, "must be at least 1");
     need(c.batch_size >= 1, Setting::BatchSize, "must be at least 1");
@@ -404,10 +404,22 @@ fn names_a_folder(output: &Path) -> Result<(), SettingError> {
     }
 }
 
-/// Refuses a per-column prompt for a column the training data does not have (or has, but not
-/// as text), and two prompts for one column.
-pub fn check_prompts(prompts: &[ColumnPrompt], data: &Dataset) -> Result<(), SettingError> {
-    let columns = data.text_columns();
+/// Refuses a per-column prompt for a column no training file has (or has, but not as text), and
+/// two prompts for one column.
+pub fn check_prompts(prompts: &[ColumnPrompt], data: &[&Dataset]) -> Result<(), SettingError> {
+    let mut columns: Vec<String> = Vec::new();
+    for d in data {
+        for c in d.text_columns() {
+            if !columns.contains(&c) {
+                columns.push(c);
+            }
+        }
+    }
+    let files = data
+        .iter()
+        .map(|d| d.path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut seen: Vec<Option<&str>> = Vec::new();
     for p in prompts {
         let column = p.column.as_deref();
@@ -417,8 +429,7 @@ pub fn check_prompts(prompts: &[ColumnPrompt], data: &Dataset) -> Result<(), Set
             return Err(SettingError::new(
                 Setting::Prompts,
                 format!(
-                    "`{c}` is not a text column of {} (its text columns: {})",
-                    data.path.display(),
+                    "`{c}` is not a text column of {files} (text columns: {})",
                     columns.join(", ")
                 ),
             ));

@@ -16,10 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
-
 use super::card;
 use super::checkpoint::{
     self, CLASSIFIER_FILE, CheckpointError, OPTIMIZER_FILE, Resume, TrainerState,
@@ -32,6 +28,7 @@ use super::export_python;
 use super::losses::LossKind;
 use super::optim::{AdamWConfig, linear_schedule};
 use super::rules::{self, Setting, SettingError};
+use super::sampler::{self, EpochPlan};
 use super::session::{LossSetup, Session, StepError};
 use crate::model::atomic::write_folder_atomically;
 use crate::model::save::write_model;
@@ -142,18 +139,6 @@ fn read_data(path: &Path, preloaded: Option<&Arc<Dataset>>) -> Result<Arc<Datase
     }
 }
 
-/// The order of examples in an epoch: a shuffle seeded by (seed, epoch), so a resumed run sees
-/// the same batches.
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(
-        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(epoch as u64),
-    );
-    order.shuffle(&mut rng);
-    order
-}
-
 /// The settings as a checkpoint keeps them: every local path absolute, so `--resume` continues
 /// the same run from any working folder.
 fn absolute_paths(c: &TrainConfig) -> TrainConfig {
@@ -168,6 +153,7 @@ fn absolute_paths(c: &TrainConfig) -> TrainConfig {
     TrainConfig {
         model: spec(&c.model),
         data: abs(&c.data),
+        more_data: c.more_data.iter().map(|p| abs(p)).collect(),
         eval: c.eval.as_deref().map(abs),
         teacher: c.teacher.as_deref().map(spec),
         augment: c.augment.as_ref().map(|a| super::augment::Augment {
@@ -314,11 +300,16 @@ fn add_dense_modules(
 /// training. Returns the files written.
 pub fn export_python(config: &TrainConfig, script: &Path) -> Result<Vec<PathBuf>, TrainError> {
     rules::check_config(config).map_err(TrainError::Settings)?;
-    let (dataset, eval_set) = TrainingRun::read_inputs(config, &Preloaded::default())?;
+    let (datasets, eval_set) = TrainingRun::read_inputs(config, &Preloaded::default())?;
     let (encoder, _teacher, add_dense) = load_models(config)?;
-    let prompts = column_prompts(&config.prompts, &dataset, &encoder)
+    let prompts = datasets
         .iter()
-        .map(|p| encoder.prompt_text(p))
+        .map(|d| {
+            column_prompts(&config.prompts, d, &encoder)
+                .iter()
+                .map(|p| encoder.prompt_text(p))
+                .collect::<Result<Vec<_>, _>>()
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let config = absolute_paths(config);
     let info = encoder.info();
@@ -328,15 +319,16 @@ pub fn export_python(config: &TrainConfig, script: &Path) -> Result<Vec<PathBuf>
         .map(|p| crate::model::save::pooling_config(p, info.hidden_size, info.include_prompt));
     let plan = export_python::ExportPlan {
         config: &config,
-        train: &dataset,
+        train: &datasets,
         eval: eval_set.as_deref(),
         prompts,
         pooling,
         add_dense,
     };
     let files = export_python::render(&plan, script)?;
-    let (train_path, eval_path) = export_python::data_paths(script);
-    let mut outputs = vec![(train_path, files.train_rows)];
+    let (train_paths, eval_path) = export_python::data_paths(script, datasets.len());
+    let mut outputs: Vec<(PathBuf, String)> =
+        train_paths.into_iter().zip(files.train_rows).collect();
     if let Some(rows) = files.eval_rows {
         outputs.push((eval_path, rows));
     }
@@ -367,12 +359,18 @@ fn load_models(
     Ok((encoder, teacher, added))
 }
 
+/// The training files and the evaluation file, as a run reads them.
+type Inputs = (Vec<Arc<Dataset>>, Option<Arc<Dataset>>);
+
 /// A run in progress.
 pub struct TrainingRun<'a> {
     config: TrainConfig,
     /// `config` with absolute paths: what checkpoints record.
     saved_config: TrainConfig,
-    dataset: Arc<Dataset>,
+    /// The training files, `config.data` first.
+    datasets: Vec<Arc<Dataset>>,
+    /// The prompt of each column, for each file (the files' columns may differ).
+    prompts: Vec<Vec<Prompt>>,
     eval_set: Option<Arc<Dataset>>,
     session: Session,
     report: Reporter<'a>,
@@ -380,10 +378,10 @@ pub struct TrainingRun<'a> {
     total_steps: usize,
     warmup: usize,
     global_step: usize,
-    /// The epoch in progress (0-based) and its next batch.
+    /// The epoch in progress (0-based) and its next step.
     epoch: usize,
     batch_in_epoch: usize,
-    order: Vec<usize>,
+    plan: EpochPlan,
     evals: Vec<(usize, Metrics)>,
     losses: Vec<(usize, f64)>,
     last_checkpoint: Option<PathBuf>,
@@ -424,13 +422,13 @@ impl<'a> TrainingRun<'a> {
         sink: &'a mut dyn FnMut(&TrainEvent),
     ) -> Result<Self, TrainError> {
         rules::check_config(&config).map_err(TrainError::Settings)?;
-        let (dataset, eval_set) = Self::read_inputs(&config, &preloaded)?;
+        let (datasets, eval_set) = Self::read_inputs(&config, &preloaded)?;
         checkpoint::recover_run_folder(&config.output)?;
         rules::check_output(&config.output)?;
         let (encoder, teacher, add_dense) = load_models(&config)?;
         let mut config = config;
         config.add_dense = add_dense;
-        let mut run = Self::assemble(config, dataset, eval_set, encoder, None, sink)?;
+        let mut run = Self::assemble(config, datasets, eval_set, encoder, None, sink)?;
         if let Some(teacher) = &teacher {
             run.distillation_targets(teacher)?;
         }
@@ -449,9 +447,9 @@ impl<'a> TrainingRun<'a> {
     ) -> Result<Self, TrainError> {
         let config = resume.state.config.clone();
         rules::check_config(&config).map_err(TrainError::Settings)?;
-        let (dataset, eval_set) = Self::read_inputs(&config, &preloaded)?;
+        let (datasets, eval_set) = Self::read_inputs(&config, &preloaded)?;
         let encoder = load_encoder(&resume.dir.to_string_lossy(), &config)?;
-        let mut run = Self::assemble(config, dataset, eval_set, encoder, Some(&resume), sink)?;
+        let mut run = Self::assemble(config, datasets, eval_set, encoder, Some(&resume), sink)?;
         if run.config.loss == LossKind::Mse {
             let teacher = load_teacher(&run.config)?;
             run.distillation_targets(&teacher)?;
@@ -461,11 +459,40 @@ impl<'a> TrainingRun<'a> {
         Ok(run)
     }
 
+    /// Reads the training files (each checked against the loss and turned into what the run
+    /// trains on: SimCSE triplets from NLI, augmented copies) and the evaluation file.
     fn read_inputs(
         config: &TrainConfig,
         preloaded: &Preloaded,
-    ) -> Result<(Arc<Dataset>, Option<Arc<Dataset>>), TrainError> {
-        let mut dataset = read_data(&config.data, preloaded.data.as_ref())?;
+    ) -> Result<Inputs, TrainError> {
+        let mut datasets = Vec::new();
+        for (i, path) in config.data_files().into_iter().enumerate() {
+            let given = if i == 0 {
+                preloaded.data.as_ref()
+            } else {
+                None
+            };
+            datasets.push(Self::read_training_file(config, path, given)?);
+        }
+        let all: Vec<&Dataset> = datasets.iter().map(|d| d.as_ref()).collect();
+        rules::check_prompts(&config.prompts, &all)?;
+        let eval_set = match &config.eval {
+            Some(p) => {
+                let d = read_data(p, preloaded.eval.as_ref())?;
+                rules::check_eval(d.kind, &d.path, Some(config.loss))?;
+                Some(d)
+            }
+            None => None,
+        };
+        Ok((datasets, eval_set))
+    }
+
+    fn read_training_file(
+        config: &TrainConfig,
+        path: &Path,
+        preloaded: Option<&Arc<Dataset>>,
+    ) -> Result<Arc<Dataset>, TrainError> {
+        let mut dataset = read_data(path, preloaded)?;
         if config.crops.is_some() {
             // Documents become pairs of crops at each step.
             if dataset.kind != data::DataKind::Texts {
@@ -490,21 +517,12 @@ impl<'a> TrainingRun<'a> {
         if let Some(a) = &config.augment {
             dataset = Arc::new(super::augment::augment(&dataset, a, config.seed)?);
         }
-        rules::check_prompts(&config.prompts, &dataset)?;
-        let eval_set = match &config.eval {
-            Some(p) => {
-                let d = read_data(p, preloaded.eval.as_ref())?;
-                rules::check_eval(d.kind, &d.path, Some(config.loss))?;
-                Some(d)
-            }
-            None => None,
-        };
-        Ok((dataset, eval_set))
+        Ok(dataset)
     }
 
     fn assemble(
         config: TrainConfig,
-        dataset: Arc<Dataset>,
+        datasets: Vec<Arc<Dataset>>,
         eval_set: Option<Arc<Dataset>>,
         encoder: SentenceEncoder,
         resume: Option<&Resume>,
@@ -536,10 +554,15 @@ impl<'a> TrainingRun<'a> {
             config.seed,
             config.max_grad_norm,
         )?;
-        session.column_prompts = column_prompts(&config.prompts, &dataset, &session.encoder);
+        let prompts: Vec<Vec<Prompt>> = datasets
+            .iter()
+            .map(|d| column_prompts(&config.prompts, d, &session.encoder))
+            .collect();
+        session.column_prompts = prompts[0].clone();
         session.adversarial = config.adversarial;
-        let n = dataset.examples.len();
-        let steps_per_epoch = n.div_ceil(config.batch_size * config.gradient_accumulation_steps);
+        let plan_of = |epoch| Self::plan(&config, &datasets, epoch);
+        // Every epoch has as many steps (only the files' shuffles and the mix change).
+        let steps_per_epoch = plan_of(0).steps.len();
         let total_steps = steps_per_epoch * config.epochs;
         let (mut global_step, mut epoch, mut batch_in_epoch) = (0, 0, 0);
         let (mut evals, mut losses, mut last_checkpoint) = (Vec::new(), Vec::new(), None);
@@ -561,10 +584,11 @@ impl<'a> TrainingRun<'a> {
         }
         Ok(Self {
             saved_config: absolute_paths(&config),
-            order: epoch_order(n, config.seed, epoch),
+            plan: plan_of(epoch),
             warmup: (total_steps as f64 * config.warmup_ratio).ceil() as usize,
             config,
-            dataset,
+            datasets,
+            prompts,
             eval_set,
             session,
             report: Reporter { log: None, sink },
@@ -579,6 +603,18 @@ impl<'a> TrainingRun<'a> {
             started: Instant::now(),
             sentences_done: 0,
         })
+    }
+
+    /// The steps of `epoch`: each `batch_size × gradient_accumulation_steps` rows of one file.
+    fn plan(config: &TrainConfig, datasets: &[Arc<Dataset>], epoch: usize) -> EpochPlan {
+        let sizes: Vec<usize> = datasets.iter().map(|d| d.examples.len()).collect();
+        sampler::epoch_plan(
+            &sizes,
+            config.batch_size * config.gradient_accumulation_steps,
+            config.sampler,
+            config.seed,
+            epoch,
+        )
     }
 
     /// The teacher's vectors of every training sentence, computed once (distillation).
@@ -599,12 +635,14 @@ impl<'a> TrainingRun<'a> {
         }
         // The teacher's vector of each sentence (of each source, for parallel sentences), through
         // the vector cache: a second run, or a resumed one, on the same data reads them back.
-        let texts: Vec<String> = self
-            .dataset
-            .examples
-            .iter()
-            .map(|e| e.texts()[0].to_string())
-            .collect();
+        let mut texts: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for e in self.datasets.iter().flat_map(|d| &d.examples) {
+            let source = e.texts()[0];
+            if seen.insert(source) {
+                texts.push(source.to_string());
+            }
+        }
         let embedded = crate::corpus::embed::embed_texts(
             teacher,
             &texts,
@@ -630,8 +668,13 @@ impl<'a> TrainingRun<'a> {
             total_steps: self.total_steps,
             steps_per_epoch: self.steps_per_epoch,
             epochs: self.config.epochs,
-            examples: self.dataset.examples.len(),
-            data_kind: self.dataset.kind.describe().into(),
+            examples: self.datasets.iter().map(|d| d.examples.len()).sum(),
+            data_kind: self
+                .datasets
+                .iter()
+                .map(|d| d.kind.describe())
+                .collect::<Vec<_>>()
+                .join(" + "),
             loss: self.config.loss.name().into(),
             device: self.session.encoder.info().device.clone(),
             start_step: self.global_step,
@@ -728,24 +771,21 @@ impl<'a> TrainingRun<'a> {
         // One step: `gradient_accumulation_steps` micro-batches of `batch_size` (fewer at an
         // epoch's end).
         let bs = self.config.batch_size;
-        let rows = bs * self.config.gradient_accumulation_steps;
-        let start = self.batch_in_epoch * rows;
-        let end = (start + rows).min(self.order.len());
-        let dataset = self.dataset.clone();
+        let planned = self.plan.steps[self.batch_in_epoch].clone();
+        let rows = &self.plan.orders[planned.file][planned.rows];
+        let dataset = self.datasets[planned.file].clone();
+        self.session.column_prompts = self.prompts[planned.file].clone();
         let cropped: Vec<Example>;
         let examples: Vec<&Example> = match self.config.crops {
             Some(ratio) => {
-                let docs: Vec<(usize, &Example)> = self.order[start..end]
-                    .iter()
-                    .map(|&i| (i, &dataset.examples[i]))
-                    .collect();
-                cropped = super::augment::crop_pairs(&docs, ratio, self.config.seed, self.epoch);
+                let docs: Vec<(usize, &Example)> =
+                    rows.iter().map(|&i| (i, &dataset.examples[i])).collect();
+                // Each file draws its own crops (the seed moves with the file).
+                let seed = self.config.seed.wrapping_add(planned.file as u64);
+                cropped = super::augment::crop_pairs(&docs, ratio, seed, self.epoch);
                 cropped.iter().collect()
             }
-            None => self.order[start..end]
-                .iter()
-                .map(|&i| &dataset.examples[i])
-                .collect(),
+            None => rows.iter().map(|&i| &dataset.examples[i]).collect(),
         };
         let micro: Vec<&[&Example]> = examples.chunks(bs).collect();
         let lr = self.config.lr * linear_schedule(self.global_step, self.warmup, self.total_steps);
@@ -779,11 +819,11 @@ impl<'a> TrainingRun<'a> {
             batch: outcome.batch,
         })?;
         self.batch_in_epoch += 1;
-        let epoch_end = self.batch_in_epoch * rows >= self.order.len();
+        let epoch_end = self.batch_in_epoch >= self.plan.steps.len();
         if epoch_end {
             self.epoch += 1;
             self.batch_in_epoch = 0;
-            self.order = epoch_order(self.order.len(), self.config.seed, self.epoch);
+            self.plan = Self::plan(&self.config, &self.datasets, self.epoch);
         }
         let due = self
             .config
@@ -819,8 +859,7 @@ impl<'a> TrainingRun<'a> {
         if !finite_weights {
             return Err(self.diverged("the weights became non-finite", self.global_step));
         }
-        let probe: Vec<&str> = self
-            .dataset
+        let probe: Vec<&str> = self.datasets[0]
             .examples
             .iter()
             .take(4)
@@ -853,7 +892,8 @@ impl<'a> TrainingRun<'a> {
             evals: self.evals.clone(),
             losses: self.losses.clone(),
         };
-        let path = checkpoint::save(&self.session, &state, &self.dataset.path)?;
+        let files: Vec<&Path> = self.datasets.iter().map(|d| d.path.as_path()).collect();
+        let path = checkpoint::save(&self.session, &state, &files)?;
         self.report.emit(TrainEvent::Checkpoint {
             step: self.global_step,
             path: path.clone(),
@@ -881,7 +921,7 @@ impl<'a> TrainingRun<'a> {
         let final_metrics = self.evals.last().map(|e| e.1.clone()).unwrap_or_default();
         let card = card::model_card(&card::CardInput {
             config: &self.config,
-            dataset: &self.dataset,
+            datasets: &self.datasets,
             eval_set: self.eval_set.as_deref(),
             setup: &self.session.setup,
             model: self.session.encoder.info(),
