@@ -167,13 +167,7 @@ pub struct TrainArgs {
 
 /// `--eda-rates`: four comma-separated numbers.
 fn parse_rates(s: &str) -> Result<[f64; 4], String> {
-    let v: Vec<f64> = s
-        .split(',')
-        .map(|x| x.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("`{s}`: {e}"))?;
-    v.try_into()
-        .map_err(|v: Vec<f64>| format!("four rates SR,RI,RS,RD, not {}", v.len()))
+    Augment::parse_rates(s)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -33,6 +33,17 @@ impl Augment {
     /// EDA's suggested rates (alpha 0.1 for each operation).
     pub const DEFAULT_EDA: [f64; 4] = [0.1, 0.1, 0.1, 0.1];
 
+    /// Reads EDA's rates as typed: four comma-separated numbers `SR,RI,RS,RD`.
+    pub fn parse_rates(s: &str) -> Result<[f64; 4], String> {
+        let v: Vec<f64> = s
+            .split(',')
+            .map(|x| x.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("`{s}`: {e}"))?;
+        v.try_into()
+            .map_err(|v: Vec<f64>| format!("four rates SR,RI,RS,RD, not {}", v.len()))
+    }
+
     pub fn describe(&self) -> String {
         let mut parts = vec![format!("{} augmented copies of each row", self.copies)];
         if self.eda.iter().any(|r| *r > 0.0) {

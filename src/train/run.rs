@@ -461,10 +461,7 @@ impl<'a> TrainingRun<'a> {
 
     /// Reads the training files (each checked against the loss and turned into what the run
     /// trains on: SimCSE triplets from NLI, augmented copies) and the evaluation file.
-    fn read_inputs(
-        config: &TrainConfig,
-        preloaded: &Preloaded,
-    ) -> Result<Inputs, TrainError> {
+    fn read_inputs(config: &TrainConfig, preloaded: &Preloaded) -> Result<Inputs, TrainError> {
         let mut datasets = Vec::new();
         for (i, path) in config.data_files().into_iter().enumerate() {
             let given = if i == 0 {

@@ -31,6 +31,19 @@ pub struct Adversarial {
 }
 
 impl Adversarial {
+    /// FGM with the command line's default epsilon.
+    pub const FGM: Adversarial = Adversarial {
+        epsilon: 1.0,
+        steps: 1,
+        alpha: 0.3,
+    };
+    /// PGD with the command line's defaults: 3 steps of 0.3 within epsilon 1.
+    pub const PGD: Adversarial = Adversarial {
+        epsilon: 1.0,
+        steps: 3,
+        alpha: 0.3,
+    };
+
     pub fn describe(&self) -> String {
         if self.steps <= 1 {
             format!("FGM on the word embeddings, epsilon {}", self.epsilon)

@@ -60,7 +60,7 @@ pub struct DataFile {
 }
 
 /// The form's fields, in order.
-pub const FIELDS: [Setting; 21] = [
+pub const FIELDS: [Setting; 25] = [
     Setting::Model,
     Setting::Data,
     Setting::Loss,
@@ -81,6 +81,10 @@ pub const FIELDS: [Setting; 21] = [
     Setting::AddDense,
     Setting::DenseActivation,
     Setting::Augment,
+    Setting::EdaRates,
+    Setting::BackTranslation,
+    Setting::Crops,
+    Setting::Adversarial,
     Setting::Output,
 ];
 
@@ -88,13 +92,35 @@ pub const FIELDS: [Setting; 21] = [
 pub fn is_choice(f: Setting) -> bool {
     matches!(
         f,
-        Setting::Loss | Setting::Pooling | Setting::Device | Setting::DenseActivation
+        Setting::Loss
+            | Setting::Pooling
+            | Setting::Device
+            | Setting::DenseActivation
+            | Setting::Adversarial
     )
 }
 
 pub const MODEL_POOLING: &str = "model's own";
 const DEVICES: [&str; 4] = ["auto", "cpu", "cuda", "metal"];
 const DENSE_ACTIVATIONS: [&str; 3] = ["tanh", "relu", "identity"];
+/// The adversarial field's options: FGM and PGD at the command line's defaults.
+const ADVERSARIAL: [&str; 3] = ["off", "fgm", "pgd"];
+/// The in-batch losses that train on crops of unlabelled documents.
+const CROP_LOSSES: [LossKind; 3] = [LossKind::Mnr, LossKind::MnrSymmetric, LossKind::CachedMnr];
+
+/// Two comma- or space-separated numbers `MIN,MAX`.
+fn parse_pair(s: &str) -> Option<[f64; 2]> {
+    let v: Vec<f64> = s
+        .split([',', ' '])
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    v.try_into().ok()
+}
+
+fn format_rates(r: &[f64]) -> String {
+    r.iter().map(f64::to_string).collect::<Vec<_>>().join(",")
+}
 
 /// The training form: every value as typed, and what is wrong with it.
 #[derive(Debug, Clone)]
@@ -141,6 +167,9 @@ impl Form {
                     Setting::Eval => eval.to_string(),
                     Setting::Output => output.clone(),
                     Setting::DenseActivation => DENSE_ACTIVATIONS[0].to_string(),
+                    Setting::EdaRates => format_rates(&Augment::DEFAULT_EDA),
+                    Setting::Crops => format_rates(&crate::train::augment::CONTRIEVER_CROP),
+                    Setting::Adversarial => ADVERSARIAL[0].to_string(),
                     _ => String::new(),
                 };
                 (f, v)
@@ -178,10 +207,14 @@ impl Form {
 
     /// The fields shown: the teacher only for distillation, the mini-batch only for cached-mnr,
     /// Matryoshka widths only for losses that can be cut (not softmax or mse) and their weights
-    /// only once widths are typed, the activation only with an added Dense module.
+    /// only once widths are typed, the activation only with an added Dense module, EDA's rates
+    /// and back-translation only with augmented copies, crops only for an in-batch loss on
+    /// unlabelled documents.
     pub fn visible(&self) -> Vec<Setting> {
         let loss = self.get(Setting::Loss);
         let cut = !matches!(loss, "mse" | "softmax");
+        let augmenting = !self.get(Setting::Augment).trim().is_empty();
+        let crops = self.crops_apply();
         FIELDS
             .into_iter()
             .filter(|&f| match f {
@@ -192,27 +225,46 @@ impl Form {
                     cut && !self.get(Setting::MatryoshkaDims).trim().is_empty()
                 }
                 Setting::DenseActivation => !self.get(Setting::AddDense).trim().is_empty(),
+                Setting::EdaRates | Setting::BackTranslation => augmenting,
+                Setting::Crops => crops,
                 _ => true,
             })
             .collect()
     }
 
-    /// The augmentation the Augment field asks for (EDA at its default rates), if any.
+    /// True when the run cuts crops: an in-batch loss on unlabelled documents.
+    fn crops_apply(&self) -> bool {
+        let texts = matches!(&self.data, Some(Ok(d)) if d.summary.kind == DataKind::Texts);
+        texts
+            && self
+                .get(Setting::Loss)
+                .parse::<LossKind>()
+                .is_ok_and(|l| CROP_LOSSES.contains(&l))
+    }
+
+    /// The augmentation the fields ask for, if any (rates that do not parse: the defaults; the
+    /// check refuses them).
     fn augment(&self) -> Option<Augment> {
         let copies = self.get(Setting::Augment).trim().parse::<usize>().ok()?;
-        (copies > 0).then_some(Augment {
+        let back = self.get(Setting::BackTranslation).trim();
+        (copies > 0).then(|| Augment {
             copies,
-            eda: Augment::DEFAULT_EDA,
-            back_translation: None,
+            eda: Augment::parse_rates(self.get(Setting::EdaRates)).unwrap_or(Augment::DEFAULT_EDA),
+            back_translation: (!back.is_empty()).then(|| PathBuf::from(back)),
         })
     }
 
-    /// The augmented copies of the data's first row, as the run will make them (up to three),
-    /// each as its text columns.
+    /// The augmented copies of the data's first row (up to three), each as its text columns: as
+    /// the run makes them, except that back-translation (a file read when the run starts) is
+    /// left out of the preview.
     pub fn augment_preview(&self) -> Vec<Vec<String>> {
-        let (Some(Ok(d)), Some(a)) = (&self.data, self.augment()) else {
+        let (Some(Ok(d)), Some(mut a)) = (&self.data, self.augment()) else {
             return Vec::new();
         };
+        a.back_translation = None;
+        if a.eda.iter().all(|r| *r == 0.0) {
+            return Vec::new();
+        }
         let seed = self.get(Setting::Seed).trim().parse().unwrap_or(42);
         let (Ok(mut aug), Some(first)) = (Augmenter::new(&a, seed), d.dataset.examples.first())
         else {
@@ -237,6 +289,12 @@ impl Form {
     /// The losses offered: those that fit the data when it has been read, else all.
     pub fn losses(&self) -> Vec<LossKind> {
         match &self.data {
+            // Unlabelled documents also train in-batch losses on crops of themselves.
+            Some(Ok(d)) if d.summary.kind == DataKind::Texts => {
+                let mut l = d.summary.kind.losses().to_vec();
+                l.extend(CROP_LOSSES);
+                l
+            }
             Some(Ok(d)) => d.summary.kind.losses().to_vec(),
             _ => LossKind::ALL.to_vec(),
         }
@@ -254,6 +312,7 @@ impl Form {
                 .collect(),
             Setting::Device => DEVICES.iter().map(|d| d.to_string()).collect(),
             Setting::DenseActivation => DENSE_ACTIVATIONS.iter().map(|d| d.to_string()).collect(),
+            Setting::Adversarial => ADVERSARIAL.iter().map(|d| d.to_string()).collect(),
             _ => Vec::new(),
         }
     }
@@ -397,6 +456,36 @@ impl Form {
             augment.is_some(),
             "empty (none) or the augmented copies of each row, at least 1",
         );
+        let eda_rates = Augment::parse_rates(&text(Setting::EdaRates)).ok();
+        parsed(
+            Setting::EdaRates,
+            eda_rates.is_some(),
+            "four rates SR,RI,RS,RD, such as 0.1,0.1,0.1,0.1",
+        );
+        let back = text(Setting::BackTranslation);
+        parsed(
+            Setting::BackTranslation,
+            back.is_empty() || Path::new(&back).is_file(),
+            "empty (none) or a `source, translation` file that exists",
+        );
+        let crops_apply = self.crops_apply();
+        let crops = parse_pair(&text(Setting::Crops));
+        parsed(
+            Setting::Crops,
+            crops.is_some() || !crops_apply,
+            "two ratios MIN,MAX of a document's words, such as 0.1,0.5",
+        );
+        let adversarial = match text(Setting::Adversarial).as_str() {
+            "off" => Some(None),
+            "fgm" => Some(Some(crate::train::session::Adversarial::FGM)),
+            "pgd" => Some(Some(crate::train::session::Adversarial::PGD)),
+            _ => None,
+        };
+        parsed(
+            Setting::Adversarial,
+            adversarial.is_some(),
+            "off, fgm or pgd",
+        );
         let activation = text(Setting::DenseActivation)
             .parse::<DenseActivation>()
             .ok();
@@ -441,6 +530,7 @@ impl Form {
             }
         };
         if let (Some(d), Some(l)) = (&data, loss)
+            && !crops_apply
             && let Err(e) = rules::check_data(d.summary.kind, &d.dataset.path, l)
         {
             errs.push(e);
@@ -480,6 +570,8 @@ impl Form {
             }
         }
         c.augment = self.augment();
+        c.crops = crops.filter(|_| crops_apply);
+        c.adversarial = adversarial.flatten();
         c.add_dense = add_dense.flatten().map(|dim| AddDense {
             dim,
             activation: activation.unwrap_or_default(),
@@ -516,6 +608,9 @@ impl Form {
             && matryoshka_weights.is_some()
             && add_dense.is_some()
             && augment.is_some()
+            && eda_rates.is_some()
+            && (crops.is_some() || !crops_apply)
+            && adversarial.is_some()
             && activation.is_some();
         if !errs.is_empty() || !all_parsed {
             self.errors = errs;
@@ -630,10 +725,102 @@ mod tests {
         assert!(f.visible().contains(&Setting::DenseActivation));
         f.set(Setting::Data, "t.csv".into());
         f.data_inspected("t.csv", Ok(dataset("t.csv", DataKind::Texts, 3)), false);
-        assert_eq!(f.losses(), vec![LossKind::SimCse, LossKind::Mse]);
+        // Unlabelled sentences: SimCSE, distillation, and in-batch losses on crops.
+        assert_eq!(
+            f.losses(),
+            vec![
+                LossKind::SimCse,
+                LossKind::Mse,
+                LossKind::Mnr,
+                LossKind::MnrSymmetric,
+                LossKind::CachedMnr
+            ]
+        );
+        assert_eq!(
+            f.get(Setting::Loss),
+            "mnr",
+            "still fits: crops of the documents"
+        );
+        assert!(f.visible().contains(&Setting::Crops));
+        f.set(Setting::Loss, "simcse".into());
         f.cycle(Setting::Loss, true);
         assert_eq!(f.get(Setting::Loss), "mse");
         assert!(f.visible().contains(&Setting::Teacher));
+        assert!(!f.visible().contains(&Setting::Crops));
+    }
+
+    #[test]
+    fn augmentation_crops_and_adversarial_fields_reach_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Form::new("m", dir.path().join("o").to_string_lossy().into_owned());
+        f.set(Setting::Data, "d.csv".into());
+        f.data_inspected(
+            "d.csv",
+            Ok(dataset("d.csv", DataKind::ScoredPairs, 4)),
+            false,
+        );
+        f.set(Setting::Eval, String::new());
+        // EDA's rates and back-translation show only with augmented copies; crops never for
+        // scored pairs.
+        let v = f.visible();
+        assert!(!v.contains(&Setting::EdaRates) && !v.contains(&Setting::BackTranslation));
+        assert!(!v.contains(&Setting::Crops) && v.contains(&Setting::Adversarial));
+        f.set(Setting::Augment, "2".into());
+        assert!(f.visible().contains(&Setting::EdaRates));
+        assert_eq!(f.get(Setting::EdaRates), "0.1,0.1,0.1,0.1");
+        f.set(Setting::EdaRates, "0.2,0,0".into());
+        f.set(Setting::BackTranslation, "no-such-file.tsv".into());
+        f.cycle(Setting::Adversarial, true);
+        assert!(f.validate().is_none());
+        assert_eq!(
+            f.error(Setting::EdaRates),
+            Some("four rates SR,RI,RS,RD, such as 0.1,0.1,0.1,0.1")
+        );
+        assert!(
+            f.error(Setting::BackTranslation)
+                .unwrap()
+                .contains("exists")
+        );
+        // Every rate 0 and no back-translation: refused by the run's rules, on the field.
+        f.set(Setting::EdaRates, "0,0,0,0".into());
+        f.set(Setting::BackTranslation, String::new());
+        assert!(f.validate().is_none());
+        assert!(
+            f.error(Setting::EdaRates)
+                .unwrap()
+                .contains("nothing would change")
+        );
+        assert!(f.augment_preview().is_empty(), "no EDA: nothing to preview");
+        let back = dir.path().join("bt.tsv");
+        std::fs::write(&back, "source\ttranslation\na0\tan a0\n").unwrap();
+        f.set(Setting::EdaRates, "0.2,0,0,0.1".into());
+        f.set(
+            Setting::BackTranslation,
+            back.to_string_lossy().into_owned(),
+        );
+        let (c, _) = f.validate().expect("valid");
+        let a = c.augment.unwrap();
+        assert_eq!((a.copies, a.eda), (2, [0.2, 0.0, 0.0, 0.1]));
+        assert_eq!(a.back_translation.as_deref(), Some(back.as_path()));
+        let adv = c.adversarial.unwrap();
+        assert_eq!((adv.steps, adv.epsilon), (1, 1.0), "fgm");
+        assert_eq!(c.crops, None);
+        f.cycle(Setting::Adversarial, true);
+        assert_eq!(f.validate().unwrap().0.adversarial.unwrap().steps, 3, "pgd");
+
+        // Crops: an in-batch loss on unlabelled documents, the field's ratios.
+        f.set(Setting::Augment, String::new());
+        f.set(Setting::Data, "t.csv".into());
+        f.data_inspected("t.csv", Ok(dataset("t.csv", DataKind::Texts, 4)), false);
+        f.set(Setting::Loss, "mnr".into());
+        f.set(Setting::BatchSize, "2".into());
+        assert_eq!(f.validate().expect("valid").0.crops, Some([0.1, 0.5]));
+        f.set(Setting::Crops, "0.6,0.2".into());
+        assert!(f.validate().is_none());
+        assert!(f.error(Setting::Crops).unwrap().contains("MIN <= MAX"));
+        f.set(Setting::Crops, "half".into());
+        assert!(f.validate().is_none());
+        assert!(f.error(Setting::Crops).unwrap().contains("two ratios"));
     }
 
     #[test]

@@ -69,12 +69,14 @@ fn field_value(form: &Form, f: Setting, lang: Lang) -> String {
     let v = form.get(f);
     if f == Setting::Pooling && v == MODEL_POOLING {
         format!("◀ {} ▶", tr(lang, "run.models_own"))
+    } else if f == Setting::Adversarial && v == "off" {
+        format!("◀ {} ▶", tr(lang, "form.switched_off"))
     } else if is_choice(f) {
         format!("◀ {v} ▶")
     } else if v.is_empty() {
         match f {
             Setting::MaxSeqLength => tr(lang, "form.models_length").into_owned(),
-            Setting::Eval | Setting::AddDense | Setting::Augment => {
+            Setting::Eval | Setting::AddDense | Setting::Augment | Setting::BackTranslation => {
                 tr(lang, "form.none").into_owned()
             }
             Setting::MatryoshkaDims => tr(lang, "form.off").into_owned(),
@@ -179,7 +181,12 @@ fn draw_form(form: &Form, lang: Lang, theme: &Theme, frame: &mut Frame, area: Re
         }
         let augmented = form.augment_preview();
         if !augmented.is_empty() {
-            lines.push(Line::styled(tr(lang, "form.augmented"), theme.dim()));
+            let heading = if form.get(Setting::BackTranslation).trim().is_empty() {
+                "form.augmented"
+            } else {
+                "form.augmented_eda_only"
+            };
+            lines.push(Line::styled(tr(lang, heading), theme.dim()));
             for row in &augmented {
                 lines.push(Line::raw(text::clip(
                     &format!("  {}", row.join(" │ ")),
