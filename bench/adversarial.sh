@@ -3,7 +3,8 @@
 # fine-tuned on STS-B train (cosine loss, 1 epoch, batch 16, lr 2e-5, seed 42), then STS-B dev
 # Spearman on the clean dev set and on a noisy copy (seeded typos: in each word of 4 letters or
 # more, with probability 0.15, two neighbouring letters swapped or one letter dropped). Python's
-# library has no FGM, so this compares our runs only. About 10 minutes on 2 cores.
+# library has no FGM, so this compares our runs only. RUNS picks the runs (default: plain fgm
+# pgd). About 30 minutes on 2 cores (PGD's three perturbed passes make it the slowest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-$(nproc)}
@@ -42,9 +43,10 @@ spearman() {
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 printf '%-34s %12s %12s %10s\n' run "dev x100" "noisy x100" seconds
 printf '%-34s %12s %12s %10s\n' "base model" "$(spearman "$MODEL" $DEV)" "$(spearman "$MODEL" $NOISY)" -
-for run in plain fgm; do
+for run in ${RUNS:-plain fgm pgd}; do
   extra=()
   [ $run = fgm ] && extra=(--adversarial fgm --adv-epsilon "$EPS")
+  [ $run = pgd ] && extra=(--adversarial pgd --adv-epsilon "$EPS" --pgd-steps 3 --pgd-alpha 0.3)
   rm -rf "$OUT/$run"
   start=$(date +%s.%N)
   $BIN train --model "$MODEL" --data sample_data/stsb/sts-train.csv --loss cosine --epochs 1 \

@@ -130,6 +130,10 @@ pub struct ModelArgs {
     /// Keep only the first N dimensions of each vector (Matryoshka models).
     #[arg(long)]
     pub truncate_dim: Option<usize>,
+    /// Inference precision: f32 (exact, the default) or int8 (dynamic quantisation of the
+    /// linear layers: faster on the CPU, cosine with the f32 vectors above 0.99; BERT family).
+    #[arg(long, default_value = "f32")]
+    pub precision: model::Precision,
 }
 
 impl ModelArgs {
@@ -147,6 +151,7 @@ impl ModelArgs {
                 pooling: self.pooling.clone(),
                 max_seq_length: self.max_seq_length,
                 truncate_dim: self.truncate_dim,
+                precision: self.precision,
             },
         )
         .with_context(|| format!("cannot load model `{}`", self.model))?;
@@ -255,6 +260,7 @@ pub fn run_ui(args: UiArgs) -> Result<()> {
         device: args.model.device,
         max_seq_length: args.model.max_seq_length,
         truncate_dim: args.model.truncate_dim,
+        precision: args.model.precision,
         prompt,
         sentences,
     })
@@ -391,6 +397,14 @@ fn info(args: InfoArgs) -> Result<()> {
     writeln!(out, "normalize       {}", i.normalize)?;
     writeln!(out, "dimension       {}", i.embedding_dim)?;
     writeln!(out, "similarity      {}", i.similarity)?;
+    if i.precision != model::Precision::F32 {
+        writeln!(
+            out,
+            "precision       {} (int8 kernel: {})",
+            i.precision,
+            model::cpu::quant::Int8Kernel::best().name()
+        )?;
+    }
     let prompts: Vec<String> = i
         .prompts
         .iter()

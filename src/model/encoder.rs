@@ -26,6 +26,38 @@ pub struct LoadOptions {
     pub max_seq_length: Option<usize>,
     /// Keeps the first N dimensions of every vector (`truncate_dim` in Python).
     pub truncate_dim: Option<usize>,
+    /// Inference precision (float32 unless asked).
+    pub precision: Precision,
+}
+
+/// The arithmetic of inference: float32 (exact, the default), or int8 dynamic quantisation of
+/// the linear layers (`model/cpu/quant.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    Int8,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "int8" | "i8" => Ok(Precision::Int8),
+            "bf16" => Err("bf16 is not implemented yet (f32 or int8)".into()),
+            other => Err(format!("unknown precision `{other}` (f32 or int8)")),
+        }
+    }
 }
 
 /// Which prompt goes before each text (the prompts of `config_sentence_transformers.json`).
@@ -82,6 +114,8 @@ pub struct ModelInfo {
     pub include_prompt: bool,
     /// How the model compares vectors (`similarity_fn_name`).
     pub similarity: Similarity,
+    /// Inference precision.
+    pub precision: Precision,
 }
 
 /// A module after the transformer, as the saver sees it.
@@ -158,7 +192,10 @@ impl SentenceEncoder {
     pub fn load(folder: &Path, options: &LoadOptions) -> Result<Self> {
         let layout = ModelLayout::read(folder)?;
         let device = options.device.open()?;
-        let transformer = families::load(&layout.transformer_dir, &device)?;
+        let mut transformer = families::load(&layout.transformer_dir, &device)?;
+        transformer
+            .set_precision(options.precision)
+            .map_err(ModelError::Invalid)?;
         let hidden = transformer.hidden_size();
 
         let max_seq_length = options
@@ -250,6 +287,7 @@ impl SentenceEncoder {
             default_prompt_name: layout.st_config.default_prompt_name.clone(),
             include_prompt: layout.include_prompt,
             similarity: layout.st_config.similarity,
+            precision: options.precision,
         };
         Ok(Self {
             info,

@@ -26,7 +26,9 @@ pub mod vocab;
 pub mod weights;
 
 pub use device::DeviceChoice;
-pub use encoder::{LoadOptions, ModelInfo, Pipeline, PipelineToken, Prompt, SentenceEncoder};
+pub use encoder::{
+    LoadOptions, ModelInfo, Pipeline, PipelineToken, Precision, Prompt, SentenceEncoder,
+};
 pub use error::{ModelError, Result};
 pub use layers::{DropoutRng, Mode};
 pub use pooling::{PoolingMode, PoolingSpec};

@@ -69,6 +69,18 @@ pub trait Transformer: Send + Sync {
     fn backward(&self, _tape: Tape, _grad_tokens: &[f32]) -> candle_core::Result<WeightGrads> {
         candle_core::bail!("{} has no hand-written backward pass", self.model_type())
     }
+    /// Sets the precision of inference (`--precision`); refused where the family has no such
+    /// path. Training always runs in float32.
+    fn set_precision(&mut self, precision: super::Precision) -> Result<(), String> {
+        match precision {
+            super::Precision::F32 => Ok(()),
+            p => Err(format!(
+                "--precision {p} covers the BERT family (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, \
+                 MPNet) on the CPU, not {}",
+                self.model_type()
+            )),
+        }
+    }
     /// True when the model has a decoder that [`Transformer::decoder_first`] runs.
     fn has_decoder(&self) -> bool {
         false

@@ -228,6 +228,7 @@ fn load_encoder(spec: &str, config: &TrainConfig) -> Result<SentenceEncoder, Tra
             pooling: config.pooling.clone(),
             max_seq_length: config.max_seq_length,
             truncate_dim: None,
+            precision: model::Precision::F32,
         },
     )?)
 }

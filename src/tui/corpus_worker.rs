@@ -382,6 +382,7 @@ impl<F: Fn(CorpusEvent) -> bool> Worker<F> {
                 pooling,
                 max_seq_length: self.options.max_seq_length,
                 truncate_dim: self.options.truncate_dim,
+                precision: self.options.precision,
             },
         )
         .map_err(|e| e.to_string())?;

@@ -54,6 +54,7 @@ pub struct TuiOptions {
     pub device: DeviceChoice,
     pub max_seq_length: Option<usize>,
     pub truncate_dim: Option<usize>,
+    pub precision: crate::model::Precision,
     /// The prompt to start with.
     pub prompt: crate::model::Prompt,
     pub sentences: Vec<String>,
@@ -306,6 +307,7 @@ pub fn run(options: TuiOptions) -> Result<()> {
             device: options.device,
             max_seq_length: options.max_seq_length,
             truncate_dim: options.truncate_dim,
+            precision: options.precision,
         },
     );
     let corpus_requests = corpus_worker::spawn(
@@ -315,6 +317,7 @@ pub fn run(options: TuiOptions) -> Result<()> {
             device: options.device,
             max_seq_length: options.max_seq_length,
             truncate_dim: options.truncate_dim,
+            precision: options.precision,
         },
         Some(crate::corpus::cache::VectorCache::default_root()),
     );

@@ -18,6 +18,7 @@ pub struct WorkerOptions {
     pub device: model::DeviceChoice,
     pub max_seq_length: Option<usize>,
     pub truncate_dim: Option<usize>,
+    pub precision: model::Precision,
 }
 
 /// Starts the worker; events go through `send` (wrapped by `wrap` into the UI's event type).
@@ -314,6 +315,7 @@ fn serve(
                         pooling,
                         max_seq_length: options.max_seq_length,
                         truncate_dim: options.truncate_dim,
+                        precision: options.precision,
                     };
                     let enc = model::load(&spec, &source, &options).map_err(|e| e.to_string())?;
                     enc.prompt_text(&prompt).map_err(|e| e.to_string())?;

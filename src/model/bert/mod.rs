@@ -526,6 +526,10 @@ pub struct Bert {
     varmap: VarMap,
     /// Checkpoint names no module asked for (warned about, not fatal).
     unexpected: Vec<String>,
+    /// Inference precision of the fused CPU path.
+    precision: crate::model::Precision,
+    /// The linear layers quantised, made at the first int8 forward pass.
+    int8: std::sync::OnceLock<Vec<fused::Int8Layer>>,
 }
 
 impl Bert {
@@ -574,6 +578,8 @@ impl Bert {
             relative,
             varmap,
             unexpected,
+            precision: crate::model::Precision::F32,
+            int8: std::sync::OnceLock::new(),
         })
     }
 
@@ -623,6 +629,17 @@ impl Transformer for Bert {
 
     fn unexpected_weights(&self) -> &[String] {
         &self.unexpected
+    }
+
+    fn set_precision(&mut self, precision: crate::model::Precision) -> Result<(), String> {
+        if precision != crate::model::Precision::F32
+            && !self.embeddings.word.weight().device().is_cpu()
+        {
+            return Err(format!("--precision {precision} runs on the CPU only"));
+        }
+        self.precision = precision;
+        self.int8 = std::sync::OnceLock::new();
+        Ok(())
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {

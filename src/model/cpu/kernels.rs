@@ -739,7 +739,7 @@ impl Out {
     }
 
     #[inline(always)]
-    fn write(self, idx: usize, v: f32) {
+    pub(crate) fn write(self, idx: usize, v: f32) {
         assert!(idx < self.len, "output index out of range");
         // SAFETY: in bounds (checked), and exclusive per `Out::new`'s contract.
         unsafe { *self.ptr.add(idx) = v }
