@@ -87,7 +87,15 @@ fn int8_runs_for_the_bert_family_and_is_refused_elsewhere() {
         .err()
         .unwrap_or_else(|| panic!("{name}: int8 accepted"))
         .to_string();
-        assert!(err.contains("--precision int8 covers the BERT family"), "{err}");
+        assert!(
+            err.contains("--precision int8 covers the BERT family"),
+            "{err}"
+        );
     }
-    assert!("bf16".parse::<Precision>().unwrap_err().contains("not implemented"));
+    assert!(
+        "bf16"
+            .parse::<Precision>()
+            .unwrap_err()
+            .contains("not implemented")
+    );
 }

@@ -579,6 +579,18 @@ impl<'a> TrainingRun<'a> {
                 rng.set_position(s.dropout_position.parse().unwrap_or(0));
             }
             last_checkpoint = Some(r.dir.clone());
+            if batch_in_epoch >= steps_per_epoch {
+                return Err(SettingError::new(
+                    Setting::Data,
+                    format!(
+                        "the checkpoint is at step {} of an epoch, but the data now make {} \
+                         steps per epoch: the training files changed since it was saved",
+                        batch_in_epoch + 1,
+                        steps_per_epoch
+                    ),
+                )
+                .into());
+            }
         }
         Ok(Self {
             saved_config: absolute_paths(&config),

@@ -46,7 +46,11 @@ fn summary(m: &Loaded) -> ModelSummary {
     let i = m.encoder.info();
     ModelSummary {
         name: m.name.clone(),
-        device: i.device.clone(),
+        // `cpu int8` where the explorer runs quantised.
+        device: match i.precision {
+            model::Precision::F32 => i.device.clone(),
+            p => format!("{} {p}", i.device),
+        },
         dim: i.embedding_dim,
         pooling: i.pooling.to_string(),
         max_seq_length: i.max_seq_length,

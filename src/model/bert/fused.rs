@@ -91,7 +91,15 @@ fn product(
 ) -> candle_core::Result<()> {
     match int8 {
         Some(q) => quant::qmatmul_wt(dst, dst_rs, input, rows, q),
-        None => kernels::matmul_wt(dst, dst_rs, input, rows, k, Data::of(lin.weight())?.get(), n),
+        None => kernels::matmul_wt(
+            dst,
+            dst_rs,
+            input,
+            rows,
+            k,
+            Data::of(lin.weight())?.get(),
+            n,
+        ),
     }
     Ok(())
 }

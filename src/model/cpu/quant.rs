@@ -233,7 +233,8 @@ fn columns(
             let mut acc = [[0i32; 2]; 4];
             let a: [&[u8]; 4] =
                 std::array::from_fn(|r| &q.data[(i + r.min(rows - 1)) * kp..][..kp]);
-            let b: [&[i8]; 2] = std::array::from_fn(|c| &w.data[(j + c.min(cols - 1)) * kp..][..kp]);
+            let b: [&[i8]; 2] =
+                std::array::from_fn(|c| &w.data[(j + c.min(cols - 1)) * kp..][..kp]);
             match kernel {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `qmatmul_wt_with` checked the CPU runs AVX2; every slice is `kp` long,
@@ -319,7 +320,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
             })
             .collect()
