@@ -45,6 +45,9 @@ export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$T
 timed() { /usr/bin/time -f "%M" -o "$1" "${@:2}"; }
 echo "encode: sbert-tui..." >&2
 timed "$OUT/rss-encode-rust" "$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" > "$OUT/encode-rust.json"
+echo "encode: sbert-tui int8..." >&2
+"$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" --precision int8 > "$OUT/encode-rust-int8.json"
+INT8_KERNEL=$(./target/release/sbert-tui info --model "$MODEL" --precision int8 | sed -n 's/.*int8 kernel: \(.*\))$/\1/p')
 echo "encode: sentence-transformers..." >&2
 timed "$OUT/rss-encode-python" .venv-ref/bin/python bench/encode_python.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" > "$OUT/encode-python.json" 2>/dev/null
 ONNX=${ONNX:-1}
@@ -58,9 +61,9 @@ echo "training steps: sbert-tui..." >&2
 timed "$OUT/rss-train-rust" "$TRAIN_BIN" --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" > "$OUT/train-step-rust.json"
 echo "training steps: sentence-transformers..." >&2
 timed "$OUT/rss-train-python" .venv-ref/bin/python bench/train_step_python.py --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" --threads "$THREADS" > "$OUT/train-step-python.json" 2>/dev/null
-.venv-ref/bin/python - "$OUT" "$THREADS" "$MODEL" "$ENCODE_GOAL" "$TRAIN_GOAL" <<'PY' | tee "$RESULTS"
+.venv-ref/bin/python - "$OUT" "$THREADS" "$MODEL" "$ENCODE_GOAL" "$TRAIN_GOAL" "$INT8_KERNEL" <<'PY' | tee "$RESULTS"
 import json, os, platform, subprocess, sys
-out, threads, model, encode_goal, train_goal = sys.argv[1:6]
+out, threads, model, encode_goal, train_goal, int8_kernel = sys.argv[1:7]
 last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
 er, ep = last(f"{out}/encode-rust.json"), last(f"{out}/encode-python.json")
 tr, tp = last(f"{out}/train-step-rust.json"), last(f"{out}/train-step-python.json")
@@ -83,6 +86,13 @@ row("single-sentence latency, p95 (ms)", er["latency_ms_p95"], ep["latency_ms_p9
 row(f"training steps/s, cosine loss, batch 16, {tr['steps']} steps", tr["steps_per_second"], tp["steps_per_second"], "{:.2f}", f">= {train_goal}x")
 row("peak RSS while encoding (MiB)", rss("encode-rust"), rss("encode-python"), "{:.0f}", "")
 row("peak RSS while training (MiB)", rss("train-rust"), rss("train-python"), "{:.0f}", "<= 1.0x")
+ei = last(f"{out}/encode-rust-int8.json")
+print(f"\nKernels: f32 products through gemm (batches) and the unpacked AVX2/FMA kernel (up to 48 rows); "
+      f"int8: {int8_kernel}.\n")
+print("| measure | sbert-tui int8 | sbert-tui f32 | ratio |")
+print("|---|---|---|---|")
+print(f"| encode throughput (sentences/s) | {ei['sentences_per_second']:.1f} | {er['sentences_per_second']:.1f} | {ei['sentences_per_second'] / er['sentences_per_second']:.2f}x |")
+print(f"| single-sentence latency, median (ms) | {ei['latency_ms_median']:.2f} | {er['latency_ms_median']:.2f} | {ei['latency_ms_median'] / er['latency_ms_median']:.2f}x |")
 if os.path.exists(f"{out}/encode-onnx.json") and os.path.getsize(f"{out}/encode-onnx.json"):
     onnx = {j["engine"]: j for j in map(json.loads, open(f"{out}/encode-onnx.json").read().split("\n")[:-1])}
     f32, i8 = onnx["onnxruntime-fp32"], onnx["onnxruntime-int8"]

@@ -2,6 +2,7 @@
 //! excluded). Run through `bench/encode.sh`, which runs the Python library beside it.
 //!
 //! Usage: cargo bench --bench encode -- --model DIR --input FILE [--batch-size 32] [--latency 200]
+//!        [--precision f32|int8]
 //! Prints one JSON object.
 
 use std::time::Instant;
@@ -42,6 +43,8 @@ fn main() {
         &LoadOptions {
             device: arg(&args, "--device")
                 .map_or(Default::default(), |d| d.parse().expect("--device")),
+            precision: arg(&args, "--precision")
+                .map_or(Default::default(), |p| p.parse().expect("--precision")),
             ..LoadOptions::default()
         },
     )
