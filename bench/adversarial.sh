@@ -7,15 +7,8 @@
 # pgd). About 30 minutes on 2 cores (PGD's three perturbed passes make it the slowest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-$(nproc)}
+source bench/common.sh adversarial
 EPS=${EPS:-1.0}
-OUT=bench/out/adversarial
-mkdir -p "$OUT"
-cargo build -q --release
-BIN=./target/release/sbert-tui
-MODEL=${MODEL:-$($BIN info | awk '$1 == "folder" { $1 = ""; sub(/^ +/, ""); print }')}
-export RAYON_NUM_THREADS=$THREADS
-DEV=sample_data/stsb/sts-dev.csv
 NOISY=$OUT/sts-dev-typos.csv
 python3 - "$DEV" "$NOISY" <<'PY'
 import csv, random, sys
@@ -36,13 +29,9 @@ with open(sys.argv[2], "w", encoding="utf-8", newline="") as f:
                     "sentence2": " ".join(map(typo, r["sentence2"].split())),
                     "score": r["score"]})
 PY
-spearman() {
-  $BIN eval --model "$1" --data "$2" --format json 2>/dev/null |
-    python3 -c 'import json,sys; print(round(100 * json.load(sys.stdin)["metrics"]["spearman_cosine"], 2))'
-}
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 printf '%-34s %12s %12s %10s\n' run "dev x100" "noisy x100" seconds
-printf '%-34s %12s %12s %10s\n' "base model" "$(spearman "$MODEL" $DEV)" "$(spearman "$MODEL" $NOISY)" -
+printf '%-34s %12s %12s %10s\n' "base model" "$(metric "$MODEL" $DEV)" "$(metric "$MODEL" $NOISY)" -
 for run in ${RUNS:-plain fgm pgd}; do
   extra=()
   [ $run = fgm ] && extra=(--adversarial fgm --adv-epsilon "$EPS")
@@ -54,5 +43,5 @@ for run in ${RUNS:-plain fgm pgd}; do
     >/dev/null 2>&1
   secs=$(python3 -c "import time; print(round(time.time() - $start))")
   printf '%-34s %12s %12s %10s\n' "$run${extra[*]:+ (${extra[*]})}" \
-    "$(spearman "$OUT/$run" $DEV)" "$(spearman "$OUT/$run" $NOISY)" "$secs"
+    "$(metric "$OUT/$run" $DEV)" "$(metric "$OUT/$run" $NOISY)" "$secs"
 done

@@ -6,15 +6,8 @@
 # so this compares our runs only. A few minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-$(nproc)}
+source bench/common.sh augment
 SEEDS=${SEEDS:-42 7 1}
-OUT=bench/out/augment
-mkdir -p "$OUT"
-cargo build -q --release
-BIN=./target/release/sbert-tui
-MODEL=${MODEL:-$($BIN info | awk '$1 == "folder" { $1 = ""; sub(/^ +/, ""); print }')}
-export RAYON_NUM_THREADS=$THREADS
-DEV=sample_data/stsb/sts-dev.csv
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 printf '%-28s %s\n' "run" "STS-B dev Spearman x100 (seeds: $SEEDS)"
 # "0x3": no augmentation but 3 epochs, as many steps as 2 copies (is it the data or the steps?).
@@ -28,8 +21,7 @@ for copies in 0 0x3 2 4; do
     $BIN train --model "$MODEL" --data sample_data/scored-pairs.csv --loss cosine \
       --batch-size 16 --lr 2e-5 --seed "$seed" --device cpu --output "$OUT/run" "${extra[@]}" \
       >/dev/null 2>&1
-    s=$($BIN eval --model "$OUT/run" --data $DEV --format json 2>/dev/null |
-      python3 -c 'import json,sys; print(round(100 * json.load(sys.stdin)["metrics"]["spearman_cosine"], 2))')
+    s=$(metric "$OUT/run")
     line="$line $s"
   done
   mean=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(round(sum(v)/len(v), 2))" $line)

@@ -10,14 +10,7 @@
 # on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-$(nproc)}
-OUT=bench/out/crops
-mkdir -p "$OUT"
-cargo build -q --release
-BIN=./target/release/sbert-tui
-MODEL=${MODEL:-$($BIN info | awk '$1 == "folder" { $1 = ""; sub(/^ +/, ""); print }')}
-export RAYON_NUM_THREADS=$THREADS
-DEV=sample_data/stsb/sts-dev.csv
+source bench/common.sh crops
 python3 - sample_data/stsb/sts-train.csv $DEV "$OUT/docs.txt" "$OUT/retrieval.tsv" <<'PY'
 import csv, sys
 train = list(csv.DictReader(open(sys.argv[1], encoding="utf-8")))
@@ -30,10 +23,6 @@ with open(sys.argv[4], "w", encoding="utf-8") as f:
     for r in dev:
         f.write(f"{r['sentence1']}\t{r['sentence2']}\n")
 PY
-metric() { # model, data, metric name
-  $BIN eval --model "$1" --data "$2" --format json 2>/dev/null |
-    python3 -c "import json,sys; m=json.load(sys.stdin)['metrics']; k=next(k for k in m if k.endswith('$3')); print(round(100 * m[k], 2))"
-}
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 printf '%-34s %16s %18s\n' run "STS-B dev x100" "retrieval NDCG@10"
 printf '%-34s %16s %18s\n' "base model" "$(metric "$MODEL" $DEV spearman_cosine)" "$(metric "$MODEL" "$OUT/retrieval.tsv" ndcg@10)"

@@ -8,16 +8,9 @@
 # and the two model folders: MODEL (student) and TEACHER. About 25 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-$(nproc)}
+source bench/common.sh distillation
 PY=${PYTHON_REF:-.venv-ref/bin/python}
-OUT=bench/out/distillation
-mkdir -p "$OUT"
-cargo build -q --release
-BIN=./target/release/sbert-tui
-MODEL=${MODEL:-$($BIN info | awk '$1 == "folder" { $1 = ""; sub(/^ +/, ""); print }')}
 TEACHER=${TEACHER:?set TEACHER to an all-mpnet-base-v2 folder}
-export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
-DEV=sample_data/stsb/sts-dev.csv
 python3 - sample_data/stsb/sts-train.csv "$OUT/sentences.txt" <<'PY'
 import csv, sys
 seen = []
@@ -28,10 +21,6 @@ for r in csv.DictReader(open(sys.argv[1], encoding="utf-8")):
 with open(sys.argv[2], "w", encoding="utf-8") as f:
     f.write("\n".join(seen[:4000]) + "\n")
 PY
-spearman() {
-  $BIN eval --model "$1" --data $DEV --format json 2>/dev/null |
-    python3 -c 'import json,sys; print(round(100 * json.load(sys.stdin)["metrics"]["spearman_cosine"], 2))'
-}
 # Mean cosine of a model's STS-B dev vectors with the teacher's (the distillation target).
 python3 -c 'import csv,sys; rows=list(csv.DictReader(open(sys.argv[1]))); print("\n".join(sorted({s for r in rows for s in (r["sentence1"], r["sentence2"])})))' \
   $DEV > "$OUT/dev-sentences.txt"
@@ -57,7 +46,7 @@ start=$(date +%s.%N)
 CUDA_VISIBLE_DEVICES= $PY "$OUT/run.py" >"$OUT/python.log" 2>&1
 py_s=$(python3 -c "import time; print(round(time.time() - $start))")
 printf '%-40s %14s %22s %8s\n' run "STS-B dev x100" "cosine with teacher" seconds
-printf '%-40s %14s %22s %8s\n' "teacher (all-mpnet-base-v2)" "$(spearman "$TEACHER")" 1 -
-printf '%-40s %14s %22s %8s\n' "student before (all-MiniLM-L6-v2)" "$(spearman "$MODEL")" "- (384 wide)" -
-printf '%-40s %14s %22s %8s\n' "sbert-tui distilled" "$(spearman "$OUT/ours")" "$(nearness "$OUT/ours")" "$ours_s"
-printf '%-40s %14s %22s %8s\n' "Python 6.2 distilled (exported script)" "$(spearman "$OUT/python")" "$(nearness "$OUT/python")" "$py_s"
+printf '%-40s %14s %22s %8s\n' "teacher (all-mpnet-base-v2)" "$(metric "$TEACHER")" 1 -
+printf '%-40s %14s %22s %8s\n' "student before (all-MiniLM-L6-v2)" "$(metric "$MODEL")" "- (384 wide)" -
+printf '%-40s %14s %22s %8s\n' "sbert-tui distilled" "$(metric "$OUT/ours")" "$(nearness "$OUT/ours")" "$ours_s"
+printf '%-40s %14s %22s %8s\n' "Python 6.2 distilled (exported script)" "$(metric "$OUT/python")" "$(nearness "$OUT/python")" "$py_s"

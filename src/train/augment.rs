@@ -343,6 +343,13 @@ impl Augmenter {
 /// Contriever's crop lengths (Izacard et al. 2022): a span of 10% to 50% of the document.
 pub const CONTRIEVER_CROP: [f64; 2] = [0.1, 0.5];
 
+/// The in-batch losses that train on pairs of crops.
+pub const CROP_LOSSES: [super::losses::LossKind; 3] = [
+    super::losses::LossKind::Mnr,
+    super::losses::LossKind::MnrSymmetric,
+    super::losses::LossKind::CachedMnr,
+];
+
 /// An independent random crop of `doc`: a span of words whose length is a `ratio` (uniform in
 /// `[ratio[0], ratio[1]]`) of the document's words, at least one, starting anywhere it fits.
 pub fn crop(doc: &str, ratio: [f64; 2], rng: &mut impl Rng) -> String {

@@ -355,10 +355,7 @@ pub fn check_config(c: &TrainConfig) -> Result<(), Vec<SettingError>> {
             "two ratios MIN,MAX with 0 < MIN <= MAX <= 1, such as 0.1,0.5",
         );
         need(
-            matches!(
-                c.loss,
-                LossKind::Mnr | LossKind::MnrSymmetric | LossKind::CachedMnr
-            ),
+            super::augment::CROP_LOSSES.contains(&c.loss),
             Setting::Crops,
             "crops are positive pairs for an in-batch loss: mnr, mnr-symmetric or cached-mnr",
         );

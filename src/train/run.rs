@@ -558,9 +558,9 @@ impl<'a> TrainingRun<'a> {
             .collect();
         session.column_prompts = prompts[0].clone();
         session.adversarial = config.adversarial;
-        let plan_of = |epoch| Self::plan(&config, &datasets, epoch);
         // Every epoch has as many steps (only the files' shuffles and the mix change).
-        let steps_per_epoch = plan_of(0).steps.len();
+        let plan = Self::plan(&config, &datasets, resume.map_or(0, |r| r.state.epoch));
+        let steps_per_epoch = plan.steps.len();
         let total_steps = steps_per_epoch * config.epochs;
         let (mut global_step, mut epoch, mut batch_in_epoch) = (0, 0, 0);
         let (mut evals, mut losses, mut last_checkpoint) = (Vec::new(), Vec::new(), None);
@@ -594,7 +594,7 @@ impl<'a> TrainingRun<'a> {
         }
         Ok(Self {
             saved_config: absolute_paths(&config),
-            plan: plan_of(epoch),
+            plan,
             warmup: (total_steps as f64 * config.warmup_ratio).ceil() as usize,
             config,
             datasets,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::{DeviceChoice, PoolingMode};
-use crate::train::augment::{Augment, Augmenter};
+use crate::train::augment::{Augment, Augmenter, CROP_LOSSES};
 use crate::train::config::{AddDense, DenseActivation, TrainConfig};
 use crate::train::data::{DataKind, Dataset, Example, NLI_LABELS};
 use crate::train::losses::LossKind;
@@ -105,8 +105,6 @@ const DEVICES: [&str; 4] = ["auto", "cpu", "cuda", "metal"];
 const DENSE_ACTIVATIONS: [&str; 3] = ["tanh", "relu", "identity"];
 /// The adversarial field's options: FGM and PGD at the command line's defaults.
 const ADVERSARIAL: [&str; 3] = ["off", "fgm", "pgd"];
-/// The in-batch losses that train on crops of unlabelled documents.
-const CROP_LOSSES: [LossKind; 3] = [LossKind::Mnr, LossKind::MnrSymmetric, LossKind::CachedMnr];
 
 /// Two comma- or space-separated numbers `MIN,MAX`.
 fn parse_pair(s: &str) -> Option<[f64; 2]> {
