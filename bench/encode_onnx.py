@@ -8,9 +8,11 @@ dynamic batch and length); tokenisation (the model's fast tokenizer), mean pooli
 Normalize module run in numpy around the session, so only mean-pooling models are supported.
 int8: onnxruntime.quantization.quantize_dynamic (per-channel int8 weights, activations quantised
 per call). Prints one JSON object per precision, with the mean cosine of its vectors to the fp32
-export's and the lowest cosine to the Python library's own vectors (first 200 sentences).
+export's, the lowest cosine to the Python library's own vectors (first 200 sentences) and, with
+--stsb, the Spearman correlation of the pairs' cosines with the gold scores of an STS-B file.
 
     python bench/encode_onnx.py --model DIR --input FILE [--threads 2] [--out bench/out/onnx]
+        [--stsb sample_data/stsb/sts-dev.csv]
 """
 import argparse
 import json
@@ -28,6 +30,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)
 p.add_argument("--input", required=True)
 p.add_argument("--batch-size", type=int, default=32)
+p.add_argument("--stsb", help="an STS-B csv (sentence1, sentence2, score) to score each precision on")
 p.add_argument("--latency", type=int, default=200)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--out", default="bench/out/onnx")
@@ -126,6 +129,17 @@ for precision, path in [("fp32", fp32_path), ("int8", int8_path)]:
         encode(sess, [s])
         lat.append((time.perf_counter() - t) * 1000)
     lat.sort()
+    spearman = None
+    if a.stsb:
+        import csv
+        from scipy.stats import spearmanr
+        rows = list(csv.DictReader(open(a.stsb, encoding="utf-8")))
+        all_vectors = {}
+        for col in ("sentence1", "sentence2"):
+            texts = [r[col] for r in rows]
+            all_vectors[col] = unit(np.concatenate([encode(sess, texts[i : i + a.batch_size]) for i in range(0, len(texts), a.batch_size)]))
+        cosines = (all_vectors["sentence1"] * all_vectors["sentence2"]).sum(1)
+        spearman = float(spearmanr(cosines, [float(r["score"]) for r in rows]).statistic)
     print(json.dumps({
         "engine": f"onnxruntime-{precision}", "onnxruntime": ort.__version__,
         "sentences": len(sentences), "batch_size": a.batch_size,
@@ -133,5 +147,5 @@ for precision, path in [("fp32", fp32_path), ("int8", int8_path)]:
         "latency_ms_median": statistics.median(lat),
         "latency_ms_p95": lat[round((len(lat) - 1) * 0.95)],
         "mean_cosine_to_fp32": cos,
-        "min_cosine_to_python": cos_py, "threads": a.threads,
+        "min_cosine_to_python": cos_py, "threads": a.threads, "stsb_spearman": spearman,
     }), flush=True)

@@ -5,9 +5,11 @@
 #   - single-sentence latency: median and p95 over the first 200 of them;
 #   - training steps/second: cosine loss, batch 16, the same 60 batches (file order), dropout on;
 #   - peak memory (RSS) of each process;
+#   - --precision bf16 and int8 next to f32: encode throughput, latency and STS-B dev Spearman,
+#     and the kernels the CPU chose for them;
 #   - ONNX Runtime beside them (bench/encode_onnx.py): an fp32 export of the same model and its
-#     dynamically quantised int8 export, encode throughput and latency (ONNX=0 to skip; needs
-#     `onnx` and `onnxruntime` in .venv-ref, installed on first use).
+#     dynamically quantised int8 export, encode throughput, latency and STS-B dev Spearman
+#     (ONNX=0 to skip; needs `onnx` and `onnxruntime` in .venv-ref, installed on first use).
 # Prints a table with both numbers and the ratio, and writes it to bench/out/results.md.
 #
 #   bench/run.sh                  # THREADS=, N=, STEPS= to change the defaults
@@ -45,9 +47,16 @@ export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$T
 timed() { /usr/bin/time -f "%M" -o "$1" "${@:2}"; }
 echo "encode: sbert-tui..." >&2
 timed "$OUT/rss-encode-rust" "$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" > "$OUT/encode-rust.json"
-echo "encode: sbert-tui int8..." >&2
-"$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" --precision int8 > "$OUT/encode-rust-int8.json"
-INT8_KERNEL=$(./target/release/sbert-tui info --model "$MODEL" --precision int8 | sed -n 's/.*int8 kernel: \(.*\))$/\1/p')
+STSB_DEV=sample_data/stsb/sts-dev.csv
+for p in bf16 int8; do
+  echo "encode: sbert-tui $p..." >&2
+  "$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" --precision $p > "$OUT/encode-rust-$p.json"
+done
+KERNELS=$(for p in bf16 int8; do ./target/release/sbert-tui info --model "$MODEL" --precision $p | sed -n 's/.*(\(.* kernel: .*\))$/\1/p'; done | paste -sd ';' | sed 's/;/; /g')
+echo "quality: STS-B dev Spearman for each precision..." >&2
+for p in f32 bf16 int8; do
+  ./target/release/sbert-tui eval --model "$MODEL" --data "$STSB_DEV" --precision $p | awk '$1 == "spearman_cosine" { print $2 }' > "$OUT/stsb-$p"
+done
 echo "encode: sentence-transformers..." >&2
 timed "$OUT/rss-encode-python" .venv-ref/bin/python bench/encode_python.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" > "$OUT/encode-python.json" 2>/dev/null
 ONNX=${ONNX:-1}
@@ -55,15 +64,15 @@ rm -f "$OUT/encode-onnx.json"
 if [ "$ONNX" = 1 ]; then
   .venv-ref/bin/python -c "import onnx, onnxruntime" 2>/dev/null || .venv-ref/bin/pip install -q onnx onnxruntime
   echo "encode: ONNX Runtime fp32 and int8..." >&2
-  .venv-ref/bin/python bench/encode_onnx.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" --out "$OUT/onnx-$(basename "$MODEL")" > "$OUT/encode-onnx.json" 2>/dev/null
+  .venv-ref/bin/python bench/encode_onnx.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" --out "$OUT/onnx-$(basename "$MODEL")" --stsb "$STSB_DEV" > "$OUT/encode-onnx.json" 2>/dev/null
 fi
 echo "training steps: sbert-tui..." >&2
 timed "$OUT/rss-train-rust" "$TRAIN_BIN" --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" > "$OUT/train-step-rust.json"
 echo "training steps: sentence-transformers..." >&2
 timed "$OUT/rss-train-python" .venv-ref/bin/python bench/train_step_python.py --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" --threads "$THREADS" > "$OUT/train-step-python.json" 2>/dev/null
-.venv-ref/bin/python - "$OUT" "$THREADS" "$MODEL" "$ENCODE_GOAL" "$TRAIN_GOAL" "$INT8_KERNEL" <<'PY' | tee "$RESULTS"
+.venv-ref/bin/python - "$OUT" "$THREADS" "$MODEL" "$ENCODE_GOAL" "$TRAIN_GOAL" "$KERNELS" <<'PY' | tee "$RESULTS"
 import json, os, platform, subprocess, sys
-out, threads, model, encode_goal, train_goal, int8_kernel = sys.argv[1:7]
+out, threads, model, encode_goal, train_goal, kernels = sys.argv[1:7]
 last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
 er, ep = last(f"{out}/encode-rust.json"), last(f"{out}/encode-python.json")
 tr, tp = last(f"{out}/train-step-rust.json"), last(f"{out}/train-step-python.json")
@@ -86,21 +95,25 @@ row("single-sentence latency, p95 (ms)", er["latency_ms_p95"], ep["latency_ms_p9
 row(f"training steps/s, cosine loss, batch 16, {tr['steps']} steps", tr["steps_per_second"], tp["steps_per_second"], "{:.2f}", f">= {train_goal}x")
 row("peak RSS while encoding (MiB)", rss("encode-rust"), rss("encode-python"), "{:.0f}", "")
 row("peak RSS while training (MiB)", rss("train-rust"), rss("train-python"), "{:.0f}", "<= 1.0x")
-ei = last(f"{out}/encode-rust-int8.json")
+low = {p: last(f"{out}/encode-rust-{p}.json") for p in ("bf16", "int8")}
+stsb = {p: float(open(f"{out}/stsb-{p}").read()) for p in ("f32", "bf16", "int8")}
 print(f"\nKernels: f32 products through gemm (batches) and the unpacked AVX2/FMA kernel (up to 48 rows); "
-      f"int8: {int8_kernel}.\n")
-print("| measure | sbert-tui int8 | sbert-tui f32 | ratio |")
-print("|---|---|---|---|")
-print(f"| encode throughput (sentences/s) | {ei['sentences_per_second']:.1f} | {er['sentences_per_second']:.1f} | {ei['sentences_per_second'] / er['sentences_per_second']:.2f}x |")
-print(f"| single-sentence latency, median (ms) | {ei['latency_ms_median']:.2f} | {er['latency_ms_median']:.2f} | {ei['latency_ms_median'] / er['latency_ms_median']:.2f}x |")
+      f"{kernels}.\n")
+onnx = {}
 if os.path.exists(f"{out}/encode-onnx.json") and os.path.getsize(f"{out}/encode-onnx.json"):
     onnx = {j["engine"]: j for j in map(json.loads, open(f"{out}/encode-onnx.json").read().split("\n")[:-1])}
+print("| precision | encode (sentences/s) | vs our f32 | latency, median (ms) | STS-B dev Spearman x 100 | ONNX Runtime (sentences/s) | ratio | ONNX Spearman x 100 |")
+print("|---|---|---|---|---|---|---|---|")
+for p, ours, ort_name in [("f32", er, "onnxruntime-fp32"), ("bf16", low["bf16"], None), ("int8", low["int8"], "onnxruntime-int8")]:
+    o = onnx.get(ort_name) if ort_name else None
+    ort_cols = (f"{o['sentences_per_second']:.1f} | {ours['sentences_per_second'] / o['sentences_per_second']:.2f}x | "
+                + (f"{100 * o['stsb_spearman']:.2f}" if o.get("stsb_spearman") is not None else "")) if o else " | | "
+    print(f"| {p} | {ours['sentences_per_second']:.1f} | {ours['sentences_per_second'] / er['sentences_per_second']:.2f}x | "
+          f"{ours['latency_ms_median']:.2f} | {100 * stsb[p]:.2f} | {ort_cols} |")
+if onnx:
     f32, i8 = onnx["onnxruntime-fp32"], onnx["onnxruntime-int8"]
-    print(f"\nNext to ONNX Runtime {f32['onnxruntime']} on the same sentences (ratio: sbert-tui f32 over ONNX Runtime):\n")
-    print("| measure | sbert-tui (f32) | ONNX Runtime fp32 | ratio | ONNX Runtime int8 | ratio |")
-    print("|---|---|---|---|---|---|")
-    print(f"| encode throughput (sentences/s) | {er['sentences_per_second']:.1f} | {f32['sentences_per_second']:.1f} | {er['sentences_per_second'] / f32['sentences_per_second']:.2f}x | {i8['sentences_per_second']:.1f} | {er['sentences_per_second'] / i8['sentences_per_second']:.2f}x |")
-    print(f"| single-sentence latency, median (ms) | {er['latency_ms_median']:.2f} | {f32['latency_ms_median']:.2f} | {er['latency_ms_median'] / f32['latency_ms_median']:.2f}x | {i8['latency_ms_median']:.2f} | {er['latency_ms_median'] / i8['latency_ms_median']:.2f}x |")
-    print(f"\nONNX export check: lowest cosine to the Python library's vectors {f32['min_cosine_to_python']:.7f} (fp32), "
-          f"{i8['min_cosine_to_python']:.4f} (int8); int8 mean cosine to fp32 {i8['mean_cosine_to_fp32']:.4f}.")
+    print(f"\nONNX Runtime {f32['onnxruntime']}: latency, median {f32['latency_ms_median']:.2f} ms (fp32), "
+          f"{i8['latency_ms_median']:.2f} ms (int8). Export check: lowest cosine to the Python library's vectors "
+          f"{f32['min_cosine_to_python']:.7f} (fp32), {i8['min_cosine_to_python']:.4f} (int8); int8 mean cosine to fp32 "
+          f"{i8['mean_cosine_to_fp32']:.4f}.")
 PY

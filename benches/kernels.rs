@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the hot CPU kernels of the fused inference path, at all-MiniLM-L6-v2's
 //! shapes (hidden 384, intermediate 1536, 12 heads of 32): the two matrix-product paths across
-//! row counts (which picks `kernels::SMALL_M`), the int8 products of `--precision int8` (each
-//! kernel this CPU runs), GELU, layer norm and attention.
+//! row counts (which picks `kernels::SMALL_M`), the int8 and bf16 products of `--precision int8|bf16`
+//! (each kernel this CPU runs), GELU, layer norm and attention.
 //!
 //!   cargo bench --bench kernels                 # all
 //!   cargo bench --bench kernels -- matmul       # a group
@@ -9,7 +9,7 @@
 //! Reports time per call and, for the products, throughput in multiply-adds per second.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sbert_tui::model::cpu::{kernels, quant};
+use sbert_tui::model::cpu::{bf16, kernels, quant};
 
 fn data(n: usize, seed: f32) -> Vec<f32> {
     (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
@@ -35,6 +35,14 @@ fn matmul(c: &mut Criterion) {
                 let id = format!("int8 {}", kernel.name());
                 group.bench_with_input(BenchmarkId::new(id, m), &m, |b, &m| {
                     b.iter(|| quant::qmatmul_wt_with(kernel, &mut dst, n, &x, m, &q))
+                });
+            }
+            // --precision bf16: the activations' rounding included.
+            let h = bf16::Bf16Weight::new(&w, n, k);
+            for kernel in bf16::Bf16Kernel::available() {
+                let id = format!("bf16 {}", kernel.name());
+                group.bench_with_input(BenchmarkId::new(id, m), &m, |b, &m| {
+                    b.iter(|| bf16::matmul_with(kernel, &mut dst, n, &x, m, &h))
                 });
             }
         }

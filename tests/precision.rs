@@ -1,7 +1,8 @@
-//! `--precision int8` against float32: every sentence vector of the MiniLM fixture sentences
-//! (`minilm_reference.json`) and of 200 STS-B dev pairs keeps a cosine above 0.99 with its f32
-//! vector, and the STS-B pairs' similarity ranking barely moves; the families without an int8
-//! path refuse it by name. The float32 path is untouched (the parity tests hold it).
+//! `--precision int8` and `--precision bf16` against float32: every sentence vector of the MiniLM
+//! fixture sentences (`minilm_reference.json`) and of 200 STS-B dev pairs keeps a cosine above
+//! 0.99 with its f32 vector (bf16: above 0.999), and the STS-B pairs' similarity scores barely
+//! move; the families without these paths refuse them by name. The float32 path is untouched
+//! (the parity tests hold it).
 
 mod common;
 
@@ -27,75 +28,91 @@ fn worst_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(1.0, f32::min)
 }
 
+/// The worst cosine each reduced precision may have with the f32 vectors, and the most a pair's
+/// cosine may move. bf16 keeps 8 significant bits of every value, int8 about 7 of each weight
+/// and 8 of each activation row's range, with one scale per row.
+const BOUNDS: [(Precision, f32, f32); 2] = [
+    (Precision::Int8, 0.99, 0.03),
+    (Precision::Bf16, 0.9995, 0.005),
+];
+
 #[test]
-fn int8_minilm_vectors_stay_within_cosine_0_99_of_f32() {
+fn reduced_precision_minilm_vectors_stay_near_f32() {
     let r = json("minilm_reference.json");
     let sentences = strings(&r["sentences"]);
+    let dev = json("minilm_stsb_dev200.json");
+    let (s1, s2) = (strings(&dev["sentence1"]), strings(&dev["sentence2"]));
     let f32_enc = minilm();
-    let int8 = load(&minilm_dir(), Precision::Int8);
-    assert_eq!(int8.info().precision, Precision::Int8);
     let exact = f32_enc.encode(&sentences, 32, &mut |_, _| {}).unwrap();
-    let got = int8.encode(&sentences, 32, &mut |_, _| {}).unwrap();
-    let worst = worst_cosine(&exact, &got);
-    assert!(worst > 0.99, "worst cosine {worst}");
-    // Quantised, not the f32 path under another name.
-    assert!(worst < 0.99999, "int8 gave the f32 vectors");
-    // One sentence alone (the latency path) and in a batch agree within rounding.
-    let one = int8.encode(&sentences[..1], 1, &mut |_, _| {}).unwrap();
-    assert!(cosine(&one[0], &got[0]) > 0.9999);
-
-    // STS-B dev pairs: each vector near its f32 one, and the cosines ranked alike.
-    let r = json("minilm_stsb_dev200.json");
-    let (s1, s2) = (strings(&r["sentence1"]), strings(&r["sentence2"]));
-    let mut scores = [Vec::new(), Vec::new()];
-    for (i, enc) in [&f32_enc, &int8].into_iter().enumerate() {
-        let a = enc.encode(&s1, 32, &mut |_, _| {}).unwrap();
-        let b = enc.encode(&s2, 32, &mut |_, _| {}).unwrap();
-        scores[i] = a.iter().zip(&b).map(|(x, y)| cosine(x, y)).collect();
-        if i == 1 {
-            let exact_a = f32_enc.encode(&s1, 32, &mut |_, _| {}).unwrap();
-            assert!(worst_cosine(&exact_a, &a) > 0.99);
-        }
-    }
-    let drift = scores[0]
+    let exact_a = f32_enc.encode(&s1, 32, &mut |_, _| {}).unwrap();
+    let exact_b = f32_enc.encode(&s2, 32, &mut |_, _| {}).unwrap();
+    let exact_scores: Vec<f32> = exact_a
         .iter()
-        .zip(&scores[1])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(drift < 0.03, "pair cosine moved by {drift}");
+        .zip(&exact_b)
+        .map(|(x, y)| cosine(x, y))
+        .collect();
+    for (precision, bound, max_drift) in BOUNDS {
+        let low = load(&minilm_dir(), precision);
+        assert_eq!(low.info().precision, precision);
+        let got = low.encode(&sentences, 32, &mut |_, _| {}).unwrap();
+        let worst = worst_cosine(&exact, &got);
+        assert!(worst > bound, "{precision}: worst cosine {worst}");
+        // Reduced, not the f32 path under another name.
+        assert!(worst < 0.99999, "{precision} gave the f32 vectors");
+        // One sentence alone (the latency path) and in a batch agree within rounding.
+        let one = low.encode(&sentences[..1], 1, &mut |_, _| {}).unwrap();
+        assert!(cosine(&one[0], &got[0]) > 0.9999, "{precision}");
+
+        // STS-B dev pairs: each vector near its f32 one, and the pairs' cosines barely moved.
+        let a = low.encode(&s1, 32, &mut |_, _| {}).unwrap();
+        let b = low.encode(&s2, 32, &mut |_, _| {}).unwrap();
+        assert!(worst_cosine(&exact_a, &a) > bound, "{precision}");
+        let drift = exact_scores
+            .iter()
+            .zip(a.iter().zip(&b))
+            .map(|(e, (x, y))| (e - cosine(x, y)).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            drift < max_drift,
+            "{precision}: pair cosine moved by {drift}"
+        );
+        eprintln!("{precision}: worst cosine {worst}, largest pair drift {drift}");
+    }
 }
 
 #[test]
-fn int8_runs_for_the_bert_family_and_is_refused_elsewhere() {
-    for name in ["tiny-bert-st", "tiny-distilbert-st", "tiny-mpnet-st"] {
-        let exact = load(&fixture(name), Precision::F32);
-        let int8 = load(&fixture(name), Precision::Int8);
-        let s = ["A man is playing a guitar.", "Ein Hund läuft im Park."];
-        let a = exact.encode(&s, 8, &mut |_, _| {}).unwrap();
-        let b = int8.encode(&s, 8, &mut |_, _| {}).unwrap();
-        let worst = worst_cosine(&a, &b);
-        assert!(worst > 0.99, "{name}: {worst}");
-    }
-    for name in ["tiny-t5-st", "tiny-modernbert-st", "tiny-qwen3-st"] {
-        let err = SentenceEncoder::load(
-            &fixture(name),
-            &LoadOptions {
-                precision: Precision::Int8,
-                ..Default::default()
-            },
-        )
-        .err()
-        .unwrap_or_else(|| panic!("{name}: int8 accepted"))
-        .to_string();
-        assert!(
-            err.contains("--precision int8 covers the BERT family"),
-            "{err}"
-        );
+fn reduced_precision_runs_for_the_bert_family_and_is_refused_elsewhere() {
+    for (precision, bound, _) in BOUNDS {
+        for name in ["tiny-bert-st", "tiny-distilbert-st", "tiny-mpnet-st"] {
+            let exact = load(&fixture(name), Precision::F32);
+            let low = load(&fixture(name), precision);
+            let s = ["A man is playing a guitar.", "Ein Hund läuft im Park."];
+            let a = exact.encode(&s, 8, &mut |_, _| {}).unwrap();
+            let b = low.encode(&s, 8, &mut |_, _| {}).unwrap();
+            let worst = worst_cosine(&a, &b);
+            assert!(worst > bound, "{name} {precision}: {worst}");
+        }
+        for name in ["tiny-t5-st", "tiny-modernbert-st", "tiny-qwen3-st"] {
+            let err = SentenceEncoder::load(
+                &fixture(name),
+                &LoadOptions {
+                    precision,
+                    ..Default::default()
+                },
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{name}: {precision} accepted"))
+            .to_string();
+            assert!(
+                err.contains(&format!("--precision {precision} covers the BERT family")),
+                "{err}"
+            );
+        }
     }
     assert!(
-        "bf16"
+        "fp16"
             .parse::<Precision>()
             .unwrap_err()
-            .contains("not implemented")
+            .contains("f32, bf16 or int8")
     );
 }

@@ -30,12 +30,14 @@ pub struct LoadOptions {
     pub precision: Precision,
 }
 
-/// The arithmetic of inference: float32 (exact, the default), or int8 dynamic quantisation of
-/// the linear layers (`model/cpu/quant.rs`).
+/// The arithmetic of inference: float32 (exact, the default), bfloat16 products of the linear
+/// layers summed in float32 (`model/cpu/bf16.rs`), or int8 dynamic quantisation of the linear
+/// layers (`model/cpu/quant.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Precision {
     #[default]
     F32,
+    Bf16,
     Int8,
 }
 
@@ -43,6 +45,7 @@ impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
             Precision::Int8 => "int8",
         })
     }
@@ -53,9 +56,9 @@ impl std::str::FromStr for Precision {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
             "int8" | "i8" => Ok(Precision::Int8),
-            "bf16" => Err("bf16 is not implemented yet (f32 or int8)".into()),
-            other => Err(format!("unknown precision `{other}` (f32 or int8)")),
+            other => Err(format!("unknown precision `{other}` (f32, bf16 or int8)")),
         }
     }
 }

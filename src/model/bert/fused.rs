@@ -23,57 +23,96 @@ use rayon::prelude::*;
 
 use super::{Bert, EncoderInput, HiddenAct, Layer};
 use crate::model::Precision;
+use crate::model::cpu::bf16::{self, Bf16Weight};
 use crate::model::cpu::kernels;
 use crate::model::cpu::quant::{self, QuantWeight};
 
-/// One layer's linear weights quantised for `--precision int8` (Q, K and V stacked). The
-/// feed-forward's second product stays float32: it reads the GELU's long-tailed output, which one
-/// u8 scale per row resolves worst (quantising it too took the worst cosine with the f32 vectors
-/// of the MiniLM fixture sentences from 0.9935 to 0.9897).
+/// A linear layer's weight in a reduced precision.
 #[derive(Debug)]
-pub(super) struct Int8Layer {
-    qkv: QuantWeight,
-    attention_output: QuantWeight,
-    intermediate: QuantWeight,
+pub(super) enum LowWeight {
+    Int8(QuantWeight),
+    Bf16(Bf16Weight),
 }
 
-impl Int8Layer {
-    fn new(layer: &Layer, h: usize, inter: usize) -> candle_core::Result<Self> {
+impl LowWeight {
+    fn new(precision: Precision, w: &[f32], n: usize, k: usize) -> Self {
+        match precision {
+            Precision::Bf16 => LowWeight::Bf16(Bf16Weight::new(w, n, k)),
+            _ => LowWeight::Int8(QuantWeight::new(w, n, k)),
+        }
+    }
+
+    fn stack(precision: Precision, parts: &[(&[f32], usize)], k: usize) -> Self {
+        match precision {
+            Precision::Bf16 => LowWeight::Bf16(Bf16Weight::stack(parts, k)),
+            _ => LowWeight::Int8(QuantWeight::stack(parts, k)),
+        }
+    }
+
+    /// `dst = x · Wᵀ` for `rows` rows of `x`.
+    fn matmul(&self, dst: &mut [f32], dst_rs: usize, x: &[f32], rows: usize) {
+        match self {
+            LowWeight::Int8(w) => quant::qmatmul_wt(dst, dst_rs, x, rows, w),
+            LowWeight::Bf16(w) => bf16::matmul_wt(dst, dst_rs, x, rows, w),
+        }
+    }
+}
+
+/// One layer's linear weights for `--precision int8|bf16` (Q, K and V stacked). In int8 the
+/// feed-forward's second product runs in bf16: it reads the GELU's long-tailed output, which one
+/// u8 scale per row resolves worst (quantising it to int8 too took the worst cosine with the f32
+/// vectors of the MiniLM fixture sentences from 0.9935 to 0.9897).
+#[derive(Debug)]
+pub(super) struct LowLayer {
+    qkv: LowWeight,
+    attention_output: LowWeight,
+    intermediate: LowWeight,
+    output: LowWeight,
+}
+
+impl LowLayer {
+    fn new(p: Precision, layer: &Layer, h: usize, inter: usize) -> candle_core::Result<Self> {
         let a = &layer.attention;
         let (q, k, v) = (
             Data::of(a.query.weight())?,
             Data::of(a.key.weight())?,
             Data::of(a.value.weight())?,
         );
-        let one = |lin: &super::Linear, n: usize, k: usize| -> candle_core::Result<QuantWeight> {
-            Ok(QuantWeight::new(Data::of(lin.weight())?.get(), n, k))
+        let one = |lin: &super::Linear, n: usize, k: usize| -> candle_core::Result<LowWeight> {
+            Ok(LowWeight::new(p, Data::of(lin.weight())?.get(), n, k))
         };
         Ok(Self {
-            qkv: QuantWeight::stack(&[(q.get(), h), (k.get(), h), (v.get(), h)], h),
+            qkv: LowWeight::stack(p, &[(q.get(), h), (k.get(), h), (v.get(), h)], h),
             attention_output: one(&a.output, h, h)?,
             intermediate: one(&layer.intermediate, inter, h)?,
+            output: LowWeight::Bf16(Bf16Weight::new(
+                Data::of(layer.output.weight())?.get(),
+                h,
+                inter,
+            )),
         })
     }
 }
 
-/// The model's layers quantised (once, at the first int8 pass), or `None` in float32.
-fn int8_layers(bert: &Bert) -> candle_core::Result<Option<&[Int8Layer]>> {
-    if bert.precision != Precision::Int8 {
+/// The model's layers in its reduced precision (made once, at the first such pass), or `None`
+/// in float32.
+fn low_layers(bert: &Bert) -> candle_core::Result<Option<&[LowLayer]>> {
+    if bert.precision == Precision::F32 {
         return Ok(None);
     }
-    if let Some(l) = bert.int8.get() {
+    if let Some(l) = bert.low.get() {
         return Ok(Some(l));
     }
     let c = &bert.config;
     let layers = bert
         .layers
         .iter()
-        .map(|l| Int8Layer::new(l, c.hidden_size, c.intermediate_size))
+        .map(|l| LowLayer::new(bert.precision, l, c.hidden_size, c.intermediate_size))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Some(bert.int8.get_or_init(|| layers)))
+    Ok(Some(bert.low.get_or_init(|| layers)))
 }
 
-/// `dst = input · Wᵀ` in float32, or through the int8 weight when there is one.
+/// `dst = input · Wᵀ` in float32, or through the reduced-precision weight when there is one.
 #[allow(clippy::too_many_arguments)]
 fn product(
     dst: &mut [f32],
@@ -83,10 +122,10 @@ fn product(
     k: usize,
     lin: &super::Linear,
     n: usize,
-    int8: Option<&QuantWeight>,
+    low: Option<&LowWeight>,
 ) -> candle_core::Result<()> {
-    match int8 {
-        Some(q) => quant::qmatmul_wt(dst, dst_rs, input, rows, q),
+    match low {
+        Some(w) => w.matmul(dst, dst_rs, input, rows),
         None => kernels::matmul_wt(
             dst,
             dst_rs,
@@ -292,9 +331,9 @@ pub(super) fn forward(bert: &Bert, input: &EncoderInput) -> candle_core::Result<
         values: &rel_values,
         span,
     };
-    let int8 = int8_layers(bert)?;
+    let low = low_layers(bert)?;
     for (i, layer) in bert.layers.iter().enumerate() {
-        let q = int8.map(|l| &l[i]);
+        let q = low.map(|l| &l[i]);
         layer_forward(layer, q, bert, &packed.offsets, rel, &mut x, &mut scratch)?;
     }
     packed.unpack(&x, h, input.ids.device())
@@ -328,7 +367,7 @@ pub(super) fn longest(offsets: &[usize]) -> usize {
 
 fn layer_forward(
     layer: &Layer,
-    int8: Option<&Int8Layer>,
+    low: Option<&LowLayer>,
     bert: &Bert,
     offsets: &[usize],
     rel: kernels::RelBias,
@@ -340,13 +379,13 @@ fn layer_forward(
     let t = x.len() / h;
     let a = &layer.attention;
 
-    // Q, K, V side by side: row i of `qkv` is [q_i | k_i | v_i] (one product in int8, whose
-    // weight has them stacked).
-    if let Some(q) = int8 {
-        quant::qmatmul_wt(&mut s.qkv, 3 * h, x, t, &q.qkv);
+    // Q, K, V side by side: row i of `qkv` is [q_i | k_i | v_i] (one product in int8 and bf16,
+    // whose weight has them stacked).
+    if let Some(l) = low {
+        l.qkv.matmul(&mut s.qkv, 3 * h, x, t);
     }
     for (which, lin) in [&a.query, &a.key, &a.value].into_iter().enumerate() {
-        if int8.is_none() {
+        if low.is_none() {
             let w = Data::of(lin.weight())?;
             kernels::matmul_wt(&mut s.qkv[which * h..], 3 * h, x, t, h, w.get(), h);
         }
@@ -365,7 +404,7 @@ fn layer_forward(
     attention(&s.qkv, &mut s.ctx, offsets, h, a.heads, a.head_dim, rel);
 
     // Attention output, residual, layer norm.
-    let q = |f: fn(&Int8Layer) -> &QuantWeight| int8.map(f);
+    let q = |f: fn(&LowLayer) -> &LowWeight| low.map(f);
     dense_residual_norm(
         &a.output,
         q(|l| &l.attention_output),
@@ -384,7 +423,7 @@ fn layer_forward(
     for_rows(&mut s.inter, inter, |rows, _| activate(act, rows, &bias));
     dense_residual_norm(
         &layer.output,
-        None, // float32 in int8 too (see `Int8Layer`)
+        q(|l| &l.output),
         &layer.norm,
         &s.inter,
         inter,
@@ -403,7 +442,7 @@ fn bias_or_zeros(bias: Option<&Tensor>, n: usize) -> candle_core::Result<Vec<f32
 /// `x = LayerNorm(input · Wᵀ + b + x)`.
 fn dense_residual_norm(
     lin: &super::Linear,
-    int8: Option<&QuantWeight>,
+    low: Option<&LowWeight>,
     norm: &super::LayerNorm,
     input: &[f32],
     in_dim: usize,
@@ -412,7 +451,7 @@ fn dense_residual_norm(
 ) -> candle_core::Result<()> {
     let h = norm.weight().dim(0)?;
     let t = x.len() / h;
-    product(tmp, h, input, t, in_dim, lin, h, int8)?;
+    product(tmp, h, input, t, in_dim, lin, h, low)?;
     let bias = bias_or_zeros(lin.bias(), h)?;
     let gamma = Data::of(norm.weight())?;
     let beta = Data::of(norm.bias())?;

@@ -528,8 +528,8 @@ pub struct Bert {
     unexpected: Vec<String>,
     /// Inference precision of the fused CPU path.
     precision: crate::model::Precision,
-    /// The linear layers quantised, made at the first int8 forward pass.
-    int8: std::sync::OnceLock<Vec<fused::Int8Layer>>,
+    /// The linear layers in `precision` (int8 or bf16), made at the first such forward pass.
+    low: std::sync::OnceLock<Vec<fused::LowLayer>>,
 }
 
 impl Bert {
@@ -579,7 +579,7 @@ impl Bert {
             varmap,
             unexpected,
             precision: crate::model::Precision::F32,
-            int8: std::sync::OnceLock::new(),
+            low: std::sync::OnceLock::new(),
         })
     }
 
@@ -638,7 +638,7 @@ impl Transformer for Bert {
             return Err(format!("--precision {precision} runs on the CPU only"));
         }
         self.precision = precision;
-        self.int8 = std::sync::OnceLock::new();
+        self.low = std::sync::OnceLock::new();
         Ok(())
     }
 

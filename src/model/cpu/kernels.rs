@@ -63,6 +63,49 @@ pub fn gemm_wt(dst: &mut [f32], dst_rs: usize, x: &[f32], m: usize, k: usize, w:
     )
 }
 
+/// The product on which kernels are timed against each other at run time: 64 rows at
+/// all-MiniLM-L6-v2's attention-output shape (384 × 384).
+pub const TIMING_SHAPE: (usize, usize, usize) = (64, 384, 384);
+
+/// Deterministic `[m, k]` activations and `[n, k]` weights in `[-1, 1]` for timing kernels.
+pub fn timing_data(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let x = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+    let w = (0..n * k).map(|i| (i as f32 * 0.73).cos()).collect();
+    (x, w)
+}
+
+/// The quickest of `kernels` at `run` (one untimed call, which also makes any packed layout;
+/// then the best of three timed calls each). A single kernel is returned untimed.
+pub fn fastest<K: Copy>(kernels: &[K], mut run: impl FnMut(K)) -> K {
+    assert!(!kernels.is_empty(), "no kernel to choose from");
+    if kernels.len() == 1 {
+        return kernels[0];
+    }
+    let mut time = |k: K| {
+        run(k);
+        (0..3)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                run(k);
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    *kernels.iter().min_by_key(|&&k| time(k)).expect("not empty")
+}
+
+/// The kernel the environment variable `var` names, if it is one of `kernels` (those the CPU
+/// runs); any other value is ignored.
+pub fn chosen_by_env<K: Copy>(
+    var: &str,
+    kernels: &[K],
+    id: impl Fn(K) -> &'static str,
+) -> Option<K> {
+    let name = std::env::var(var).ok()?;
+    kernels.iter().copied().find(|&k| id(k) == name)
+}
+
 /// A matrix operand: `data[r * rs + c * cs]` is element `(r, c)` of a `rows × cols` matrix.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
@@ -220,6 +263,37 @@ macro_rules! dispatch {
             $generic($($arg),*)
         }
     };
+}
+
+/// Quantises one row of activations to u8 for the int8 products: `x ≈ scale · (q - zero)` with
+/// the row's range mapped onto `0..=255` and `zero` chosen so that 0 is exact; returns
+/// `(scale, zero)`. Written so that it vectorises (lane-wise min / max, `roundeven`), and the
+/// same bits in every build: `q = clamp(round_ties_even(fma(x, 1 / scale, zero)), 0, 255)`.
+#[inline(always)]
+fn quantize_row_generic(row: &[f32], q: &mut [u8]) -> (f32, i32) {
+    const A_MAX: f32 = 255.0;
+    let mut lo = [0f32; LANES];
+    let mut hi = [0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    for &v in chunks.remainder() {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+    }
+    for c in chunks {
+        for l in 0..LANES {
+            lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
+            hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
+        }
+    }
+    let lo = lo.iter().fold(0f32, |a, &b| a.min(b));
+    let hi = hi.iter().fold(0f32, |a, &b| a.max(b));
+    let s = if hi > lo { (hi - lo) / A_MAX } else { 1.0 };
+    let z = (-lo / s).round().clamp(0.0, A_MAX);
+    let inv = 1.0 / s;
+    for (q, &v) in q.iter_mut().zip(row) {
+        *q = v.mul_add(inv, z).round_ties_even().clamp(0.0, A_MAX) as u8;
+    }
+    (s, z as i32)
 }
 
 /// `exp(x)` for `f32`, branch-free so that loops over it vectorise. Below -87.3 the result is
@@ -744,6 +818,14 @@ impl Out {
         // SAFETY: in bounds (checked), and exclusive per `Out::new`'s contract.
         unsafe { *self.ptr.add(idx) = v }
     }
+
+    /// A pointer to `len` elements from `idx` (checked to be in bounds), for SIMD stores.
+    #[inline(always)]
+    pub(crate) fn at(self, idx: usize, len: usize) -> *mut f32 {
+        assert!(idx + len <= self.len, "output index out of range");
+        // SAFETY: in bounds (checked).
+        unsafe { self.ptr.add(idx) }
+    }
 }
 
 /// One register block of [`small_matmul_wt`]: `R` rows of `x` against `C` rows of `w`.
@@ -943,6 +1025,11 @@ pub fn small_matmul_wt(
 }
 
 dispatch!(
+    /// [`quantize_row_generic`].
+    pub fn quantize_row(row: &[f32], q: &mut [u8]) -> (f32, i32) => quantize_row_generic
+);
+
+dispatch!(
     /// Dot product (eight partial sums).
     pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_generic
 );
@@ -1089,6 +1176,14 @@ mod tests {
         small_matmul_wt_generic(unsafe { Out::new(&mut a) }, n, 0, &x, m, k, &w, n);
         small_matmul_wt(unsafe { Out::new(&mut b) }, n, 0, &x, m, k, &w, n);
         close(&a, &b, "small_matmul_wt");
+
+        // The int8 activations: the same bytes, scale and zero point (odd length, a tail).
+        let row: Vec<f32> = data(37, 4.0).iter().map(|v| v * 3.0 - 0.5).collect();
+        let (mut qa, mut qb) = (vec![0u8; 37], vec![0u8; 37]);
+        let sa = quantize_row_generic(&row, &mut qa);
+        assert_eq!(quantize_row(&row, &mut qb), sa);
+        assert_eq!(qa, qb);
+        assert!(qa.contains(&0) && qa.contains(&255), "the range spans the bytes");
 
         let (len, heads, d) = (11, 3, 8);
         let h = heads * d;

@@ -1,6 +1,8 @@
 //! The CPU's fast paths: vectorised kernels (`kernels.rs`) shared by every family's fused
 //! inference and hand-written training passes (`bert/fused.rs`, `bert/backprop.rs`) and by the
-//! optimizer, and the int8 products of `--precision int8` (`quant.rs`).
+//! optimizer; the int8 products of `--precision int8` (`quant.rs`) and the bf16 ones of
+//! `--precision bf16` (`bf16.rs`).
 
+pub mod bf16;
 pub mod kernels;
 pub mod quant;

@@ -7,15 +7,20 @@
 //!   AVX2's `vpmaddubsw` (u8 × i8, two products summed into an i16) cannot saturate:
 //!   255 × 63 × 2 = 32,130 < 32,767. This is ONNX Runtime's `reduce_range` on CPUs without VNNI.
 //! - Activations: asymmetric u8 per row: `x ≈ scale · (q - zero)`, `q` in `0..=255`, `zero`
-//!   chosen so that 0 is exact.
+//!   chosen so that 0 is exact (`kernels::quantize_row`).
 //! - `x · w ≈ sx · sw · (Σ q_x q_w - zero · Σ q_w)`; the integer sums are exact (i32), so every
-//!   kernel (AVX2 or portable) gives the same bits.
+//!   kernel (AVX-512 VNNI, AVX2 or portable) gives the same bits.
 //!
 //! Rows are padded to a multiple of 32 values with zeros (a zero weight adds nothing).
+//!
+//! The kernel is chosen at run time, by timing every kernel the CPU runs once on a layer-sized
+//! product (see [`Int8Kernel::best`]).
+
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::kernels::{Out, threads};
+use super::kernels::{self, Out, threads};
 
 /// Values per SIMD step (one 256-bit register of bytes).
 const STEP: usize = 32;
@@ -25,7 +30,6 @@ const COLS_PER_TASK: usize = 64;
 const PARALLEL_MACS: usize = 1 << 20;
 /// The largest weight magnitude (7 bits).
 const W_MAX: f32 = 63.0;
-const A_MAX: f32 = 255.0;
 
 /// A `[n, k]` weight (PyTorch layout) quantised per output channel.
 #[derive(Debug, Clone)]
@@ -39,6 +43,8 @@ pub struct QuantWeight {
     scale: Vec<f32>,
     /// Σ of each row's quantised values (for the activations' zero point).
     sums: Vec<i32>,
+    /// `data` in the VNNI kernel's layout, made at its first use (see `vnni::pack`).
+    vnni: OnceLock<Vec<i8>>,
 }
 
 impl QuantWeight {
@@ -67,6 +73,7 @@ impl QuantWeight {
             data,
             scale,
             sums,
+            vnni: OnceLock::new(),
         }
     }
 
@@ -81,9 +88,16 @@ impl QuantWeight {
         Self::new(&all, n, k)
     }
 
-    /// Bytes held (the weights, scales and sums).
+    /// Bytes held (the weights in each layout made so far, scales and sums).
     pub fn bytes(&self) -> usize {
-        self.data.len() + 8 * self.n
+        self.data.len() + self.vnni.get().map_or(0, Vec::len) + 8 * self.n
+    }
+
+    /// The weights in the VNNI kernel's layout.
+    #[cfg(target_arch = "x86_64")]
+    fn vnni_packed(&self) -> &[i8] {
+        self.vnni
+            .get_or_init(|| vnni::pack(&self.data, self.n, self.kp))
     }
 }
 
@@ -102,18 +116,9 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize) -> QuantRows {
     let mut scale = vec![0f32; m];
     let mut zero = vec![0i32; m];
     let one = |(i, q): (usize, &mut [u8])| -> (f32, i32) {
-        let row = &x[i * k..(i + 1) * k];
-        let (lo, hi) = row
-            .iter()
-            .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let s = if hi > lo { (hi - lo) / A_MAX } else { 1.0 };
-        let z = (-lo / s).round().clamp(0.0, A_MAX);
-        for (q, v) in q[..k].iter_mut().zip(row) {
-            *q = (v / s + z).round().clamp(0.0, A_MAX) as u8;
-        }
-        // Padding: any value times a zero weight is 0; the zero point's correction uses the
-        // weights' sums, which cover only the real values.
-        (s, z as i32)
+        // Padding stays 0: any value times a zero weight is 0; the zero point's correction uses
+        // the weights' sums, which cover only the real values.
+        kernels::quantize_row(&x[i * k..(i + 1) * k], &mut q[..k])
     };
     let rows: Vec<(f32, i32)> = if m * k >= PARALLEL_MACS / 16 && threads() > 1 {
         data.par_chunks_mut(kp).enumerate().map(one).collect()
@@ -140,31 +145,87 @@ pub enum Int8Kernel {
     Portable,
     /// `vpmaddubsw` + `vpmaddwd`, 4 rows × 2 columns per register block.
     Avx2,
+    /// AVX-512 VNNI's `vpdpbusd` (u8 × i8, four products summed into i32 in one instruction),
+    /// 6 rows × 64 columns per register block, on weights packed for it.
+    Avx512Vnni,
 }
 
 impl Int8Kernel {
-    /// The fastest this CPU runs.
-    pub fn best() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Int8Kernel::Avx2;
+    const ALL: [Int8Kernel; 3] = [
+        Int8Kernel::Portable,
+        Int8Kernel::Avx2,
+        Int8Kernel::Avx512Vnni,
+    ];
+
+    /// Whether this CPU runs the kernel.
+    pub fn supported(self) -> bool {
+        match self {
+            Int8Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
-        Int8Kernel::Portable
     }
 
     /// Every kernel this CPU runs (for tests and benchmarks).
     pub fn available() -> Vec<Self> {
-        let mut v = vec![Int8Kernel::Portable];
-        if Self::best() == Int8Kernel::Avx2 {
-            v.push(Int8Kernel::Avx2);
+        Self::ALL.into_iter().filter(|k| k.supported()).collect()
+    }
+
+    /// The kernel the products run on: the fastest of the SIMD kernels this CPU runs, timed once
+    /// per process on a layer-sized product (`kernels::TIMING_SHAPE`, about a millisecond each),
+    /// or the portable one where there is none. `SBERT_TUI_INT8_KERNEL=portable|avx2|avx512-vnni`
+    /// overrides the choice (for comparisons; a kernel the CPU lacks is ignored).
+    pub fn best() -> Self {
+        static BEST: OnceLock<Int8Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let available = Self::available();
+            if let Some(k) = kernels::chosen_by_env("SBERT_TUI_INT8_KERNEL", &available, |k| k.id())
+            {
+                return k;
+            }
+            let simd: Vec<_> = available
+                .into_iter()
+                .filter(|&k| k != Int8Kernel::Portable)
+                .collect();
+            if simd.is_empty() {
+                return Int8Kernel::Portable;
+            }
+            let (m, k, n) = kernels::TIMING_SHAPE;
+            let (x, w) = kernels::timing_data(m, k, n);
+            let w = QuantWeight::new(&w, n, k);
+            let mut dst = vec![0f32; m * n];
+            // On the calling thread: the kernels, not the pool, are compared.
+            kernels::fastest(&simd, |kernel| {
+                let q = quantize_rows(&x, m, w.k, w.kp);
+                // SAFETY: `dst` is borrowed mutably for this call.
+                let out = unsafe { Out::new(&mut dst) };
+                columns(kernel, out, n, &q, &w, 0, n);
+            })
+        })
+    }
+
+    /// The name `SBERT_TUI_INT8_KERNEL` takes.
+    pub fn id(self) -> &'static str {
+        match self {
+            Int8Kernel::Portable => "portable",
+            Int8Kernel::Avx2 => "avx2",
+            Int8Kernel::Avx512Vnni => "avx512-vnni",
         }
-        v
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Int8Kernel::Portable => "portable",
             Int8Kernel::Avx2 => "avx2 (vpmaddubsw)",
+            Int8Kernel::Avx512Vnni => "avx512-vnni (vpdpbusd)",
         }
     }
 }
@@ -191,7 +252,7 @@ pub fn qmatmul_wt_with(
     }
     assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
     assert!(
-        kernel == Int8Kernel::Portable || Int8Kernel::best() == kernel,
+        kernel.supported(),
         "this CPU does not run the {} kernel",
         kernel.name()
     );
@@ -219,6 +280,13 @@ fn columns(
     j0: usize,
     j1: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Int8Kernel::Avx512Vnni {
+        // SAFETY: `qmatmul_wt_with` checked the CPU runs AVX-512 VNNI; `j0` is a multiple of
+        // 16 (tasks cover `COLS_PER_TASK` columns).
+        unsafe { vnni::columns(dst, dst_rs, q, w, w.vnni_packed(), j0, j1) };
+        return;
+    }
     let kp = q.kp;
     let finish = |i: usize, j: usize, acc: i32| {
         let v = acc - q.zero[i] * w.sums[j];
@@ -312,6 +380,137 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{Out, QuantRows, QuantWeight};
+
+    /// Columns per register (16 lanes of i32).
+    const LANES: usize = 16;
+    /// Activation rows per register block.
+    const ROWS: usize = 6;
+    /// Registers of columns per block (64 columns).
+    const GROUPS: usize = 4;
+
+    /// `[n, kp]` rows → groups of 16 columns, each `kp / 4` steps of 16 columns × 4 bytes, so that
+    /// one 64-byte load holds four consecutive `k` of 16 columns (what `vpdpbusd` multiplies by
+    /// four broadcast activation bytes). Columns past `n` are zeros.
+    pub fn pack(data: &[i8], n: usize, kp: usize) -> Vec<i8> {
+        let mut p = vec![0i8; n.next_multiple_of(LANES) * kp];
+        for j in 0..n {
+            let (g, c) = (j / LANES, j % LANES);
+            let row = &data[j * kp..(j + 1) * kp];
+            for (s, quad) in row.chunks_exact(4).enumerate() {
+                let at = g * LANES * kp + s * 4 * LANES + c * 4;
+                p[at..at + 4].copy_from_slice(quad);
+            }
+        }
+        p
+    }
+
+    /// Columns `j0..j1` (`j0` a multiple of 16) of every activation row.
+    ///
+    /// # Safety
+    /// The CPU must run AVX-512 F, BW and VNNI; `packed` is `pack` of `w`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn columns(
+        dst: Out,
+        dst_rs: usize,
+        q: &QuantRows,
+        w: &QuantWeight,
+        packed: &[i8],
+        j0: usize,
+        j1: usize,
+    ) {
+        debug_assert!(j0.is_multiple_of(LANES) && j1 <= w.n);
+        debug_assert_eq!(packed.len(), w.n.next_multiple_of(LANES) * q.kp);
+        macro_rules! go {
+            ($rows:expr, $groups:expr, $i:expr, $j:expr; $(($r:literal, $g:literal)),*) => {
+                match ($rows, $groups) {
+                    // SAFETY: the block reads rows `i..i + r` (< m) and groups
+                    // `j / 16..j / 16 + g` (within `packed`), and writes columns `j..j1`.
+                    $(($r, $g) => unsafe { block::<$r, $g>(dst, dst_rs, q, w, packed, $i, $j, j1) },)*
+                    _ => unreachable!(),
+                }
+            };
+        }
+        let mut i = 0;
+        while i < q.m {
+            let rows = (q.m - i).min(ROWS);
+            let mut j = j0;
+            while j < j1 {
+                let groups = (j1 - j).div_ceil(LANES).min(GROUPS);
+                go!(rows, groups, i, j;
+                    (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4),
+                    (3, 1), (3, 2), (3, 3), (3, 4), (4, 1), (4, 2), (4, 3), (4, 4),
+                    (5, 1), (5, 2), (5, 3), (5, 4), (6, 1), (6, 2), (6, 3), (6, 4));
+                j += GROUPS * LANES;
+            }
+            i += rows;
+        }
+    }
+
+    /// `R` activation rows from `i` × `G` groups of 16 columns from `j`, over the whole of `kp`;
+    /// then the zero-point correction and both scales, as the portable kernel computes them
+    /// (`(sx · sw) · (acc - zero · Σw)`), stored with a mask past `j_end`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    unsafe fn block<const R: usize, const G: usize>(
+        dst: Out,
+        dst_rs: usize,
+        q: &QuantRows,
+        w: &QuantWeight,
+        packed: &[i8],
+        i: usize,
+        j: usize,
+        j_end: usize,
+    ) {
+        let kp = q.kp;
+        let mut acc = [[_mm512_setzero_si512(); G]; R];
+        // SAFETY (all pointer reads): rows `i..i + R` of `q.data` (`kp` bytes each) and groups
+        // `j / 16..j / 16 + G` of `packed` (`16 · kp` bytes each) exist, per `columns`.
+        let a = unsafe { q.data.as_ptr().add(i * kp) };
+        let b = unsafe { packed.as_ptr().add(j * kp) };
+        let mut p = 0;
+        while p < kp {
+            let wv: [__m512i; G] = std::array::from_fn(|g| unsafe {
+                _mm512_loadu_si512(b.add(g * LANES * kp + p * LANES) as *const _)
+            });
+            for r in 0..R {
+                let x = unsafe { (a.add(r * kp + p) as *const i32).read_unaligned() };
+                let x = _mm512_set1_epi32(x);
+                for g in 0..G {
+                    acc[r][g] = _mm512_dpbusd_epi32(acc[r][g], x, wv[g]);
+                }
+            }
+            p += 4;
+        }
+        for g in 0..G {
+            let j = j + g * LANES;
+            let valid = (j_end - j).min(LANES);
+            let mask: __mmask16 = if valid == LANES { !0 } else { (1 << valid) - 1 };
+            // SAFETY: masked loads touch only columns `< j_end <= n`.
+            let (sums, sw) = unsafe {
+                (
+                    _mm512_maskz_loadu_epi32(mask, w.sums.as_ptr().add(j)),
+                    _mm512_maskz_loadu_ps(mask, w.scale.as_ptr().add(j)),
+                )
+            };
+            for r in 0..R {
+                let zero = _mm512_set1_epi32(q.zero[i + r]);
+                let v = _mm512_sub_epi32(acc[r][g], _mm512_mullo_epi32(zero, sums));
+                let s = _mm512_mul_ps(_mm512_set1_ps(q.scale[i + r]), sw);
+                let o = _mm512_mul_ps(s, _mm512_cvtepi32_ps(v));
+                // SAFETY: row `i + r`, columns `j..j + valid`, inside `dst` (checked by
+                // `qmatmul_wt_with`), and this task's own columns.
+                unsafe { _mm512_mask_storeu_ps(dst.at((i + r) * dst_rs + j, valid), mask, o) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,8 +529,15 @@ mod tests {
 
     #[test]
     fn every_kernel_gives_the_portable_bits_and_the_product_is_near_f32() {
-        // Odd shapes: rows and columns not multiples of the block, k not a multiple of 32.
-        for (m, k, n) in [(1, 7, 1), (5, 33, 3), (13, 384, 37), (70, 100, 130)] {
+        // Odd shapes: rows and columns not multiples of the block, k not a multiple of 32; the
+        // last one large enough to run in parallel.
+        for (m, k, n) in [
+            (1, 7, 1),
+            (5, 33, 3),
+            (13, 384, 37),
+            (70, 100, 130),
+            (33, 384, 1152),
+        ] {
             let x = random(m * k, 1 + m as u64);
             let w = random(n * k, 2 + n as u64);
             let q = QuantWeight::new(&w, n, k);
