@@ -399,6 +399,16 @@ fn info(args: InfoArgs) -> Result<()> {
     writeln!(out, "normalize       {}", i.normalize)?;
     writeln!(out, "dimension       {}", i.embedding_dim)?;
     writeln!(out, "similarity      {}", i.similarity)?;
+    if i.device == "cpu" {
+        let f32 = model::cpu::packed::F32Choice::get();
+        writeln!(
+            out,
+            "f32 kernels     {} (up to {} rows), {} (more rows)",
+            f32.small.name(),
+            model::cpu::kernels::SMALL_M,
+            f32.large.name()
+        )?;
+    }
     match i.precision {
         model::Precision::F32 => {}
         model::Precision::Int8 => writeln!(

@@ -4,10 +4,12 @@
 //! - Tokens are packed without padding (`T` = the real tokens of the batch), so no work is spent
 //!   on padding and attention needs no mask: each sentence attends over its own tokens, which is
 //!   what the `-inf` bias of the padded form computes (its softmax weights are exactly 0).
-//! - Matrix products run directly on the weights' storage, writing Q, K and V side by side into
-//!   one buffer: through `gemm` (the library candle itself uses) for batches, through an unpacked
-//!   kernel for a few rows (`kernels::matmul_wt`), where packing the weight would cost more than
-//!   the product.
+//! - Matrix products write Q, K and V side by side into one buffer, through the kernel timed
+//!   fastest on this CPU for the number of rows (`packed::F32Choice`): `gemm` (the library candle
+//!   itself uses) or an unpacked kernel for a few rows (`kernels::matmul_wt`) on the weights'
+//!   own storage, or an AVX-512 kernel on weights packed once at the first pass
+//!   (`model/cpu/packed.rs`); `--precision bf16|int8` has its own kernels on weights prepared
+//!   the same way.
 //! - Bias, GELU, residual and layer norm are fused into one pass after each product
 //!   (`model/cpu/kernels.rs`, AVX2 where available).
 //! - Attention runs per sentence and head, the head's keys transposed so that eight scores are
@@ -25,11 +27,14 @@ use super::{Bert, EncoderInput, HiddenAct, Layer};
 use crate::model::Precision;
 use crate::model::cpu::bf16::{self, Bf16Weight};
 use crate::model::cpu::kernels;
+use crate::model::cpu::packed::{self, F32Choice, F32Kernel, PackedWeight};
 use crate::model::cpu::quant::{self, QuantWeight};
 
-/// A linear layer's weight in a reduced precision.
+/// A linear layer's weight prepared once for its kernel: float32 packed (where the packed
+/// kernel was chosen), bf16 or int8.
 #[derive(Debug)]
 pub(super) enum LowWeight {
+    F32(PackedWeight),
     Int8(QuantWeight),
     Bf16(Bf16Weight),
 }
@@ -37,28 +42,43 @@ pub(super) enum LowWeight {
 impl LowWeight {
     fn new(precision: Precision, w: &[f32], n: usize, k: usize) -> Self {
         match precision {
+            Precision::F32 => LowWeight::F32(PackedWeight::new(w, n, k)),
             Precision::Bf16 => LowWeight::Bf16(Bf16Weight::new(w, n, k)),
-            _ => LowWeight::Int8(QuantWeight::new(w, n, k)),
+            Precision::Int8 => LowWeight::Int8(QuantWeight::new(w, n, k)),
         }
     }
 
     fn stack(precision: Precision, parts: &[(&[f32], usize)], k: usize) -> Self {
         match precision {
+            Precision::F32 => LowWeight::F32(PackedWeight::stack(parts, k)),
             Precision::Bf16 => LowWeight::Bf16(Bf16Weight::stack(parts, k)),
-            _ => LowWeight::Int8(QuantWeight::stack(parts, k)),
+            Precision::Int8 => LowWeight::Int8(QuantWeight::stack(parts, k)),
         }
     }
 
-    /// `dst = x · Wᵀ` for `rows` rows of `x`.
+    /// Whether this weight runs a product of `rows` rows: always in bf16 and int8; in float32
+    /// where the packed kernel was chosen for that many rows (else the weight's own storage
+    /// goes through `kernels::matmul_wt`).
+    fn runs(&self, rows: usize) -> bool {
+        match self {
+            LowWeight::F32(_) => F32Choice::get().for_rows(rows) != F32Kernel::Gemm,
+            _ => true,
+        }
+    }
+
+    /// `dst = x · Wᵀ` for `rows` rows of `x` (where [`LowWeight::runs`]).
     fn matmul(&self, dst: &mut [f32], dst_rs: usize, x: &[f32], rows: usize) {
         match self {
+            LowWeight::F32(w) => {
+                packed::matmul_with(F32Choice::get().for_rows(rows), dst, dst_rs, x, rows, w)
+            }
             LowWeight::Int8(w) => quant::qmatmul_wt(dst, dst_rs, x, rows, w),
             LowWeight::Bf16(w) => bf16::matmul_wt(dst, dst_rs, x, rows, w),
         }
     }
 }
 
-/// One layer's linear weights for `--precision int8|bf16` (Q, K and V stacked). In int8 the
+/// One layer's linear weights prepared for their kernels (Q, K and V stacked). In int8 the
 /// feed-forward's second product runs in bf16: it reads the GELU's long-tailed output, which one
 /// u8 scale per row resolves worst (quantising it to int8 too took the worst cosine with the f32
 /// vectors of the MiniLM fixture sentences from 0.9935 to 0.9897).
@@ -85,19 +105,22 @@ impl LowLayer {
             qkv: LowWeight::stack(p, &[(q.get(), h), (k.get(), h), (v.get(), h)], h),
             attention_output: one(&a.output, h, h)?,
             intermediate: one(&layer.intermediate, inter, h)?,
-            output: LowWeight::Bf16(Bf16Weight::new(
-                Data::of(layer.output.weight())?.get(),
-                h,
-                inter,
-            )),
+            output: match p {
+                Precision::Int8 => LowWeight::Bf16(Bf16Weight::new(
+                    Data::of(layer.output.weight())?.get(),
+                    h,
+                    inter,
+                )),
+                _ => one(&layer.output, h, inter)?,
+            },
         })
     }
 }
 
-/// The model's layers in its reduced precision (made once, at the first such pass), or `None`
-/// in float32.
+/// The model's layers prepared for their kernels (made once, at the first pass), or `None` in
+/// float32 where no product runs on packed weights.
 fn low_layers(bert: &Bert) -> candle_core::Result<Option<&[LowLayer]>> {
-    if bert.precision == Precision::F32 {
+    if bert.precision == Precision::F32 && !F32Choice::get().packs() {
         return Ok(None);
     }
     if let Some(l) = bert.low.get() {
@@ -125,8 +148,8 @@ fn product(
     low: Option<&LowWeight>,
 ) -> candle_core::Result<()> {
     match low {
-        Some(w) => w.matmul(dst, dst_rs, input, rows),
-        None => kernels::matmul_wt(
+        Some(w) if w.runs(rows) => w.matmul(dst, dst_rs, input, rows),
+        _ => kernels::matmul_wt(
             dst,
             dst_rs,
             input,
@@ -381,11 +404,12 @@ fn layer_forward(
 
     // Q, K, V side by side: row i of `qkv` is [q_i | k_i | v_i] (one product in int8 and bf16,
     // whose weight has them stacked).
-    if let Some(l) = low {
+    let stacked = low.is_some_and(|l| l.qkv.runs(t));
+    if let Some(l) = low.filter(|_| stacked) {
         l.qkv.matmul(&mut s.qkv, 3 * h, x, t);
     }
     for (which, lin) in [&a.query, &a.key, &a.value].into_iter().enumerate() {
-        if low.is_none() {
+        if !stacked {
             let w = Data::of(lin.weight())?;
             kernels::matmul_wt(&mut s.qkv[which * h..], 3 * h, x, t, h, w.get(), h);
         }

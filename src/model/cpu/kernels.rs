@@ -1183,7 +1183,10 @@ mod tests {
         let sa = quantize_row_generic(&row, &mut qa);
         assert_eq!(quantize_row(&row, &mut qb), sa);
         assert_eq!(qa, qb);
-        assert!(qa.contains(&0) && qa.contains(&255), "the range spans the bytes");
+        assert!(
+            qa.contains(&0) && qa.contains(&255),
+            "the range spans the bytes"
+        );
 
         let (len, heads, d) = (11, 3, 8);
         let h = heads * d;

@@ -1,8 +1,9 @@
 //! The CPU's fast paths: vectorised kernels (`kernels.rs`) shared by every family's fused
 //! inference and hand-written training passes (`bert/fused.rs`, `bert/backprop.rs`) and by the
-//! optimizer; the int8 products of `--precision int8` (`quant.rs`) and the bf16 ones of
-//! `--precision bf16` (`bf16.rs`).
+//! optimizer; float32 products on weights packed at load (`packed.rs`); the int8 products of
+//! `--precision int8` (`quant.rs`) and the bf16 ones of `--precision bf16` (`bf16.rs`).
 
 pub mod bf16;
 pub mod kernels;
+pub mod packed;
 pub mod quant;
