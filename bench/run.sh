@@ -52,7 +52,7 @@ for p in bf16 int8; do
   echo "encode: sbert-tui $p..." >&2
   "$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" --precision $p > "$OUT/encode-rust-$p.json"
 done
-KERNELS=$(for p in bf16 int8; do ./target/release/sbert-tui info --model "$MODEL" --precision $p | sed -n 's/.*(\(.* kernel: .*\))$/\1/p'; done | paste -sd ';' | sed 's/;/; /g')
+KERNELS="f32: $(./target/release/sbert-tui info --model "$MODEL" | sed -n 's/^f32 kernels *//p'); $(for p in bf16 int8; do ./target/release/sbert-tui info --model "$MODEL" --precision $p | sed -n 's/.*(\(.* kernel: .*\))$/\1/p'; done | paste -sd ';' | sed 's/;/; /g')"
 echo "quality: STS-B dev Spearman for each precision..." >&2
 for p in f32 bf16 int8; do
   ./target/release/sbert-tui eval --model "$MODEL" --data "$STSB_DEV" --precision $p | awk '$1 == "spearman_cosine" { print $2 }' > "$OUT/stsb-$p"
@@ -97,8 +97,7 @@ row("peak RSS while encoding (MiB)", rss("encode-rust"), rss("encode-python"), "
 row("peak RSS while training (MiB)", rss("train-rust"), rss("train-python"), "{:.0f}", "<= 1.0x")
 low = {p: last(f"{out}/encode-rust-{p}.json") for p in ("bf16", "int8")}
 stsb = {p: float(open(f"{out}/stsb-{p}").read()) for p in ("f32", "bf16", "int8")}
-print(f"\nKernels: f32 products through gemm (batches) and the unpacked AVX2/FMA kernel (up to 48 rows); "
-      f"{kernels}.\n")
+print(f"\nKernels chosen on this CPU: {kernels}.\n")
 onnx = {}
 if os.path.exists(f"{out}/encode-onnx.json") and os.path.getsize(f"{out}/encode-onnx.json"):
     onnx = {j["engine"]: j for j in map(json.loads, open(f"{out}/encode-onnx.json").read().split("\n")[:-1])}

@@ -1,6 +1,7 @@
 //! Embedding a corpus through the vector cache: texts embedded before come from disk, the rest
 //! are encoded chunk by chunk and written to the cache after each chunk, so cancelling (or a
-//! crash) keeps everything done so far and the next run resumes from there.
+//! crash) keeps everything done so far and the next run resumes from there. The next chunk is
+//! tokenised on a second thread while the current one runs through the transformer.
 
 use std::path::PathBuf;
 
@@ -113,36 +114,58 @@ pub fn embed_texts(
     }
     let mut copies_done = 0;
     let chunk = options.chunk.max(1);
-    for part in missing.chunks(chunk) {
-        let chunk_texts: Vec<&str> = part.iter().map(|&i| texts[i].as_str()).collect();
-        let mut cancelled = false;
-        let rows =
-            encoder.encode_prompted(&chunk_texts, prompt, options.batch_size, &mut |d, _| {
+    let parts: Vec<&[usize]> = missing.chunks(chunk).collect();
+    // Tokenising overlaps the transformer: a second thread tokenises the next chunk while this
+    // one encodes the current one. The channel holds one chunk, so at most two tokenised chunks
+    // exist at a time; when this thread stops early (cancelled, or an error), the channel
+    // closes and the tokeniser stops after its current chunk.
+    let cancelled = std::thread::scope(|scope| -> Result<bool> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let parts = &parts;
+        scope.spawn(move || {
+            for part in parts {
+                let chunk_texts: Vec<&str> = part.iter().map(|&i| texts[i].as_str()).collect();
+                if tx
+                    .send(encoder.tokenize_prompted(&chunk_texts, prompt))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        for (part, tokenized) in parts.iter().zip(rx) {
+            let mut cancelled = false;
+            let rows = encoder.encode_tokenized(&tokenized?, options.batch_size, &mut |d, _| {
                 if !progress(report(done + d)) {
                     cancelled = true;
                 }
             })?;
-        let mut flat = Vec::with_capacity(part.len() * dim);
-        for (&i, row) in part.iter().zip(&rows) {
-            data[i * dim..(i + 1) * dim].copy_from_slice(row);
-            flat.extend_from_slice(row);
+            let mut flat = Vec::with_capacity(part.len() * dim);
+            for (&i, row) in part.iter().zip(&rows) {
+                data[i * dim..(i + 1) * dim].copy_from_slice(row);
+                flat.extend_from_slice(row);
+            }
+            done += part.len();
+            let failed = cache.as_mut().ok().and_then(|c| {
+                let part_hashes: Vec<u128> = part.iter().map(|&i| hashes[i]).collect();
+                c.append(&part_hashes, &flat).err().map(|e| {
+                    format!(
+                        "{}: {e} (the cache is no longer written)",
+                        c.dir().display()
+                    )
+                })
+            });
+            if let Some(message) = failed {
+                cache = Err(message);
+            }
+            if cancelled {
+                return Ok(true);
+            }
         }
-        done += part.len();
-        let failed = cache.as_mut().ok().and_then(|c| {
-            let part_hashes: Vec<u128> = part.iter().map(|&i| hashes[i]).collect();
-            c.append(&part_hashes, &flat).err().map(|e| {
-                format!(
-                    "{}: {e} (the cache is no longer written)",
-                    c.dir().display()
-                )
-            })
-        });
-        if let Some(message) = failed {
-            cache = Err(message);
-        }
-        if cancelled {
-            return Ok(None);
-        }
+        Ok(false)
+    })?;
+    if cancelled {
+        return Ok(None);
     }
     for &(i, src) in &copies {
         data.copy_within(src * dim..(src + 1) * dim, i * dim);
