@@ -403,10 +403,11 @@ fn info(args: InfoArgs) -> Result<()> {
         let f32 = model::cpu::packed::F32Choice::get();
         writeln!(
             out,
-            "f32 kernels     {} (up to {} rows), {} (more rows)",
+            "f32 kernels     {} (up to {} rows), {} (more rows), {} (training gradients)",
             f32.small.name(),
             model::cpu::kernels::SMALL_M,
-            f32.large.name()
+            f32.large.name(),
+            f32.strided.name()
         )?;
     }
     match i.precision {

@@ -16,6 +16,7 @@ use super::super::layers::{DropoutRng, LayerNorm, Linear};
 use super::fused::{Data, Packed};
 use super::{Bert, EncoderInput, HiddenAct, Layer};
 use crate::model::cpu::kernels::{self, Mat};
+use crate::model::cpu::packed;
 use crate::model::transformer::WeightGrads;
 
 /// Everything the backward pass needs from one recorded forward pass.
@@ -337,7 +338,7 @@ fn linear_backward(
 ) -> candle_core::Result<()> {
     let (n, k) = (dy.cols, x.cols);
     let mut dw = vec![0f32; n * k];
-    kernels::matmul(&mut dw, k, dy.t(), x, false);
+    packed::matmul(&mut dw, k, dy.t(), x, false);
     let mut db = vec![0f32; n];
     for r in 0..dy.rows {
         for (j, v) in db.iter_mut().enumerate() {
@@ -345,7 +346,7 @@ fn linear_backward(
         }
     }
     let w = Data::of(lin.weight())?;
-    kernels::matmul(dx, k, dy, Mat::rows(w.get(), n, k), dx_accumulate);
+    packed::matmul(dx, k, dy, Mat::rows(w.get(), n, k), dx_accumulate);
     drop(w);
     push_linear(grads, lin, dw, db);
     Ok(())

@@ -21,9 +21,19 @@ pub const SMALL_M: usize = 48;
 /// Below this many multiply-adds a matrix product runs on the calling thread.
 const PARALLEL_MACS: usize = 1 << 20;
 
-/// Threads for one operation: candle's setting (`RAYON_NUM_THREADS`, else the cores).
+thread_local! {
+    /// Set while [`fastest`] times kernels: every operation on this thread runs on it alone.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Threads for one operation: candle's setting (`RAYON_NUM_THREADS`, else the cores); 1 while
+/// kernels are being timed on this thread.
 pub fn threads() -> usize {
-    candle_core::utils::get_num_threads()
+    if SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        candle_core::utils::get_num_threads()
+    }
 }
 
 fn check_matmul(dst: &[f32], dst_rs: usize, x: &[f32], m: usize, k: usize, w: &[f32], n: usize) {
@@ -76,11 +86,22 @@ pub fn timing_data(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
 
 /// The quickest of `kernels` at `run` (one untimed call, which also makes any packed layout;
 /// then the best of three timed calls each). A single kernel is returned untimed.
+///
+/// Everything runs on the calling thread (see [`threads`]): the kernels, not the pool, are
+/// compared, and the choice, made inside a `OnceLock` that pool tasks may be waiting on, never
+/// needs the pool (nor lets this thread pick up a pool task that would ask for it again).
 pub fn fastest<K: Copy>(kernels: &[K], mut run: impl FnMut(K)) -> K {
     assert!(!kernels.is_empty(), "no kernel to choose from");
     if kernels.len() == 1 {
         return kernels[0];
     }
+    struct Serial(bool);
+    impl Drop for Serial {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Serial(SERIAL.with(|s| s.replace(true)));
     let mut time = |k: K| {
         run(k);
         (0..3)
@@ -148,7 +169,8 @@ impl<'a> Mat<'a> {
 }
 
 /// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major with rows `dst_rs`
-/// apart; any strides for `a` and `b` (transposes are free). Through `gemm`.
+/// apart; any strides for `a` and `b` (transposes are free). Through `gemm` (`packed::matmul`
+/// chooses between it and the AVX-512 kernel).
 pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     assert_eq!(a.cols, b.rows, "inner dimensions");
     a.check();

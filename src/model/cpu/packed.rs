@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::kernels::{self, Out, threads};
+use super::kernels::{self, Mat, Out, threads};
 
 /// Weight rows per parallel task.
 const COLS_PER_TASK: usize = 64;
@@ -118,18 +118,26 @@ pub struct F32Choice {
     pub small: F32Kernel,
     /// More rows (batches).
     pub large: F32Kernel,
+    /// The training products ([`matmul`], whose `b` has contiguous rows): the weight gradient
+    /// `dyᵀ · x` and the input gradient `dy · W`.
+    pub strided: F32Kernel,
 }
 
 impl F32Choice {
-    /// Timed once per process: each kernel on 16 and on 256 rows of a 384 × 384 product (a few
-    /// milliseconds). `SBERT_TUI_F32_KERNEL=gemm|avx512-packed` sets both instead.
+    /// Timed once per process: each kernel on 16 and on 256 rows of a 384 × 384 product, and on
+    /// a weight gradient of the same size (a few milliseconds).
+    /// `SBERT_TUI_F32_KERNEL=gemm|avx512-packed` sets all three instead.
     pub fn get() -> Self {
         static CHOICE: OnceLock<F32Choice> = OnceLock::new();
         *CHOICE.get_or_init(|| {
             let available = F32Kernel::available();
             if let Some(k) = kernels::chosen_by_env("SBERT_TUI_F32_KERNEL", &available, |k| k.id())
             {
-                return F32Choice { small: k, large: k };
+                return F32Choice {
+                    small: k,
+                    large: k,
+                    strided: k,
+                };
             }
             let (_, k, n) = kernels::TIMING_SHAPE;
             let time = |m: usize| {
@@ -141,9 +149,20 @@ impl F32Choice {
                     _ => matmul_with(kernel, &mut dst, n, &x, m, &packed),
                 })
             };
+            // A weight gradient's shape: 384 outputs, 256 tokens summed, 384 inputs.
+            let strided = {
+                let (dy, x) = kernels::timing_data(256, 384, 384);
+                let mut dw = vec![0f32; 384 * 384];
+                let (dy, x) = (Mat::rows(&dy, 256, 384), Mat::rows(&x, 256, 384));
+                kernels::fastest(&available, |kernel| match kernel {
+                    F32Kernel::Gemm => kernels::matmul(&mut dw, 384, dy.t(), x, false),
+                    _ => strided_with(&mut dw, 384, dy.t(), x, false),
+                })
+            };
             F32Choice {
                 small: time(16),
                 large: time(256),
+                strided,
             }
         })
     }
@@ -157,7 +176,8 @@ impl F32Choice {
         }
     }
 
-    /// Whether any product runs on packed weights (so that the model packs them at load).
+    /// Whether any inference product runs on packed weights (so that the model packs them at
+    /// load).
     pub fn packs(self) -> bool {
         self.small != F32Kernel::Gemm || self.large != F32Kernel::Gemm
     }
@@ -184,70 +204,153 @@ pub fn matmul_with(
         "the {} kernel does not run on packed weights here",
         kernel.name()
     );
-    // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own
-    // columns.
+    let geo = Geometry {
+        ars: k,
+        acs: 1,
+        bgs: LANES * k,
+        bps: LANES,
+        k,
+        accumulate: false,
+    };
+    // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own tile.
     let out = unsafe { Out::new(dst) };
-    let run = |j0: usize, j1: usize| {
+    split(m, n, k, |rows, cols| {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU runs AVX-512 F (checked above); `w.packed` is `pack` of the weight;
-        // tasks start at multiples of 16 columns.
+        // SAFETY: the CPU runs AVX-512 F (checked above); `x` holds `m` rows of `k`;
+        // `w.packed` is `pack` of the weight (groups of `16 · k`, zeros past `n`); `dst` was
+        // checked; tiles start at multiples of 16 columns.
         unsafe {
-            avx512::columns(out, dst_rs, x, m, k, &w.packed, n, j0, j1)
+            avx512::tile(out, dst_rs, x, &w.packed, geo, rows, cols)
+        }
+    });
+}
+
+/// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major with rows `dst_rs`
+/// apart, any strides for `a` and `b`: through this module's AVX-512 kernel where `b`'s rows are
+/// contiguous (`b.cs == 1`) and the kernel was timed faster than `gemm` on a weight gradient
+/// ([`F32Choice`]), else through `kernels::matmul` (`gemm`). The training products come here.
+pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+    if b.cs == 1 && F32Choice::get().strided != F32Kernel::Gemm {
+        strided_with(dst, dst_rs, a, b, accumulate)
+    } else {
+        kernels::matmul(dst, dst_rs, a, b, accumulate)
+    }
+}
+
+/// [`matmul`] on the AVX-512 kernel, chosen or not (the CPU must run it, `b.cs == 1`).
+fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+    assert!(F32Kernel::Avx512Packed.supported() && b.cs == 1);
+    assert_eq!(a.cols, b.rows, "inner dimensions");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
+    let last = |x: &Mat| {
+        if x.rows > 0 && x.cols > 0 {
+            (x.rows - 1) * x.rs + (x.cols - 1) * x.cs
+        } else {
+            0
         }
     };
-    if threads() < 2 || m * n * k < PARALLEL_MACS {
-        run(0, n);
-    } else {
-        (0..n.div_ceil(COLS_PER_TASK))
-            .into_par_iter()
-            .for_each(|b| run(b * COLS_PER_TASK, ((b + 1) * COLS_PER_TASK).min(n)));
+    assert!(
+        last(&a) < a.data.len().max(1) && last(&b) < b.data.len().max(1),
+        "operand out of bounds"
+    );
+    let geo = Geometry {
+        ars: a.rs,
+        acs: a.cs,
+        bgs: LANES,
+        bps: b.rs,
+        k,
+        accumulate,
+    };
+    // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own tile.
+    let out = unsafe { Out::new(dst) };
+    split(m, n, k, |rows, cols| {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU runs AVX-512 F (asserted); every element of `a` and `b` at these
+        // strides exists (checked); `dst` was checked; tiles start at multiples of 16 columns.
+        unsafe {
+            avx512::tile(out, dst_rs, a.data, b.data, geo, rows, cols)
+        }
+    });
+}
+
+/// Where the kernel finds its operands: `A(i, p)` at `a[i · ars + p · acs]`; the 16 columns of
+/// group `g` at step `p` of `B` at `b[g · bgs + p · bps ..][..16]` (contiguous).
+#[derive(Clone, Copy)]
+struct Geometry {
+    ars: usize,
+    acs: usize,
+    bgs: usize,
+    bps: usize,
+    /// Steps of the sum.
+    k: usize,
+    /// Add to `dst` instead of overwriting it.
+    accumulate: bool,
+}
+
+/// Runs `tile` over rows `0..m` × columns `0..n` of the output: on the calling thread when the
+/// product is small, else in parallel tasks of 64 columns (and of rows too when there are fewer
+/// column tasks than four per thread).
+fn split(m: usize, n: usize, k: usize, tile: impl Fn((usize, usize), (usize, usize)) + Sync) {
+    let t = threads();
+    if t < 2 || m * n * k < PARALLEL_MACS {
+        return tile((0, m), (0, n));
     }
+    let col_tasks = n.div_ceil(COLS_PER_TASK);
+    let row_tasks = (4 * t).div_ceil(col_tasks).clamp(1, m.div_ceil(48));
+    let rows_per = m.div_ceil(row_tasks);
+    (0..row_tasks * col_tasks).into_par_iter().for_each(|task| {
+        let (r, c) = (task / col_tasks, task % col_tasks);
+        let rows = (r * rows_per, ((r + 1) * rows_per).min(m));
+        let cols = (c * COLS_PER_TASK, ((c + 1) * COLS_PER_TASK).min(n));
+        if rows.0 < rows.1 {
+            tile(rows, cols)
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{LANES, Out};
+    use super::{Geometry, LANES, Out};
 
     const ROWS: usize = 6;
     const GROUPS: usize = 4;
 
-    /// Columns `j0..j1` (`j0` a multiple of 16) of every row of `x` (`m` rows of `k`).
+    /// Rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16) of `A · B`.
     ///
     /// # Safety
-    /// The CPU must run AVX-512 F; `packed` is `pack` of an `[n, k]` weight; `dst` holds `m` rows
-    /// of `dst_rs`, at least `n` wide.
+    /// The CPU must run AVX-512 F; `a` and `b` hold every element `geo` addresses for these rows
+    /// and the columns up to `j1` (a partial last group is loaded with a mask); `dst` holds rows
+    /// `i0..i1` of `dst_rs`, at least `j1` wide; no other thread touches this tile.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn columns(
+    pub unsafe fn tile(
         dst: Out,
         dst_rs: usize,
-        x: &[f32],
-        m: usize,
-        k: usize,
-        packed: &[f32],
-        n: usize,
-        j0: usize,
-        j1: usize,
+        a: &[f32],
+        b: &[f32],
+        geo: Geometry,
+        (i0, i1): (usize, usize),
+        (j0, j1): (usize, usize),
     ) {
-        debug_assert!(j0.is_multiple_of(LANES) && j1 <= n);
-        debug_assert_eq!(packed.len(), n.next_multiple_of(LANES) * k);
-        debug_assert!(x.len() >= m * k);
+        debug_assert!(j0.is_multiple_of(LANES));
         macro_rules! go {
             ($rows:expr, $groups:expr, $i:expr, $j:expr; $(($r:literal, $g:literal)),*) => {
                 match ($rows, $groups) {
-                    // SAFETY: rows `i..i + r` < m, groups within `packed`, columns `j..j1`.
-                    $(($r, $g) => unsafe {
-                        block::<$r, $g>(dst, dst_rs, x, k, packed, $i, $j, j1)
-                    },)*
+                    // SAFETY: rows `i..i + r` < i1, groups up to `j1`, per this function's
+                    // contract.
+                    $(($r, $g) => unsafe { block::<$r, $g>(dst, dst_rs, a, b, geo, $i, $j, j1) },)*
                     _ => unreachable!(),
                 }
             };
         }
-        let mut i = 0;
-        while i < m {
-            let rows = (m - i).min(ROWS);
+        let mut i = i0;
+        while i < i1 {
+            let rows = (i1 - i).min(ROWS);
             let mut j = j0;
             while j < j1 {
                 let groups = (j1 - j).div_ceil(LANES).min(GROUPS);
@@ -261,44 +364,61 @@ mod avx512 {
         }
     }
 
-    /// `R` rows from `i` × `G` groups of 16 columns from `j`, over the whole of `k`; stored with
-    /// a mask past `j_end`.
+    /// The lanes of a group with `valid` columns left.
+    fn mask(valid: usize) -> __mmask16 {
+        if valid >= LANES { !0 } else { (1 << valid) - 1 }
+    }
+
+    /// `R` rows from `i` × `G` groups of 16 columns from `j`, over the whole sum; columns past
+    /// `j_end` are neither loaded nor stored.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     unsafe fn block<const R: usize, const G: usize>(
         dst: Out,
         dst_rs: usize,
-        x: &[f32],
-        k: usize,
-        packed: &[f32],
+        a: &[f32],
+        b: &[f32],
+        geo: Geometry,
         i: usize,
         j: usize,
         j_end: usize,
     ) {
+        let masks: [__mmask16; G] = std::array::from_fn(|g| mask(j_end - (j + g * LANES)));
         let mut acc = [[_mm512_setzero_ps(); G]; R];
-        // SAFETY (all pointer reads): rows `i..i + R` of `x` and groups `j / 16..j / 16 + G` of
-        // `packed` (`16 · k` values each) exist, per `columns`.
-        let a = unsafe { x.as_ptr().add(i * k) };
-        let b = unsafe { packed.as_ptr().add(j * k) };
-        for p in 0..k {
+        // Pointers step through the sum (wrapping: the last step may point past the operands
+        // without reading there). Every read is of an element `geo` addresses for rows
+        // `i..i + R` and columns `j..j_end`, which exist per `tile`'s contract; masked loads
+        // touch only those.
+        let mut ap: [*const f32; R] =
+            std::array::from_fn(|r| a.as_ptr().wrapping_add((i + r) * geo.ars));
+        let mut bp = b.as_ptr().wrapping_add((j / LANES) * geo.bgs);
+        for _ in 0..geo.k {
             let wv: [__m512; G] = std::array::from_fn(|g| unsafe {
-                _mm512_loadu_ps(b.add(g * LANES * k + p * LANES))
+                _mm512_maskz_loadu_ps(masks[g], bp.wrapping_add(g * geo.bgs))
             });
             for r in 0..R {
-                let xv = _mm512_set1_ps(unsafe { *a.add(r * k + p) });
+                // SAFETY: as above.
+                let xv = _mm512_set1_ps(unsafe { *ap[r] });
                 for g in 0..G {
                     acc[r][g] = _mm512_fmadd_ps(xv, wv[g], acc[r][g]);
                 }
+                ap[r] = ap[r].wrapping_add(geo.acs);
             }
+            bp = bp.wrapping_add(geo.bps);
         }
         for g in 0..G {
             let j = j + g * LANES;
             let valid = (j_end - j).min(LANES);
-            let mask: __mmask16 = if valid == LANES { !0 } else { (1 << valid) - 1 };
             for r in 0..R {
                 // SAFETY: row `i + r`, columns `j..j + valid`, inside `dst`, this task's own.
                 unsafe {
-                    _mm512_mask_storeu_ps(dst.at((i + r) * dst_rs + j, valid), mask, acc[r][g])
+                    let out = dst.at((i + r) * dst_rs + j, valid);
+                    let v = if geo.accumulate {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(masks[g], out), acc[r][g])
+                    } else {
+                        acc[r][g]
+                    };
+                    _mm512_mask_storeu_ps(out, masks[g], v)
                 };
             }
         }
@@ -347,6 +467,40 @@ mod tests {
                 // Nothing outside the product's columns was written.
                 assert!(got[..2].iter().all(|v| v.is_nan()));
                 assert!(got[2 + n..dst_rs].iter().all(|v| v.is_nan()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_strided_kernel_matches_gemm_with_transposes_and_accumulation() {
+        if !F32Kernel::Avx512Packed.supported() {
+            eprintln!("SKIPPED: this CPU has no AVX-512, so training products stay on gemm");
+            return;
+        }
+        let data = |n: usize, s: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 + s) * 0.37).sin()).collect()
+        };
+        // (m, k, n): a weight gradient `dyᵀ · x` and an input gradient `dy · W`, odd sizes, and
+        // one large enough to split into row and column tasks.
+        for (m, k, n) in [(1, 1, 1), (7, 13, 19), (37, 101, 70), (384, 256, 130)] {
+            let dy = data(k * m, 1.0); // [k, m], read transposed
+            let x = data(k * n, 2.0); // [k, n]
+            for (a, b) in [
+                (Mat::rows(&dy, k, m).t(), Mat::rows(&x, k, n)),
+                (Mat::rows(&dy, m, k), Mat::rows(&x, k, n)),
+            ] {
+                for accumulate in [false, true] {
+                    let start = data(m * (n + 3), 4.0);
+                    let (mut want, mut got) = (start.clone(), start.clone());
+                    kernels::matmul(&mut want, n + 3, a, b, accumulate);
+                    strided_with(&mut got, n + 3, a, b, accumulate);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-5 * (k as f32).max(1.0),
+                            "{m}x{k}x{n} accumulate {accumulate} [{i}]: {g} vs {w}"
+                        );
+                    }
+                }
             }
         }
     }

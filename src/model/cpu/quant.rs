@@ -202,7 +202,6 @@ impl Int8Kernel {
             let (x, w) = kernels::timing_data(m, k, n);
             let w = QuantWeight::new(&w, n, k);
             let mut dst = vec![0f32; m * n];
-            // On the calling thread: the kernels, not the pool, are compared.
             kernels::fastest(&simd, |kernel| {
                 let q = quantize_rows(&x, m, w.k, w.kp);
                 // SAFETY: `dst` is borrowed mutably for this call.
