@@ -5,6 +5,10 @@
 //! number of rows, so [`F32Choice::get`] times them once per process, for a few rows (the
 //! latency path) and for a batch, and keeps the faster of each.
 //!
+//! The same kernel, reading its operands where they lie (any row and column strides for `A`,
+//! contiguous rows of `B`), runs the training gradients `dyᵀ · x` and `dy · W` ([`matmul`])
+//! where it was timed faster than `gemm` on one.
+//!
 //! Sums run in another order than `gemm`'s, so results differ from it by float32 rounding only
 //! (the parity tests hold every path to the Python library at their tolerance).
 
@@ -71,8 +75,9 @@ pub enum F32Kernel {
     /// `kernels::matmul_wt`: the unpacked AVX2/FMA kernel up to `kernels::SMALL_M` rows, `gemm`
     /// (packing at every call) above.
     Gemm,
-    /// This module's AVX-512 kernel on weights packed at load.
-    Avx512Packed,
+    /// This module's AVX-512 kernel: on weights packed at load (inference), on the operands'
+    /// own storage (training gradients).
+    Avx512,
 }
 
 impl F32Kernel {
@@ -81,7 +86,7 @@ impl F32Kernel {
         match self {
             F32Kernel::Gemm => true,
             #[cfg(target_arch = "x86_64")]
-            F32Kernel::Avx512Packed => std::arch::is_x86_feature_detected!("avx512f"),
+            F32Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -89,7 +94,7 @@ impl F32Kernel {
 
     /// Every kernel this CPU runs (for tests and benchmarks).
     pub fn available() -> Vec<Self> {
-        [F32Kernel::Gemm, F32Kernel::Avx512Packed]
+        [F32Kernel::Gemm, F32Kernel::Avx512]
             .into_iter()
             .filter(|k| k.supported())
             .collect()
@@ -99,14 +104,14 @@ impl F32Kernel {
     pub fn id(self) -> &'static str {
         match self {
             F32Kernel::Gemm => "gemm",
-            F32Kernel::Avx512Packed => "avx512-packed",
+            F32Kernel::Avx512 => "avx512",
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             F32Kernel::Gemm => "gemm / unpacked avx2-fma",
-            F32Kernel::Avx512Packed => "avx512 on packed weights",
+            F32Kernel::Avx512 => "avx512 fma, 6x64 blocks",
         }
     }
 }
@@ -126,7 +131,7 @@ pub struct F32Choice {
 impl F32Choice {
     /// Timed once per process: each kernel on 16 and on 256 rows of a 384 × 384 product, and on
     /// a weight gradient of the same size (a few milliseconds).
-    /// `SBERT_TUI_F32_KERNEL=gemm|avx512-packed` sets all three instead.
+    /// `SBERT_TUI_F32_KERNEL=gemm|avx512` sets all three instead.
     pub fn get() -> Self {
         static CHOICE: OnceLock<F32Choice> = OnceLock::new();
         *CHOICE.get_or_init(|| {
@@ -239,7 +244,7 @@ pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) 
 
 /// [`matmul`] on the AVX-512 kernel, chosen or not (the CPU must run it, `b.cs == 1`).
 fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
-    assert!(F32Kernel::Avx512Packed.supported() && b.cs == 1);
+    assert!(F32Kernel::Avx512.supported() && b.cs == 1);
     assert_eq!(a.cols, b.rows, "inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
@@ -473,7 +478,7 @@ mod tests {
 
     #[test]
     fn the_strided_kernel_matches_gemm_with_transposes_and_accumulation() {
-        if !F32Kernel::Avx512Packed.supported() {
+        if !F32Kernel::Avx512.supported() {
             eprintln!("SKIPPED: this CPU has no AVX-512, so training products stay on gemm");
             return;
         }
