@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the hot CPU kernels of the fused inference path, at all-MiniLM-L6-v2's
 //! shapes (hidden 384, intermediate 1536, 12 heads of 32): the two matrix-product paths across
-//! row counts (which picks `kernels::SMALL_M`), the int8 and bf16 products of `--precision int8|bf16`
+//! row counts (which picks `kernels::SMALL_M`), the AVX-512 kernel on packed weights, the int8 and bf16 products of `--precision int8|bf16`
 //! (each kernel this CPU runs), GELU, layer norm and attention.
 //!
 //!   cargo bench --bench kernels                 # all
@@ -9,7 +9,7 @@
 //! Reports time per call and, for the products, throughput in multiply-adds per second.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sbert_tui::model::cpu::{bf16, kernels, quant};
+use sbert_tui::model::cpu::{bf16, kernels, packed, quant};
 
 fn data(n: usize, seed: f32) -> Vec<f32> {
     (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
@@ -29,6 +29,15 @@ fn matmul(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("unpacked", m), &m, |b, &m| {
                 b.iter(|| kernels::small_matmul_wt_par(&mut dst, n, &x, m, k, &w, n))
             });
+            // The AVX-512 kernel on the weight packed once (not timed: done at load).
+            if packed::F32Kernel::Avx512.supported() {
+                let pw = packed::PackedWeight::new(&w, n, k);
+                group.bench_with_input(BenchmarkId::new("f32 avx512 packed", m), &m, |b, &m| {
+                    b.iter(|| {
+                        packed::matmul_with(packed::F32Kernel::Avx512, &mut dst, n, &x, m, &pw)
+                    })
+                });
+            }
             // --precision int8: the activations' quantisation included.
             let q = quant::QuantWeight::new(&w, n, k);
             for kernel in quant::Int8Kernel::available() {
