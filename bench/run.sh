@@ -22,8 +22,8 @@ N=${N:-5000}
 STEPS=${STEPS:-60}
 OUT=bench/out
 RESULTS=${RESULTS:-$OUT/results.md}
-ENCODE_GOAL=${ENCODE_GOAL:-1.2}
-TRAIN_GOAL=${TRAIN_GOAL:-1.5}
+ENCODE_GOAL=${ENCODE_GOAL:-1.5}
+TRAIN_GOAL=${TRAIN_GOAL:-2}
 mkdir -p "$OUT"
 if [ ! -x .venv-ref/bin/python ]; then
   echo "setting up the Python reference in .venv-ref (a few GB, once)..." >&2
