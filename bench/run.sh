@@ -13,7 +13,7 @@
 # Prints a table with both numbers and the ratio, and writes it to bench/out/results.md.
 #
 #   bench/run.sh                  # THREADS=, N=, STEPS= to change the defaults
-#   MODEL=path/to/all-mpnet-base-v2 ENCODE_GOAL=1.3 bench/run.sh    # another model
+#   MODEL=path/to/all-mpnet-base-v2 N=1000 STEPS=20 bench/run.sh    # another model
 # Results go to bench/out/results.md (RESULTS= to name another file).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,14 +15,7 @@
 
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
-use super::kernels::{self, Out, threads};
-
-/// Weight rows per parallel task.
-const COLS_PER_TASK: usize = 64;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_MACS: usize = 1 << 20;
+use super::kernels::{self, Out};
 
 /// `f32` → bf16, rounding to nearest even (NaN stays NaN).
 pub fn to_bf16(x: f32) -> u16 {
@@ -170,11 +163,9 @@ pub fn matmul_with(
     w: &Bf16Weight,
 ) {
     let (k, n) = (w.k, w.n);
-    assert!(x.len() >= m * k, "lhs too short");
-    if m == 0 || n == 0 {
+    if !kernels::check_product(dst, dst_rs, x, m, k, n) {
         return;
     }
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
     assert!(
         kernel.supported(),
         "this CPU does not run the {} kernel",
@@ -191,20 +182,13 @@ pub fn matmul_with(
             let xb = avx512::rows(x, m, k, kp);
             let packed = w.packed.get_or_init(|| avx512::pack(&w.data, n, k, kp));
             // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its
-            // own columns.
+            // own tile.
             let out = unsafe { Out::new(dst) };
             // SAFETY: the CPU runs AVX-512 F and BF16 (checked above); `packed` is `pack` of
-            // `w`, `xb` holds `m` rows of `kp`; tasks start at multiples of 16 columns.
-            let run = |j0: usize, j1: usize| unsafe {
-                avx512::columns(out, dst_rs, &xb, m, kp, packed, n, j0, j1)
-            };
-            if threads() < 2 || m * n * k < PARALLEL_MACS {
-                run(0, n);
-            } else {
-                (0..n.div_ceil(COLS_PER_TASK))
-                    .into_par_iter()
-                    .for_each(|b| run(b * COLS_PER_TASK, ((b + 1) * COLS_PER_TASK).min(n)));
-            }
+            // `w`, `xb` holds `m` rows of `kp`; tiles start at multiples of 16 columns.
+            kernels::tiles(m, n, k, |rows, cols| unsafe {
+                avx512::tile(out, dst_rs, &xb, kp, packed, n, rows, cols)
+            });
         }
         #[allow(unreachable_patterns)]
         _ => unreachable!("checked by `supported`"),
@@ -218,8 +202,6 @@ mod avx512 {
     use super::{Out, to_bf16};
 
     const LANES: usize = 16;
-    const ROWS: usize = 6;
-    const GROUPS: usize = 4;
 
     /// Activation rows rounded to bf16, each padded to `kp` (even) with a zero.
     pub fn rows(x: &[f32], m: usize, k: usize, kp: usize) -> Vec<u16> {
@@ -246,53 +228,37 @@ mod avx512 {
         p
     }
 
-    /// Columns `j0..j1` (`j0` a multiple of 16) of every activation row.
+    /// Rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16) of the product.
     ///
     /// # Safety
-    /// The CPU must run AVX-512 F and BF16; `xb` holds `m` rows of `kp` (even) bf16 values;
-    /// `packed` is `pack` of an `[n, k]` weight with this `kp`; `dst` holds `m` rows of
-    /// `dst_rs`, at least `n` wide.
+    /// The CPU must run AVX-512 F and BF16; `xb` holds at least `i1` rows of `kp` (even) bf16
+    /// values; `packed` is `pack` of an `[n, k]` weight with this `kp`; `dst` holds rows
+    /// `i0..i1` of `dst_rs`, at least `n` wide; no other thread touches this tile.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn columns(
+    pub unsafe fn tile(
         dst: Out,
         dst_rs: usize,
         xb: &[u16],
-        m: usize,
         kp: usize,
         packed: &[u16],
         n: usize,
-        j0: usize,
-        j1: usize,
+        (i0, i1): (usize, usize),
+        (j0, j1): (usize, usize),
     ) {
         debug_assert!(j0.is_multiple_of(LANES) && j1 <= n);
         debug_assert_eq!(packed.len(), n.next_multiple_of(LANES) * kp);
-        debug_assert_eq!(xb.len(), m * kp);
-        macro_rules! go {
-            ($rows:expr, $groups:expr, $i:expr, $j:expr; $(($r:literal, $g:literal)),*) => {
-                match ($rows, $groups) {
-                    // SAFETY: rows `i..i + r` < m, groups within `packed`, columns `j..j1`.
-                    $(($r, $g) => unsafe {
-                        block::<$r, $g>(dst, dst_rs, xb, kp, packed, $i, $j, j1)
-                    },)*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        let mut i = 0;
-        while i < m {
-            let rows = (m - i).min(ROWS);
-            let mut j = j0;
-            while j < j1 {
-                let groups = (j1 - j).div_ceil(LANES).min(GROUPS);
-                go!(rows, groups, i, j;
-                    (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4),
-                    (3, 1), (3, 2), (3, 3), (3, 4), (4, 1), (4, 2), (4, 3), (4, 4),
-                    (5, 1), (5, 2), (5, 3), (5, 4), (6, 1), (6, 2), (6, 3), (6, 4));
-                j += GROUPS * LANES;
-            }
-            i += rows;
-        }
+        debug_assert!(xb.len() >= i1 * kp);
+        crate::model::cpu::kernels::blocks_6x4!(
+            block,
+            (i0, i1),
+            (j0, j1),
+            dst,
+            dst_rs,
+            xb,
+            kp,
+            packed
+        );
     }
 
     /// `R` rows from `i` × `G` groups of 16 columns from `j`, over the whole of `kp`; stored with
@@ -311,7 +277,7 @@ mod avx512 {
     ) {
         let mut acc = [[_mm512_setzero_ps(); G]; R];
         // SAFETY (all pointer reads): rows `i..i + R` of `xb` and groups `j / 16..j / 16 + G` of
-        // `packed` (`16 · kp` values each) exist, per `columns`.
+        // `packed` (`16 · kp` values each) exist, per `tile`.
         let a = unsafe { xb.as_ptr().add(i * kp) };
         let b = unsafe { packed.as_ptr().add(j * kp) };
         let mut p = 0;

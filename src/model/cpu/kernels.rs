@@ -73,6 +73,93 @@ pub fn gemm_wt(dst: &mut [f32], dst_rs: usize, x: &[f32], m: usize, k: usize, w:
     )
 }
 
+/// Walks the tile rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16) in register blocks
+/// of up to 6 rows × 4 groups of 16 columns, calling
+/// `$block::<R, G>($args.., i, j, j1)` for each, `R` rows from `i` and `G` groups from `j` as
+/// constants (the AVX-512 kernels of `packed.rs`, `bf16.rs` and `quant.rs`). Expands inside the
+/// caller's `unsafe fn`, whose contract covers every block of the tile.
+macro_rules! blocks_6x4 {
+    ($block:ident, ($i0:expr, $i1:expr), ($j0:expr, $j1:expr), $($arg:expr),* $(,)?) => {{
+        let (i1, j0, j1) = ($i1, $j0, $j1);
+        let mut i = $i0;
+        while i < i1 {
+            let rows = (i1 - i).min(6);
+            let mut j = j0;
+            while j < j1 {
+                let groups = (j1 - j).div_ceil(16).min(4);
+                // SAFETY: rows `i..i + rows` and the groups up to `j1` lie in the tile, which
+                // the caller's contract covers.
+                match (rows, groups) {
+                    (1, 1) => unsafe { $block::<1, 1>($($arg,)* i, j, j1) },
+                    (1, 2) => unsafe { $block::<1, 2>($($arg,)* i, j, j1) },
+                    (1, 3) => unsafe { $block::<1, 3>($($arg,)* i, j, j1) },
+                    (1, 4) => unsafe { $block::<1, 4>($($arg,)* i, j, j1) },
+                    (2, 1) => unsafe { $block::<2, 1>($($arg,)* i, j, j1) },
+                    (2, 2) => unsafe { $block::<2, 2>($($arg,)* i, j, j1) },
+                    (2, 3) => unsafe { $block::<2, 3>($($arg,)* i, j, j1) },
+                    (2, 4) => unsafe { $block::<2, 4>($($arg,)* i, j, j1) },
+                    (3, 1) => unsafe { $block::<3, 1>($($arg,)* i, j, j1) },
+                    (3, 2) => unsafe { $block::<3, 2>($($arg,)* i, j, j1) },
+                    (3, 3) => unsafe { $block::<3, 3>($($arg,)* i, j, j1) },
+                    (3, 4) => unsafe { $block::<3, 4>($($arg,)* i, j, j1) },
+                    (4, 1) => unsafe { $block::<4, 1>($($arg,)* i, j, j1) },
+                    (4, 2) => unsafe { $block::<4, 2>($($arg,)* i, j, j1) },
+                    (4, 3) => unsafe { $block::<4, 3>($($arg,)* i, j, j1) },
+                    (4, 4) => unsafe { $block::<4, 4>($($arg,)* i, j, j1) },
+                    (5, 1) => unsafe { $block::<5, 1>($($arg,)* i, j, j1) },
+                    (5, 2) => unsafe { $block::<5, 2>($($arg,)* i, j, j1) },
+                    (5, 3) => unsafe { $block::<5, 3>($($arg,)* i, j, j1) },
+                    (5, 4) => unsafe { $block::<5, 4>($($arg,)* i, j, j1) },
+                    (6, 1) => unsafe { $block::<6, 1>($($arg,)* i, j, j1) },
+                    (6, 2) => unsafe { $block::<6, 2>($($arg,)* i, j, j1) },
+                    (6, 3) => unsafe { $block::<6, 3>($($arg,)* i, j, j1) },
+                    (6, 4) => unsafe { $block::<6, 4>($($arg,)* i, j, j1) },
+                    _ => unreachable!(),
+                }
+                j += 64;
+            }
+            i += rows;
+        }
+    }};
+}
+pub(crate) use blocks_6x4;
+
+/// Output columns per parallel task of [`tiles`].
+const TILE_COLS: usize = 64;
+
+/// Checks the operands of `dst (m × n, rows dst_rs apart) = x (m × k) · wᵀ`; false when the
+/// product is empty (nothing to do).
+pub fn check_product(dst: &[f32], dst_rs: usize, x: &[f32], m: usize, k: usize, n: usize) -> bool {
+    assert!(x.len() >= m * k, "lhs too short");
+    if m == 0 || n == 0 {
+        return false;
+    }
+    assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
+    true
+}
+
+/// Runs `tile(rows, cols)` over the `m × n` output of a product summing `k` terms: on the
+/// calling thread when the product is small (or [`threads`] is 1), else in parallel tasks of 64
+/// columns (a multiple of 16, so every task starts on a SIMD group), split by rows too when
+/// there are fewer column tasks than four per thread.
+pub fn tiles(m: usize, n: usize, k: usize, tile: impl Fn((usize, usize), (usize, usize)) + Sync) {
+    let t = threads();
+    if t < 2 || m * n * k < PARALLEL_MACS {
+        return tile((0, m), (0, n));
+    }
+    let col_tasks = n.div_ceil(TILE_COLS);
+    let row_tasks = (4 * t).div_ceil(col_tasks).clamp(1, m.div_ceil(48));
+    let rows_per = m.div_ceil(row_tasks);
+    (0..row_tasks * col_tasks).into_par_iter().for_each(|task| {
+        let (r, c) = (task / col_tasks, task % col_tasks);
+        let rows = (r * rows_per, ((r + 1) * rows_per).min(m));
+        let cols = (c * TILE_COLS, ((c + 1) * TILE_COLS).min(n));
+        if rows.0 < rows.1 {
+            tile(rows, cols)
+        }
+    });
+}
+
 /// The product on which kernels are timed against each other at run time: 64 rows at
 /// all-MiniLM-L6-v2's attention-output shape (384 × 384).
 pub const TIMING_SHAPE: (usize, usize, usize) = (64, 384, 384);

@@ -14,14 +14,7 @@
 
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
-use super::kernels::{self, Mat, Out, threads};
-
-/// Weight rows per parallel task.
-const COLS_PER_TASK: usize = 64;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_MACS: usize = 1 << 20;
+use super::kernels::{self, Mat, Out};
 
 /// A `[n, k]` weight (PyTorch layout) packed for the AVX-512 kernel.
 #[derive(Debug)]
@@ -199,11 +192,9 @@ pub fn matmul_with(
     w: &PackedWeight,
 ) {
     let (k, n) = (w.k, w.n);
-    assert!(x.len() >= m * k, "lhs too short");
-    if m == 0 || n == 0 {
+    if !kernels::check_product(dst, dst_rs, x, m, k, n) {
         return;
     }
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
     assert!(
         kernel != F32Kernel::Gemm && kernel.supported(),
         "the {} kernel does not run on packed weights here",
@@ -219,7 +210,7 @@ pub fn matmul_with(
     };
     // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own tile.
     let out = unsafe { Out::new(dst) };
-    split(m, n, k, |rows, cols| {
+    kernels::tiles(m, n, k, |rows, cols| {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU runs AVX-512 F (checked above); `x` holds `m` rows of `k`;
         // `w.packed` is `pack` of the weight (groups of `16 · k`, zeros past `n`); `dst` was
@@ -272,7 +263,7 @@ fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool
     };
     // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own tile.
     let out = unsafe { Out::new(dst) };
-    split(m, n, k, |rows, cols| {
+    kernels::tiles(m, n, k, |rows, cols| {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU runs AVX-512 F (asserted); every element of `a` and `b` at these
         // strides exists (checked); `dst` was checked; tiles start at multiples of 16 columns.
@@ -296,35 +287,11 @@ struct Geometry {
     accumulate: bool,
 }
 
-/// Runs `tile` over rows `0..m` × columns `0..n` of the output: on the calling thread when the
-/// product is small, else in parallel tasks of 64 columns (and of rows too when there are fewer
-/// column tasks than four per thread).
-fn split(m: usize, n: usize, k: usize, tile: impl Fn((usize, usize), (usize, usize)) + Sync) {
-    let t = threads();
-    if t < 2 || m * n * k < PARALLEL_MACS {
-        return tile((0, m), (0, n));
-    }
-    let col_tasks = n.div_ceil(COLS_PER_TASK);
-    let row_tasks = (4 * t).div_ceil(col_tasks).clamp(1, m.div_ceil(48));
-    let rows_per = m.div_ceil(row_tasks);
-    (0..row_tasks * col_tasks).into_par_iter().for_each(|task| {
-        let (r, c) = (task / col_tasks, task % col_tasks);
-        let rows = (r * rows_per, ((r + 1) * rows_per).min(m));
-        let cols = (c * COLS_PER_TASK, ((c + 1) * COLS_PER_TASK).min(n));
-        if rows.0 < rows.1 {
-            tile(rows, cols)
-        }
-    });
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Geometry, LANES, Out};
-
-    const ROWS: usize = 6;
-    const GROUPS: usize = 4;
 
     /// Rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16) of `A · B`.
     ///
@@ -343,30 +310,7 @@ mod avx512 {
         (j0, j1): (usize, usize),
     ) {
         debug_assert!(j0.is_multiple_of(LANES));
-        macro_rules! go {
-            ($rows:expr, $groups:expr, $i:expr, $j:expr; $(($r:literal, $g:literal)),*) => {
-                match ($rows, $groups) {
-                    // SAFETY: rows `i..i + r` < i1, groups up to `j1`, per this function's
-                    // contract.
-                    $(($r, $g) => unsafe { block::<$r, $g>(dst, dst_rs, a, b, geo, $i, $j, j1) },)*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        let mut i = i0;
-        while i < i1 {
-            let rows = (i1 - i).min(ROWS);
-            let mut j = j0;
-            while j < j1 {
-                let groups = (j1 - j).div_ceil(LANES).min(GROUPS);
-                go!(rows, groups, i, j;
-                    (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4),
-                    (3, 1), (3, 2), (3, 3), (3, 4), (4, 1), (4, 2), (4, 3), (4, 4),
-                    (5, 1), (5, 2), (5, 3), (5, 4), (6, 1), (6, 2), (6, 3), (6, 4));
-                j += GROUPS * LANES;
-            }
-            i += rows;
-        }
+        crate::model::cpu::kernels::blocks_6x4!(block, (i0, i1), (j0, j1), dst, dst_rs, a, b, geo);
     }
 
     /// The lanes of a group with `valid` columns left.

@@ -24,8 +24,6 @@ use super::kernels::{self, Out, threads};
 
 /// Values per SIMD step (one 256-bit register of bytes).
 const STEP: usize = 32;
-/// Weight rows per parallel task.
-const COLS_PER_TASK: usize = 64;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MACS: usize = 1 << 20;
 /// The largest weight magnitude (7 bits).
@@ -103,7 +101,6 @@ impl QuantWeight {
 
 /// Activation rows quantised to u8, each with its scale and zero point.
 pub struct QuantRows {
-    m: usize,
     kp: usize,
     data: Vec<u8>,
     scale: Vec<f32>,
@@ -130,7 +127,6 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize) -> QuantRows {
         zero[i] = z;
     }
     QuantRows {
-        m,
         kp,
         data,
         scale,
@@ -206,7 +202,7 @@ impl Int8Kernel {
                 let q = quantize_rows(&x, m, w.k, w.kp);
                 // SAFETY: `dst` is borrowed mutably for this call.
                 let out = unsafe { Out::new(&mut dst) };
-                columns(kernel, out, n, &q, &w, 0, n);
+                tile(kernel, out, n, &q, &w, (0, m), (0, n));
             })
         })
     }
@@ -245,11 +241,9 @@ pub fn qmatmul_wt_with(
     w: &QuantWeight,
 ) {
     let (k, n) = (w.k, w.n);
-    assert!(x.len() >= m * k, "lhs too short");
-    if m == 0 || n == 0 {
+    if !kernels::check_product(dst, dst_rs, x, m, k, n) {
         return;
     }
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
     assert!(
         kernel.supported(),
         "this CPU does not run the {} kernel",
@@ -257,33 +251,28 @@ pub fn qmatmul_wt_with(
     );
     let q = quantize_rows(x, m, k, w.kp);
     // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own
-    // columns.
+    // tile.
     let out = unsafe { Out::new(dst) };
-    let run = |j0: usize, j1: usize| columns(kernel, out, dst_rs, &q, w, j0, j1);
-    if threads() < 2 || m * n * k < PARALLEL_MACS {
-        run(0, n);
-    } else {
-        (0..n.div_ceil(COLS_PER_TASK))
-            .into_par_iter()
-            .for_each(|b| run(b * COLS_PER_TASK, ((b + 1) * COLS_PER_TASK).min(n)));
-    }
+    kernels::tiles(m, n, k, |rows, cols| {
+        tile(kernel, out, dst_rs, &q, w, rows, cols)
+    });
 }
 
-/// Weight rows `j0..j1` against every activation row.
-fn columns(
+/// Activation rows `i0..i1` × weight rows `j0..j1` (`j0` a multiple of 16).
+fn tile(
     kernel: Int8Kernel,
     dst: Out,
     dst_rs: usize,
     q: &QuantRows,
     w: &QuantWeight,
-    j0: usize,
-    j1: usize,
+    (i0, i1): (usize, usize),
+    (j0, j1): (usize, usize),
 ) {
     #[cfg(target_arch = "x86_64")]
     if kernel == Int8Kernel::Avx512Vnni {
         // SAFETY: `qmatmul_wt_with` checked the CPU runs AVX-512 VNNI; `j0` is a multiple of
-        // 16 (tasks cover `COLS_PER_TASK` columns).
-        unsafe { vnni::columns(dst, dst_rs, q, w, w.vnni_packed(), j0, j1) };
+        // 16 (`kernels::tiles`); rows and columns are inside the product.
+        unsafe { vnni::tile(dst, dst_rs, q, w, w.vnni_packed(), (i0, i1), (j0, j1)) };
         return;
     }
     let kp = q.kp;
@@ -291,9 +280,9 @@ fn columns(
         let v = acc - q.zero[i] * w.sums[j];
         dst.write(i * dst_rs + j, q.scale[i] * w.scale[j] * v as f32);
     };
-    let mut i = 0;
-    while i < q.m {
-        let rows = (q.m - i).min(4);
+    let mut i = i0;
+    while i < i1 {
+        let rows = (i1 - i).min(4);
         let mut j = j0;
         while j < j1 {
             let cols = (j1 - j).min(2);
@@ -387,10 +376,6 @@ mod vnni {
 
     /// Columns per register (16 lanes of i32).
     const LANES: usize = 16;
-    /// Activation rows per register block.
-    const ROWS: usize = 6;
-    /// Registers of columns per block (64 columns).
-    const GROUPS: usize = 4;
 
     /// `[n, kp]` rows → groups of 16 columns, each `kp / 4` steps of 16 columns × 4 bytes, so that
     /// one 64-byte load holds four consecutive `k` of 16 columns (what `vpdpbusd` multiplies by
@@ -408,47 +393,33 @@ mod vnni {
         p
     }
 
-    /// Columns `j0..j1` (`j0` a multiple of 16) of every activation row.
+    /// Activation rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16).
     ///
     /// # Safety
-    /// The CPU must run AVX-512 F, BW and VNNI; `packed` is `pack` of `w`.
+    /// The CPU must run AVX-512 F, BW and VNNI; `packed` is `pack` of `w`; `i1 <= q.m`,
+    /// `j1 <= w.n`; `dst` holds those rows and columns; no other thread touches this tile.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn columns(
+    pub unsafe fn tile(
         dst: Out,
         dst_rs: usize,
         q: &QuantRows,
         w: &QuantWeight,
         packed: &[i8],
-        j0: usize,
-        j1: usize,
+        (i0, i1): (usize, usize),
+        (j0, j1): (usize, usize),
     ) {
         debug_assert!(j0.is_multiple_of(LANES) && j1 <= w.n);
         debug_assert_eq!(packed.len(), w.n.next_multiple_of(LANES) * q.kp);
-        macro_rules! go {
-            ($rows:expr, $groups:expr, $i:expr, $j:expr; $(($r:literal, $g:literal)),*) => {
-                match ($rows, $groups) {
-                    // SAFETY: the block reads rows `i..i + r` (< m) and groups
-                    // `j / 16..j / 16 + g` (within `packed`), and writes columns `j..j1`.
-                    $(($r, $g) => unsafe { block::<$r, $g>(dst, dst_rs, q, w, packed, $i, $j, j1) },)*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        let mut i = 0;
-        while i < q.m {
-            let rows = (q.m - i).min(ROWS);
-            let mut j = j0;
-            while j < j1 {
-                let groups = (j1 - j).div_ceil(LANES).min(GROUPS);
-                go!(rows, groups, i, j;
-                    (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4),
-                    (3, 1), (3, 2), (3, 3), (3, 4), (4, 1), (4, 2), (4, 3), (4, 4),
-                    (5, 1), (5, 2), (5, 3), (5, 4), (6, 1), (6, 2), (6, 3), (6, 4));
-                j += GROUPS * LANES;
-            }
-            i += rows;
-        }
+        crate::model::cpu::kernels::blocks_6x4!(
+            block,
+            (i0, i1),
+            (j0, j1),
+            dst,
+            dst_rs,
+            q,
+            w,
+            packed
+        );
     }
 
     /// `R` activation rows from `i` × `G` groups of 16 columns from `j`, over the whole of `kp`;
@@ -469,7 +440,7 @@ mod vnni {
         let kp = q.kp;
         let mut acc = [[_mm512_setzero_si512(); G]; R];
         // SAFETY (all pointer reads): rows `i..i + R` of `q.data` (`kp` bytes each) and groups
-        // `j / 16..j / 16 + G` of `packed` (`16 · kp` bytes each) exist, per `columns`.
+        // `j / 16..j / 16 + G` of `packed` (`16 · kp` bytes each) exist, per `tile`.
         let a = unsafe { q.data.as_ptr().add(i * kp) };
         let b = unsafe { packed.as_ptr().add(j * kp) };
         let mut p = 0;
