@@ -42,6 +42,12 @@ fn six_adamw_steps_reproduce_python() {
         None,
     )
     .unwrap();
+    // An evaluation before training (as `--eval-steps` makes) must not pin the weights it saw:
+    // the embeddings after the steps are checked below.
+    let before = session
+        .encoder
+        .encode(&strings(&r["sentences_after"]), 8, &mut |_, _| {})
+        .unwrap();
     let want: Vec<f64> = r["loss_per_step"]
         .as_array()
         .unwrap()
@@ -65,5 +71,9 @@ fn six_adamw_steps_reproduce_python() {
         &matrix(&r["embedding_after"]),
         1e-4,
         "embeddings after six steps",
+    );
+    assert!(
+        (before[0][0] - after[0][0]).abs() > 1e-6,
+        "training moved the embeddings"
     );
 }

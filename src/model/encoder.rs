@@ -302,6 +302,14 @@ impl SentenceEncoder {
         })
     }
 
+    /// Prepares the model for training: its transformer drops every copy of its weights made
+    /// for inference and makes none from now on (they would go stale at the first update), and
+    /// inference returns to float32 (`Transformer::set_trainable`).
+    pub fn set_trainable(&mut self) {
+        self.transformer.set_trainable();
+        self.info.precision = Precision::F32;
+    }
+
     /// Replaces the pooling (as `--pooling` does at load time), checking that a following Dense
     /// module still gets the width it expects.
     pub fn set_pooling(&mut self, spec: PoolingSpec) -> Result<()> {

@@ -81,6 +81,10 @@ pub trait Transformer: Send + Sync {
             )),
         }
     }
+    /// The weights are about to change (a training session): drop every copy made of them for
+    /// inference (float32 packed, bf16, int8), make none from now on, and return to float32.
+    /// Inference then runs on the live weights.
+    fn set_trainable(&mut self) {}
     /// True when the model has a decoder that [`Transformer::decoder_first`] runs.
     fn has_decoder(&self) -> bool {
         false

@@ -272,6 +272,8 @@ impl Session {
         seed: u64,
         max_grad_norm: Option<f64>,
     ) -> Result<Self> {
+        let mut encoder = encoder;
+        encoder.set_trainable();
         let classifier = if setup.kind == LossKind::Softmax {
             Some(Classifier::new(
                 encoder.info().embedding_dim,

@@ -118,9 +118,9 @@ impl LowLayer {
 }
 
 /// The model's layers prepared for their kernels (made once, at the first pass), or `None` in
-/// float32 where no product runs on packed weights.
+/// float32 where no product runs on packed weights or the model is being trained.
 fn low_layers(bert: &Bert) -> candle_core::Result<Option<&[LowLayer]>> {
-    if bert.precision == Precision::F32 && !F32Choice::get().packs() {
+    if bert.precision == Precision::F32 && !(bert.prepare && F32Choice::get().packs()) {
         return Ok(None);
     }
     if let Some(l) = bert.low.get() {

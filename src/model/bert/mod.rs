@@ -528,8 +528,11 @@ pub struct Bert {
     unexpected: Vec<String>,
     /// Inference precision of the fused CPU path.
     precision: crate::model::Precision,
-    /// The linear layers in `precision` (int8 or bf16), made at the first such forward pass.
+    /// The linear layers prepared for their kernels (float32 packed, bf16 or int8), made at the
+    /// first inference pass; never while training (see `set_trainable`), as they are copies.
     low: std::sync::OnceLock<Vec<fused::LowLayer>>,
+    /// False once the weights may change: float32 inference then reads them where they lie.
+    prepare: bool,
 }
 
 impl Bert {
@@ -580,6 +583,7 @@ impl Bert {
             unexpected,
             precision: crate::model::Precision::F32,
             low: std::sync::OnceLock::new(),
+            prepare: true,
         })
     }
 
@@ -640,6 +644,12 @@ impl Transformer for Bert {
         self.precision = precision;
         self.low = std::sync::OnceLock::new();
         Ok(())
+    }
+
+    fn set_trainable(&mut self) {
+        self.precision = crate::model::Precision::F32;
+        self.prepare = false;
+        self.low = std::sync::OnceLock::new();
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
