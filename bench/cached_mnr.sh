@@ -11,16 +11,9 @@
 # SKIP_RUST=1 runs the Python half only, adding to the last results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-$(nproc)}
 BATCH=${BATCH:-256}
 MINI=${MINI:-16}
-OUT=bench/out/cached_mnr
-mkdir -p "$OUT"
-cargo build -q --release
-BIN=./target/release/sbert-tui
-MODEL=${MODEL:-$($BIN info | awk '$1 == "folder" { $1 = ""; sub(/^ +/, ""); print }')}
-export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
-DEV=sample_data/stsb/sts-dev.csv
+source bench/common.sh cached_mnr
 PAIRS=$OUT/pairs.tsv
 python3 - sample_data/stsb/sts-train.csv "$PAIRS" <<'PY'
 import csv, sys

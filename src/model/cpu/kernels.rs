@@ -160,6 +160,20 @@ pub fn tiles(m: usize, n: usize, k: usize, tile: impl Fn((usize, usize), (usize,
     });
 }
 
+/// `n` values in `[-1, 1)` from a seeded linear congruential generator, for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn random_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 /// The product on which kernels are timed against each other at run time: 64 rows at
 /// all-MiniLM-L6-v2's attention-output shape (384 × 384).
 pub const TIMING_SHAPE: (usize, usize, usize) = (64, 384, 384);
