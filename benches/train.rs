@@ -61,10 +61,13 @@ fn main() {
         .step(&batches[0], 2e-5 * linear_schedule(0, warmup, total))
         .unwrap();
     let t = Instant::now();
+    let mut step_seconds = Vec::with_capacity(total);
     for (i, b) in batches.iter().enumerate().skip(1) {
+        let s = Instant::now();
         session
             .step(b, 2e-5 * linear_schedule(i, warmup, total))
             .unwrap();
+        step_seconds.push((s.elapsed().as_secs_f64() * 1e3).round() / 1e3);
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
@@ -76,6 +79,7 @@ fn main() {
             "batch_size": batch,
             "seconds": secs,
             "steps_per_second": (total - 1) as f64 / secs,
+            "step_seconds": step_seconds,
         })
     );
 }

@@ -71,7 +71,21 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(params: Vec<Param>, config: AdamWConfig) -> Self {
-        let state = params.iter().map(|_| None).collect();
+        // The moments of CPU parameters are made now, before the first forward pass: made at the
+        // first update instead, they land among that step's activations and gradients, and the
+        // next step grows the heap around them (page faults worth half a step on MPNet).
+        let state = params
+            .iter()
+            .map(|p| {
+                on_host(&p.var).then(|| State {
+                    moments: Moments::Host {
+                        m: vec![0.0; p.var.elem_count()],
+                        v: vec![0.0; p.var.elem_count()],
+                    },
+                    steps: 0,
+                })
+            })
+            .collect();
         Self {
             params,
             state,
@@ -163,7 +177,7 @@ impl AdamW {
     pub fn state_tensors(&self) -> R<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (p, s) in self.params.iter().zip(&self.state) {
-            if let Some(s) = s {
+            if let Some(s) = s.as_ref().filter(|s| s.steps > 0) {
                 let dev = p.var.device();
                 let (m, v) = match &s.moments {
                     Moments::Host { m, v } => (
