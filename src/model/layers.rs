@@ -10,6 +10,7 @@ use candle_core::{D, Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// How a forward pass runs.
 #[derive(Clone, Copy)]
@@ -101,9 +102,21 @@ impl DropoutRng {
         let keep = (1.0 / (1.0 - p)) as f32;
         let p = p as f32;
         let mut rng = self.0.lock().expect("dropout rng poisoned");
-        Ok((0..n)
-            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-            .collect())
+        // Every value takes one 32-bit word of the stream, so a block of values can be drawn
+        // from a copy of the generator moved to the block's first word: the same values as one
+        // serial draw, on all threads (a BERT-base step draws about 14 million).
+        const BLOCK: usize = 1 << 15;
+        let start = rng.get_word_pos();
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(BLOCK).enumerate().for_each(|(i, part)| {
+            let mut rng = rng.clone();
+            rng.set_word_pos(start + (i * BLOCK) as u128);
+            for v in part {
+                *v = if rng.random::<f32>() < p { 0.0 } else { keep };
+            }
+        });
+        rng.set_word_pos(start + n as u128);
+        Ok(out)
     }
 }
 
@@ -399,6 +412,30 @@ impl Embedding {
 mod tests {
     use super::*;
     use candle_core::DType;
+
+    /// The block-parallel draw gives the values one serial pass over the stream gives, and
+    /// leaves the generator where that pass would (several blocks, a start inside a block).
+    #[test]
+    fn mask_values_are_the_serial_stream() {
+        let rng = DropoutRng::new(11);
+        rng.mask_values(5, 0.1).unwrap();
+        let mut serial = ChaCha8Rng::seed_from_u64(11);
+        serial.set_word_pos(5);
+        let n = 3 * (1 << 15) + 77;
+        let got = rng.mask_values(n, 0.1).unwrap();
+        let keep = (1.0 / 0.9f64) as f32;
+        let want: Vec<f32> = (0..n)
+            .map(|_| {
+                if serial.random::<f32>() < 0.1 {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(rng.position(), serial.get_word_pos());
+    }
 
     #[test]
     fn dropout_is_seeded_scaled_and_off_in_eval() {

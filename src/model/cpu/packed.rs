@@ -233,15 +233,46 @@ pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) 
     }
 }
 
+/// `a · b` as a new row-major matrix, as [`matmul`] computes it, written once (no zero fill
+/// first): the weight gradients of a training step.
+pub fn product(a: Mat, b: Mat) -> Vec<f32> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.cs != 1 || F32Choice::get().strided == F32Kernel::Gemm || m == 0 || n == 0 || k == 0 {
+        return kernels::product(a, b);
+    }
+    assert!(F32Kernel::Avx512.supported());
+    assert_eq!(k, b.rows, "inner dimensions");
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the buffer holds `m · n` elements, rows `n` apart, and nothing else sees it; the
+    // kernel stores every element of the product once and, not accumulating, reads none; then
+    // they are initialised.
+    unsafe {
+        strided_into(Out::spare(&mut dst, m * n), n, a, b, false);
+        dst.set_len(m * n);
+    }
+    dst
+}
+
 /// [`matmul`] on the AVX-512 kernel, chosen or not (the CPU must run it, `b.cs == 1`).
 fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     assert!(F32Kernel::Avx512.supported() && b.cs == 1);
     assert_eq!(a.cols, b.rows, "inner dimensions");
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, n) = (a.rows, b.cols);
     if m == 0 || n == 0 {
         return;
     }
     assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
+    // SAFETY: `dst` is borrowed mutably for this whole call and holds the product (checked).
+    unsafe { strided_into(Out::new(dst), dst_rs, a, b, accumulate) }
+}
+
+/// The body of [`strided_with`], into `out`.
+///
+/// # Safety
+/// The CPU runs AVX-512 F, `b.cs == 1`, `a.cols == b.rows`, the product is not empty, `out` holds
+/// it at rows `dst_rs` apart (initialised where `accumulate`) under [`Out::new`]'s contract.
+unsafe fn strided_into(out: Out, dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let last = |x: &Mat| {
         if x.rows > 0 && x.cols > 0 {
             (x.rows - 1) * x.rs + (x.cols - 1) * x.cs
@@ -261,12 +292,11 @@ fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool
         k,
         accumulate,
     };
-    // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own tile.
-    let out = unsafe { Out::new(dst) };
     kernels::tiles(m, n, k, |rows, cols| {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU runs AVX-512 F (asserted); every element of `a` and `b` at these
-        // strides exists (checked); `dst` was checked; tiles start at multiples of 16 columns.
+        // SAFETY: the CPU runs AVX-512 F; every element of `a` and `b` at these strides exists
+        // (checked); `out` holds the product; each task writes only its own tile, which starts
+        // at a multiple of 16 columns.
         unsafe {
             avx512::tile(out, dst_rs, a.data, b.data, geo, rows, cols)
         }
