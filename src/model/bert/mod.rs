@@ -654,7 +654,10 @@ impl Transformer for Bert {
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         if !mode.grad && mode.dropout.is_none() && fused::applies(self, input) {
-            return fused::forward(self, input);
+            // On a thread of the pool: the pass is some sixty short parallel steps, and from
+            // outside the pool each one hands its work over and sleeps until it is done (a
+            // wake-up each way). Single-sentence latency fell by a third (int8 1.5 -> 0.9-1.1 ms).
+            return rayon::scope(|_| fused::forward(self, input));
         }
         self.forward_composed(input, mode)
     }
