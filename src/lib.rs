@@ -29,7 +29,10 @@ rust_i18n::i18n!("locales", fallback = "en");
 /// Makes glibc's allocator keep freed memory for reuse. candle allocates a fresh buffer for every
 /// intermediate tensor; by default glibc maps each large one (over 128 KiB) with mmap and unmaps
 /// it on free, so every operation paid for page faults on fresh zeroed pages (about a fifth of a
-/// training step in a profile). Served from the heap and kept, they are reused. Call once, early.
+/// training step in a profile). Served from the heap and kept, they are reused. One arena for all
+/// threads: the encoder's pass runs on a thread of the pool, and with an arena of its own the
+/// memory each thread keeps added up (all-mpnet-base-v2 encoding: 1,232 MB peak, 865 MB with
+/// one; no change in speed). Call once, early.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before other threads start.
@@ -37,5 +40,6 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
