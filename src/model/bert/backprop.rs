@@ -149,8 +149,9 @@ fn apply_mask(x: &mut [f32], mask: &[f32], width: usize, residual: Option<&[f32]
     }
 }
 
-/// `n` zeros, written on all threads: filled by one thread, the weight gradients and the
-/// activations of a BERT-base step took 26 ms of it.
+/// `n` zeros, written on all threads (filled by one thread, a step's buffers left the other core
+/// idle). Buffers a product fills whole come from `kernels::product_wt` / `packed::product`
+/// instead, with no fill at all.
 fn zeros(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     v.par_extend(rayon::iter::repeat_n(0f32, n));
