@@ -276,7 +276,8 @@ impl<'a> Mat<'a> {
         }
     }
 
-    fn check(&self) {
+    /// Panics unless every element the strides address lies in `data`.
+    pub(crate) fn check(&self) {
         if self.rows > 0 && self.cols > 0 {
             let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
             assert!(last < self.data.len(), "matrix operand out of bounds");

@@ -226,7 +226,7 @@ pub fn matmul_with(
 /// contiguous (`b.cs == 1`) and the kernel was timed faster than `gemm` on a weight gradient
 /// ([`F32Choice`]), else through `kernels::matmul` (`gemm`). The training products come here.
 pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
-    if b.cs == 1 && F32Choice::get().strided != F32Kernel::Gemm {
+    if runs_strided(&b) {
         strided_with(dst, dst_rs, a, b, accumulate)
     } else {
         kernels::matmul(dst, dst_rs, a, b, accumulate)
@@ -237,7 +237,7 @@ pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) 
 /// first): the weight gradients of a training step.
 pub fn product(a: Mat, b: Mat) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.cs != 1 || F32Choice::get().strided == F32Kernel::Gemm || m == 0 || n == 0 || k == 0 {
+    if !runs_strided(&b) || m == 0 || n == 0 || k == 0 {
         return kernels::product(a, b);
     }
     assert!(F32Kernel::Avx512.supported());
@@ -251,6 +251,12 @@ pub fn product(a: Mat, b: Mat) -> Vec<f32> {
         dst.set_len(m * n);
     }
     dst
+}
+
+/// Whether a training product with this `b` runs on the AVX-512 kernel: `b`'s rows are
+/// contiguous and the kernel was timed faster than `gemm` ([`F32Choice`]).
+fn runs_strided(b: &Mat) -> bool {
+    b.cs == 1 && F32Choice::get().strided != F32Kernel::Gemm
 }
 
 /// [`matmul`] on the AVX-512 kernel, chosen or not (the CPU must run it, `b.cs == 1`).
@@ -273,17 +279,8 @@ fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool
 /// it at rows `dst_rs` apart (initialised where `accumulate`) under [`Out::new`]'s contract.
 unsafe fn strided_into(out: Out, dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let last = |x: &Mat| {
-        if x.rows > 0 && x.cols > 0 {
-            (x.rows - 1) * x.rs + (x.cols - 1) * x.cs
-        } else {
-            0
-        }
-    };
-    assert!(
-        last(&a) < a.data.len().max(1) && last(&b) < b.data.len().max(1),
-        "operand out of bounds"
-    );
+    a.check();
+    b.check();
     let geo = Geometry {
         ars: a.rs,
         acs: a.cs,
