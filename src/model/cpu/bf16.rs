@@ -8,7 +8,9 @@
 //!   kernels (`kernels::matmul_wt`): any CPU, float32's speed, half the weights' rounding error
 //!   of int8;
 //! - [`Bf16Kernel::Avx512Bf16`]: AVX-512 BF16's `vdpbf16ps` (two bf16 products added into each
-//!   `f32` lane per instruction, twice float32 FMA's multiply-adds), on weights packed for it.
+//!   `f32` lane per instruction, twice float32 FMA's multiply-adds), on weights packed for it;
+//! - [`Bf16Kernel::Amx`]: AMX's `tdpbf16ps` (`cpu::amx`) on the same packed weights (Intel Xeon
+//!   from Sapphire Rapids).
 //!
 //! The kernel is chosen at run time by timing both on a layer-sized product (see
 //! [`Bf16Kernel::best`]).
@@ -73,6 +75,19 @@ impl Bf16Weight {
         Self::new(&all, n, k)
     }
 
+    /// `k` padded for the packed kernels: a multiple of 32 values (one 64-byte AMX tile row).
+    #[cfg(target_arch = "x86_64")]
+    fn kp(&self) -> usize {
+        self.k.next_multiple_of(32)
+    }
+
+    /// The weights in the AVX-512 and AMX kernels' layout.
+    #[cfg(target_arch = "x86_64")]
+    fn packed(&self) -> &[u16] {
+        self.packed
+            .get_or_init(|| avx512::pack(&self.data, self.n, self.k, self.kp()))
+    }
+
     fn widened(&self) -> &[f32] {
         self.widened
             .get_or_init(|| self.data.iter().map(|&v| from_bf16(v)).collect())
@@ -86,10 +101,12 @@ pub enum Bf16Kernel {
     Widened,
     /// AVX-512 BF16's `vdpbf16ps`, 6 rows × 64 columns per register block.
     Avx512Bf16,
+    /// AMX's `tdpbf16ps`, 32 rows × 32 columns per block.
+    Amx,
 }
 
 impl Bf16Kernel {
-    const ALL: [Bf16Kernel; 2] = [Bf16Kernel::Widened, Bf16Kernel::Avx512Bf16];
+    const ALL: [Bf16Kernel; 3] = [Bf16Kernel::Widened, Bf16Kernel::Avx512Bf16, Bf16Kernel::Amx];
 
     /// Whether this CPU runs the kernel.
     pub fn supported(self) -> bool {
@@ -100,6 +117,8 @@ impl Bf16Kernel {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bf16")
             }
+            #[cfg(target_arch = "x86_64")]
+            Bf16Kernel::Amx => amx::usable(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -112,7 +131,7 @@ impl Bf16Kernel {
 
     /// The kernel the products run on: the faster of those this CPU runs, timed once per
     /// process on a layer-sized product (see `kernels::fastest`).
-    /// `SBERT_TUI_BF16_KERNEL=widened|avx512-bf16` overrides the choice.
+    /// `SBERT_TUI_BF16_KERNEL=widened|avx512-bf16|amx` overrides the choice.
     pub fn best() -> Self {
         static BEST: OnceLock<Bf16Kernel> = OnceLock::new();
         *BEST.get_or_init(|| {
@@ -135,6 +154,7 @@ impl Bf16Kernel {
         match self {
             Bf16Kernel::Widened => "widened",
             Bf16Kernel::Avx512Bf16 => "avx512-bf16",
+            Bf16Kernel::Amx => "amx",
         }
     }
 
@@ -142,6 +162,7 @@ impl Bf16Kernel {
         match self {
             Bf16Kernel::Widened => "widened to f32 (gemm)",
             Bf16Kernel::Avx512Bf16 => "avx512-bf16 (vdpbf16ps)",
+            Bf16Kernel::Amx => "amx (tdpbf16ps)",
         }
     }
 }
@@ -177,17 +198,22 @@ pub fn matmul_with(
             kernels::matmul_wt(dst, dst_rs, &xr, m, k, w.widened(), n)
         }
         #[cfg(target_arch = "x86_64")]
-        Bf16Kernel::Avx512Bf16 => {
-            let kp = k.next_multiple_of(2);
+        Bf16Kernel::Avx512Bf16 | Bf16Kernel::Amx => {
+            let kp = w.kp();
             let xb = avx512::rows(x, m, k, kp);
-            let packed = w.packed.get_or_init(|| avx512::pack(&w.data, n, k, kp));
+            let packed = w.packed();
             // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its
             // own tile.
             let out = unsafe { Out::new(dst) };
-            // SAFETY: the CPU runs AVX-512 F and BF16 (checked above); `packed` is `pack` of
-            // `w`, `xb` holds `m` rows of `kp`; tiles start at multiples of 16 columns.
+            // SAFETY: the CPU runs the kernel (checked above); `packed` is `pack` of `w`, `xb`
+            // holds `m` rows of `kp` (a multiple of 32) and zero rows to a multiple of 32;
+            // tiles start at multiples of 16 columns.
             kernels::tiles(m, n, k, |rows, cols| unsafe {
-                avx512::tile(out, dst_rs, &xb, kp, packed, n, rows, cols)
+                if kernel == Bf16Kernel::Amx {
+                    amx::tile(out, dst_rs, &xb, kp, packed, n, rows, cols)
+                } else {
+                    avx512::tile(out, dst_rs, &xb, kp, packed, n, rows, cols)
+                }
             });
         }
         #[allow(unreachable_patterns)]
@@ -206,11 +232,12 @@ mod avx512 {
 
     const LANES: usize = 16;
 
-    /// Activation rows rounded to bf16, each padded to `kp` (even) with a zero; on all threads
-    /// when there are many (one thread left the other idle for 4% of int8 encoding).
+    /// Activation rows rounded to bf16, each padded to `kp` with zeros, and zero rows up to a
+    /// multiple of 32 (what one AMX block reads); on all threads when there are many (one
+    /// thread left the other idle for 4% of int8 encoding).
     pub fn rows(x: &[f32], m: usize, k: usize, kp: usize) -> Vec<u16> {
         const ROWS: usize = 16;
-        let mut out = vec![0u16; m * kp];
+        let mut out = vec![0u16; m.next_multiple_of(32) * kp];
         let x = &x[..m * k];
         let convert = |(rows, src): (&mut [u16], &[f32])| {
             for (row, src) in rows.chunks_exact_mut(kp).zip(src.chunks_exact(k)) {
@@ -219,12 +246,13 @@ mod avx512 {
                 }
             }
         };
+        let real = &mut out[..m * kp];
         if m > ROWS && threads() > 1 {
-            out.par_chunks_mut(ROWS * kp)
+            real.par_chunks_mut(ROWS * kp)
                 .zip(x.par_chunks(ROWS * k))
                 .for_each(convert);
         } else {
-            convert((&mut out, x));
+            convert((real, x));
         }
         out
     }
@@ -326,10 +354,237 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    //! The bf16 products on AMX's `tdpbf16ps` (see `cpu::amx`): 32 × 32 blocks on the AVX-512
+    //! kernel's packed weights.
+
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    use super::{Bf16Weight, Out};
+    use crate::model::cpu::amx::{self, Acc, COLS, Op, ROWS};
+
+    /// Whether AMX-BF16 runs here (`amx::usable`) and a small product through it is within
+    /// the bf16 kernels' tolerance of the exact sum of the same bf16 products (checked once; a
+    /// failure is reported on stderr and leaves AMX unused).
+    pub fn usable() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            if !amx::usable(Op::Bf16) {
+                return false;
+            }
+            let ok = self_check();
+            if !ok {
+                eprintln!(
+                    "warning: this CPU reports AMX, but a bf16 product through its tiles was \
+                     off; AMX is left unused"
+                );
+            }
+            ok
+        })
+    }
+
+    fn self_check() -> bool {
+        let (m, k, n) = (37, 200, 53);
+        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.61).sin()).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.29).cos()).collect();
+        let bw = Bf16Weight::new(&w, n, k);
+        let (kp, packed) = (bw.kp(), bw.packed());
+        let xb = super::avx512::rows(&x, m, k, kp);
+        let mut got = vec![f32::NAN; m * n];
+        // SAFETY: AMX-BF16 is usable (checked by the caller); `got` is borrowed mutably for
+        // this call; the operands are as `matmul_with` makes them.
+        unsafe { tile(Out::new(&mut got), n, &xb, kp, packed, n, (0, m), (0, n)) };
+        let r = |v: f32| super::from_bf16(super::to_bf16(v)) as f64;
+        (0..m * n).all(|idx| {
+            let (i, j) = (idx / n, idx % n);
+            let (mut sum, mut size) = (0f64, 0f64);
+            for p in 0..k {
+                let t = r(x[i * k + p]) * r(w[j * k + p]);
+                sum += t;
+                size += t.abs();
+            }
+            (got[idx] as f64 - sum).abs() <= size * k as f64 * f32::EPSILON as f64
+        })
+    }
+
+    /// Rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16) of the product.
+    ///
+    /// # Safety
+    /// `amx::usable(Op::Bf16)`; `xb` holds rows up to a multiple of 32 past `i1`, `kp` values
+    /// each (a multiple of 32); `packed` is `avx512::pack` of an `[n, k]` weight with this
+    /// `kp`; `dst` holds rows `i0..i1` of `dst_rs`, at least `n` wide; no other thread touches
+    /// this tile.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile(
+        dst: Out,
+        dst_rs: usize,
+        xb: &[u16],
+        kp: usize,
+        packed: &[u16],
+        n: usize,
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) {
+        // SAFETY: AMX-BF16 is usable (caller); `blocks` gets the caller's contract, and runs
+        // `amx::block` with the configuration loaded on this thread.
+        unsafe {
+            amx::configure();
+            blocks(
+                dst,
+                dst_rs,
+                xb,
+                kp,
+                packed,
+                n,
+                rows,
+                cols,
+                |a, b, kpb, r, g, acc| amx::block(Op::Bf16, a, b, kpb, r, g, acc),
+            );
+            amx::release();
+        }
+    }
+
+    /// [`tile`]'s loop over 32 × 32 blocks, with the block's product as `run` (AMX, or its
+    /// emulation in the tests).
+    ///
+    /// # Safety
+    /// As [`tile`], less AMX; `run` must be safe to call as `amx::block` is.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn blocks(
+        dst: Out,
+        dst_rs: usize,
+        xb: &[u16],
+        kp: usize,
+        packed: &[u16],
+        n: usize,
+        (i0, i1): (usize, usize),
+        (j0, j1): (usize, usize),
+        mut run: impl FnMut(*const u8, *const u8, usize, bool, bool, &mut Acc),
+    ) {
+        assert!(kp.is_multiple_of(32) && j0.is_multiple_of(COLS) && j1 <= n);
+        assert!(xb.len() >= i1.next_multiple_of(2 * ROWS) * kp);
+        assert_eq!(packed.len(), n.next_multiple_of(COLS) * kp);
+        let mut acc = [[[0u32; COLS]; ROWS]; 4];
+        let mut i = i0;
+        while i < i1 {
+            let two_rows = i + ROWS < i1;
+            let mut j = j0;
+            while j < j1 {
+                // Rows `i..i + 32` of `xb` exist (padded), `kp` values apart; group `j / 16` of
+                // `packed` and, when `j + 16 < j1 <= n`, the next, `16 · kp` values each.
+                let a = xb[i * kp..].as_ptr() as *const u8;
+                let b = packed[j * kp..].as_ptr() as *const u8;
+                run(a, b, 2 * kp, two_rows, j + COLS < j1, &mut acc);
+                for (t, acc) in acc.iter().enumerate() {
+                    let (r0, c0) = (i + (t / 2) * ROWS, j + (t % 2) * COLS);
+                    if r0 < i1 && c0 < j1 {
+                        let valid = (j1 - c0).min(COLS);
+                        let mask: __mmask16 = if valid == COLS { !0 } else { (1 << valid) - 1 };
+                        for (r, acc) in acc.iter().enumerate().take((i1 - r0).min(ROWS)) {
+                            // SAFETY: `acc` is 16 lanes of f32 bits; row `r0 + r`, columns
+                            // `c0..c0 + valid` are inside `dst` and this tile's own.
+                            unsafe {
+                                let v = _mm512_loadu_ps(acc.as_ptr() as *const f32);
+                                _mm512_mask_storeu_ps(
+                                    dst.at((r0 + r) * dst_rs + c0, valid),
+                                    mask,
+                                    v,
+                                );
+                            }
+                        }
+                    }
+                }
+                j += 2 * COLS;
+            }
+            i += 2 * ROWS;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::cpu::kernels::random_values as random;
+
+    /// The AMX kernel's block loop and layouts, with the tile instructions emulated, within the
+    /// bf16 kernels' tolerance of the exact sum (the instructions themselves are checked where
+    /// AMX runs, by `every_kernel_sums_the_same_bf16_products` and by `amx::usable`).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn amx_blocks_sum_the_bf16_products_with_emulated_tiles() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("SKIPPED amx_blocks_sum_the_bf16_products_with_emulated_tiles: no AVX-512 F");
+            return;
+        }
+        for (m, k, n) in [
+            (1, 7, 1),
+            (5, 33, 3),
+            (13, 384, 37),
+            (70, 101, 130),
+            (33, 64, 80),
+        ] {
+            let x = random(m * k, 3 + m as u64);
+            let w = random(n * k, 4 + n as u64);
+            let bw = Bf16Weight::new(&w, n, k);
+            let (kp, packed) = (bw.kp(), bw.packed());
+            let xb = avx512::rows(&x, m, k, kp);
+            let mut got = vec![f32::NAN; m * n];
+            // SAFETY: `got` is borrowed mutably for this loop; the parts are disjoint.
+            let out = unsafe { Out::new(&mut got) };
+            let parts = [
+                ((0, m / 2), (0, n)),
+                ((m / 2, m), (0, n.min(16))),
+                ((m / 2, m), (n.min(16), n)),
+            ];
+            for (rows, cols) in parts {
+                if rows.0 < rows.1 && cols.0 < cols.1 {
+                    // SAFETY: AVX-512 F checked; the operands are as `matmul_with` makes them;
+                    // the emulation reads what `amx::block` would.
+                    unsafe {
+                        amx::blocks(
+                            out,
+                            n,
+                            &xb,
+                            kp,
+                            packed,
+                            n,
+                            rows,
+                            cols,
+                            |a, b, kpb, r, g, acc| {
+                                crate::model::cpu::amx::block_emulated(
+                                    crate::model::cpu::amx::Op::Bf16,
+                                    a,
+                                    b,
+                                    kpb,
+                                    r,
+                                    g,
+                                    acc,
+                                )
+                            },
+                        )
+                    };
+                }
+            }
+            for (idx, &g) in got.iter().enumerate() {
+                let (i, j) = (idx / n, idx % n);
+                let (mut sum, mut size) = (0f64, 0f64);
+                for p in 0..k {
+                    let t = round(x[i * k + p]) as f64 * round(w[j * k + p]) as f64;
+                    sum += t;
+                    size += t.abs();
+                }
+                let tol = size * k as f64 * f32::EPSILON as f64;
+                assert!(
+                    (g as f64 - sum).abs() <= tol,
+                    "{m}x{k}x{n} [{idx}]: {g} vs {sum}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn rounding_is_to_nearest_even() {

@@ -3,6 +3,8 @@
 //! optimizer; float32 products on weights packed at load (`packed.rs`); the int8 products of
 //! `--precision int8` (`quant.rs`) and the bf16 ones of `--precision bf16` (`bf16.rs`).
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod bf16;
 pub mod kernels;
 pub mod packed;

@@ -9,9 +9,10 @@
 //! - Activations: asymmetric u8 per row: `x ≈ scale · (q - zero)`, `q` in `0..=255`, `zero`
 //!   chosen so that 0 is exact (`kernels::quantize_row`).
 //! - `x · w ≈ sx · sw · (Σ q_x q_w - zero · Σ q_w)`; the integer sums are exact (i32), so every
-//!   kernel (AVX-512 VNNI, AVX2 or portable) gives the same bits.
+//!   kernel (AMX, AVX-512 VNNI, AVX2 or portable) gives the same bits.
 //!
-//! Rows are padded to a multiple of 32 values with zeros (a zero weight adds nothing).
+//! Rows are padded to a multiple of 64 values with zeros (a zero weight adds nothing), and the
+//! activations to a multiple of 32 rows (what one AMX block reads).
 //!
 //! The kernel is chosen at run time, by timing every kernel the CPU runs once on a layer-sized
 //! product (see [`Int8Kernel::best`]).
@@ -22,8 +23,11 @@ use rayon::prelude::*;
 
 use super::kernels::{self, Out, threads};
 
-/// Values per SIMD step (one 256-bit register of bytes).
-const STEP: usize = 32;
+/// Values per step: a multiple of one 256-bit register of bytes (AVX2) and of one AMX tile
+/// row (64 bytes).
+const STEP: usize = 64;
+/// Activation rows are allocated in multiples of this (two AMX tiles of 16 rows).
+const ROW_PAD: usize = 32;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MACS: usize = 1 << 20;
 /// The largest weight magnitude (7 bits).
@@ -107,9 +111,10 @@ pub struct QuantRows {
     zero: Vec<i32>,
 }
 
-/// Quantises the `m` rows of `x` (`k` values each), padded to `kp`.
+/// Quantises the `m` rows of `x` (`k` values each), padded to `kp`; the rows past `m` up to a
+/// multiple of [`ROW_PAD`] are zeros.
 fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize) -> QuantRows {
-    let mut data = vec![0u8; m * kp];
+    let mut data = vec![0u8; m.next_multiple_of(ROW_PAD) * kp];
     let mut scale = vec![0f32; m];
     let mut zero = vec![0i32; m];
     let one = |(i, q): (usize, &mut [u8])| -> (f32, i32) {
@@ -117,10 +122,11 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize) -> QuantRows {
         // the weights' sums, which cover only the real values.
         kernels::quantize_row(&x[i * k..(i + 1) * k], &mut q[..k])
     };
+    let real = &mut data[..m * kp];
     let rows: Vec<(f32, i32)> = if m * k >= PARALLEL_MACS / 16 && threads() > 1 {
-        data.par_chunks_mut(kp).enumerate().map(one).collect()
+        real.par_chunks_mut(kp).enumerate().map(one).collect()
     } else {
-        data.chunks_mut(kp).enumerate().map(one).collect()
+        real.chunks_mut(kp).enumerate().map(one).collect()
     };
     for (i, (s, z)) in rows.into_iter().enumerate() {
         scale[i] = s;
@@ -144,13 +150,18 @@ pub enum Int8Kernel {
     /// AVX-512 VNNI's `vpdpbusd` (u8 × i8, four products summed into i32 in one instruction),
     /// 6 rows × 64 columns per register block, on weights packed for it.
     Avx512Vnni,
+    /// AMX's `tdpbusd` (a 16 × 64 u8 tile times a 64 × 16 i8 tile into 16 × 16 i32), 32 rows
+    /// × 32 columns per block, on the VNNI kernel's packed weights (Intel Xeon from Sapphire
+    /// Rapids).
+    Amx,
 }
 
 impl Int8Kernel {
-    const ALL: [Int8Kernel; 3] = [
+    const ALL: [Int8Kernel; 4] = [
         Int8Kernel::Portable,
         Int8Kernel::Avx2,
         Int8Kernel::Avx512Vnni,
+        Int8Kernel::Amx,
     ];
 
     /// Whether this CPU runs the kernel.
@@ -165,6 +176,8 @@ impl Int8Kernel {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Amx => amx::usable(),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -177,7 +190,7 @@ impl Int8Kernel {
 
     /// The kernel the products run on: the fastest of the SIMD kernels this CPU runs, timed once
     /// per process on a layer-sized product (`kernels::TIMING_SHAPE`, about a millisecond each),
-    /// or the portable one where there is none. `SBERT_TUI_INT8_KERNEL=portable|avx2|avx512-vnni`
+    /// or the portable one where there is none. `SBERT_TUI_INT8_KERNEL=portable|avx2|avx512-vnni|amx`
     /// overrides the choice (for comparisons; a kernel the CPU lacks is ignored).
     pub fn best() -> Self {
         static BEST: OnceLock<Int8Kernel> = OnceLock::new();
@@ -213,6 +226,7 @@ impl Int8Kernel {
             Int8Kernel::Portable => "portable",
             Int8Kernel::Avx2 => "avx2",
             Int8Kernel::Avx512Vnni => "avx512-vnni",
+            Int8Kernel::Amx => "amx",
         }
     }
 
@@ -221,6 +235,7 @@ impl Int8Kernel {
             Int8Kernel::Portable => "portable",
             Int8Kernel::Avx2 => "avx2 (vpmaddubsw)",
             Int8Kernel::Avx512Vnni => "avx512-vnni (vpdpbusd)",
+            Int8Kernel::Amx => "amx (tdpbusd)",
         }
     }
 }
@@ -273,6 +288,14 @@ fn tile(
         // SAFETY: `qmatmul_wt_with` checked the CPU runs AVX-512 VNNI; `j0` is a multiple of
         // 16 (`kernels::tiles`); rows and columns are inside the product.
         unsafe { vnni::tile(dst, dst_rs, q, w, w.vnni_packed(), (i0, i1), (j0, j1)) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Int8Kernel::Amx {
+        // SAFETY: `qmatmul_wt_with` checked that this process may use AMX (`amx::usable`);
+        // `j0` is a multiple of 16; rows and columns are inside the product; `q` has rows up
+        // to a multiple of 32 and `kp` is a multiple of 64.
+        unsafe { amx::tile(dst, dst_rs, q, w, w.vnni_packed(), (i0, i1), (j0, j1)) };
         return;
     }
     let kp = q.kp;
@@ -476,6 +499,255 @@ mod vnni {
                 // SAFETY: row `i + r`, columns `j..j + valid`, inside `dst` (checked by
                 // `qmatmul_wt_with`), and this task's own columns.
                 unsafe { _mm512_mask_storeu_ps(dst.at((i + r) * dst_rs + j, valid), mask, o) };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    //! The int8 products on AMX's `tdpbusd` (see `cpu::amx`): 32 × 32 blocks, then the
+    //! zero-point correction and scales with AVX-512.
+
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    use super::{Int8Kernel, Out, QuantRows, QuantWeight};
+    use crate::model::cpu::amx::{self, Acc, COLS, Op, ROW_BYTES, ROWS};
+
+    /// Whether AMX-INT8 runs here (`amx::usable`) and a small product through it gives the
+    /// portable kernel's bits (checked once; a failure is reported on stderr and leaves AMX
+    /// unused).
+    pub fn usable() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            if !amx::usable(Op::Int8) {
+                return false;
+            }
+            let ok = self_check();
+            if !ok {
+                eprintln!(
+                    "warning: this CPU reports AMX, but an int8 product through its tiles \
+                     differed from the portable kernel's; AMX is left unused"
+                );
+            }
+            ok
+        })
+    }
+
+    /// A product with ragged rows, columns and depth through AMX against the portable kernel.
+    fn self_check() -> bool {
+        let (m, k, n) = (37, 200, 53);
+        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.61).sin()).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.29).cos()).collect();
+        let w = QuantWeight::new(&w, n, k);
+        let q = super::quantize_rows(&x, m, k, w.kp);
+        let run = |kernel| {
+            let mut dst = vec![f32::NAN; m * n];
+            // SAFETY: `dst` is borrowed mutably for this call.
+            let out = unsafe { Out::new(&mut dst) };
+            super::tile(kernel, out, n, &q, &w, (0, m), (0, n));
+            dst
+        };
+        let (amx, portable) = (run(Int8Kernel::Amx), run(Int8Kernel::Portable));
+        amx.iter()
+            .zip(&portable)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
+    /// Activation rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16).
+    ///
+    /// # Safety
+    /// `amx::usable(Op::Int8)`; `packed` is `vnni::pack` of `w`; `q.data` holds rows up to a
+    /// multiple of 32 past `i1`; `q.kp` is a multiple of 64; `j1 <= w.n`; `dst` holds those
+    /// rows and columns; no other thread touches this tile.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile(
+        dst: Out,
+        dst_rs: usize,
+        q: &QuantRows,
+        w: &QuantWeight,
+        packed: &[i8],
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) {
+        // SAFETY: AMX-INT8 is usable (caller); `blocks` gets the caller's contract, and runs
+        // `amx::block` with the configuration loaded on this thread.
+        unsafe {
+            amx::configure();
+            blocks(
+                dst,
+                dst_rs,
+                q,
+                w,
+                packed,
+                rows,
+                cols,
+                |a, b, kp, r, g, acc| amx::block(Op::Int8, a, b, kp, r, g, acc),
+            );
+            amx::release();
+        }
+    }
+
+    /// [`tile`]'s loop over 32 × 32 blocks, with the block's product as `run` (AMX, or its
+    /// emulation in the tests).
+    ///
+    /// # Safety
+    /// As [`tile`], less AMX; `run` must be safe to call as `amx::block` is.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blocks(
+        dst: Out,
+        dst_rs: usize,
+        q: &QuantRows,
+        w: &QuantWeight,
+        packed: &[i8],
+        (i0, i1): (usize, usize),
+        (j0, j1): (usize, usize),
+        mut run: impl FnMut(*const u8, *const u8, usize, bool, bool, &mut Acc),
+    ) {
+        let kp = q.kp;
+        assert!(kp.is_multiple_of(ROW_BYTES) && j0.is_multiple_of(COLS) && j1 <= w.n);
+        assert!(q.data.len() >= i1.next_multiple_of(2 * ROWS) * kp);
+        assert_eq!(packed.len(), w.n.next_multiple_of(COLS) * kp);
+        let mut acc = [[[0u32; COLS]; ROWS]; 4];
+        let mut i = i0;
+        while i < i1 {
+            let two_rows = i + ROWS < i1;
+            let mut j = j0;
+            while j < j1 {
+                // Rows `i..i + 32` of `q.data` exist (padded), `kp` bytes apart; group `j / 16`
+                // of `packed` and, when `j + 16 < j1 <= n`, the next, `16 · kp` bytes each.
+                let a = q.data[i * kp..].as_ptr();
+                let b = packed[j * kp..].as_ptr() as *const u8;
+                run(a, b, kp, two_rows, j + COLS < j1, &mut acc);
+                for (t, acc) in acc.iter().enumerate() {
+                    let (r0, c0) = (i + (t / 2) * ROWS, j + (t % 2) * COLS);
+                    if r0 < i1 && c0 < j1 {
+                        // SAFETY: rows `r0..min(r0 + 16, i1)` and columns `c0..min(c0 + 16,
+                        // j1)` are this tile's (caller's contract).
+                        unsafe { finish(dst, dst_rs, q, w, acc, (r0, i1), (c0, j1)) };
+                    }
+                }
+                j += 2 * COLS;
+            }
+            i += 2 * ROWS;
+        }
+    }
+
+    /// One accumulator tile to `dst`: rows `r0..min(r0 + 16, i1)`, columns
+    /// `c0..min(c0 + 16, j1)`, as the portable kernel computes them
+    /// (`(sx · sw) · (acc - zero · Σw)`).
+    ///
+    /// # Safety
+    /// Those rows and columns are inside `dst` and the caller's own.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn finish(
+        dst: Out,
+        dst_rs: usize,
+        q: &QuantRows,
+        w: &QuantWeight,
+        acc: &[[u32; COLS]; ROWS],
+        (r0, i1): (usize, usize),
+        (c0, j1): (usize, usize),
+    ) {
+        let valid = (j1 - c0).min(COLS);
+        let mask: __mmask16 = if valid == COLS { !0 } else { (1 << valid) - 1 };
+        // SAFETY: masked loads touch only columns `< j1 <= n`.
+        let (sums, sw) = unsafe {
+            (
+                _mm512_maskz_loadu_epi32(mask, w.sums.as_ptr().add(c0)),
+                _mm512_maskz_loadu_ps(mask, w.scale.as_ptr().add(c0)),
+            )
+        };
+        for (r, acc) in acc.iter().enumerate().take((i1 - r0).min(ROWS)) {
+            let i = r0 + r;
+            // SAFETY: `acc` is 16 lanes of 32 bits.
+            let a = unsafe { _mm512_loadu_si512(acc.as_ptr() as *const _) };
+            let zero = _mm512_set1_epi32(q.zero[i]);
+            let v = _mm512_sub_epi32(a, _mm512_mullo_epi32(zero, sums));
+            let s = _mm512_mul_ps(_mm512_set1_ps(q.scale[i]), sw);
+            let o = _mm512_mul_ps(s, _mm512_cvtepi32_ps(v));
+            // SAFETY: row `i`, columns `c0..c0 + valid`, inside `dst` and this task's own.
+            unsafe { _mm512_mask_storeu_ps(dst.at(i * dst_rs + c0, valid), mask, o) };
+        }
+    }
+
+    /// The block loop, layouts and finishing of the AMX kernel, with the tile instructions
+    /// emulated, against the portable kernel (the instructions themselves are checked where
+    /// AMX runs, by `every_kernel_gives_the_portable_bits...` and by [`usable`]'s own check).
+    #[cfg(test)]
+    #[test]
+    fn blocks_give_the_portable_bits_with_emulated_tiles() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("SKIPPED blocks_give_the_portable_bits_with_emulated_tiles: no AVX-512 F");
+            return;
+        }
+        let random = crate::model::cpu::kernels::random_values;
+        for (m, k, n) in [
+            (1, 7, 1),
+            (5, 33, 3),
+            (13, 384, 37),
+            (37, 200, 53),
+            (70, 100, 130),
+            (33, 64, 80),
+        ] {
+            let x = random(m * k, 3 + m as u64);
+            let w = QuantWeight::new(&random(n * k, 4 + n as u64), n, k);
+            let q = super::quantize_rows(&x, m, k, w.kp);
+            let packed = super::vnni::pack(&w.data, n, w.kp);
+            let mut want = vec![f32::NAN; m * n];
+            // SAFETY: `want` is borrowed mutably for this call.
+            super::tile(
+                Int8Kernel::Portable,
+                unsafe { Out::new(&mut want) },
+                n,
+                &q,
+                &w,
+                (0, m),
+                (0, n),
+            );
+            // The whole product, then split as `kernels::tiles` may split it.
+            let splits = [
+                vec![((0, m), (0, n))],
+                vec![
+                    ((0, m / 2), (0, n)),
+                    ((m / 2, m), (0, n.min(16))),
+                    ((m / 2, m), (n.min(16), n)),
+                ],
+            ];
+            for split in splits {
+                let mut got = vec![f32::NAN; m * n];
+                // SAFETY: `got` is borrowed mutably for this loop; the parts are disjoint.
+                let out = unsafe { Out::new(&mut got) };
+                for (rows, cols) in split {
+                    if rows.0 < rows.1 && cols.0 < cols.1 {
+                        // SAFETY: AVX-512 F checked; the contract of `blocks` holds for these
+                        // parts of the product, and the emulation reads what `amx::block` would.
+                        unsafe {
+                            blocks(
+                                out,
+                                n,
+                                &q,
+                                &w,
+                                &packed,
+                                rows,
+                                cols,
+                                |a, b, kp, r, g, acc| {
+                                    amx::block_emulated(Op::Int8, a, b, kp, r, g, acc)
+                                },
+                            )
+                        };
+                    }
+                }
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{m}x{k}x{n}: emulated AMX blocks differ from the portable kernel"
+                );
             }
         }
     }
