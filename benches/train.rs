@@ -4,6 +4,9 @@
 //! excluded. Prints one JSON object.
 //!
 //! Usage: cargo bench --bench train -- --model DIR --data FILE [--steps 60] [--batch-size 16]
+//!        [--device cpu|cuda|...] [--no-dropout]
+//!
+//! `--no-dropout` turns dropout off: the difference says what drawing the masks costs.
 
 use std::time::Instant;
 
@@ -44,7 +47,7 @@ fn main() {
         enc,
         LossSetup::new(LossKind::Cosine),
         AdamWConfig::default(),
-        Some(42),
+        (!args.iter().any(|a| a == "--no-dropout")).then_some(42),
         42,
         Some(1.0),
     )
@@ -77,6 +80,7 @@ fn main() {
             "device": device_name,
             "steps": total - 1,
             "batch_size": batch,
+            "dropout": !args.iter().any(|a| a == "--no-dropout"),
             "seconds": secs,
             "steps_per_second": (total - 1) as f64 / secs,
             "step_seconds": step_seconds,
