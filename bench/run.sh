@@ -14,6 +14,9 @@
 #
 #   bench/run.sh                  # THREADS=, N=, STEPS= to change the defaults
 #   MODEL=path/to/all-mpnet-base-v2 N=1000 STEPS=20 bench/run.sh    # another model
+#   BIN=dir PY=python3 DEVICE=cpu MODEL=... bench/run.sh
+#       # prebuilt binaries (dir holds sbert-tui, encode, train; no cargo needed), another
+#       # Python with sentence-transformers, and an explicit device (a CUDA build's CPU path)
 # Results go to bench/out/results.md (RESULTS= to name another file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,18 +28,24 @@ RESULTS=${RESULTS:-$OUT/results.md}
 ENCODE_GOAL=${ENCODE_GOAL:-1.5}
 TRAIN_GOAL=${TRAIN_GOAL:-2}
 mkdir -p "$OUT"
-if [ ! -x .venv-ref/bin/python ]; then
+if [ -z "${PY:-}" ] && [ ! -x .venv-ref/bin/python ]; then
   echo "setting up the Python reference in .venv-ref (a few GB, once)..." >&2
   python3 -m venv .venv-ref
   .venv-ref/bin/pip install -q "sentence-transformers[train]"
 fi
-cargo build -q --release
-# The bench executables themselves, so that memory is measured on them and not on cargo.
-bench_bin() { cargo bench --no-run --bench "$1" 2>&1 | sed -n 's/.*Executable .* (\(.*\))$/\1/p' | tail -1; }
-ENCODE_BIN=$(bench_bin encode)
-TRAIN_BIN=$(bench_bin train)
-MODEL=${MODEL:-$(./target/release/sbert-tui info | awk '$1 == "folder" { $1 = ""; sub(/^ +/, ""); print }')}
-.venv-ref/bin/python - "$N" > "$OUT/sentences.txt" <<'PY'
+PY=${PY:-.venv-ref/bin/python}
+if [ -n "${BIN:-}" ]; then
+  SBERT=$BIN/sbert-tui ENCODE_BIN=$BIN/encode TRAIN_BIN=$BIN/train
+else
+  cargo build -q --release
+  # The bench executables themselves, so that memory is measured on them and not on cargo.
+  bench_bin() { cargo bench --no-run --bench "$1" 2>&1 | sed -n 's/.*Executable .* (\(.*\))$/\1/p' | tail -1; }
+  SBERT=./target/release/sbert-tui ENCODE_BIN=$(bench_bin encode) TRAIN_BIN=$(bench_bin train)
+fi
+DEV_ARGS=(); [ -n "${DEVICE:-}" ] && DEV_ARGS=(--device "$DEVICE")
+sbert() { "$SBERT" "$1" "${DEV_ARGS[@]}" "${@:2}"; }
+MODEL=${MODEL:-$(sbert info | awk '$1 == "folder" { $1 = ""; sub(/^ +/, ""); print }')}
+$PY - "$N" > "$OUT/sentences.txt" <<'PY'
 import csv, sys
 for i, row in enumerate(csv.DictReader(open("sample_data/stsb/sts-train.csv", encoding="utf-8"))):
     if i >= int(sys.argv[1]):
@@ -44,33 +53,44 @@ for i, row in enumerate(csv.DictReader(open("sample_data/stsb/sts-train.csv", en
     print(row["sentence1"].replace("\n", " "))
 PY
 export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
-timed() { /usr/bin/time -f "%M" -o "$1" "${@:2}"; }
+# Peak RSS in KiB into $1 (GNU time, else Python's getrusage of the child).
+if [ -x /usr/bin/time ]; then
+  timed() { /usr/bin/time -f "%M" -o "$1" "${@:2}"; }
+else
+  timed() {
+    $PY -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[2:]).returncode
+open(sys.argv[1], "w").write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\n")
+sys.exit(r)' "$@"
+  }
+fi
 echo "encode: sbert-tui..." >&2
-timed "$OUT/rss-encode-rust" "$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" > "$OUT/encode-rust.json"
+timed "$OUT/rss-encode-rust" "$ENCODE_BIN" "${DEV_ARGS[@]}" --model "$MODEL" --input "$OUT/sentences.txt" > "$OUT/encode-rust.json"
 STSB_DEV=sample_data/stsb/sts-dev.csv
 for p in bf16 int8; do
   echo "encode: sbert-tui $p..." >&2
-  "$ENCODE_BIN" --model "$MODEL" --input "$OUT/sentences.txt" --precision $p > "$OUT/encode-rust-$p.json"
+  "$ENCODE_BIN" "${DEV_ARGS[@]}" --model "$MODEL" --input "$OUT/sentences.txt" --precision $p > "$OUT/encode-rust-$p.json"
 done
-KERNELS="f32: $(./target/release/sbert-tui info --model "$MODEL" | sed -n 's/^f32 kernels *//p'); $(for p in bf16 int8; do ./target/release/sbert-tui info --model "$MODEL" --precision $p | sed -n 's/.*(\(.* kernel: .*\))$/\1/p'; done | paste -sd ';' | sed 's/;/; /g')"
+KERNELS="f32: $(sbert info --model "$MODEL" | sed -n 's/^f32 kernels *//p'); $(for p in bf16 int8; do sbert info --model "$MODEL" --precision $p | sed -n 's/.*(\(.* kernel: .*\))$/\1/p'; done | paste -sd ';' | sed 's/;/; /g')"
 echo "quality: STS-B dev Spearman for each precision..." >&2
 for p in f32 bf16 int8; do
-  ./target/release/sbert-tui eval --model "$MODEL" --data "$STSB_DEV" --precision $p | awk '$1 == "spearman_cosine" { print $2 }' > "$OUT/stsb-$p"
+  sbert eval --model "$MODEL" --data "$STSB_DEV" --precision $p | awk '$1 == "spearman_cosine" { print $2 }' > "$OUT/stsb-$p"
 done
 echo "encode: sentence-transformers..." >&2
-timed "$OUT/rss-encode-python" .venv-ref/bin/python bench/encode_python.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" > "$OUT/encode-python.json" 2>/dev/null
+timed "$OUT/rss-encode-python" $PY bench/encode_python.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" > "$OUT/encode-python.json" 2>/dev/null
 ONNX=${ONNX:-1}
 rm -f "$OUT/encode-onnx.json"
 if [ "$ONNX" = 1 ]; then
-  .venv-ref/bin/python -c "import onnx, onnxruntime" 2>/dev/null || .venv-ref/bin/pip install -q onnx onnxruntime
+  $PY -c "import onnx, onnxruntime" 2>/dev/null || $PY -m pip install -q onnx onnxruntime
   echo "encode: ONNX Runtime fp32 and int8..." >&2
-  .venv-ref/bin/python bench/encode_onnx.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" --out "$OUT/onnx-$(basename "$MODEL")" --stsb "$STSB_DEV" > "$OUT/encode-onnx.json" 2>/dev/null
+  $PY bench/encode_onnx.py --model "$MODEL" --input "$OUT/sentences.txt" --threads "$THREADS" --out "$OUT/onnx-$(basename "$MODEL")" --stsb "$STSB_DEV" > "$OUT/encode-onnx.json" 2> "$OUT/encode-onnx.err" ||
+    { echo "ONNX Runtime failed (left out of the table):" >&2; tail -3 "$OUT/encode-onnx.err" >&2; : > "$OUT/encode-onnx.json"; }
 fi
 echo "training steps: sbert-tui..." >&2
-timed "$OUT/rss-train-rust" "$TRAIN_BIN" --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" > "$OUT/train-step-rust.json"
+timed "$OUT/rss-train-rust" "$TRAIN_BIN" "${DEV_ARGS[@]}" --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" > "$OUT/train-step-rust.json"
 echo "training steps: sentence-transformers..." >&2
-timed "$OUT/rss-train-python" .venv-ref/bin/python bench/train_step_python.py --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" --threads "$THREADS" > "$OUT/train-step-python.json" 2>/dev/null
-.venv-ref/bin/python - "$OUT" "$THREADS" "$MODEL" "$ENCODE_GOAL" "$TRAIN_GOAL" "$KERNELS" <<'PY' | tee "$RESULTS"
+timed "$OUT/rss-train-python" $PY bench/train_step_python.py --model "$MODEL" --data sample_data/stsb/sts-train.csv --steps "$STEPS" --threads "$THREADS" > "$OUT/train-step-python.json" 2>/dev/null
+$PY - "$OUT" "$THREADS" "$MODEL" "$ENCODE_GOAL" "$TRAIN_GOAL" "$KERNELS" <<'PY' | tee "$RESULTS"
 import json, os, platform, subprocess, sys
 out, threads, model, encode_goal, train_goal, kernels = sys.argv[1:7]
 last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
@@ -81,7 +101,10 @@ import sentence_transformers, torch
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
 simd = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
-rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+try:
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+except FileNotFoundError:
+    rustc = "prebuilt binaries"
 print(f"Model: {os.path.basename(os.path.normpath(model))}. Machine: {cpu} ({simd}), {threads} threads "
       f"for each engine; {rustc}; sentence-transformers {sentence_transformers.__version__}, "
       f"torch {torch.__version__}.\n")
