@@ -46,6 +46,98 @@ pub fn usable(op: Op) -> bool {
     tile && has_op && std::arch::is_x86_feature_detected!("avx512f") && os_allows_tiles()
 }
 
+/// [`usable`], and `check` (a small product through the tiles against a reference) passes: asked
+/// once per op; a failed check is reported on stderr and leaves AMX unused for that op.
+pub fn checked(op: Op, check: fn() -> bool) -> bool {
+    static INT8: OnceLock<bool> = OnceLock::new();
+    static BF16: OnceLock<bool> = OnceLock::new();
+    let once = match op {
+        Op::Int8 => &INT8,
+        Op::Bf16 => &BF16,
+    };
+    *once.get_or_init(|| {
+        if !usable(op) {
+            return false;
+        }
+        let ok = check();
+        if !ok {
+            eprintln!(
+                "warning: this CPU reports AMX, but a product through its tiles ({op:?}) \
+                 differed from the reference; AMX is left unused for it"
+            );
+        }
+        ok
+    })
+}
+
+/// Plain data whose bytes the tiles read: no padding, any bit pattern valid.
+pub trait Plain: Copy + private::Sealed {}
+impl Plain for u8 {}
+impl Plain for i8 {}
+impl Plain for u16 {}
+mod private {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for i8 {}
+    impl Sealed for u16 {}
+}
+
+/// The bytes of a slice of [`Plain`] values.
+pub fn bytes<T: Plain>(s: &[T]) -> &[u8] {
+    // SAFETY: `T` is u8, i8 or u16 (sealed): no padding; the length is the slice's in bytes.
+    unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, std::mem::size_of_val(s)) }
+}
+
+/// Rows `i0..i1` × columns `j0..j1` of a product in 32 × 32 blocks: `run` (AMX's [`block`] or its
+/// emulation) fills the accumulators of each block, and `finish(acc, r0, c0)` gets each tile that
+/// holds part of the product (its rows `r0..min(r0 + 16, i1)`, columns `c0..min(c0 + 16, j1)`).
+///
+/// `a` holds the activation rows, `kp` bytes each (a multiple of 64), zero rows to a multiple of
+/// 32 past `i1`; `b` the packed weights of `n` columns, `16 · kp` bytes per group of 16; `j0` is
+/// a multiple of 16 and `j1 <= n` (checked). `run` gets pointers that satisfy [`block`]'s
+/// contract.
+#[allow(clippy::too_many_arguments)]
+pub fn for_blocks(
+    a: &[u8],
+    b: &[u8],
+    kp: usize,
+    n: usize,
+    (i0, i1): (usize, usize),
+    (j0, j1): (usize, usize),
+    mut run: impl FnMut(*const u8, *const u8, usize, bool, bool, &mut Acc),
+    mut finish: impl FnMut(&[[u32; COLS]; ROWS], usize, usize),
+) {
+    assert!(kp.is_multiple_of(ROW_BYTES) && j0.is_multiple_of(COLS) && j1 <= n);
+    assert!(a.len() >= i1.next_multiple_of(2 * ROWS) * kp);
+    assert_eq!(b.len(), n.next_multiple_of(COLS) * kp);
+    let mut acc = [[[0u32; COLS]; ROWS]; 4];
+    let mut i = i0;
+    while i < i1 {
+        let two_rows = i + ROWS < i1;
+        let mut j = j0;
+        while j < j1 {
+            // Rows `i..i + 32` of `a` exist (padded), `kp` bytes apart; group `j / 16` of `b` and,
+            // when `j + 16 < j1 <= n`, the next, `16 · kp` bytes each.
+            run(
+                a[i * kp..].as_ptr(),
+                b[j * kp..].as_ptr(),
+                kp,
+                two_rows,
+                j + COLS < j1,
+                &mut acc,
+            );
+            for (t, acc) in acc.iter().enumerate() {
+                let (r0, c0) = (i + (t / 2) * ROWS, j + (t % 2) * COLS);
+                if r0 < i1 && c0 < j1 {
+                    finish(acc, r0, c0);
+                }
+            }
+            j += 2 * COLS;
+        }
+        i += 2 * ROWS;
+    }
+}
+
 /// Linux hands the tile data state to a process that asks for it
 /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); then XCR0 must have the tile
 /// configuration and data bits (17 and 18). Asked once per process.

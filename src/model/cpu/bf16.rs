@@ -354,35 +354,43 @@ mod avx512 {
     }
 }
 
+/// The first entry of `got` (`[m, n]`) farther from the exact sum of the bf16 products of `x`
+/// (`[m, k]`) and `w` (`[n, k]`) than the bf16 kernels' tolerance (their `f32` sums may run in any
+/// order: within `k` ulps of the terms' size), as (index, got, exact); `None` when all are within.
+#[cfg(target_arch = "x86_64")]
+fn off_bf16_sum(
+    x: &[f32],
+    w: &[f32],
+    (m, k, n): (usize, usize, usize),
+    got: &[f32],
+) -> Option<(usize, f32, f64)> {
+    (0..m * n).find_map(|idx| {
+        let (i, j) = (idx / n, idx % n);
+        let (mut sum, mut size) = (0f64, 0f64);
+        for p in 0..k {
+            let t = round(x[i * k + p]) as f64 * round(w[j * k + p]) as f64;
+            sum += t;
+            size += t.abs();
+        }
+        ((got[idx] as f64 - sum).abs() > size * k as f64 * f32::EPSILON as f64)
+            .then_some((idx, got[idx], sum))
+    })
+}
+
 #[cfg(target_arch = "x86_64")]
 mod amx {
     //! The bf16 products on AMX's `tdpbf16ps` (see `cpu::amx`): 32 × 32 blocks on the AVX-512
     //! kernel's packed weights.
 
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     use super::{Bf16Weight, Out};
     use crate::model::cpu::amx::{self, Acc, COLS, Op, ROWS};
 
-    /// Whether AMX-BF16 runs here (`amx::usable`) and a small product through it is within
-    /// the bf16 kernels' tolerance of the exact sum of the same bf16 products (checked once; a
-    /// failure is reported on stderr and leaves AMX unused).
+    /// Whether AMX-BF16 runs here and a small product through it is within the bf16 kernels'
+    /// tolerance of the exact sum of the same bf16 products (`amx::checked`).
     pub fn usable() -> bool {
-        static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| {
-            if !amx::usable(Op::Bf16) {
-                return false;
-            }
-            let ok = self_check();
-            if !ok {
-                eprintln!(
-                    "warning: this CPU reports AMX, but a bf16 product through its tiles was \
-                     off; AMX is left unused"
-                );
-            }
-            ok
-        })
+        amx::checked(Op::Bf16, self_check)
     }
 
     fn self_check() -> bool {
@@ -396,17 +404,7 @@ mod amx {
         // SAFETY: AMX-BF16 is usable (checked by the caller); `got` is borrowed mutably for
         // this call; the operands are as `matmul_with` makes them.
         unsafe { tile(Out::new(&mut got), n, &xb, kp, packed, n, (0, m), (0, n)) };
-        let r = |v: f32| super::from_bf16(super::to_bf16(v)) as f64;
-        (0..m * n).all(|idx| {
-            let (i, j) = (idx / n, idx % n);
-            let (mut sum, mut size) = (0f64, 0f64);
-            for p in 0..k {
-                let t = r(x[i * k + p]) * r(w[j * k + p]);
-                sum += t;
-                size += t.abs();
-            }
-            (got[idx] as f64 - sum).abs() <= size * k as f64 * f32::EPSILON as f64
-        })
+        super::off_bf16_sum(&x, &w, (m, k, n), &got).is_none()
     }
 
     /// Rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16) of the product.
@@ -447,12 +445,12 @@ mod amx {
         }
     }
 
-    /// [`tile`]'s loop over 32 × 32 blocks, with the block's product as `run` (AMX, or its
-    /// emulation in the tests).
+    /// [`tile`]'s blocks (`amx::for_blocks`), with the block's product as `run` (AMX, or its
+    /// emulation in the tests), each tile stored to `dst`.
     ///
     /// # Safety
-    /// As [`tile`], less AMX; `run` must be safe to call as `amx::block` is.
-    #[target_feature(enable = "avx512f")]
+    /// As [`tile`], less AMX; `run` must be safe to call as `amx::block` is; the CPU runs
+    /// AVX-512 F.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn blocks(
         dst: Out,
@@ -461,46 +459,40 @@ mod amx {
         kp: usize,
         packed: &[u16],
         n: usize,
-        (i0, i1): (usize, usize),
-        (j0, j1): (usize, usize),
-        mut run: impl FnMut(*const u8, *const u8, usize, bool, bool, &mut Acc),
+        rows: (usize, usize),
+        cols: (usize, usize),
+        run: impl FnMut(*const u8, *const u8, usize, bool, bool, &mut Acc),
     ) {
-        assert!(kp.is_multiple_of(32) && j0.is_multiple_of(COLS) && j1 <= n);
-        assert!(xb.len() >= i1.next_multiple_of(2 * ROWS) * kp);
-        assert_eq!(packed.len(), n.next_multiple_of(COLS) * kp);
-        let mut acc = [[[0u32; COLS]; ROWS]; 4];
-        let mut i = i0;
-        while i < i1 {
-            let two_rows = i + ROWS < i1;
-            let mut j = j0;
-            while j < j1 {
-                // Rows `i..i + 32` of `xb` exist (padded), `kp` values apart; group `j / 16` of
-                // `packed` and, when `j + 16 < j1 <= n`, the next, `16 · kp` values each.
-                let a = xb[i * kp..].as_ptr() as *const u8;
-                let b = packed[j * kp..].as_ptr() as *const u8;
-                run(a, b, 2 * kp, two_rows, j + COLS < j1, &mut acc);
-                for (t, acc) in acc.iter().enumerate() {
-                    let (r0, c0) = (i + (t / 2) * ROWS, j + (t % 2) * COLS);
-                    if r0 < i1 && c0 < j1 {
-                        let valid = (j1 - c0).min(COLS);
-                        let mask: __mmask16 = if valid == COLS { !0 } else { (1 << valid) - 1 };
-                        for (r, acc) in acc.iter().enumerate().take((i1 - r0).min(ROWS)) {
-                            // SAFETY: `acc` is 16 lanes of f32 bits; row `r0 + r`, columns
-                            // `c0..c0 + valid` are inside `dst` and this tile's own.
-                            unsafe {
-                                let v = _mm512_loadu_ps(acc.as_ptr() as *const f32);
-                                _mm512_mask_storeu_ps(
-                                    dst.at((r0 + r) * dst_rs + c0, valid),
-                                    mask,
-                                    v,
-                                );
-                            }
-                        }
-                    }
-                }
-                j += 2 * COLS;
+        assert!(kp.is_multiple_of(32));
+        let (a, b) = (amx::bytes(xb), amx::bytes(packed));
+        amx::for_blocks(a, b, 2 * kp, n, rows, cols, run, |acc, r0, c0| {
+            // SAFETY: AVX-512 F (caller); the tile's rows and columns are inside the caller's.
+            unsafe { store(dst, dst_rs, acc, (r0, rows.1), (c0, cols.1)) }
+        });
+    }
+
+    /// One accumulator tile (`f32` bits) to `dst`: rows `r0..min(r0 + 16, i1)`, columns
+    /// `c0..min(c0 + 16, j1)`.
+    ///
+    /// # Safety
+    /// Those rows and columns are inside `dst` and the caller's own; the CPU runs AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(
+        dst: Out,
+        dst_rs: usize,
+        acc: &[[u32; COLS]; ROWS],
+        (r0, i1): (usize, usize),
+        (c0, j1): (usize, usize),
+    ) {
+        let valid = (j1 - c0).min(COLS);
+        let mask: __mmask16 = if valid == COLS { !0 } else { (1 << valid) - 1 };
+        for (r, acc) in acc.iter().enumerate().take((i1 - r0).min(ROWS)) {
+            // SAFETY: `acc` is 16 lanes of f32 bits; row `r0 + r`, columns `c0..c0 + valid` are
+            // inside `dst` and this tile's own.
+            unsafe {
+                let v = _mm512_loadu_ps(acc.as_ptr() as *const f32);
+                _mm512_mask_storeu_ps(dst.at((r0 + r) * dst_rs + c0, valid), mask, v);
             }
-            i += 2 * ROWS;
         }
     }
 }
@@ -569,19 +561,8 @@ mod tests {
                     };
                 }
             }
-            for (idx, &g) in got.iter().enumerate() {
-                let (i, j) = (idx / n, idx % n);
-                let (mut sum, mut size) = (0f64, 0f64);
-                for p in 0..k {
-                    let t = round(x[i * k + p]) as f64 * round(w[j * k + p]) as f64;
-                    sum += t;
-                    size += t.abs();
-                }
-                let tol = size * k as f64 * f32::EPSILON as f64;
-                assert!(
-                    (g as f64 - sum).abs() <= tol,
-                    "{m}x{k}x{n} [{idx}]: {g} vs {sum}"
-                );
+            if let Some((idx, g, sum)) = off_bf16_sum(&x, &w, (m, k, n), &got) {
+                panic!("{m}x{k}x{n} [{idx}]: {g} vs {sum}");
             }
         }
     }

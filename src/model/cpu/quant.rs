@@ -510,29 +510,14 @@ mod amx {
     //! zero-point correction and scales with AVX-512.
 
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     use super::{Int8Kernel, Out, QuantRows, QuantWeight};
-    use crate::model::cpu::amx::{self, Acc, COLS, Op, ROW_BYTES, ROWS};
+    use crate::model::cpu::amx::{self, Acc, COLS, Op, ROWS};
 
-    /// Whether AMX-INT8 runs here (`amx::usable`) and a small product through it gives the
-    /// portable kernel's bits (checked once; a failure is reported on stderr and leaves AMX
-    /// unused).
+    /// Whether AMX-INT8 runs here and a small product through it gives the portable kernel's
+    /// bits (`amx::checked`).
     pub fn usable() -> bool {
-        static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| {
-            if !amx::usable(Op::Int8) {
-                return false;
-            }
-            let ok = self_check();
-            if !ok {
-                eprintln!(
-                    "warning: this CPU reports AMX, but an int8 product through its tiles \
-                     differed from the portable kernel's; AMX is left unused"
-                );
-            }
-            ok
-        })
+        amx::checked(Op::Int8, self_check)
     }
 
     /// A product with ragged rows, columns and depth through AMX against the portable kernel.
@@ -589,12 +574,12 @@ mod amx {
         }
     }
 
-    /// [`tile`]'s loop over 32 × 32 blocks, with the block's product as `run` (AMX, or its
-    /// emulation in the tests).
+    /// [`tile`]'s blocks (`amx::for_blocks`), with the block's product as `run` (AMX, or its
+    /// emulation in the tests), each finished by [`finish`].
     ///
     /// # Safety
-    /// As [`tile`], less AMX; `run` must be safe to call as `amx::block` is.
-    #[target_feature(enable = "avx512f")]
+    /// As [`tile`], less AMX; `run` must be safe to call as `amx::block` is; the CPU runs
+    /// AVX-512 F.
     #[allow(clippy::too_many_arguments)]
     unsafe fn blocks(
         dst: Out,
@@ -602,37 +587,15 @@ mod amx {
         q: &QuantRows,
         w: &QuantWeight,
         packed: &[i8],
-        (i0, i1): (usize, usize),
-        (j0, j1): (usize, usize),
-        mut run: impl FnMut(*const u8, *const u8, usize, bool, bool, &mut Acc),
+        rows: (usize, usize),
+        cols: (usize, usize),
+        run: impl FnMut(*const u8, *const u8, usize, bool, bool, &mut Acc),
     ) {
-        let kp = q.kp;
-        assert!(kp.is_multiple_of(ROW_BYTES) && j0.is_multiple_of(COLS) && j1 <= w.n);
-        assert!(q.data.len() >= i1.next_multiple_of(2 * ROWS) * kp);
-        assert_eq!(packed.len(), w.n.next_multiple_of(COLS) * kp);
-        let mut acc = [[[0u32; COLS]; ROWS]; 4];
-        let mut i = i0;
-        while i < i1 {
-            let two_rows = i + ROWS < i1;
-            let mut j = j0;
-            while j < j1 {
-                // Rows `i..i + 32` of `q.data` exist (padded), `kp` bytes apart; group `j / 16`
-                // of `packed` and, when `j + 16 < j1 <= n`, the next, `16 · kp` bytes each.
-                let a = q.data[i * kp..].as_ptr();
-                let b = packed[j * kp..].as_ptr() as *const u8;
-                run(a, b, kp, two_rows, j + COLS < j1, &mut acc);
-                for (t, acc) in acc.iter().enumerate() {
-                    let (r0, c0) = (i + (t / 2) * ROWS, j + (t % 2) * COLS);
-                    if r0 < i1 && c0 < j1 {
-                        // SAFETY: rows `r0..min(r0 + 16, i1)` and columns `c0..min(c0 + 16,
-                        // j1)` are this tile's (caller's contract).
-                        unsafe { finish(dst, dst_rs, q, w, acc, (r0, i1), (c0, j1)) };
-                    }
-                }
-                j += 2 * COLS;
-            }
-            i += 2 * ROWS;
-        }
+        let b = amx::bytes(packed);
+        amx::for_blocks(&q.data, b, q.kp, w.n, rows, cols, run, |acc, r0, c0| {
+            // SAFETY: AVX-512 F (caller); the tile's rows and columns are inside the caller's.
+            unsafe { finish(dst, dst_rs, q, w, acc, (r0, rows.1), (c0, cols.1)) }
+        });
     }
 
     /// One accumulator tile to `dst`: rows `r0..min(r0 + 16, i1)`, columns
