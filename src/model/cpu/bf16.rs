@@ -395,8 +395,7 @@ mod amx {
 
     fn self_check() -> bool {
         let (m, k, n) = (37, 200, 53);
-        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.61).sin()).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.29).cos()).collect();
+        let (x, w) = crate::model::cpu::kernels::timing_data(m, k, n);
         let bw = Bf16Weight::new(&w, n, k);
         let (kp, packed) = (bw.kp(), bw.packed());
         let xb = super::avx512::rows(&x, m, k, kp);

@@ -481,7 +481,31 @@ mod vnni {
             p += 4;
         }
         for g in 0..G {
-            let j = j + g * LANES;
+            // SAFETY: AVX-512 F (this function's); the group starts before `j_end <= n`.
+            let cols = unsafe { Cols::load(w, j + g * LANES, j_end) };
+            for r in 0..R {
+                // SAFETY: row `i + r` and these columns are inside `dst` (checked by
+                // `qmatmul_wt_with`), and this task's own.
+                unsafe { cols.finish_row(dst, dst_rs, q, i + r, acc[r][g]) };
+            }
+        }
+    }
+
+    /// The weight sums and scales of 16 columns from `j` (masked past `j_end`), which finish the
+    /// rows of a block (this kernel's and the AMX one's).
+    pub struct Cols {
+        j: usize,
+        valid: usize,
+        mask: __mmask16,
+        sums: __m512i,
+        sw: __m512,
+    }
+
+    impl Cols {
+        /// # Safety
+        /// The CPU runs AVX-512 F; `j < j_end <= w.n`.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn load(w: &QuantWeight, j: usize, j_end: usize) -> Self {
             let valid = (j_end - j).min(LANES);
             let mask: __mmask16 = if valid == LANES { !0 } else { (1 << valid) - 1 };
             // SAFETY: masked loads touch only columns `< j_end <= n`.
@@ -491,15 +515,36 @@ mod vnni {
                     _mm512_maskz_loadu_ps(mask, w.scale.as_ptr().add(j)),
                 )
             };
-            for r in 0..R {
-                let zero = _mm512_set1_epi32(q.zero[i + r]);
-                let v = _mm512_sub_epi32(acc[r][g], _mm512_mullo_epi32(zero, sums));
-                let s = _mm512_mul_ps(_mm512_set1_ps(q.scale[i + r]), sw);
-                let o = _mm512_mul_ps(s, _mm512_cvtepi32_ps(v));
-                // SAFETY: row `i + r`, columns `j..j + valid`, inside `dst` (checked by
-                // `qmatmul_wt_with`), and this task's own columns.
-                unsafe { _mm512_mask_storeu_ps(dst.at((i + r) * dst_rs + j, valid), mask, o) };
+            Cols {
+                j,
+                valid,
+                mask,
+                sums,
+                sw,
             }
+        }
+
+        /// Row `i` of these columns to `dst`, from its integer sums `acc`, as the portable
+        /// kernel computes it: `(sx · sw) · (acc - zero · Σw)`.
+        ///
+        /// # Safety
+        /// The CPU runs AVX-512 F; row `i`, columns `j..j + valid` are inside `dst` and the
+        /// caller's own.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn finish_row(
+            &self,
+            dst: Out,
+            dst_rs: usize,
+            q: &QuantRows,
+            i: usize,
+            acc: __m512i,
+        ) {
+            let zero = _mm512_set1_epi32(q.zero[i]);
+            let v = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zero, self.sums));
+            let s = _mm512_mul_ps(_mm512_set1_ps(q.scale[i]), self.sw);
+            let o = _mm512_mul_ps(s, _mm512_cvtepi32_ps(v));
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_mask_storeu_ps(dst.at(i * dst_rs + self.j, self.valid), self.mask, o) };
         }
     }
 }
@@ -511,6 +556,7 @@ mod amx {
 
     use std::arch::x86_64::*;
 
+    use super::vnni::Cols;
     use super::{Int8Kernel, Out, QuantRows, QuantWeight};
     use crate::model::cpu::amx::{self, Acc, COLS, Op, ROWS};
 
@@ -523,8 +569,7 @@ mod amx {
     /// A product with ragged rows, columns and depth through AMX against the portable kernel.
     fn self_check() -> bool {
         let (m, k, n) = (37, 200, 53);
-        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.61).sin()).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.29).cos()).collect();
+        let (x, w) = crate::model::cpu::kernels::timing_data(m, k, n);
         let w = QuantWeight::new(&w, n, k);
         let q = super::quantize_rows(&x, m, k, w.kp);
         let run = |kernel| {
@@ -614,25 +659,15 @@ mod amx {
         (r0, i1): (usize, usize),
         (c0, j1): (usize, usize),
     ) {
-        let valid = (j1 - c0).min(COLS);
-        let mask: __mmask16 = if valid == COLS { !0 } else { (1 << valid) - 1 };
-        // SAFETY: masked loads touch only columns `< j1 <= n`.
-        let (sums, sw) = unsafe {
-            (
-                _mm512_maskz_loadu_epi32(mask, w.sums.as_ptr().add(c0)),
-                _mm512_maskz_loadu_ps(mask, w.scale.as_ptr().add(c0)),
-            )
-        };
+        // SAFETY: AVX-512 F (caller); `c0 < j1 <= n`.
+        let cols = unsafe { Cols::load(w, c0, j1) };
         for (r, acc) in acc.iter().enumerate().take((i1 - r0).min(ROWS)) {
-            let i = r0 + r;
-            // SAFETY: `acc` is 16 lanes of 32 bits.
-            let a = unsafe { _mm512_loadu_si512(acc.as_ptr() as *const _) };
-            let zero = _mm512_set1_epi32(q.zero[i]);
-            let v = _mm512_sub_epi32(a, _mm512_mullo_epi32(zero, sums));
-            let s = _mm512_mul_ps(_mm512_set1_ps(q.scale[i]), sw);
-            let o = _mm512_mul_ps(s, _mm512_cvtepi32_ps(v));
-            // SAFETY: row `i`, columns `c0..c0 + valid`, inside `dst` and this task's own.
-            unsafe { _mm512_mask_storeu_ps(dst.at(i * dst_rs + c0, valid), mask, o) };
+            // SAFETY: `acc` is 16 lanes of 32 bits; row `r0 + r` and these columns are inside
+            // `dst` and this task's own (caller's contract).
+            unsafe {
+                let a = _mm512_loadu_si512(acc.as_ptr() as *const _);
+                cols.finish_row(dst, dst_rs, q, r0 + r, a)
+            };
         }
     }
 
