@@ -38,6 +38,11 @@ fn matmul(c: &mut Criterion) {
                     })
                 });
             }
+            // The training forward: the weight packed at every call where the AVX-512 kernel
+            // was chosen for it (`SBERT_TUI_F32_KERNEL=gemm|avx512` to compare).
+            group.bench_with_input(BenchmarkId::new("f32 training forward", m), &m, |b, &m| {
+                b.iter(|| packed::matmul_wt_fresh(&mut dst, n, &x, m, k, &[(&w, n)]))
+            });
             // --precision int8: the activations' quantisation included.
             let q = quant::QuantWeight::new(&w, n, k);
             for kernel in quant::Int8Kernel::available() {

@@ -401,14 +401,7 @@ fn info(args: InfoArgs) -> Result<()> {
     writeln!(out, "similarity      {}", i.similarity)?;
     if i.device == "cpu" {
         let f32 = model::cpu::packed::F32Choice::get();
-        writeln!(
-            out,
-            "f32 kernels     {} (up to {} rows), {} (more rows), {} (training gradients)",
-            f32.small.name(),
-            model::cpu::kernels::SMALL_M,
-            f32.large.name(),
-            f32.strided.name()
-        )?;
+        writeln!(out, "f32 kernels     {}", f32.describe())?;
     }
     match i.precision {
         model::Precision::F32 => {}

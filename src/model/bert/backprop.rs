@@ -150,7 +150,7 @@ fn apply_mask(x: &mut [f32], mask: &[f32], width: usize, residual: Option<&[f32]
 }
 
 /// `n` zeros, written on all threads (filled by one thread, a step's buffers left the other core
-/// idle). Buffers a product fills whole come from `kernels::product_wt` / `packed::product`
+/// idle). Buffers a product fills whole come from `packed::product_wt_fresh` / `packed::product`
 /// instead, with no fill at all.
 fn zeros(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
@@ -247,9 +247,15 @@ pub(super) fn forward(
         // Q, K, V.
         let mut qkv = zeros(t * 3 * h);
         let mut qkv_bias = Vec::with_capacity(3 * h);
-        for (which, lin) in [&a.query, &a.key, &a.value].into_iter().enumerate() {
-            let w = Data::of(lin.weight())?;
-            kernels::matmul_wt(&mut qkv[which * h..], 3 * h, &x0, t, h, w.get(), h);
+        {
+            let ws = [&a.query, &a.key, &a.value]
+                .map(|lin| Data::of(lin.weight()))
+                .into_iter()
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let parts: Vec<(&[f32], usize)> = ws.iter().map(|w| (w.get(), h)).collect();
+            packed::matmul_wt_fresh(&mut qkv, 3 * h, &x0, t, h, &parts);
+        }
+        for lin in [&a.query, &a.key, &a.value] {
             qkv_bias.extend(bias_of(lin, h)?);
         }
         add_bias(&mut qkv, &qkv_bias);
@@ -299,7 +305,7 @@ pub(super) fn forward(
         }
         // Output projection, dropout, residual, layer norm.
         let w = Data::of(a.output.weight())?;
-        let mut r1 = kernels::product_wt(&ctx, t, h, w.get(), h);
+        let mut r1 = packed::product_wt_fresh(&ctx, t, h, w.get(), h);
         drop(w);
         add_bias(&mut r1, &bias_of(&a.output, h)?);
         let mask1 = pack_rows(draw(rng, &[b, seq, h], a.hidden_dropout)?, &offsets, seq, h);
@@ -308,7 +314,7 @@ pub(super) fn forward(
         let norm1 = norm_save(&a.norm, &r1, &mut x1)?;
         // Feed-forward.
         let w = Data::of(layer.intermediate.weight())?;
-        let mut u = kernels::product_wt(&x1, t, h, w.get(), inter);
+        let mut u = packed::product_wt_fresh(&x1, t, h, w.get(), inter);
         drop(w);
         add_bias(&mut u, &bias_of(&layer.intermediate, inter)?);
         // The activation in place (`u` becomes its value) and its derivative.
@@ -326,7 +332,7 @@ pub(super) fn forward(
                 }
             });
         let w = Data::of(layer.output.weight())?;
-        let mut r2 = kernels::product_wt(&g, t, inter, w.get(), h);
+        let mut r2 = packed::product_wt_fresh(&g, t, inter, w.get(), h);
         drop(w);
         add_bias(&mut r2, &bias_of(&layer.output, h)?);
         let mask2 = pack_rows(draw(rng, &[b, seq, h], layer.dropout)?, &offsets, seq, h);

@@ -211,25 +211,33 @@ pub fn fastest<K: Copy>(kernels: &[K], mut run: impl FnMut(K)) -> K {
     if kernels.len() == 1 {
         return kernels[0];
     }
-    struct Serial(bool);
-    impl Drop for Serial {
+    serial(|| {
+        let mut time = |k: K| {
+            run(k);
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    run(k);
+                    t.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        *kernels.iter().min_by_key(|&&k| time(k)).expect("not empty")
+    })
+}
+
+/// Runs `f` with every operation of this thread on this thread alone ([`threads`] is 1): for
+/// work inside a `OnceLock` that pool tasks may be waiting on.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
         fn drop(&mut self) {
             SERIAL.with(|s| s.set(self.0));
         }
     }
-    let _restore = Serial(SERIAL.with(|s| s.replace(true)));
-    let mut time = |k: K| {
-        run(k);
-        (0..3)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                run(k);
-                t.elapsed()
-            })
-            .min()
-            .unwrap_or_default()
-    };
-    *kernels.iter().min_by_key(|&&k| time(k)).expect("not empty")
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
 }
 
 /// The kernel the environment variable `var` names, if it is one of `kernels` (those the CPU

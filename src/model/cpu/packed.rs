@@ -14,6 +14,8 @@
 
 use std::sync::OnceLock;
 
+use rayon::prelude::*;
+
 use super::kernels::{self, Mat, Out};
 
 /// A `[n, k]` weight (PyTorch layout) packed for the AVX-512 kernel.
@@ -27,37 +29,60 @@ pub struct PackedWeight {
 impl PackedWeight {
     /// Packs a row-major `[n, k]` weight.
     pub fn new(w: &[f32], n: usize, k: usize) -> Self {
-        assert!(w.len() >= n * k, "weight too short");
-        Self {
-            n,
-            k,
-            packed: pack(w, n, k),
-        }
+        Self::stack(&[(w, n)], k)
     }
 
-    /// Several weights of the same input width stacked (Q, K and V as one `[3h, h]` product).
+    /// Several weights of the same input width stacked (Q, K and V as one `[3h, h]` product):
+    /// each part's rows follow the previous part's.
     pub fn stack(parts: &[(&[f32], usize)], k: usize) -> Self {
-        let all: Vec<f32> = parts
+        for (w, rows) in parts {
+            assert!(w.len() >= rows * k, "weight too short");
+        }
+        let rows: Vec<&[f32]> = parts
             .iter()
-            .flat_map(|(w, rows)| w[..rows * k].iter().copied())
+            .flat_map(|&(w, rows)| (0..rows).map(move |r| &w[r * k..(r + 1) * k]))
             .collect();
-        let n = parts.iter().map(|p| p.1).sum();
-        Self::new(&all, n, k)
+        Self {
+            n: rows.len(),
+            k,
+            packed: pack(&rows, k),
+        }
     }
 }
 
 /// Columns per group (one 512-bit register of `f32`).
 const LANES: usize = 16;
 
-/// `[n, k]` rows → groups of 16 columns, each `k` steps of 16 columns (one 64-byte load: one `k`
-/// of 16 columns, multiplied by a broadcast activation). Columns past `n` are zeros.
-fn pack(w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    let mut p = vec![0f32; n.next_multiple_of(LANES) * k];
-    for j in 0..n {
-        let (g, c) = (j / LANES, j % LANES);
-        for (s, &v) in w[j * k..(j + 1) * k].iter().enumerate() {
-            p[g * LANES * k + s * LANES + c] = v;
+/// Columns per panel: the widest register block (4 groups of 16), whose columns at one step of
+/// the sum are 256 contiguous bytes.
+const PANEL: usize = 4 * LANES;
+
+/// Rows of `k` → panels of 64 columns (one a row), each `k` steps of 64 columns (four 64-byte
+/// loads: one step of 64 columns, multiplied by a broadcast activation). A register block reads
+/// one panel front to back: one stream, where four groups `k · 64` bytes apart would be four
+/// (that share cache sets). Columns past the rows are zeros. Panels are made on all threads.
+fn pack(rows: &[&[f32]], k: usize) -> Vec<f32> {
+    let mut p = vec![0f32; rows.len().next_multiple_of(PANEL) * k];
+    if k == 0 {
+        return p;
+    }
+    // 16 steps at a time: a cache line of each of the panel's (up to) 64 rows, into 16 steps
+    // of the panel (4 KiB).
+    let fill = |(panel, out): (usize, &mut [f32])| {
+        let here = &rows[panel * PANEL..rows.len().min((panel + 1) * PANEL)];
+        for s0 in (0..k).step_by(LANES) {
+            let s1 = (s0 + LANES).min(k);
+            for (c, row) in here.iter().enumerate() {
+                for (s, &v) in (s0..s1).zip(&row[s0..s1]) {
+                    out[s * PANEL + c] = v;
+                }
+            }
         }
+    };
+    if kernels::threads() < 2 {
+        p.chunks_mut(PANEL * k).enumerate().for_each(fill);
+    } else {
+        p.par_chunks_mut(PANEL * k).enumerate().for_each(fill);
     }
     p
 }
@@ -109,60 +134,99 @@ impl F32Kernel {
     }
 }
 
-/// The float32 kernel for a few rows and for a batch, chosen once per process.
+/// Steps of the sum per pass over a tile ([`F32Choice::kc`]) that are timed: all of them (one
+/// pass), or few enough for a panel's `kc · 256` bytes to stay in a 32 or 48 KiB L1 cache while
+/// the tile's rows go by.
+const KC_CANDIDATES: [usize; 4] = [usize::MAX, 64, 128, 256];
+
+/// The float32 kernels, chosen once per process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct F32Choice {
     /// Up to `kernels::SMALL_M` rows (one or a few short sentences).
     pub small: F32Kernel,
     /// More rows (batches).
     pub large: F32Kernel,
+    /// The training forward ([`matmul_wt_fresh`]): weights that change at every step, packed
+    /// for each product (the packing counted in the timing).
+    pub fresh: F32Kernel,
     /// The training products ([`matmul`], whose `b` has contiguous rows): the weight gradient
     /// `dyᵀ · x` and the input gradient `dy · W`.
     pub strided: F32Kernel,
+    /// Steps of the sum the AVX-512 kernel takes per pass over a tile (`usize::MAX`: the whole
+    /// sum in one pass). Where two FMA units drain a panel from L2 faster than L2 refills L1,
+    /// shorter passes keep the panel in L1; where one does, one pass saves the stores between.
+    pub kc: usize,
 }
 
 impl F32Choice {
-    /// Timed once per process: each kernel on 16 and on 256 rows of a 384 × 384 product, and on
-    /// a weight gradient of the same size (a few milliseconds).
-    /// `SBERT_TUI_F32_KERNEL=gemm|avx512` sets all three instead.
+    /// Timed once per process (a few milliseconds, on the calling thread): the AVX-512 kernel's
+    /// steps per pass on a feed-forward output (64 rows summing 1,536 steps); then each kernel on
+    /// 16 and on 256 rows of a 384 × 384 product, packing included for the training forward,
+    /// and on a weight gradient of the same size.
+    /// `SBERT_TUI_F32_KERNEL=gemm|avx512` sets the four kernels instead, and `SBERT_TUI_F32_KC`
+    /// the steps per pass (0: all).
     pub fn get() -> Self {
         static CHOICE: OnceLock<F32Choice> = OnceLock::new();
-        *CHOICE.get_or_init(|| {
-            let available = F32Kernel::available();
-            if let Some(k) = kernels::chosen_by_env("SBERT_TUI_F32_KERNEL", &available, |k| k.id())
-            {
-                return F32Choice {
-                    small: k,
-                    large: k,
-                    strided: k,
-                };
-            }
-            let (_, k, n) = kernels::TIMING_SHAPE;
-            let time = |m: usize| {
+        *CHOICE.get_or_init(|| kernels::serial(Self::choose))
+    }
+
+    fn choose() -> Self {
+        let available = F32Kernel::available();
+        let kc = match std::env::var("SBERT_TUI_F32_KC").map(|v| v.parse::<usize>()) {
+            Ok(Ok(0)) => usize::MAX,
+            Ok(Ok(kc)) => kc,
+            _ if !F32Kernel::Avx512.supported() => usize::MAX,
+            _ => {
+                let (m, k, n) = (64, 1536, 384);
                 let (x, w) = kernels::timing_data(m, k, n);
                 let packed = PackedWeight::new(&w, n, k);
                 let mut dst = vec![0f32; m * n];
-                kernels::fastest(&available, |kernel| match kernel {
-                    F32Kernel::Gemm => kernels::matmul_wt(&mut dst, n, &x, m, k, &w, n),
-                    _ => matmul_with(kernel, &mut dst, n, &x, m, &packed),
+                kernels::fastest(&KC_CANDIDATES, |kc| {
+                    matmul_kc(F32Kernel::Avx512, kc, &mut dst, n, &x, m, &packed)
                 })
-            };
-            // A weight gradient's shape: 384 outputs, 256 tokens summed, 384 inputs.
-            let strided = {
-                let (dy, x) = kernels::timing_data(256, 384, 384);
-                let mut dw = vec![0f32; 384 * 384];
-                let (dy, x) = (Mat::rows(&dy, 256, 384), Mat::rows(&x, 256, 384));
-                kernels::fastest(&available, |kernel| match kernel {
-                    F32Kernel::Gemm => kernels::matmul(&mut dw, 384, dy.t(), x, false),
-                    _ => strided_with(&mut dw, 384, dy.t(), x, false),
-                })
-            };
-            F32Choice {
-                small: time(16),
-                large: time(256),
-                strided,
             }
-        })
+        };
+        if let Some(k) = kernels::chosen_by_env("SBERT_TUI_F32_KERNEL", &available, |k| k.id()) {
+            return F32Choice {
+                small: k,
+                large: k,
+                fresh: k,
+                strided: k,
+                kc,
+            };
+        }
+        let (_, k, n) = kernels::TIMING_SHAPE;
+        let time = |m: usize, fresh: bool| {
+            let (x, w) = kernels::timing_data(m, k, n);
+            let packed = PackedWeight::new(&w, n, k);
+            let mut dst = vec![0f32; m * n];
+            kernels::fastest(&available, |kernel| match kernel {
+                F32Kernel::Gemm => kernels::matmul_wt(&mut dst, n, &x, m, k, &w, n),
+                _ if fresh => {
+                    let packed = PackedWeight::new(&w, n, k);
+                    matmul_kc(kernel, kc, &mut dst, n, &x, m, &packed)
+                }
+                _ => matmul_kc(kernel, kc, &mut dst, n, &x, m, &packed),
+            })
+        };
+        // A weight gradient's shape: 384 outputs, 256 tokens summed, 384 inputs.
+        let strided = {
+            let (dy, x) = kernels::timing_data(256, 384, 384);
+            let mut dw = vec![0f32; 384 * 384];
+            let (dy, x) = (Mat::rows(&dy, 256, 384), Mat::rows(&x, 256, 384));
+            kernels::fastest(&available, |kernel| match kernel {
+                F32Kernel::Gemm => kernels::matmul(&mut dw, 384, dy.t(), x, false),
+                _ => strided_with(kc, &mut dw, 384, dy.t(), x, false),
+            })
+        };
+        F32Choice {
+            small: time(16, false),
+            large: time(256, false),
+            // A training batch: 16 pairs of sentences of about 16 tokens.
+            fresh: time(512, true),
+            strided,
+            kc,
+        }
     }
 
     /// The kernel for a product of `m` rows.
@@ -179,6 +243,23 @@ impl F32Choice {
     pub fn packs(self) -> bool {
         self.small != F32Kernel::Gemm || self.large != F32Kernel::Gemm
     }
+
+    /// The choice in words (for `sbert-tui info` and the benchmarks).
+    pub fn describe(self) -> String {
+        let kc = match self.kc {
+            usize::MAX => "whole sums".to_string(),
+            kc => format!("{kc} steps a pass"),
+        };
+        format!(
+            "{} (up to {} rows), {} (more rows), {} (training forward), {} (training gradients); \
+             avx512 {kc}",
+            self.small.name(),
+            kernels::SMALL_M,
+            self.large.name(),
+            self.fresh.name(),
+            self.strided.name(),
+        )
+    }
 }
 
 /// `dst[i * dst_rs + j] = Σ_k x[i, k] · w[j, k]` through a packed-weight kernel (which the CPU
@@ -191,10 +272,41 @@ pub fn matmul_with(
     m: usize,
     w: &PackedWeight,
 ) {
-    let (k, n) = (w.k, w.n);
-    if !kernels::check_product(dst, dst_rs, x, m, k, n) {
+    matmul_kc(kernel, F32Choice::get().kc, dst, dst_rs, x, m, w)
+}
+
+/// [`matmul_with`], `kc` steps of the sum per pass.
+fn matmul_kc(
+    kernel: F32Kernel,
+    kc: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+) {
+    if !kernels::check_product(dst, dst_rs, x, m, w.k, w.n) {
         return;
     }
+    // SAFETY: `dst` is borrowed mutably for this whole call and holds the product (checked).
+    unsafe { packed_into(kernel, kc, Out::new(dst), dst_rs, x, m, w) }
+}
+
+/// The body of [`matmul_kc`], into `out`.
+///
+/// # Safety
+/// `x` holds `m` rows of `w.k`; the product is not empty; `out` holds it at rows `dst_rs` apart
+/// under [`Out::new`]'s contract.
+unsafe fn packed_into(
+    kernel: F32Kernel,
+    kc: usize,
+    out: Out,
+    dst_rs: usize,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+) {
+    let (k, n) = (w.k, w.n);
     assert!(
         kernel != F32Kernel::Gemm && kernel.supported(),
         "the {} kernel does not run on packed weights here",
@@ -203,22 +315,92 @@ pub fn matmul_with(
     let geo = Geometry {
         ars: k,
         acs: 1,
-        bgs: LANES * k,
-        bps: LANES,
+        bjs: PANEL * k,
+        bps: PANEL,
         k,
+        kc,
         accumulate: false,
     };
-    // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own tile.
-    let out = unsafe { Out::new(dst) };
     kernels::tiles(m, n, k, |rows, cols| {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU runs AVX-512 F (checked above); `x` holds `m` rows of `k`;
-        // `w.packed` is `pack` of the weight (groups of `16 · k`, zeros past `n`); `dst` was
-        // checked; tiles start at multiples of 16 columns.
+        // `w.packed` is `pack` of the weight (panels of `64 · k`, zeros past `n`); `out` holds
+        // the product; tiles start at multiples of 64 columns and each task writes only its own.
         unsafe {
             avx512::tile(out, dst_rs, x, &w.packed, geo, rows, cols)
         }
     });
+}
+
+/// `dst = x · wᵀ` for weights that change between calls (the training forward), the weights
+/// given as parts stacked by rows (`PackedWeight::stack`): packed then and run on the AVX-512
+/// kernel where [`F32Choice::fresh`] chose it (timed with the packing), else through
+/// `kernels::matmul_wt`, part by part. Up to `kernels::SMALL_M` rows always go the latter way.
+pub fn matmul_wt_fresh(
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    parts: &[(&[f32], usize)],
+) {
+    let choice = F32Choice::get();
+    fresh_with(choice.fresh, choice.kc, dst, dst_rs, x, m, k, parts)
+}
+
+/// [`matmul_wt_fresh`] through a given kernel, `kc` steps of the sum per pass.
+#[allow(clippy::too_many_arguments)]
+fn fresh_with(
+    kernel: F32Kernel,
+    kc: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    parts: &[(&[f32], usize)],
+) {
+    if m > kernels::SMALL_M && kernel != F32Kernel::Gemm {
+        let w = PackedWeight::stack(parts, k);
+        return matmul_kc(kernel, kc, dst, dst_rs, x, m, &w);
+    }
+    let mut col = 0;
+    for &(w, n) in parts {
+        kernels::matmul_wt(&mut dst[col..], dst_rs, x, m, k, w, n);
+        col += n;
+    }
+}
+
+/// [`matmul_wt_fresh`] of one weight into a new `m × n` matrix, written once (no zero fill).
+pub fn product_wt_fresh(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+    let choice = F32Choice::get();
+    fresh_product_with(choice.fresh, choice.kc, x, m, k, w, n)
+}
+
+/// [`product_wt_fresh`] through a given kernel, `kc` steps of the sum per pass.
+fn fresh_product_with(
+    kernel: F32Kernel,
+    kc: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    if m <= kernels::SMALL_M || kernel == F32Kernel::Gemm || n == 0 {
+        return kernels::product_wt(x, m, k, w, n);
+    }
+    let w = PackedWeight::new(w, n, k);
+    assert!(x.len() >= m * k, "lhs too short");
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the buffer holds `m · n` elements, rows `n` apart, and nothing else sees it; the
+    // kernel stores every element of the product once and reads none; then they are
+    // initialised.
+    unsafe {
+        packed_into(kernel, kc, Out::spare(&mut dst, m * n), n, x, m, &w);
+        dst.set_len(m * n);
+    }
+    dst
 }
 
 /// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major with rows `dst_rs`
@@ -227,7 +409,7 @@ pub fn matmul_with(
 /// ([`F32Choice`]), else through `kernels::matmul` (`gemm`). The training products come here.
 pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     if runs_strided(&b) {
-        strided_with(dst, dst_rs, a, b, accumulate)
+        strided_with(F32Choice::get().kc, dst, dst_rs, a, b, accumulate)
     } else {
         kernels::matmul(dst, dst_rs, a, b, accumulate)
     }
@@ -247,7 +429,14 @@ pub fn product(a: Mat, b: Mat) -> Vec<f32> {
     // kernel stores every element of the product once and, not accumulating, reads none; then
     // they are initialised.
     unsafe {
-        strided_into(Out::spare(&mut dst, m * n), n, a, b, false);
+        strided_into(
+            F32Choice::get().kc,
+            Out::spare(&mut dst, m * n),
+            n,
+            a,
+            b,
+            false,
+        );
         dst.set_len(m * n);
     }
     dst
@@ -259,8 +448,9 @@ fn runs_strided(b: &Mat) -> bool {
     b.cs == 1 && F32Choice::get().strided != F32Kernel::Gemm
 }
 
-/// [`matmul`] on the AVX-512 kernel, chosen or not (the CPU must run it, `b.cs == 1`).
-fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+/// [`matmul`] on the AVX-512 kernel, chosen or not (the CPU must run it, `b.cs == 1`), `kc`
+/// steps of the sum per pass.
+fn strided_with(kc: usize, dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     assert!(F32Kernel::Avx512.supported() && b.cs == 1);
     assert_eq!(a.cols, b.rows, "inner dimensions");
     let (m, n) = (a.rows, b.cols);
@@ -269,7 +459,7 @@ fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool
     }
     assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too short");
     // SAFETY: `dst` is borrowed mutably for this whole call and holds the product (checked).
-    unsafe { strided_into(Out::new(dst), dst_rs, a, b, accumulate) }
+    unsafe { strided_into(kc, Out::new(dst), dst_rs, a, b, accumulate) }
 }
 
 /// The body of [`strided_with`], into `out`.
@@ -277,16 +467,17 @@ fn strided_with(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool
 /// # Safety
 /// The CPU runs AVX-512 F, `b.cs == 1`, `a.cols == b.rows`, the product is not empty, `out` holds
 /// it at rows `dst_rs` apart (initialised where `accumulate`) under [`Out::new`]'s contract.
-unsafe fn strided_into(out: Out, dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
+unsafe fn strided_into(kc: usize, out: Out, dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     a.check();
     b.check();
     let geo = Geometry {
         ars: a.rs,
         acs: a.cs,
-        bgs: LANES,
+        bjs: PANEL,
         bps: b.rs,
         k,
+        kc,
         accumulate,
     };
     kernels::tiles(m, n, k, |rows, cols| {
@@ -300,16 +491,21 @@ unsafe fn strided_into(out: Out, dst_rs: usize, a: Mat, b: Mat, accumulate: bool
     });
 }
 
-/// Where the kernel finds its operands: `A(i, p)` at `a[i · ars + p · acs]`; the 16 columns of
-/// group `g` at step `p` of `B` at `b[g · bgs + p · bps ..][..16]` (contiguous).
+/// Where the kernel finds its operands: `A(i, p)` at `a[i · ars + p · acs]`; the 64 columns of
+/// panel `q` (columns `64q..64q + 64`) at step `p` of `B` at `b[q · bjs + p · bps ..][..64]`
+/// (contiguous).
 #[derive(Clone, Copy)]
 struct Geometry {
     ars: usize,
     acs: usize,
-    bgs: usize,
+    bjs: usize,
     bps: usize,
     /// Steps of the sum.
     k: usize,
+    /// Steps per pass over a tile: each register block sums `kc` steps, then the next pass adds
+    /// the next `kc` to what it stored, so that the panel's `kc · 256` bytes stay in L1 while
+    /// the tile's rows go by.
+    kc: usize,
     /// Add to `dst` instead of overwriting it.
     accumulate: bool,
 }
@@ -318,7 +514,7 @@ struct Geometry {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Geometry, LANES, Out};
+    use super::{Geometry, LANES, Out, PANEL};
 
     /// Rows `i0..i1` × columns `j0..j1` (`j0` a multiple of 16) of `A · B`.
     ///
@@ -336,8 +532,27 @@ mod avx512 {
         (i0, i1): (usize, usize),
         (j0, j1): (usize, usize),
     ) {
-        debug_assert!(j0.is_multiple_of(LANES));
-        crate::model::cpu::kernels::blocks_6x4!(block, (i0, i1), (j0, j1), dst, dst_rs, a, b, geo);
+        debug_assert!(j0.is_multiple_of(PANEL));
+        let mut p0 = 0;
+        loop {
+            let p1 = (p0 + geo.kc.max(1)).min(geo.k);
+            let steps = (p0, p1);
+            crate::model::cpu::kernels::blocks_6x4!(
+                block,
+                (i0, i1),
+                (j0, j1),
+                dst,
+                dst_rs,
+                a,
+                b,
+                geo,
+                steps
+            );
+            if p1 >= geo.k {
+                break;
+            }
+            p0 = p1;
+        }
     }
 
     /// The lanes of a group with `valid` columns left.
@@ -345,8 +560,11 @@ mod avx512 {
         if valid >= LANES { !0 } else { (1 << valid) - 1 }
     }
 
-    /// `R` rows from `i` × `G` groups of 16 columns from `j`, over the whole sum; columns past
-    /// `j_end` are neither loaded nor stored.
+    /// `R` rows from `i` × `G` groups of 16 columns from `j` (a multiple of 64), over steps
+    /// `p0..p1` of the sum; columns past `j_end` are neither loaded nor stored. The first pass
+    /// sums from zero (then adds `dst` where accumulating); later passes go on from the sums
+    /// the previous one stored, so that without accumulation every element is summed in the
+    /// same order, to the same bits, whatever the steps per pass.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     unsafe fn block<const R: usize, const G: usize>(
@@ -355,22 +573,40 @@ mod avx512 {
         a: &[f32],
         b: &[f32],
         geo: Geometry,
+        (p0, p1): (usize, usize),
         i: usize,
         j: usize,
         j_end: usize,
     ) {
         let masks: [__mmask16; G] = std::array::from_fn(|g| mask(j_end - (j + g * LANES)));
         let mut acc = [[_mm512_setzero_ps(); G]; R];
+        if p0 > 0 {
+            for r in 0..R {
+                for g in 0..G {
+                    // SAFETY: row `i + r`, columns from `j + 16g` (masked to those before
+                    // `j_end`), inside `dst`, this task's own; stored by the previous pass.
+                    acc[r][g] = unsafe {
+                        let at = (i + r) * dst_rs + j + g * LANES;
+                        _mm512_maskz_loadu_ps(
+                            masks[g],
+                            dst.at(at, (j_end - j - g * LANES).min(LANES)),
+                        )
+                    };
+                }
+            }
+        }
         // Pointers step through the sum (wrapping: the last step may point past the operands
         // without reading there). Every read is of an element `geo` addresses for rows
         // `i..i + R` and columns `j..j_end`, which exist per `tile`'s contract; masked loads
         // touch only those.
         let mut ap: [*const f32; R] =
-            std::array::from_fn(|r| a.as_ptr().wrapping_add((i + r) * geo.ars));
-        let mut bp = b.as_ptr().wrapping_add((j / LANES) * geo.bgs);
-        for _ in 0..geo.k {
+            std::array::from_fn(|r| a.as_ptr().wrapping_add((i + r) * geo.ars + p0 * geo.acs));
+        let mut bp = b
+            .as_ptr()
+            .wrapping_add((j / PANEL) * geo.bjs + p0 * geo.bps);
+        for _ in p0..p1 {
             let wv: [__m512; G] = std::array::from_fn(|g| unsafe {
-                _mm512_maskz_loadu_ps(masks[g], bp.wrapping_add(g * geo.bgs))
+                _mm512_maskz_loadu_ps(masks[g], bp.wrapping_add(g * LANES))
             });
             for r in 0..R {
                 // SAFETY: as above.
@@ -389,7 +625,7 @@ mod avx512 {
                 // SAFETY: row `i + r`, columns `j..j + valid`, inside `dst`, this task's own.
                 unsafe {
                     let out = dst.at((i + r) * dst_rs + j, valid);
-                    let v = if geo.accumulate {
+                    let v = if geo.accumulate && p0 == 0 {
                         _mm512_add_ps(_mm512_maskz_loadu_ps(masks[g], out), acc[r][g])
                     } else {
                         acc[r][g]
@@ -419,14 +655,14 @@ mod tests {
         ] {
             let (x, w) = (data(m * k, 1.0), data(n * k, 2.0));
             let packed = PackedWeight::new(&w, n, k);
-            for kernel in F32Kernel::available() {
-                if kernel == F32Kernel::Gemm {
-                    continue;
-                }
+            let kernels = F32Kernel::available()
+                .into_iter()
+                .filter(|&k| k != F32Kernel::Gemm);
+            for (kernel, kc) in kernels.flat_map(|k| [usize::MAX, 7, 64, 128].map(|kc| (k, kc))) {
                 // A strided destination: the product lands in the middle of wider rows.
                 let dst_rs = n + 5;
                 let mut got = vec![f32::NAN; m * dst_rs];
-                matmul_with(kernel, &mut got[2..], dst_rs, &x, m, &packed);
+                matmul_kc(kernel, kc, &mut got[2..], dst_rs, &x, m, &packed);
                 for i in 0..m {
                     for j in 0..n {
                         let want: f64 = (0..k)
@@ -435,7 +671,7 @@ mod tests {
                         let g = got[2 + i * dst_rs + j] as f64;
                         assert!(
                             (g - want).abs() <= 1e-5 * k as f64,
-                            "{} at {m}x{k}x{n} [{i},{j}]: {g} vs {want}",
+                            "{} ({kc} a pass) at {m}x{k}x{n} [{i},{j}]: {g} vs {want}",
                             kernel.name()
                         );
                     }
@@ -465,19 +701,90 @@ mod tests {
                 (Mat::rows(&dy, k, m).t(), Mat::rows(&x, k, n)),
                 (Mat::rows(&dy, m, k), Mat::rows(&x, k, n)),
             ] {
-                for accumulate in [false, true] {
+                for (accumulate, kc) in [false, true]
+                    .into_iter()
+                    .flat_map(|acc| [usize::MAX, 7, 64].map(|kc| (acc, kc)))
+                {
                     let start = data(m * (n + 3), 4.0);
                     let (mut want, mut got) = (start.clone(), start.clone());
                     kernels::matmul(&mut want, n + 3, a, b, accumulate);
-                    strided_with(&mut got, n + 3, a, b, accumulate);
+                    strided_with(kc, &mut got, n + 3, a, b, accumulate);
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (g - w).abs() <= 1e-5 * (k as f32).max(1.0),
-                            "{m}x{k}x{n} accumulate {accumulate} [{i}]: {g} vs {w}"
+                            "{m}x{k}x{n} accumulate {accumulate}, {kc} a pass [{i}]: {g} vs {w}"
                         );
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn passes_of_the_sum_change_no_bit_of_the_product() {
+        if !F32Kernel::Avx512.supported() {
+            eprintln!("SKIPPED: this CPU has no AVX-512");
+            return;
+        }
+        let (m, k, n) = (50, 1000, 200);
+        let (x, w) = (
+            kernels::random_values(m * k, 1),
+            kernels::random_values(n * k, 2),
+        );
+        let packed = PackedWeight::new(&w, n, k);
+        let run = |kc| {
+            let mut dst = vec![0f32; m * n];
+            matmul_kc(F32Kernel::Avx512, kc, &mut dst, n, &x, m, &packed);
+            dst
+        };
+        let whole = run(usize::MAX);
+        for kc in [1, 64, 999, 1000] {
+            assert!(run(kc) == whole, "{kc} steps a pass");
+        }
+    }
+
+    #[test]
+    fn fresh_products_match_the_unpacked_kernels_part_by_part() {
+        // Q, K and V stacked as in the training forward, more rows than `SMALL_M` (so the
+        // chosen kernel runs) and fewer (the unpacked kernel).
+        let k = 40;
+        let parts: Vec<Vec<f32>> = (0..3)
+            .map(|p| kernels::random_values(k * (17 + p), 10 + p as u64))
+            .collect();
+        let stacked: Vec<(&[f32], usize)> = parts
+            .iter()
+            .enumerate()
+            .map(|(p, w)| (&w[..], 17 + p))
+            .collect();
+        let n: usize = stacked.iter().map(|p| p.1).sum();
+        for (m, kernel) in [3, 100]
+            .into_iter()
+            .flat_map(|m| F32Kernel::available().into_iter().map(move |k| (m, k)))
+        {
+            let x = kernels::random_values(m * k, 3);
+            let mut got = vec![f32::NAN; m * (n + 2)];
+            fresh_with(kernel, 16, &mut got, n + 2, &x, m, k, &stacked);
+            let mut col = 0;
+            for &(w, rows) in &stacked {
+                let want = kernels::product_wt(&x, m, k, w, rows);
+                let one = fresh_product_with(kernel, 16, &x, m, k, w, rows);
+                for i in 0..m {
+                    for j in 0..rows {
+                        let (g, o, e) = (
+                            got[i * (n + 2) + col + j],
+                            one[i * rows + j],
+                            want[i * rows + j],
+                        );
+                        assert!(
+                            (g - e).abs() <= 1e-5 && (o - e).abs() <= 1e-5,
+                            "{} {m} rows [{i},{j}]: {g} {o} vs {e}",
+                            kernel.name()
+                        );
+                    }
+                }
+                col += rows;
+            }
+            assert!(got.chunks(n + 2).all(|r| r[n..].iter().all(|v| v.is_nan())));
         }
     }
 }
