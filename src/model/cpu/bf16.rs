@@ -20,13 +20,14 @@ use std::sync::OnceLock;
 use super::kernels::{self, Out};
 
 /// `f32` → bf16, rounding to nearest even (NaN stays NaN).
+/// Branch-free, so that loops over it vectorise.
+#[inline(always)]
 pub fn to_bf16(x: f32) -> u16 {
     let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
+    let quiet = ((b >> 16) | 0x40) as u16;
     let round = 0x7fff + ((b >> 16) & 1);
-    (b.wrapping_add(round) >> 16) as u16
+    let rounded = (b.wrapping_add(round) >> 16) as u16;
+    if x.is_nan() { quiet } else { rounded }
 }
 
 /// bf16 → `f32` (exact).
@@ -239,11 +240,11 @@ mod avx512 {
         const ROWS: usize = 16;
         let mut out = vec![0u16; m.next_multiple_of(32) * kp];
         let x = &x[..m * k];
+        assert!(std::arch::is_x86_feature_detected!("avx512f"));
         let convert = |(rows, src): (&mut [u16], &[f32])| {
             for (row, src) in rows.chunks_exact_mut(kp).zip(src.chunks_exact(k)) {
-                for (d, &v) in row.iter_mut().zip(src) {
-                    *d = to_bf16(v);
-                }
+                // SAFETY: the CPU runs AVX-512 F (checked).
+                unsafe { to_bf16_row(src, row) }
             }
         };
         let real = &mut out[..m * kp];
@@ -255,6 +256,15 @@ mod avx512 {
             convert((real, x));
         }
         out
+    }
+
+    /// `dst[i] = to_bf16(src[i])`, compiled for AVX-512 (16 values an instruction; the
+    /// baseline build converted one at a time, 2.4% of an int8 encode).
+    #[target_feature(enable = "avx512f")]
+    fn to_bf16_row(src: &[f32], dst: &mut [u16]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = to_bf16(v);
+        }
     }
 
     /// `[n, k]` bf16 rows → groups of 16 columns, each `kp / 2` steps of 16 columns × 2 values
@@ -576,6 +586,46 @@ mod tests {
         assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
         assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
         assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+    }
+
+    /// The activation rows, converted 16 at a time, hold what `to_bf16` makes of each value
+    /// (ties, NaN, infinities, a denormal, a value that rounds up to infinity), padded with
+    /// zeros.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn activation_rows_round_each_value_as_to_bf16_does() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("SKIPPED: no AVX-512 F");
+            return;
+        }
+        let mut x = random(40 * 37, 5);
+        let special = [
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-40,
+            f32::MAX,
+            -0.0,
+        ];
+        for (i, v) in special.into_iter().enumerate() {
+            x[i * 7] = v;
+        }
+        let (m, k, kp) = (40, 37, 38);
+        let rows = avx512::rows(&x, m, k, kp);
+        assert_eq!(rows.len(), 64 * kp);
+        for i in 0..64 {
+            for j in 0..kp {
+                let want = if i < m && j < k {
+                    to_bf16(x[i * k + j])
+                } else {
+                    0
+                };
+                assert_eq!(rows[i * kp + j], want, "[{i},{j}]");
+            }
+        }
     }
 
     #[test]
