@@ -76,8 +76,8 @@ if has tests && [ -d "$W/tests" ]; then
   [ -e "$BUILT" ] || { mkdir -p "$(dirname "$BUILT")" && ln -s "$PWD" "$BUILT"; }
   if [ -x "$W/tests/kernels-bench" ] || [ -f "$W/tests/kernels-bench" ]; then
     chmod +x "$W/tests/kernels-bench"
-    echo "== kernel micro-benchmarks on this host, ${THREADS:-2} threads: [1536, 384] weight, 32 and 480 rows (time per call)"
-    RAYON_NUM_THREADS=${THREADS:-2} timeout 120 "$W/tests/kernels-bench" --bench 'matmul_k384_n1536/.*/(32|480)$' \
+    echo "== kernel micro-benchmarks on this host, ${THREADS:-2} threads: [1536, 384] and [384, 1536] weights, 32 and 480 rows (time per call; kcN: N steps of the sum a pass)"
+    RAYON_NUM_THREADS=${THREADS:-2} timeout 200 "$W/tests/kernels-bench" --bench 'matmul_k(384_n1536|1536_n384)/.*/(32|480)$' \
       --warm-up-time 0.3 --measurement-time 1 --noplot 2>&1 | grep -E '^matmul|time:' | paste - - | awk '{ print $1, $2, $3, $4, $5, $6, $7 }'
   fi
   for t in "$W"/tests/*-tests; do

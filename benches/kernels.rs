@@ -29,14 +29,22 @@ fn matmul(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("unpacked", m), &m, |b, &m| {
                 b.iter(|| kernels::small_matmul_wt_par(&mut dst, n, &x, m, k, &w, n))
             });
-            // The AVX-512 kernel on the weight packed once (not timed: done at load).
+            // The AVX-512 kernel on the weight packed once (not timed: done at load), with each
+            // number of steps per pass it is timed with at load (`kc`).
             if packed::F32Kernel::Avx512.supported() {
                 let pw = packed::PackedWeight::new(&w, n, k);
-                group.bench_with_input(BenchmarkId::new("f32 avx512 packed", m), &m, |b, &m| {
-                    b.iter(|| {
-                        packed::matmul_with(packed::F32Kernel::Avx512, &mut dst, n, &x, m, &pw)
-                    })
-                });
+                for kc in packed::KC_CANDIDATES {
+                    let id = match kc {
+                        usize::MAX => "f32 avx512 packed".to_string(),
+                        kc => format!("f32 avx512 packed kc{kc}"),
+                    };
+                    group.bench_with_input(BenchmarkId::new(id, m), &m, |b, &m| {
+                        b.iter(|| {
+                            let kernel = packed::F32Kernel::Avx512;
+                            packed::matmul_kc(kernel, kc, &mut dst, n, &x, m, &pw)
+                        })
+                    });
+                }
             }
             // The training forward: the weight packed at every call where the AVX-512 kernel
             // was chosen for it (`SBERT_TUI_F32_KERNEL=gemm|avx512` to compare).

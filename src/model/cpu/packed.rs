@@ -163,7 +163,7 @@ impl F32Kernel {
 /// Steps of the sum per pass over a tile ([`F32Choice::kc`]) that are timed: all of them (one
 /// pass), or few enough for a panel's `kc · 256` bytes to stay in a 32 or 48 KiB L1 cache while
 /// the tile's rows go by.
-const KC_CANDIDATES: [usize; 4] = [usize::MAX, 64, 128, 256];
+pub const KC_CANDIDATES: [usize; 4] = [usize::MAX, 64, 128, 256];
 
 /// The float32 kernels, chosen once per process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,8 +301,9 @@ pub fn matmul_with(
     matmul_kc(kernel, F32Choice::get().kc, dst, dst_rs, x, m, w)
 }
 
-/// [`matmul_with`], `kc` steps of the sum per pass.
-fn matmul_kc(
+/// [`matmul_with`], `kc` steps of the sum per pass (`usize::MAX`: all): what
+/// [`F32Choice::kc`] chooses from, for the micro-benchmarks to compare.
+pub fn matmul_kc(
     kernel: F32Kernel,
     kc: usize,
     dst: &mut [f32],
