@@ -60,7 +60,13 @@ fn both_ways(enc: &SentenceEncoder, seed: Option<u64>) -> (ByName, ByName, f32) 
     let hand = enc
         .backward(tape, &dtok.flatten_all().unwrap().to_vec1().unwrap())
         .unwrap();
-    for (w, g) in hand.0 {
+    // The word table's gradient comes as the rows the batch looked up.
+    assert_eq!(hand.rows.len(), 1, "one row gradient: the word table's");
+    let rows = hand
+        .rows
+        .into_iter()
+        .map(|(w, r)| (w.clone(), r.to_dense(w.dims()[0])));
+    for (w, g) in hand.dense.into_iter().chain(rows) {
         let g = Tensor::from_vec(g, w.shape(), w.device()).unwrap();
         grads_b.insert(&w, g);
     }

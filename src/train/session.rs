@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -11,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use super::data::Example;
 use super::events::{BATCH_VIEW_ROWS, BatchView};
 use super::losses::{self, LossKind, TripletDistance};
-use super::optim::{AdamW, AdamWConfig, Param, clip_coefficient, decays, grad_norm};
+use super::optim::{AdamW, AdamWConfig, Grads, Param, clip_coefficient, decays, grad_norm};
 use crate::model::transformer::Tape;
 use crate::model::{DropoutRng, Mode, ModelError, Prompt, Result, SentenceEncoder};
 
@@ -534,7 +533,7 @@ impl Session {
         assert!(n >= 1, "at least one micro-batch");
         let vars = self.variables();
         let (mut loss, mut sentences, mut view) = (0.0, 0, None);
-        let mut total: Option<GradStore> = None;
+        let mut total: Option<Grads> = None;
         for batch in micro_batches {
             let (value, grads, cols, batch_view) = self.gradients(batch)?;
             loss += value / n as f64;
@@ -571,7 +570,7 @@ impl Session {
         let (value, grads, _, _) = self.gradients(batch)?;
         let mut named = Vec::new();
         for p in self.optimizer.params() {
-            if let Some(g) = grads.get(p.var.as_tensor()) {
+            if let Some(g) = grads.whole(p.var.as_tensor())? {
                 let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 named.push((p.name.clone(), g));
             }
@@ -641,8 +640,8 @@ impl Session {
                 .to_scalar::<f64>()?
                 .sqrt())
         };
-        let mut direction = match grads.get(emb.as_tensor()) {
-            Some(g) => g.clone(),
+        let mut direction = match grads.whole(emb.as_tensor())? {
+            Some(g) => g,
             None => original.zeros_like()?,
         };
         let mut r = original.zeros_like()?;
@@ -667,15 +666,15 @@ impl Session {
                     return Err(e);
                 }
             };
-            direction = match g.get(emb.as_tensor()) {
-                Some(d) => d.clone(),
+            direction = match g.whole(emb.as_tensor())? {
+                Some(d) => d,
                 None => original.zeros_like()?,
             };
             last = Some(g);
         }
         emb.set(&original)?;
         let vars = self.variables();
-        add_gradients(&mut grads, &last.expect("at least one step"), &vars)?;
+        grads.add(&last.expect("at least one step"), &vars)?;
         Ok((value, grads, cols, view))
     }
 
@@ -730,7 +729,7 @@ impl Session {
             })
             .collect::<Result<Vec<Tensor>>>()?;
         let vars = self.variables();
-        let mut total: Option<GradStore> = None;
+        let mut total: Option<Grads> = None;
         for (k, chunk) in batch.chunks(rows).enumerate() {
             if let (Some(rng), Some(pos)) = (&self.dropout, starts[k]) {
                 rng.set_position(pos);
@@ -761,18 +760,22 @@ impl Session {
     }
 
     /// Backward from `loss`, through the encoder's hand-written pass when it was recorded.
-    fn backward(&self, loss: &Tensor, recorded: Option<Recorded>) -> Result<GradStore> {
-        let mut grads = loss.backward()?;
+    fn backward(&self, loss: &Tensor, recorded: Option<Recorded>) -> Result<Grads> {
+        let mut grads = Grads::from(loss.backward()?);
         if let Some((leaf, tape)) = recorded {
             // The encoder's part of the backward pass, from the token vectors' gradient.
             let leaf = leaf.as_tensor();
-            let grad_tokens = match grads.remove(leaf) {
+            let grad_tokens = match grads.dense.remove(leaf) {
                 Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
                 None => vec![0.0; leaf.elem_count()],
             };
-            for (weight, grad) in self.encoder.backward(tape, &grad_tokens)?.0 {
+            let weights = self.encoder.backward(tape, &grad_tokens)?;
+            for (weight, grad) in weights.dense {
                 let g = Tensor::from_vec(grad, weight.shape(), weight.device())?;
-                grads.insert(&weight, g);
+                grads.dense.insert(&weight, g);
+            }
+            for (weight, grad) in weights.rows {
+                grads.add_rows(&weight, grad)?;
             }
         }
         Ok(grads)
@@ -784,7 +787,7 @@ pub type NamedGradients = Vec<(String, Vec<f32>)>;
 
 /// What [`Session::gradients`] gives: the loss, every gradient, the number of columns embedded,
 /// and what the loss saw.
-type Gradients = (f64, GradStore, usize, Option<BatchView>);
+type Gradients = (f64, Grads, usize, Option<BatchView>);
 
 /// The loss as a number; a non-finite one is an error.
 fn finite_value(loss: &Tensor) -> std::result::Result<f64, StepError> {
@@ -796,26 +799,12 @@ fn finite_value(loss: &Tensor) -> std::result::Result<f64, StepError> {
 }
 
 /// Starts `total` with `grads`, or adds them into it.
-fn accumulate(total: &mut Option<GradStore>, grads: GradStore, vars: &[Tensor]) -> Result<()> {
+fn accumulate(total: &mut Option<Grads>, grads: Grads, vars: &[Tensor]) -> Result<()> {
     match total {
-        Some(sum) => add_gradients(sum, &grads, vars),
+        Some(sum) => Ok(sum.add(&grads, vars)?),
         None => {
             *total = Some(grads);
             Ok(())
         }
     }
-}
-
-/// Adds the gradients of `vars` in `grads` into `sum`.
-fn add_gradients(sum: &mut GradStore, grads: &GradStore, vars: &[Tensor]) -> Result<()> {
-    for var in vars {
-        if let Some(g) = grads.get(var) {
-            let total = match sum.remove(var) {
-                Some(s) => (s + g)?,
-                None => g.clone(),
-            };
-            sum.insert(var, total);
-        }
-    }
-    Ok(())
 }

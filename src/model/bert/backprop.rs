@@ -17,7 +17,7 @@ use super::fused::{Data, Packed};
 use super::{Bert, EncoderInput, HiddenAct, Layer};
 use crate::model::cpu::kernels::{self, Mat};
 use crate::model::cpu::packed;
-use crate::model::transformer::WeightGrads;
+use crate::model::transformer::{RowGrad, WeightGrads};
 
 /// Everything the backward pass needs from one recorded forward pass.
 pub struct BertTape {
@@ -463,7 +463,7 @@ impl BertTape {
         let (inter, heads) = (c.intermediate_size, c.num_attention_heads);
         let d = h / heads;
         let t = *self.offsets.last().unwrap_or(&0);
-        let mut grads = WeightGrads(Vec::new());
+        let mut grads = WeightGrads::default();
         // Gradient of the last layer's output, packed.
         let mut dx = Vec::with_capacity(t * h);
         for (r, w) in self.offsets.windows(2).enumerate() {
@@ -507,15 +507,11 @@ impl BertTape {
         let mut dsum = zeros(t * h);
         norm_backward(&e.norm, &self.emb_norm, &dx, &mut dsum, &mut grads)?;
         let rows = |w: &Tensor| w.dims()[0];
-        let mut dword = vec![0f32; rows(e.word.weight()) * h];
         let mut dpos = vec![0f32; rows(e.position.weight()) * h];
         // No token types (DistilBERT): an empty table that collects nothing.
         let mut dtype = vec![0f32; e.token_type.as_ref().map_or(0, |t| rows(t.weight())) * h];
-        for (row, &(id, p, ty)) in self.ids.iter().enumerate() {
+        for (row, &(_, p, ty)) in self.ids.iter().enumerate() {
             let g = &dsum[row * h..(row + 1) * h];
-            for (a, v) in dword[id * h..(id + 1) * h].iter_mut().zip(g) {
-                *a += v;
-            }
             for (a, v) in dpos[p * h..(p + 1) * h].iter_mut().zip(g) {
                 *a += v;
             }
@@ -525,7 +521,9 @@ impl BertTape {
                 }
             }
         }
-        grads.push(e.word.weight(), dword);
+        // The word table's gradient only in the rows the batch looked up.
+        let words: Vec<usize> = self.ids.iter().map(|&(id, _, _)| id).collect();
+        grads.push_rows(e.word.weight(), RowGrad::gather(&words, &dsum, h));
         grads.push(e.position.weight(), dpos);
         if let Some(t) = &e.token_type {
             grads.push(t.weight(), dtype);
