@@ -405,11 +405,23 @@ fn info(args: InfoArgs) -> Result<()> {
     }
     match i.precision {
         model::Precision::F32 => {}
-        model::Precision::Int8 => writeln!(
-            out,
-            "precision       int8 (int8 kernel: {})",
-            model::cpu::quant::Int8Kernel::best().name()
-        )?,
+        model::Precision::Int8 => {
+            let kernel = model::cpu::quant::Int8Kernel::best();
+            let bits = kernel.weight_bits();
+            let output = if kernel.wide() {
+                "every linear layer in int8".to_string()
+            } else {
+                format!(
+                    "the feed-forward output in bf16, {}",
+                    model::cpu::bf16::Bf16Kernel::best().name()
+                )
+            };
+            writeln!(
+                out,
+                "precision       int8 (int8 kernel: {}, {bits}-bit weights; {output})",
+                kernel.name()
+            )?
+        }
         model::Precision::Bf16 => writeln!(
             out,
             "precision       bf16 (bf16 kernel: {})",

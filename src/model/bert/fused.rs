@@ -44,7 +44,9 @@ impl LowWeight {
         match precision {
             Precision::F32 => LowWeight::F32(PackedWeight::new(w, n, k)),
             Precision::Bf16 => LowWeight::Bf16(Bf16Weight::new(w, n, k)),
-            Precision::Int8 => LowWeight::Int8(QuantWeight::new(w, n, k)),
+            Precision::Int8 => {
+                LowWeight::Int8(QuantWeight::for_kernel(w, n, k, quant::Int8Kernel::best()))
+            }
         }
     }
 
@@ -52,7 +54,9 @@ impl LowWeight {
         match precision {
             Precision::F32 => LowWeight::F32(PackedWeight::stack(parts, k)),
             Precision::Bf16 => LowWeight::Bf16(Bf16Weight::stack(parts, k)),
-            Precision::Int8 => LowWeight::Int8(QuantWeight::stack(parts, k)),
+            Precision::Int8 => {
+                LowWeight::Int8(QuantWeight::stack(parts, k, quant::Int8Kernel::best()))
+            }
         }
     }
 
@@ -79,9 +83,10 @@ impl LowWeight {
 }
 
 /// One layer's linear weights prepared for their kernels (Q, K and V stacked). In int8 the
-/// feed-forward's second product runs in bf16: it reads the GELU's long-tailed output, which one
-/// u8 scale per row resolves worst (quantising it to int8 too took the worst cosine with the f32
-/// vectors of the MiniLM fixture sentences from 0.9935 to 0.9897).
+/// feed-forward's second product reads the GELU's long-tailed output, which one u8 scale per row
+/// resolves worst: it runs in int8 where the kernel takes 8-bit weights and sums them fast
+/// (AVX-512 VNNI, AMX; [`quant::Int8Kernel::wide`]), in bf16 elsewhere (with 7-bit weights
+/// there the worst cosine with the f32 vectors of the MiniLM fixture sentences fell to 0.9897).
 #[derive(Debug)]
 pub(super) struct LowLayer {
     qkv: LowWeight,
@@ -106,11 +111,9 @@ impl LowLayer {
             attention_output: one(&a.output, h, h)?,
             intermediate: one(&layer.intermediate, inter, h)?,
             output: match p {
-                Precision::Int8 => LowWeight::Bf16(Bf16Weight::new(
-                    Data::of(layer.output.weight())?.get(),
-                    h,
-                    inter,
-                )),
+                Precision::Int8 if !quant::Int8Kernel::best().wide() => LowWeight::Bf16(
+                    Bf16Weight::new(Data::of(layer.output.weight())?.get(), h, inter),
+                ),
                 _ => one(&layer.output, h, inter)?,
             },
         })

@@ -3,9 +3,12 @@
 //! activations is quantised when it arrives, with its own scale and zero point; the product runs
 //! on integers and is scaled back to `f32`.
 //!
-//! - Weights: symmetric, 7 bits (`-63..=63`) per output channel. Seven bits, not eight, so that
-//!   AVX2's `vpmaddubsw` (u8 × i8, two products summed into an i16) cannot saturate:
+//! - Weights: symmetric per output channel, 8 bits (`-127..=127`) where the kernel that runs
+//!   sums in i32 (AVX-512 VNNI, AMX, portable), 7 bits (`-63..=63`) where it is AVX2: its
+//!   `vpmaddubsw` (u8 × i8, two products summed into an i16) saturates beyond
 //!   255 × 63 × 2 = 32,130 < 32,767. This is ONNX Runtime's `reduce_range` on CPUs without VNNI.
+//!   ([`QuantWeight::new`] makes 7-bit weights, which every kernel takes; [`QuantWeight::for_kernel`]
+//!   the most bits a kernel takes.)
 //! - Activations: asymmetric u8 per row: `x ≈ scale · (q - zero)`, `q` in `0..=255`, `zero`
 //!   chosen so that 0 is exact (`kernels::quantize_row`).
 //! - `x · w ≈ sx · sw · (Σ q_x q_w - zero · Σ q_w)`; the integer sums are exact (i32), so every
@@ -30,8 +33,10 @@ const STEP: usize = 64;
 const ROW_PAD: usize = 32;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MACS: usize = 1 << 20;
-/// The largest weight magnitude (7 bits).
-const W_MAX: f32 = 63.0;
+/// The largest weight magnitude in 7 bits (what AVX2's i16 sums take).
+const W_MAX_7: f32 = 63.0;
+/// The largest weight magnitude in 8 bits.
+const W_MAX_8: f32 = 127.0;
 
 /// A `[n, k]` weight (PyTorch layout) quantised per output channel.
 #[derive(Debug, Clone)]
@@ -45,13 +50,29 @@ pub struct QuantWeight {
     scale: Vec<f32>,
     /// Σ of each row's quantised values (for the activations' zero point).
     sums: Vec<i32>,
+    /// The largest quantised magnitude: 63 (7 bits) or 127 (8 bits).
+    w_max: f32,
     /// `data` in the VNNI kernel's layout, made at its first use (see `vnni::pack`).
     vnni: OnceLock<Vec<i8>>,
 }
 
 impl QuantWeight {
-    /// Quantises a row-major `[n, k]` weight.
+    /// Quantises a row-major `[n, k]` weight to 7 bits (every kernel takes it).
     pub fn new(w: &[f32], n: usize, k: usize) -> Self {
+        Self::with_max(w, n, k, W_MAX_7)
+    }
+
+    /// Quantises a row-major `[n, k]` weight to the most bits `kernel` takes.
+    pub fn for_kernel(w: &[f32], n: usize, k: usize, kernel: Int8Kernel) -> Self {
+        Self::with_max(w, n, k, kernel.weight_max())
+    }
+
+    /// Bits per weight: 7 or 8.
+    pub fn bits(&self) -> u32 {
+        if self.w_max > W_MAX_7 { 8 } else { 7 }
+    }
+
+    fn with_max(w: &[f32], n: usize, k: usize, w_max: f32) -> Self {
         assert!(w.len() >= n * k, "weight too short");
         let kp = k.next_multiple_of(STEP);
         let mut data = vec![0i8; n * kp];
@@ -60,10 +81,10 @@ impl QuantWeight {
         for j in 0..n {
             let row = &w[j * k..(j + 1) * k];
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = if max > 0.0 { max / W_MAX } else { 1.0 };
+            let s = if max > 0.0 { max / w_max } else { 1.0 };
             let q = &mut data[j * kp..j * kp + k];
             for (q, v) in q.iter_mut().zip(row) {
-                *q = (v / s).round().clamp(-W_MAX, W_MAX) as i8;
+                *q = (v / s).round().clamp(-w_max, w_max) as i8;
             }
             scale[j] = s;
             sums[j] = q.iter().map(|&v| v as i32).sum();
@@ -75,19 +96,21 @@ impl QuantWeight {
             data,
             scale,
             sums,
+            w_max,
             vnni: OnceLock::new(),
         }
     }
 
-    /// Several weights of the same input width stacked (Q, K and V as one `[3h, h]` product).
-    pub fn stack(parts: &[(&[f32], usize)], k: usize) -> Self {
+    /// Several weights of the same input width stacked (Q, K and V as one `[3h, h]` product),
+    /// in the most bits `kernel` takes.
+    pub fn stack(parts: &[(&[f32], usize)], k: usize, kernel: Int8Kernel) -> Self {
         let mut all = Vec::new();
         let mut n = 0;
         for (w, rows) in parts {
             all.extend_from_slice(&w[..rows * k]);
             n += rows;
         }
-        Self::new(&all, n, k)
+        Self::for_kernel(&all, n, k, kernel)
     }
 
     /// Bytes held (the weights in each layout made so far, scales and sums).
@@ -220,6 +243,31 @@ impl Int8Kernel {
         })
     }
 
+    /// The largest weight magnitude the kernel sums without saturating: 63 (7 bits) for AVX2's
+    /// i16 sums, 127 (8 bits) for the others, which sum in i32.
+    fn weight_max(self) -> f32 {
+        match self {
+            Int8Kernel::Avx2 => W_MAX_7,
+            _ => W_MAX_8,
+        }
+    }
+
+    /// Bits per weight the kernel takes: 7 or 8.
+    pub fn weight_bits(self) -> u32 {
+        if self.weight_max() > W_MAX_7 { 8 } else { 7 }
+    }
+
+    /// Whether the kernel takes `w` (AVX2 only 7-bit weights).
+    pub fn takes(self, w: &QuantWeight) -> bool {
+        w.w_max <= self.weight_max()
+    }
+
+    /// Whether the kernel sums in i32 on SIMD (AVX-512 VNNI, AMX): the products whose input is
+    /// long-tailed (the feed-forward output's) need its 8 bits to stay near float32.
+    pub fn wide(self) -> bool {
+        matches!(self, Int8Kernel::Avx512Vnni | Int8Kernel::Amx)
+    }
+
     /// The name `SBERT_TUI_INT8_KERNEL` takes.
     pub fn id(self) -> &'static str {
         match self {
@@ -263,6 +311,12 @@ pub fn qmatmul_wt_with(
         kernel.supported(),
         "this CPU does not run the {} kernel",
         kernel.name()
+    );
+    assert!(
+        kernel.takes(w),
+        "the {} kernel does not take {}-bit weights",
+        kernel.name(),
+        w.bits()
     );
     let q = quantize_rows(x, m, k, w.kp);
     // SAFETY: `dst` is borrowed mutably for this whole call; each task writes only its own
@@ -769,29 +823,59 @@ mod tests {
         ] {
             let x = random(m * k, 1 + m as u64);
             let w = random(n * k, 2 + n as u64);
-            let q = QuantWeight::new(&w, n, k);
             let mut exact = vec![0f32; m * n];
             for i in 0..m {
                 for j in 0..n {
                     exact[i * n + j] = (0..k).map(|p| x[i * k + p] * w[j * k + p]).sum();
                 }
             }
-            let mut portable = vec![f32::NAN; m * n];
-            qmatmul_wt_with(Int8Kernel::Portable, &mut portable, n, &x, m, &q);
-            for kernel in Int8Kernel::available() {
-                let mut got = vec![f32::NAN; m * n];
-                qmatmul_wt_with(kernel, &mut got, n, &x, m, &q);
-                assert_eq!(got, portable, "{} at {m}x{k}x{n}", kernel.name());
+            // 7-bit weights (every kernel), then 8-bit (every kernel that sums in i32).
+            for (q, bound) in [
+                (QuantWeight::new(&w, n, k), 0.03),
+                (
+                    QuantWeight::for_kernel(&w, n, k, Int8Kernel::Portable),
+                    0.02,
+                ),
+            ] {
+                let bits = q.bits();
+                let mut portable = vec![f32::NAN; m * n];
+                qmatmul_wt_with(Int8Kernel::Portable, &mut portable, n, &x, m, &q);
+                for kernel in Int8Kernel::available().into_iter().filter(|k| k.takes(&q)) {
+                    let mut got = vec![f32::NAN; m * n];
+                    qmatmul_wt_with(kernel, &mut got, n, &x, m, &q);
+                    assert_eq!(got, portable, "{} {bits}-bit at {m}x{k}x{n}", kernel.name());
+                }
+                // Quantisation error: inputs in [-1, 1], so each product is off by about
+                // 1/255 + 1/63 (7 bits) or 1/127 (8 bits) of its size; the sum's error grows
+                // as √k.
+                let worst = exact
+                    .iter()
+                    .zip(&portable)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < bound * (k as f32).sqrt(),
+                    "{bits}-bit {m}x{k}x{n}: {worst}"
+                );
             }
-            // Quantisation error: inputs in [-1, 1], so each product is off by about
-            // 1/255 + 1/63 of its size; the sum's error grows as √k.
-            let worst = exact
-                .iter()
-                .zip(&portable)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 0.03 * (k as f32).sqrt(), "{m}x{k}x{n}: {worst}");
         }
+    }
+
+    #[test]
+    fn eight_bit_weights_are_for_kernels_that_sum_in_i32() {
+        let w = [0.3f32, -1.0, 0.25];
+        let q = QuantWeight::for_kernel(&w, 1, 3, Int8Kernel::Avx512Vnni);
+        assert_eq!(q.bits(), 8);
+        // 0.3 · 127 = 38.1, 0.25 · 127 = 31.75.
+        assert_eq!(&q.data[..3], &[38, -127, 32]);
+        assert_eq!(q.scale[0], 1.0 / 127.0);
+        assert_eq!(
+            QuantWeight::for_kernel(&w, 1, 3, Int8Kernel::Avx2).bits(),
+            7
+        );
+        assert!(!Int8Kernel::Avx2.takes(&q));
+        assert!(Int8Kernel::Portable.takes(&q) && Int8Kernel::Amx.takes(&q));
+        assert!(Int8Kernel::Avx2.takes(&QuantWeight::new(&w, 1, 3)));
     }
 
     #[test]
