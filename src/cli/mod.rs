@@ -412,13 +412,13 @@ fn info(args: InfoArgs) -> Result<()> {
                 "every linear layer in int8".to_string()
             } else {
                 format!(
-                    "the feed-forward output in bf16, {}",
+                    "the feed-forward output in bf16 on {}",
                     model::cpu::bf16::Bf16Kernel::best().name()
                 )
             };
             writeln!(
                 out,
-                "precision       int8 (int8 kernel: {}, {bits}-bit weights; {output})",
+                "precision       int8 (int8 kernel: {}, {bits}-bit weights, {output})",
                 kernel.name()
             )?
         }

@@ -735,22 +735,81 @@ fn transpose_head(
 }
 
 /// `row[j] = (q · k_j) * scale` for `j < lp`, with the keys transposed in `kt` (see
-/// [`transpose_head`]): eight keys at a time in one register, no horizontal sums.
+/// [`transpose_head`]): eight keys at a time in one register, no horizontal sums, up to four
+/// registers at once (independent sums, so the FMAs overlap instead of waiting on each other).
+/// Each key's sum runs over `q` in order from 0, whatever the grouping.
 #[inline(always)]
 fn scores_row(q: &[f32], kt: &[f32], lp: usize, scale: f32, row: &mut [f32]) {
     let mut jb = 0;
-    while jb < lp {
-        let mut acc = [0f32; LANES];
-        for (c, qc) in q.iter().enumerate() {
-            let k = &kt[c * lp + jb..][..LANES];
+    while jb + 4 * LANES <= lp {
+        scores_block::<4>(q, kt, lp, jb, scale, row);
+        jb += 4 * LANES;
+    }
+    if jb + 2 * LANES <= lp {
+        scores_block::<2>(q, kt, lp, jb, scale, row);
+        jb += 2 * LANES;
+    }
+    if jb < lp {
+        scores_block::<1>(q, kt, lp, jb, scale, row);
+    }
+}
+
+/// [`scores_row`] for keys `jb..jb + B * LANES`.
+#[inline(always)]
+fn scores_block<const B: usize>(
+    q: &[f32],
+    kt: &[f32],
+    lp: usize,
+    jb: usize,
+    scale: f32,
+    row: &mut [f32],
+) {
+    let mut acc = [[0f32; LANES]; B];
+    for (c, qc) in q.iter().enumerate() {
+        let k = &kt[c * lp + jb..][..B * LANES];
+        for (b, acc) in acc.iter_mut().enumerate() {
             for l in 0..LANES {
-                acc[l] = qc.mul_add(k[l], acc[l]);
+                acc[l] = qc.mul_add(k[b * LANES + l], acc[l]);
             }
         }
+    }
+    for (b, acc) in acc.iter().enumerate() {
         for l in 0..LANES {
-            row[jb + l] = acc[l] * scale;
+            row[jb + b * LANES + l] = acc[l] * scale;
         }
-        jb += LANES;
+    }
+}
+
+/// `out = Σ_j w[j] · v_j` (summed in `j` order from 0, as repeated [`axpy_generic`] would), with
+/// `v_j` the `out.len()` values at `v[j * stride..]`: 32 outputs at a time held in registers
+/// across all `j` (not loaded and stored again for every `j`).
+#[inline(always)]
+fn weighted_rows(out: &mut [f32], w: &[f32], mask: Option<&[f32]>, v: &[f32], stride: usize) {
+    const W: usize = 4 * LANES;
+    let d = out.len();
+    let weight = |j: usize| match mask {
+        Some(m) => w[j] * m[j],
+        None => w[j],
+    };
+    let mut c0 = 0;
+    while c0 + W <= d {
+        let mut acc = [0f32; W];
+        for j in 0..w.len() {
+            let p = weight(j);
+            let x = &v[j * stride + c0..][..W];
+            for l in 0..W {
+                acc[l] = p.mul_add(x[l], acc[l]);
+            }
+        }
+        out[c0..c0 + W].copy_from_slice(&acc);
+        c0 += W;
+    }
+    if c0 < d {
+        let out = &mut out[c0..];
+        out.fill(0.0);
+        for j in 0..w.len() {
+            axpy_generic(out, weight(j), &v[j * stride + c0..][..d - c0]);
+        }
     }
 }
 
@@ -812,16 +871,8 @@ fn attend_record_generic(
                 probs[base..base + len].copy_from_slice(row);
             }
             let out = &mut ctx[i * h + head * d..][..d];
-            out.fill(0.0);
-            for (j, p) in row.iter().enumerate() {
-                let p = if mask.is_empty() {
-                    *p
-                } else {
-                    p * mask[base + j]
-                };
-                let v = &qkv[j * stride + 2 * h + head * d..][..d];
-                axpy_generic(out, p, v);
-            }
+            let mask = (!mask.is_empty()).then(|| &mask[base..base + len]);
+            weighted_rows(out, row, mask, &qkv[2 * h + head * d..], stride);
         }
     }
 }
@@ -1409,6 +1460,42 @@ dispatch!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The grouped attention sums give the bits of one key (or one output) at a time.
+    #[test]
+    fn attention_sums_keep_their_order_whatever_the_grouping() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for d in [16, 32, 48, 64] {
+            for lp in [8, 16, 24, 32, 40, 56, 72] {
+                let q = random_values(d, 3 + d as u64);
+                let kt = random_values(d * lp, 5 + lp as u64);
+                let mut got = vec![0f32; lp];
+                scores_row(&q, &kt, lp, 0.125, &mut got);
+                let want: Vec<f32> = (0..lp)
+                    .map(|j| {
+                        let acc = (0..d).fold(0f32, |a, c| q[c].mul_add(kt[c * lp + j], a));
+                        acc * 0.125
+                    })
+                    .collect();
+                assert_eq!(bits(&got), bits(&want), "scores d {d} lp {lp}");
+
+                let (len, stride) = (lp - 3, 3 * d + 5);
+                let w = random_values(len, 7);
+                let m = random_values(len, 11);
+                let v = random_values(len * stride, 13);
+                for mask in [None, Some(&m[..])] {
+                    let mut got = vec![f32::NAN; d];
+                    weighted_rows(&mut got, &w, mask, &v, stride);
+                    let mut want = vec![0f32; d];
+                    for j in 0..len {
+                        let p = mask.map_or(w[j], |m| w[j] * m[j]);
+                        axpy_generic(&mut want, p, &v[j * stride..][..d]);
+                    }
+                    assert_eq!(bits(&got), bits(&want), "weighted rows d {d} len {len}");
+                }
+            }
+        }
+    }
 
     fn close(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}");
