@@ -132,7 +132,7 @@ fn low_layers(bert: &Bert) -> candle_core::Result<Option<&[LowLayer]>> {
     let c = &bert.config;
     let layers = bert
         .layers
-        .iter()
+        .par_iter()
         .map(|l| LowLayer::new(bert.precision, l, c.hidden_size, c.intermediate_size))
         .collect::<candle_core::Result<Vec<_>>>()?;
     Ok(Some(bert.low.get_or_init(|| layers)))
