@@ -36,11 +36,6 @@ impl From<GradStore> for Grads {
 }
 
 impl Grads {
-    /// True when `var` has a gradient.
-    pub fn has(&self, var: &Tensor) -> bool {
-        self.dense.get(var).is_some() || self.rows.contains_key(&var.id())
-    }
-
     /// The gradient of `var` laid out as `var` (a row gradient made whole).
     pub fn whole(&self, var: &Tensor) -> R<Option<Tensor>> {
         if let Some(g) = self.dense.get(var) {
