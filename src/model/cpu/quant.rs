@@ -624,7 +624,8 @@ mod amx {
     fn self_check() -> bool {
         let (m, k, n) = (37, 200, 53);
         let (x, w) = crate::model::cpu::kernels::timing_data(m, k, n);
-        let w = QuantWeight::new(&w, n, k);
+        // The 8-bit weights the fused path gives AMX.
+        let w = QuantWeight::for_kernel(&w, n, k, Int8Kernel::Amx);
         let q = super::quantize_rows(&x, m, k, w.kp);
         let run = |kernel| {
             let mut dst = vec![f32::NAN; m * n];
@@ -745,61 +746,68 @@ mod amx {
             (33, 64, 80),
         ] {
             let x = random(m * k, 3 + m as u64);
-            let w = QuantWeight::new(&random(n * k, 4 + n as u64), n, k);
-            let q = super::quantize_rows(&x, m, k, w.kp);
-            let packed = super::vnni::pack(&w.data, n, w.kp);
-            let mut want = vec![f32::NAN; m * n];
-            // SAFETY: `want` is borrowed mutably for this call.
-            super::tile(
-                Int8Kernel::Portable,
-                unsafe { Out::new(&mut want) },
-                n,
-                &q,
-                &w,
-                (0, m),
-                (0, n),
-            );
-            // The whole product, then split as `kernels::tiles` may split it.
-            let splits = [
-                vec![((0, m), (0, n))],
-                vec![
-                    ((0, m / 2), (0, n)),
-                    ((m / 2, m), (0, n.min(16))),
-                    ((m / 2, m), (n.min(16), n)),
-                ],
-            ];
-            for split in splits {
-                let mut got = vec![f32::NAN; m * n];
-                // SAFETY: `got` is borrowed mutably for this loop; the parts are disjoint.
-                let out = unsafe { Out::new(&mut got) };
-                for (rows, cols) in split {
-                    if rows.0 < rows.1 && cols.0 < cols.1 {
-                        // SAFETY: AVX-512 F checked; the contract of `blocks` holds for these
-                        // parts of the product, and the emulation reads what `amx::block` would.
-                        unsafe {
-                            blocks(
-                                out,
-                                n,
-                                &q,
-                                &w,
-                                &packed,
-                                rows,
-                                cols,
-                                |a, b, kp, r, g, acc| {
-                                    amx::block_emulated(Op::Int8, a, b, kp, r, g, acc)
-                                },
-                            )
-                        };
-                    }
-                }
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(
-                    same,
-                    "{m}x{k}x{n}: emulated AMX blocks differ from the portable kernel"
+            let wv = random(n * k, 4 + n as u64);
+            // 7-bit weights, and the 8 bits AMX takes.
+            for w in [
+                QuantWeight::new(&wv, n, k),
+                QuantWeight::for_kernel(&wv, n, k, Int8Kernel::Amx),
+            ] {
+                let q = super::quantize_rows(&x, m, k, w.kp);
+                let packed = super::vnni::pack(&w.data, n, w.kp);
+                let mut want = vec![f32::NAN; m * n];
+                // SAFETY: `want` is borrowed mutably for this call.
+                super::tile(
+                    Int8Kernel::Portable,
+                    unsafe { Out::new(&mut want) },
+                    n,
+                    &q,
+                    &w,
+                    (0, m),
+                    (0, n),
                 );
+                // The whole product, then split as `kernels::tiles` may split it.
+                let splits = [
+                    vec![((0, m), (0, n))],
+                    vec![
+                        ((0, m / 2), (0, n)),
+                        ((m / 2, m), (0, n.min(16))),
+                        ((m / 2, m), (n.min(16), n)),
+                    ],
+                ];
+                for split in splits {
+                    let mut got = vec![f32::NAN; m * n];
+                    // SAFETY: `got` is borrowed mutably for this loop; the parts are disjoint.
+                    let out = unsafe { Out::new(&mut got) };
+                    for (rows, cols) in split {
+                        if rows.0 < rows.1 && cols.0 < cols.1 {
+                            // SAFETY: AVX-512 F checked; the contract of `blocks` holds for these
+                            // parts of the product, and the emulation reads what `amx::block` would.
+                            unsafe {
+                                blocks(
+                                    out,
+                                    n,
+                                    &q,
+                                    &w,
+                                    &packed,
+                                    rows,
+                                    cols,
+                                    |a, b, kp, r, g, acc| {
+                                        amx::block_emulated(Op::Int8, a, b, kp, r, g, acc)
+                                    },
+                                )
+                            };
+                        }
+                    }
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{m}x{k}x{n}, {} bits: emulated AMX blocks differ from the portable kernel",
+                        w.bits()
+                    );
+                }
             }
         }
     }
