@@ -41,20 +41,16 @@ impl Grads {
         if let Some(g) = self.dense.get(var) {
             return Ok(Some(g.clone()));
         }
-        match self.rows.get(&var.id()) {
-            Some(r) => {
-                let dense = r.to_dense(var.dims()[0]);
-                Ok(Some(Tensor::from_vec(dense, var.shape(), var.device())?))
-            }
-            None => Ok(None),
-        }
+        self.rows
+            .get(&var.id())
+            .map(|r| made_whole(r, var))
+            .transpose()
     }
 
     /// Adds `grad` to the gradient of `var` (a row gradient, unless `var` has a whole one).
     pub fn add_rows(&mut self, var: &Tensor, grad: RowGrad) -> R<()> {
         if let Some(d) = self.dense.remove(var) {
-            let r = Tensor::from_vec(grad.to_dense(var.dims()[0]), var.shape(), var.device())?;
-            self.dense.insert(var, (d + r)?);
+            self.dense.insert(var, (d + made_whole(&grad, var)?)?);
         } else if let Some(mine) = self.rows.get_mut(&var.id()) {
             mine.add(&grad);
         } else {
@@ -71,11 +67,7 @@ impl Grads {
             } else if let Some(g) = other.dense.get(var) {
                 let total = match (self.dense.remove(var), self.rows.remove(&var.id())) {
                     (Some(s), _) => (s + g)?,
-                    (None, Some(r)) => {
-                        let r =
-                            Tensor::from_vec(r.to_dense(var.dims()[0]), var.shape(), var.device())?;
-                        (r + g)?
-                    }
+                    (None, Some(r)) => (made_whole(&r, var)? + g)?,
                     (None, None) => g.clone(),
                 };
                 self.dense.insert(var, total);
@@ -83,6 +75,11 @@ impl Grads {
         }
         Ok(())
     }
+}
+
+/// A row gradient of the table `var` as a tensor laid out as `var`.
+fn made_whole(r: &RowGrad, var: &Tensor) -> R<Tensor> {
+    Tensor::from_vec(r.to_dense(var.dims()[0]), var.shape(), var.device())
 }
 
 /// A trainable parameter with its qualified name (`0.encoder.layer.0...`, `2.linear.weight`,

@@ -38,6 +38,11 @@ const W_MAX_7: f32 = 63.0;
 /// The largest weight magnitude in 8 bits.
 const W_MAX_8: f32 = 127.0;
 
+/// Bits per weight for the largest magnitude `w_max`.
+fn bits_of(w_max: f32) -> u32 {
+    if w_max > W_MAX_7 { 8 } else { 7 }
+}
+
 /// A `[n, k]` weight (PyTorch layout) quantised per output channel.
 #[derive(Debug, Clone)]
 pub struct QuantWeight {
@@ -69,7 +74,7 @@ impl QuantWeight {
 
     /// Bits per weight: 7 or 8.
     pub fn bits(&self) -> u32 {
-        if self.w_max > W_MAX_7 { 8 } else { 7 }
+        bits_of(self.w_max)
     }
 
     fn with_max(w: &[f32], n: usize, k: usize, w_max: f32) -> Self {
@@ -254,7 +259,7 @@ impl Int8Kernel {
 
     /// Bits per weight the kernel takes: 7 or 8.
     pub fn weight_bits(self) -> u32 {
-        if self.weight_max() > W_MAX_7 { 8 } else { 7 }
+        bits_of(self.weight_max())
     }
 
     /// Whether the kernel takes `w` (AVX2 only 7-bit weights).
