@@ -105,3 +105,61 @@ fn a_batch_larger_than_one_parallel_task_matches_too() {
     );
     assert_close(&a, &b, 1e-5, "40 sentences");
 }
+
+/// The families without a fused path (T5, ModernBERT, Qwen3) run their linear layers on the
+/// same product kernels in inference; the rest of their pass is the composition.
+#[test]
+fn linear_kernels_equal_composed_for_the_other_families() {
+    for name in [
+        "tiny-t5-st",
+        "tiny-t5-encdec-st",
+        "tiny-modernbert-st",
+        "tiny-qwen3-st",
+    ] {
+        let enc = SentenceEncoder::load(&fixture(name), &LoadOptions::default()).unwrap();
+        let tokenized = enc.tokenize(&SENTENCES).unwrap();
+        let items: Vec<_> = tokenized.iter().collect();
+        let input = enc.batch(&items).unwrap();
+        let t = enc.transformer();
+        let a = t.forward(&input, Mode::EVAL).unwrap();
+        let b = t.forward_composed(&input, Mode::EVAL).unwrap();
+        let (a, b) = (
+            real_tokens(&a, &input.lengths),
+            real_tokens(&b, &input.lengths),
+        );
+        assert_close(&a, &b, 1e-5, name);
+    }
+}
+
+/// Once a model is being trained its weights change: inference must run on the live weights,
+/// never on copies prepared before (a bf16 copy here, made by the first pass).
+#[test]
+fn a_trainable_model_drops_its_prepared_weights() {
+    for name in ["tiny-t5-st", "tiny-modernbert-st", "tiny-qwen3-st"] {
+        let opts = LoadOptions {
+            precision: sbert_tui::model::Precision::Bf16,
+            ..Default::default()
+        };
+        let mut enc = SentenceEncoder::load(&fixture(name), &opts).unwrap();
+        let before = enc.encode(&SENTENCES, 8, &mut |_, _| {}).unwrap();
+        enc.set_trainable();
+        // Every weight changes, as an optimizer step would change it.
+        for var in enc.transformer().varmap().all_vars() {
+            let moved = (var.as_tensor() * 1.01).unwrap();
+            var.set(&moved).unwrap();
+        }
+        let tokenized = enc.tokenize(&SENTENCES).unwrap();
+        let items: Vec<_> = tokenized.iter().collect();
+        let input = enc.batch(&items).unwrap();
+        let t = enc.transformer();
+        let live = t.forward_composed(&input, Mode::EVAL).unwrap();
+        let got = t.forward(&input, Mode::EVAL).unwrap();
+        assert_eq!(
+            real_tokens(&got, &input.lengths),
+            real_tokens(&live, &input.lengths),
+            "{name}: inference after set_trainable runs on the live weights"
+        );
+        let after = enc.encode(&SENTENCES, 8, &mut |_, _| {}).unwrap();
+        assert_ne!(before, after, "{name}: the weights moved");
+    }
+}

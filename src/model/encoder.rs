@@ -535,6 +535,7 @@ impl SentenceEncoder {
         let mode = Mode {
             dropout,
             grad: true,
+            kernels: None,
         };
         let out = self.after_transformer(leaf.as_tensor().clone(), input, mode)?;
         Ok(Some((out, leaf, tape)))
@@ -605,6 +606,7 @@ impl SentenceEncoder {
         let mode = Mode {
             dropout: Some(&rng),
             grad: false,
+            kernels: None,
         };
         let copies = vec![&tokenized; k];
         let input = self.batch(&copies)?;

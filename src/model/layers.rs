@@ -4,13 +4,16 @@
 //! the fused kernels (which have no backward pass in candle) are used; in training mode the
 //! differentiable compositions are used and dropout draws masks from our own seeded generator.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+
+use super::Precision;
+use super::cpu::prepared::{self, Data, PreparedWeight};
 
 /// How a forward pass runs.
 #[derive(Clone, Copy)]
@@ -19,6 +22,10 @@ pub struct Mode<'a> {
     pub dropout: Option<&'a DropoutRng>,
     /// Keep the autograd graph: a backward pass will follow.
     pub grad: bool,
+    /// Run the linear layers on the CPU's product kernels at this precision, on weights
+    /// prepared once ([`Linear::forward_mode`]); set by a family's `forward` for an inference
+    /// pass on the CPU, never in training or in the reference composition.
+    pub kernels: Option<Precision>,
 }
 
 impl<'a> Mode<'a> {
@@ -26,6 +33,7 @@ impl<'a> Mode<'a> {
     pub const EVAL: Mode<'static> = Mode {
         dropout: None,
         grad: false,
+        kernels: None,
     };
 
     /// Training with dropout on.
@@ -33,6 +41,7 @@ impl<'a> Mode<'a> {
         Mode {
             dropout: Some(rng),
             grad: true,
+            kernels: None,
         }
     }
 
@@ -41,6 +50,17 @@ impl<'a> Mode<'a> {
         Mode {
             dropout: None,
             grad: true,
+            kernels: None,
+        }
+    }
+
+    /// This pass with its linear layers on the CPU kernels at `precision`, where it is an
+    /// inference pass (no graph, no dropout) on `device`, the CPU, and `allowed`.
+    pub fn with_kernels(self, precision: Precision, device: &Device, allowed: bool) -> Self {
+        let fast = allowed && !self.grad && self.dropout.is_none() && device.is_cpu();
+        Mode {
+            kernels: fast.then_some(precision),
+            ..self
         }
     }
 
@@ -158,16 +178,37 @@ impl DropoutRng {
 }
 
 /// `y = x W^T + b`, weights named `weight` and `bias` as in `torch.nn.Linear`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// A feed-forward block's second product (see [`PreparedWeight::feed_forward_output`]).
+    feed_forward_output: bool,
+    /// The weight prepared for the CPU kernels at a precision, made at the first pass that
+    /// asks for them ([`Mode::kernels`]).
+    prepared: Mutex<Option<(Precision, Arc<PreparedWeight>)>>,
+}
+
+impl Clone for Linear {
+    fn clone(&self) -> Self {
+        Self {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            feed_forward_output: self.feed_forward_output,
+            prepared: Mutex::new(self.prepared.lock().expect("not poisoned").clone()),
+        }
+    }
 }
 
 impl Linear {
     /// From weights already at hand (`weight` is `[out, in]`).
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            feed_forward_output: false,
+            prepared: Mutex::new(None),
+        }
     }
 
     pub fn load(
@@ -182,11 +223,23 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self::new(weight, bias))
+    }
+
+    /// Marks a feed-forward block's second product, whose input is the activation's output
+    /// (in int8 it may run in bf16; [`PreparedWeight::feed_forward_output`]).
+    pub fn feed_forward_output(mut self) -> Self {
+        self.feed_forward_output = true;
+        self
     }
 
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
-        self.forward(x, mode.grad)
+        match mode.kernels {
+            Some(precision) if !mode.grad && x.device().is_cpu() && x.dtype() == DType::F32 => {
+                self.forward_kernels(x, precision)
+            }
+            _ => self.forward(x, mode.grad),
+        }
     }
 
     /// `[out, in]`, PyTorch's layout.
@@ -196,6 +249,70 @@ impl Linear {
 
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
+    }
+
+    /// Drops the prepared weight (the weights are about to change, or the precision did).
+    pub fn drop_prepared(&self) {
+        *self.prepared.lock().expect("not poisoned") = None;
+    }
+
+    /// The weight prepared for `precision`'s kernel, made now if it is not yet; `None` in
+    /// float32 where this CPU's products do not run on prepared weights.
+    fn prepared(&self, precision: Precision) -> candle_core::Result<Option<Arc<PreparedWeight>>> {
+        if !PreparedWeight::worth_it(precision) {
+            return Ok(None);
+        }
+        let mut slot = self.prepared.lock().expect("not poisoned");
+        if let Some((p, w)) = slot.as_ref()
+            && *p == precision
+        {
+            return Ok(Some(w.clone()));
+        }
+        let (n, k) = self.weight.dims2()?;
+        let data = Data::of(&self.weight)?;
+        let w = Arc::new(if self.feed_forward_output {
+            PreparedWeight::feed_forward_output(precision, data.get(), n, k)
+        } else {
+            PreparedWeight::new(precision, data.get(), n, k)
+        });
+        *slot = Some((precision, w.clone()));
+        Ok(Some(w))
+    }
+
+    /// [`Linear::forward`] of an inference pass on the CPU's product kernels at `precision`
+    /// (the BERT family's fused path runs the same products).
+    fn forward_kernels(&self, x: &Tensor, precision: Precision) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (n, k) = self.weight.dims2()?;
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        if dims.last() != Some(&k) {
+            candle_core::bail!(
+                "linear layer: input width {:?}, weight [{n}, {k}]",
+                dims.last()
+            );
+        }
+        let prepared = self.prepared(precision)?;
+        let x = x.contiguous()?;
+        let mut out = vec![0f32; rows * n];
+        {
+            let (x, w) = (Data::of(&x)?, Data::of(&self.weight)?);
+            prepared::product(
+                &mut out,
+                n,
+                x.get(),
+                rows,
+                k,
+                w.get(),
+                n,
+                prepared.as_deref(),
+            );
+        }
+        if let Some(b) = &self.bias {
+            super::cpu::kernels::add_bias(&mut out, Data::of(b)?.get());
+        }
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("at least one dimension") = n;
+        Tensor::from_vec(out, out_dims, x.device())
     }
 
     /// Works on any leading shape: `[..., in]` -> `[..., out]`.
@@ -216,6 +333,55 @@ impl Linear {
         let mut out_dims = dims;
         *out_dims.last_mut().expect("at least one dimension") = w.dim(0)?;
         y.reshape(out_dims)
+    }
+}
+
+/// How a family without a fused path runs inference on the CPU: its linear layers on the
+/// product kernels at the chosen precision (the rest stays candle's composition).
+#[derive(Debug, Clone, Copy)]
+pub struct LinearKernels {
+    precision: Precision,
+    /// False once the model is being trained: inference then runs on the live weights.
+    prepare: bool,
+}
+
+impl Default for LinearKernels {
+    fn default() -> Self {
+        Self {
+            precision: Precision::F32,
+            prepare: true,
+        }
+    }
+}
+
+impl LinearKernels {
+    /// `mode` with the linear layers on the kernels where it is an inference pass on the CPU.
+    pub fn mode<'a>(&self, mode: Mode<'a>, device: &Device) -> Mode<'a> {
+        mode.with_kernels(self.precision, device, self.prepare)
+    }
+
+    /// `--precision` (the CPU only), dropping the weights `linears` had prepared for another.
+    pub fn with_precision<'l>(
+        self,
+        precision: Precision,
+        device: &Device,
+        linears: impl IntoIterator<Item = &'l Linear>,
+    ) -> Result<Self, String> {
+        if precision != Precision::F32 && !device.is_cpu() {
+            return Err(format!("--precision {precision} runs on the CPU only"));
+        }
+        linears.into_iter().for_each(Linear::drop_prepared);
+        Ok(Self { precision, ..self })
+    }
+
+    /// The weights are about to change: float32 on the live weights from now on, and the
+    /// weights `linears` had prepared dropped.
+    pub fn trainable<'l>(self, linears: impl IntoIterator<Item = &'l Linear>) -> Self {
+        linears.into_iter().for_each(Linear::drop_prepared);
+        Self {
+            precision: Precision::F32,
+            prepare: false,
+        }
     }
 }
 
@@ -449,6 +615,71 @@ impl Embedding {
 mod tests {
     use super::*;
     use candle_core::DType;
+
+    /// A linear layer on the CPU kernels gives candle's product (float32: to rounding; bf16 and
+    /// int8 near it), keeps one prepared weight per precision, and drops it on request.
+    #[test]
+    fn linear_on_the_kernels_equals_candles_product() {
+        let dev = Device::Cpu;
+        let (n, k) = (70, 45);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 17.0)
+            .collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32 / 50.0 - 0.5).collect();
+        let lin = Linear::new(
+            Tensor::from_vec(w, (n, k), &dev).unwrap(),
+            Some(Tensor::from_vec(b, n, &dev).unwrap()),
+        );
+        // [3, 37, k]: more rows than the small-row kernel takes, and a transposed view.
+        let x: Vec<f32> = (0..3 * 37 * k)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+            .collect();
+        let x = Tensor::from_vec(x, (3, k, 37), &dev)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap();
+        let want: Vec<f32> = lin
+            .forward(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (p, tol) in [
+            (Precision::F32, 1e-4),
+            (Precision::Bf16, 0.1),
+            (Precision::Int8, 0.2),
+        ] {
+            let got = lin
+                .forward_mode(&x, Mode::EVAL.with_kernels(p, &dev, true))
+                .unwrap();
+            assert_eq!(got.dims(), [3, 37, n]);
+            let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < tol, "{p}: {worst}");
+            let prepared = lin.prepared.lock().unwrap().as_ref().map(|(q, _)| *q);
+            let expected = PreparedWeight::worth_it(p).then_some(p);
+            assert_eq!(prepared, expected, "{p}");
+            if p != Precision::F32 {
+                assert!(worst > 0.0, "{p} ran in float32");
+            }
+        }
+        lin.drop_prepared();
+        assert!(lin.prepared.lock().unwrap().is_none());
+        // Training passes, and passes off the CPU kernels, never prepare.
+        let train = Mode::train_without_dropout().with_kernels(Precision::Int8, &dev, true);
+        assert_eq!(train.kernels, None);
+        assert_eq!(
+            Mode::EVAL
+                .with_kernels(Precision::Int8, &dev, false)
+                .kernels,
+            None
+        );
+    }
 
     /// The block-parallel draw gives the values one serial pass over the stream gives, and
     /// leaves the generator where that pass would (several blocks, a start inside a block).

@@ -13,7 +13,7 @@ use candle_nn::VarMap;
 use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
-use super::layers::{Activation, Embedding, LayerNorm, Linear, Mode, Rotary};
+use super::layers::{Activation, Embedding, LayerNorm, Linear, LinearKernels, Mode, Rotary};
 use super::transformer::{EncoderInput, Transformer};
 use super::weights::CheckedWeights;
 
@@ -198,6 +198,13 @@ pub struct ModernBert {
     local_rotary: Rotary,
     varmap: VarMap,
     unexpected: Vec<String>,
+    kernels: LinearKernels,
+}
+
+impl Layer {
+    fn linears(&self) -> [&Linear; 4] {
+        [&self.wqkv, &self.wo, &self.wi, &self.mlp_wo]
+    }
 }
 
 impl ModernBert {
@@ -234,7 +241,8 @@ impl ModernBert {
                 wo: Linear::load(l.pp("attn").pp("Wo"), h, h, c.attention_bias)?,
                 mlp_norm: norm(l.pp("mlp_norm"))?,
                 wi: Linear::load(l.pp("mlp").pp("Wi"), h, 2 * inter, c.mlp_bias)?,
-                mlp_wo: Linear::load(l.pp("mlp").pp("Wo"), inter, h, c.mlp_bias)?,
+                mlp_wo: Linear::load(l.pp("mlp").pp("Wo"), inter, h, c.mlp_bias)?
+                    .feed_forward_output(),
                 kind,
             });
         }
@@ -255,6 +263,7 @@ impl ModernBert {
             local_rotary,
             varmap,
             unexpected,
+            kernels: LinearKernels::default(),
         })
     }
 
@@ -312,7 +321,20 @@ impl Transformer for ModernBert {
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        self.forward_composed(input, mode)
+        self.forward_composed(input, self.kernels.mode(mode, input.ids.device()))
+    }
+
+    fn set_precision(&mut self, precision: super::Precision) -> std::result::Result<(), String> {
+        let linears = self.layers.iter().flat_map(Layer::linears);
+        let device = self.embed.weight().device();
+        self.kernels = self.kernels.with_precision(precision, device, linears)?;
+        Ok(())
+    }
+
+    fn set_trainable(&mut self) {
+        self.kernels = self
+            .kernels
+            .trainable(self.layers.iter().flat_map(Layer::linears));
     }
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {

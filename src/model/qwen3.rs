@@ -15,7 +15,7 @@ use candle_nn::VarMap;
 use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
-use super::layers::{Activation, Embedding, Linear, Mode, RmsNorm, Rotary};
+use super::layers::{Activation, Embedding, Linear, LinearKernels, Mode, RmsNorm, Rotary};
 use super::transformer::{EncoderInput, Transformer};
 use super::weights::CheckedWeights;
 
@@ -136,6 +136,15 @@ pub struct Qwen3 {
     rotary: Rotary,
     varmap: VarMap,
     unexpected: Vec<String>,
+    kernels: LinearKernels,
+}
+
+impl Layer {
+    fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
 }
 
 impl Qwen3 {
@@ -171,7 +180,8 @@ impl Qwen3 {
                 post_norm: RmsNorm::load(l.pp("post_attention_layernorm"), h, eps)?,
                 gate: Linear::load(m.pp("gate_proj"), h, c.intermediate_size, false)?,
                 up: Linear::load(m.pp("up_proj"), h, c.intermediate_size, false)?,
-                down: Linear::load(m.pp("down_proj"), c.intermediate_size, h, false)?,
+                down: Linear::load(m.pp("down_proj"), c.intermediate_size, h, false)?
+                    .feed_forward_output(),
             });
         }
         let norm = RmsNorm::load(vb.pp("norm"), h, eps)?;
@@ -187,6 +197,7 @@ impl Qwen3 {
             rotary,
             varmap,
             unexpected,
+            kernels: LinearKernels::default(),
         })
     }
 
@@ -226,7 +237,20 @@ impl Transformer for Qwen3 {
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        self.forward_composed(input, mode)
+        self.forward_composed(input, self.kernels.mode(mode, input.ids.device()))
+    }
+
+    fn set_precision(&mut self, precision: super::Precision) -> std::result::Result<(), String> {
+        let linears = self.layers.iter().flat_map(Layer::linears);
+        let device = self.embed.weight().device();
+        self.kernels = self.kernels.with_precision(precision, device, linears)?;
+        Ok(())
+    }
+
+    fn set_trainable(&mut self) {
+        self.kernels = self
+            .kernels
+            .trainable(self.layers.iter().flat_map(Layer::linears));
     }
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {

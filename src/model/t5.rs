@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
 use super::layers::{
-    Activation as Act, Embedding, Linear, Mode, RmsNorm, relative_position_bucket,
+    Activation as Act, Embedding, Linear, LinearKernels, Mode, RmsNorm, relative_position_bucket,
 };
 use super::transformer::{EncoderInput, Transformer};
 use super::weights::CheckedWeights;
@@ -156,9 +156,37 @@ pub struct T5Encoder {
     decoder: Option<Decoder>,
     varmap: VarMap,
     unexpected: Vec<String>,
+    kernels: LinearKernels,
+}
+
+impl Attention {
+    fn linears(&self) -> [&Linear; 4] {
+        [&self.q, &self.k, &self.v, &self.o]
+    }
+}
+
+impl FeedForward {
+    fn linears(&self) -> impl Iterator<Item = &Linear> {
+        [&self.wi, &self.wo].into_iter().chain(self.gate.as_ref())
+    }
 }
 
 impl T5Encoder {
+    /// Every linear layer, the decoder's included.
+    fn linears(&self) -> Vec<&Linear> {
+        let mut all = Vec::new();
+        for b in &self.blocks {
+            all.extend(b.attn.linears());
+            all.extend(b.ff.linears());
+        }
+        for b in self.decoder.iter().flat_map(|d| &d.blocks) {
+            all.extend(b.self_attn.linears());
+            all.extend(b.cross_attn.linears());
+            all.extend(b.ff.linears());
+        }
+        all
+    }
+
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let path = dir.join("config.json");
         let c = T5Config::read(&path)?;
@@ -212,7 +240,7 @@ impl T5Encoder {
                 ff: FeedForward {
                     wi,
                     gate,
-                    wo: Linear::load(dense.pp("wo"), c.d_ff, h, false)?,
+                    wo: Linear::load(dense.pp("wo"), c.d_ff, h, false)?.feed_forward_output(),
                     act,
                 },
             });
@@ -263,7 +291,7 @@ impl T5Encoder {
                     ff: FeedForward {
                         wi,
                         gate,
-                        wo: Linear::load(dense.pp("wo"), c.d_ff, h, false)?,
+                        wo: Linear::load(dense.pp("wo"), c.d_ff, h, false)?.feed_forward_output(),
                         act,
                     },
                 });
@@ -295,6 +323,7 @@ impl T5Encoder {
             decoder,
             varmap,
             unexpected,
+            kernels: LinearKernels::default(),
         })
     }
 
@@ -404,7 +433,19 @@ impl Transformer for T5Encoder {
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        self.forward_composed(input, mode)
+        self.forward_composed(input, self.kernels.mode(mode, input.ids.device()))
+    }
+
+    fn set_precision(&mut self, precision: super::Precision) -> std::result::Result<(), String> {
+        let device = self.embed.weight().device();
+        self.kernels = self
+            .kernels
+            .with_precision(precision, device, self.linears())?;
+        Ok(())
+    }
+
+    fn set_trainable(&mut self) {
+        self.kernels = self.kernels.trainable(self.linears());
     }
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
@@ -449,6 +490,7 @@ impl Transformer for T5Encoder {
         let p = self.config.dropout_rate;
         let b = tokens.dim(0)?;
         let dev = tokens.device();
+        let mode = self.kernels.mode(mode, dev);
         let start = Tensor::full(dec.start, (b, 1), dev)?;
         let mut x = mode.dropout(&self.embed.forward(&start, mode)?, p)?;
         let self_bias = Tensor::zeros((1, 1, 1, 1), DType::F32, dev)?;

@@ -20,79 +20,23 @@
 //! Only evaluation (no autograd graph, no dropout) on CPU with `f32` weights takes this path;
 //! `tests/fused_path.rs` holds it to the composition.
 
-use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::{Bert, EncoderInput, HiddenAct, Layer};
 use crate::model::Precision;
-use crate::model::cpu::bf16::{self, Bf16Weight};
 use crate::model::cpu::kernels;
-use crate::model::cpu::packed::{self, F32Choice, F32Kernel, PackedWeight};
-use crate::model::cpu::quant::{self, QuantWeight};
+pub(super) use crate::model::cpu::prepared::Data;
+use crate::model::cpu::prepared::{self, PreparedWeight};
 
-/// A linear layer's weight prepared once for its kernel: float32 packed (where the packed
-/// kernel was chosen), bf16 or int8.
-#[derive(Debug)]
-pub(super) enum LowWeight {
-    F32(PackedWeight),
-    Int8(QuantWeight),
-    Bf16(Bf16Weight),
-}
-
-impl LowWeight {
-    fn new(precision: Precision, w: &[f32], n: usize, k: usize) -> Self {
-        match precision {
-            Precision::F32 => LowWeight::F32(PackedWeight::new(w, n, k)),
-            Precision::Bf16 => LowWeight::Bf16(Bf16Weight::new(w, n, k)),
-            Precision::Int8 => {
-                LowWeight::Int8(QuantWeight::for_kernel(w, n, k, quant::Int8Kernel::best()))
-            }
-        }
-    }
-
-    fn stack(precision: Precision, parts: &[(&[f32], usize)], k: usize) -> Self {
-        match precision {
-            Precision::F32 => LowWeight::F32(PackedWeight::stack(parts, k)),
-            Precision::Bf16 => LowWeight::Bf16(Bf16Weight::stack(parts, k)),
-            Precision::Int8 => {
-                LowWeight::Int8(QuantWeight::stack(parts, k, quant::Int8Kernel::best()))
-            }
-        }
-    }
-
-    /// Whether this weight runs a product of `rows` rows: always in bf16 and int8; in float32
-    /// where the packed kernel was chosen for that many rows (else the weight's own storage
-    /// goes through `kernels::matmul_wt`).
-    fn runs(&self, rows: usize) -> bool {
-        match self {
-            LowWeight::F32(_) => F32Choice::get().for_rows(rows) != F32Kernel::Gemm,
-            _ => true,
-        }
-    }
-
-    /// `dst = x · Wᵀ` for `rows` rows of `x` (where [`LowWeight::runs`]).
-    fn matmul(&self, dst: &mut [f32], dst_rs: usize, x: &[f32], rows: usize) {
-        match self {
-            LowWeight::F32(w) => {
-                packed::matmul_with(F32Choice::get().for_rows(rows), dst, dst_rs, x, rows, w)
-            }
-            LowWeight::Int8(w) => quant::qmatmul_wt(dst, dst_rs, x, rows, w),
-            LowWeight::Bf16(w) => bf16::matmul_wt(dst, dst_rs, x, rows, w),
-        }
-    }
-}
-
-/// One layer's linear weights prepared for their kernels (Q, K and V stacked). In int8 the
-/// feed-forward's second product reads the GELU's long-tailed output, which one u8 scale per row
-/// resolves worst: it runs in int8 where the kernel takes 8-bit weights and sums them fast
-/// (AVX-512 VNNI, AMX; [`quant::Int8Kernel::wide`]), in bf16 elsewhere (with 7-bit weights
-/// there the worst cosine with the f32 vectors of the MiniLM fixture sentences fell to 0.9897).
+/// One layer's linear weights prepared for their kernels (Q, K and V stacked; the
+/// feed-forward's second product as [`PreparedWeight::feed_forward_output`] says).
 #[derive(Debug)]
 pub(super) struct LowLayer {
-    qkv: LowWeight,
-    attention_output: LowWeight,
-    intermediate: LowWeight,
-    output: LowWeight,
+    qkv: PreparedWeight,
+    attention_output: PreparedWeight,
+    intermediate: PreparedWeight,
+    output: PreparedWeight,
 }
 
 impl LowLayer {
@@ -103,19 +47,20 @@ impl LowLayer {
             Data::of(a.key.weight())?,
             Data::of(a.value.weight())?,
         );
-        let one = |lin: &super::Linear, n: usize, k: usize| -> candle_core::Result<LowWeight> {
-            Ok(LowWeight::new(p, Data::of(lin.weight())?.get(), n, k))
-        };
+        let one =
+            |lin: &super::Linear, n: usize, k: usize| -> candle_core::Result<PreparedWeight> {
+                Ok(PreparedWeight::new(p, Data::of(lin.weight())?.get(), n, k))
+            };
         Ok(Self {
-            qkv: LowWeight::stack(p, &[(q.get(), h), (k.get(), h), (v.get(), h)], h),
+            qkv: PreparedWeight::stack(p, &[(q.get(), h), (k.get(), h), (v.get(), h)], h),
             attention_output: one(&a.output, h, h)?,
             intermediate: one(&layer.intermediate, inter, h)?,
-            output: match p {
-                Precision::Int8 if !quant::Int8Kernel::best().wide() => LowWeight::Bf16(
-                    Bf16Weight::new(Data::of(layer.output.weight())?.get(), h, inter),
-                ),
-                _ => one(&layer.output, h, inter)?,
-            },
+            output: PreparedWeight::feed_forward_output(
+                p,
+                Data::of(layer.output.weight())?.get(),
+                h,
+                inter,
+            ),
         })
     }
 }
@@ -123,7 +68,9 @@ impl LowLayer {
 /// The model's layers prepared for their kernels (made once, at the first pass), or `None` in
 /// float32 where no product runs on packed weights or the model is being trained.
 fn low_layers(bert: &Bert) -> candle_core::Result<Option<&[LowLayer]>> {
-    if bert.precision == Precision::F32 && !(bert.prepare && F32Choice::get().packs()) {
+    if bert.precision == Precision::F32
+        && !(bert.prepare && PreparedWeight::worth_it(Precision::F32))
+    {
         return Ok(None);
     }
     if let Some(l) = bert.low.get() {
@@ -138,7 +85,7 @@ fn low_layers(bert: &Bert) -> candle_core::Result<Option<&[LowLayer]>> {
     Ok(Some(bert.low.get_or_init(|| layers)))
 }
 
-/// `dst = input · Wᵀ` in float32, or through the reduced-precision weight when there is one.
+/// `dst = input · Wᵀ` in float32, or through the prepared weight when there is one.
 #[allow(clippy::too_many_arguments)]
 fn product(
     dst: &mut [f32],
@@ -148,56 +95,15 @@ fn product(
     k: usize,
     lin: &super::Linear,
     n: usize,
-    low: Option<&LowWeight>,
+    low: Option<&PreparedWeight>,
 ) -> candle_core::Result<()> {
-    match low {
-        Some(w) if w.runs(rows) => w.matmul(dst, dst_rs, input, rows),
-        _ => kernels::matmul_wt(
-            dst,
-            dst_rs,
-            input,
-            rows,
-            k,
-            Data::of(lin.weight())?.get(),
-            n,
-        ),
-    }
+    let w = Data::of(lin.weight())?;
+    prepared::product(dst, dst_rs, input, rows, k, w.get(), n, low);
     Ok(())
 }
 
 /// Rows per parallel task in the element-wise passes; below two tasks' worth, no pool.
 const ROWS_PER_TASK: usize = 16;
-
-/// The `f32` data of a contiguous CPU tensor, read-locked while this lives.
-pub(super) struct Data<'a> {
-    guard: StorageRef<'a>,
-    start: usize,
-    len: usize,
-}
-
-impl Data<'_> {
-    pub(super) fn of(t: &Tensor) -> candle_core::Result<Data<'_>> {
-        let (guard, layout) = t.storage_and_layout();
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("fused path: weight is not contiguous");
-        };
-        if !matches!(&*guard, Storage::Cpu(CpuStorage::F32(_))) {
-            candle_core::bail!("fused path: weight is not f32 on the CPU");
-        }
-        Ok(Data {
-            guard,
-            start,
-            len: end - start,
-        })
-    }
-
-    pub(super) fn get(&self) -> &[f32] {
-        match &*self.guard {
-            Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.start + self.len],
-            _ => unreachable!("checked in Data::of"),
-        }
-    }
-}
 
 /// True when this forward pass can take the fused path.
 pub(super) fn applies(bert: &Bert, input: &EncoderInput) -> bool {
@@ -461,7 +367,7 @@ fn layer_forward(
     attention(&s.qkv, &mut s.ctx, offsets, h, a.heads, a.head_dim, rel);
 
     // Attention output, residual, layer norm.
-    let q = |f: fn(&LowLayer) -> &LowWeight| low.map(f);
+    let q = |f: fn(&LowLayer) -> &PreparedWeight| low.map(f);
     dense_residual_norm(
         &a.output,
         q(|l| &l.attention_output),
@@ -499,7 +405,7 @@ fn bias_or_zeros(bias: Option<&Tensor>, n: usize) -> candle_core::Result<Vec<f32
 /// `x = LayerNorm(input · Wᵀ + b + x)`.
 fn dense_residual_norm(
     lin: &super::Linear,
-    low: Option<&LowWeight>,
+    low: Option<&PreparedWeight>,
     norm: &super::LayerNorm,
     input: &[f32],
     in_dim: usize,

@@ -8,4 +8,5 @@ pub mod amx;
 pub mod bf16;
 pub mod kernels;
 pub mod packed;
+pub mod prepared;
 pub mod quant;
