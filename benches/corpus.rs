@@ -42,7 +42,7 @@ fn peak_mb() -> f64 {
 }
 
 fn main() {
-    sbert_tui::tune_allocator();
+    sbert_tui::tune_runtime();
     let args: Vec<String> = std::env::args().collect();
     if arg(&args, "--model").is_none() {
         eprintln!("usage: cargo bench --bench corpus -- --model DIR --input FILE");

@@ -21,7 +21,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn main() {
-    sbert_tui::tune_allocator();
+    sbert_tui::tune_runtime();
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--bench") && arg(&args, "--model").is_none() {
         // `cargo bench` without arguments: nothing to do (the driver script passes them).

@@ -23,7 +23,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn main() {
-    sbert_tui::tune_allocator();
+    sbert_tui::tune_runtime();
     let args: Vec<String> = std::env::args().collect();
     let Some(model) = arg(&args, "--model") else {
         eprintln!("usage: cargo bench --bench train -- --model DIR --data FILE");

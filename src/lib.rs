@@ -26,6 +26,25 @@ pub mod tui;
 // `build.rs` rebuilds the crate when `locales/` changes.
 rust_i18n::i18n!("locales", fallback = "en");
 
+/// Tunes the process for this engine's threads and allocations ([`tune_allocator`], and candle's
+/// thread pool below). Call once, early, before other threads start.
+///
+/// candle runs its element-wise operations on a pool of its own, whose threads spin for 25,000
+/// rounds after each task before they sleep. Between candle's operations, the families that
+/// compose them (T5, ModernBERT, Qwen3) run their products on our kernels' pool; on two cores,
+/// candle's spinning thread took a core from them: Sentence-T5-base sized, 1,000 sentences,
+/// float32 101 → 112 sentences/s, int8 234 → 291 with the spinning off (`bench/families.sh`).
+/// MiniLM training ran at the same speed either way. `CANDLE_BARRIER_POOL_SPIN_LIMIT` set by
+/// the user is kept.
+pub fn tune_runtime() {
+    tune_allocator();
+    const SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(SPIN).is_none() {
+        // SAFETY: called once at start-up, before any other thread reads the environment.
+        unsafe { std::env::set_var(SPIN, "0") };
+    }
+}
+
 /// Makes glibc's allocator keep freed memory for reuse. candle allocates a fresh buffer for every
 /// intermediate tensor; by default glibc maps each large one (over 128 KiB) with mmap and unmaps
 /// it on free, so every operation paid for page faults on fresh zeroed pages (about a fifth of a
@@ -34,7 +53,8 @@ rust_i18n::i18n!("locales", fallback = "en");
 /// for its lock (5,000 sentences took 175 ms on 2 threads instead of 65, and encoding on a GPU
 /// with a 16-core host ran at a third of its speed). The encoder's fused pass always runs on the
 /// pool's first thread (`Bert::forward`), so only that thread's arena holds its buffers, and
-/// what loading a model freed is given back ([`release_freed_memory`]). Call once, early.
+/// what loading a model freed is given back ([`release_freed_memory`]). Call once, early
+/// (through [`tune_runtime`]).
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before other threads start.

@@ -48,7 +48,7 @@ unsafe impl GlobalAlloc for Allocator {
 static GLOBAL: Allocator = Allocator;
 
 fn main() -> ExitCode {
-    sbert_tui::tune_allocator();
+    sbert_tui::tune_runtime();
     let args = Cli::parse();
     let result = match args.command {
         Some(command) => cli::run(command),

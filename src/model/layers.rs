@@ -336,6 +336,27 @@ impl Linear {
     }
 }
 
+/// Whether `x`'s next operation runs on the CPU kernels: an inference pass that asked for them,
+/// on a float32 CPU tensor.
+fn on_kernels(x: &Tensor, mode: Mode) -> bool {
+    mode.kernels.is_some() && !mode.grad && x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// A copy of the CPU tensor `x` with `f` applied to its rows (of its last dimension), in blocks
+/// of rows on the kernels' threads.
+fn map_rows(x: &Tensor, f: impl Fn(&mut [f32]) + Sync) -> candle_core::Result<Tensor> {
+    const ROWS_PER_TASK: usize = 16;
+    let width = x.dim(D::Minus1)?.max(1);
+    let x = x.contiguous()?;
+    let mut data = Data::of(&x)?.get().to_vec();
+    if data.len() < 2 * ROWS_PER_TASK * width || super::cpu::kernels::threads() < 2 {
+        f(&mut data);
+    } else {
+        data.par_chunks_mut(ROWS_PER_TASK * width).for_each(&f);
+    }
+    Tensor::from_vec(data, x.dims(), x.device())
+}
+
 /// How a family without a fused path runs inference on the CPU: its linear layers on the
 /// product kernels at the chosen precision (the rest stays candle's composition).
 #[derive(Debug, Clone, Copy)]
@@ -358,6 +379,24 @@ impl LinearKernels {
     /// `mode` with the linear layers on the kernels where it is an inference pass on the CPU.
     pub fn mode<'a>(&self, mode: Mode<'a>, device: &Device) -> Mode<'a> {
         mode.with_kernels(self.precision, device, self.prepare)
+    }
+
+    /// Runs `pass` (a family's forward pass, given `mode` as [`LinearKernels::mode`] makes it):
+    /// on the kernels' first pool thread where it runs there, as the BERT family's fused pass
+    /// does, so that its products and row passes need no hand-over to the pool and back.
+    pub fn run<'a, R: Send>(
+        &self,
+        mode: Mode<'a>,
+        device: &Device,
+        pass: impl Fn(Mode<'a>) -> R + Sync,
+    ) -> R {
+        let mode = self.mode(mode, device);
+        if mode.kernels.is_none() {
+            return pass(mode);
+        }
+        rayon::broadcast(|ctx| (ctx.index() == 0).then(|| pass(mode)))
+            .swap_remove(0)
+            .expect("the pool's first thread runs the pass")
     }
 
     /// `--precision` (the CPU only), dropping the weights `linears` had prepared for another.
@@ -469,6 +508,13 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        if on_kernels(x, mode) {
+            let gamma = Data::of(&self.weight)?;
+            let eps = self.eps as f32;
+            return map_rows(x, |rows| {
+                super::cpu::kernels::rms_norm_rows(rows, gamma.get(), eps)
+            });
+        }
         let hidden = x.dim(D::Minus1)? as f64;
         let var = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
         let normed = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
@@ -496,6 +542,19 @@ impl Activation {
             "silu" | "swish" => Activation::Silu,
             _ => return None,
         })
+    }
+
+    /// [`Activation::forward`], on the CPU's vectorised kernels in an inference pass that runs
+    /// its linear layers there ([`Mode::kernels`]).
+    pub fn forward_mode(self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        if on_kernels(x, mode) {
+            match self {
+                Activation::Gelu => return map_rows(x, super::cpu::kernels::gelu),
+                Activation::Silu => return map_rows(x, super::cpu::kernels::silu),
+                Activation::Relu | Activation::GeluTanh => {}
+            }
+        }
+        self.forward(x)
     }
 
     pub fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {

@@ -321,7 +321,9 @@ impl Transformer for ModernBert {
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        self.forward_composed(input, self.kernels.mode(mode, input.ids.device()))
+        self.kernels.run(mode, input.ids.device(), |mode| {
+            self.forward_composed(input, mode)
+        })
     }
 
     fn set_precision(&mut self, precision: super::Precision) -> std::result::Result<(), String> {
@@ -386,8 +388,8 @@ impl Transformer for ModernBert {
             let normed = layer.mlp_norm.forward(&x, mode)?;
             let wi = layer.wi.forward_mode(&normed, mode)?;
             let inter = c.intermediate_size;
-            let hidden =
-                (self.act.forward(&wi.narrow(2, 0, inter)?)? * wi.narrow(2, inter, inter)?)?;
+            let hidden = (self.act.forward_mode(&wi.narrow(2, 0, inter)?, mode)?
+                * wi.narrow(2, inter, inter)?)?;
             let hidden = mode.dropout(&hidden, c.mlp_dropout)?;
             x = (x + layer.mlp_wo.forward_mode(&hidden, mode)?)?;
         }

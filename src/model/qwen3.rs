@@ -237,7 +237,9 @@ impl Transformer for Qwen3 {
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        self.forward_composed(input, self.kernels.mode(mode, input.ids.device()))
+        self.kernels.run(mode, input.ids.device(), |mode| {
+            self.forward_composed(input, mode)
+        })
     }
 
     fn set_precision(&mut self, precision: super::Precision) -> std::result::Result<(), String> {
@@ -302,7 +304,9 @@ impl Transformer for Qwen3 {
             x = (x + layer.o.forward_mode(&ctx, mode)?)?;
             // SwiGLU.
             let normed = layer.post_norm.forward(&x, mode)?;
-            let hidden = (self.act.forward(&layer.gate.forward_mode(&normed, mode)?)?
+            let hidden = (self
+                .act
+                .forward_mode(&layer.gate.forward_mode(&normed, mode)?, mode)?
                 * layer.up.forward_mode(&normed, mode)?)?;
             x = (x + layer.down.forward_mode(&hidden, mode)?)?;
         }

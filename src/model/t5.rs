@@ -397,7 +397,9 @@ impl Attention {
 
 impl FeedForward {
     fn forward(&self, x: &Tensor, dropout: f64, mode: Mode) -> candle_core::Result<Tensor> {
-        let mut hidden = self.act.forward(&self.wi.forward_mode(x, mode)?)?;
+        let mut hidden = self
+            .act
+            .forward_mode(&self.wi.forward_mode(x, mode)?, mode)?;
         if let Some(g) = &self.gate {
             hidden = (hidden * g.forward_mode(x, mode)?)?;
         }
@@ -433,7 +435,9 @@ impl Transformer for T5Encoder {
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        self.forward_composed(input, self.kernels.mode(mode, input.ids.device()))
+        self.kernels.run(mode, input.ids.device(), |mode| {
+            self.forward_composed(input, mode)
+        })
     }
 
     fn set_precision(&mut self, precision: super::Precision) -> std::result::Result<(), String> {

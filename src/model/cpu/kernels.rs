@@ -628,6 +628,44 @@ fn bias_gelu_generic(rows: &mut [f32], bias: &[f32]) {
 }
 
 #[inline(always)]
+fn gelu_generic(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = gelu_erf(*v);
+    }
+}
+
+/// SiLU, `x · sigmoid(x)`, as `x / (1 + e^-x)` (torch's form).
+#[inline(always)]
+fn silu_generic(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v /= 1.0 + exp(-*v);
+    }
+}
+
+/// Root-mean-square norm of each row of `gamma.len()` values in place: `x / sqrt(mean(x²) + eps)
+/// · gamma` (T5's and Qwen3's norm).
+#[inline(always)]
+fn rms_norm_rows_generic(x: &mut [f32], gamma: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(gamma.len()) {
+        let mut acc = [0f32; LANES];
+        let mut c = row.chunks_exact(LANES);
+        for v in &mut c {
+            for i in 0..LANES {
+                acc[i] = v[i].mul_add(v[i], acc[i]);
+            }
+        }
+        let mut ss = reduce(acc);
+        for v in c.remainder() {
+            ss = v.mul_add(*v, ss);
+        }
+        let scale = (ss / gamma.len() as f32 + eps).sqrt();
+        for (v, g) in row.iter_mut().zip(gamma) {
+            *v = *v / scale * g;
+        }
+    }
+}
+
+#[inline(always)]
 fn add_bias_generic(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
@@ -1358,6 +1396,18 @@ dispatch!(
     pub fn bias_gelu(rows: &mut [f32], bias: &[f32]) => bias_gelu_generic
 );
 dispatch!(
+    /// `x = gelu(x)` (the erf form).
+    pub fn gelu(x: &mut [f32]) => gelu_generic
+);
+dispatch!(
+    /// `x = silu(x)`.
+    pub fn silu(x: &mut [f32]) => silu_generic
+);
+dispatch!(
+    /// RMS norm of each row of `gamma.len()` values, in place.
+    pub fn rms_norm_rows(x: &mut [f32], gamma: &[f32], eps: f32) => rms_norm_rows_generic
+);
+dispatch!(
     /// `rows[i] += bias` for each row of `bias.len()` values.
     pub fn add_bias(rows: &mut [f32], bias: &[f32]) => add_bias_generic
 );
@@ -1793,6 +1843,36 @@ mod tests {
         (0..=n)
             .map(|i| lo + (hi - lo) * i as f32 / n as f32)
             .collect()
+    }
+
+    /// The row passes of the families that compose candle operations (GELU, SiLU, RMS norm)
+    /// against their textbook forms in f64, on widths with and without a tail past 8 values.
+    #[test]
+    fn activation_and_rms_norm_rows_match_their_definitions() {
+        for width in [1, 7, 8, 13, 64] {
+            let rows = 3;
+            let x: Vec<f32> = (0..rows * width)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+                .collect();
+            let gamma: Vec<f32> = (0..width).map(|i| 0.5 + i as f32 / 10.0).collect();
+            let mut g = x.clone();
+            gelu(&mut g);
+            let mut s = x.clone();
+            silu(&mut s);
+            let mut r = x.clone();
+            rms_norm_rows(&mut r, &gamma, 1e-6);
+            for (row, xs) in x.chunks(width).enumerate() {
+                let ms = xs.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / width as f64;
+                for (c, &v) in xs.iter().enumerate() {
+                    let (i, v) = (row * width + c, v as f64);
+                    let want_silu = v / (1.0 + (-v).exp());
+                    let want_rms = v / (ms + 1e-6).sqrt() * gamma[c] as f64;
+                    assert!((s[i] as f64 - want_silu).abs() < 1e-5, "silu({v})");
+                    assert!((r[i] as f64 - want_rms).abs() < 1e-5, "rms {width} {c}");
+                    assert_eq!(g[i].to_bits(), gelu_erf(v as f32).to_bits(), "gelu({v})");
+                }
+            }
+        }
     }
 
     #[test]
