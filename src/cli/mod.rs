@@ -133,7 +133,7 @@ pub struct ModelArgs {
     /// Inference precision: f32 (exact, the default), bf16 (the linear layers' products in
     /// bfloat16, summed in f32; cosine with the f32 vectors above 0.999) or int8 (dynamic
     /// quantisation of the linear layers; above 0.99). Faster on CPUs with AVX-512 BF16 / VNNI;
-    /// BERT family, CPU only.
+    /// CPU only.
     #[arg(long, default_value = "f32")]
     pub precision: model::Precision,
 }

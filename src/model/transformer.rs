@@ -174,8 +174,7 @@ pub trait Transformer: Send + Sync {
         match precision {
             super::Precision::F32 => Ok(()),
             p => Err(format!(
-                "--precision {p} covers the BERT family (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, \
-                 MPNet) on the CPU, not {}",
+                "--precision {p} is not available for {}",
                 self.model_type()
             )),
         }
