@@ -3,6 +3,9 @@
 //! Each takes a [`Mode`]. In evaluation mode the weights are detached from the autograd graph and
 //! the fused kernels (which have no backward pass in candle) are used; in training mode the
 //! differentiable compositions are used and dropout draws masks from our own seeded generator.
+//! An inference pass on the CPU may ask for the CPU's own kernels ([`Mode::kernels`], set by
+//! [`LinearKernels`]): linear layers then run on weights prepared once for the precision chosen,
+//! and RMS norm, GELU and SiLU as vectorised passes over rows.
 
 use std::sync::{Arc, Mutex};
 
@@ -235,9 +238,7 @@ impl Linear {
 
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         match mode.kernels {
-            Some(precision) if !mode.grad && x.device().is_cpu() && x.dtype() == DType::F32 => {
-                self.forward_kernels(x, precision)
-            }
+            Some(precision) if on_kernels(x, mode) => self.forward_kernels(x, precision),
             _ => self.forward(x, mode.grad),
         }
     }
