@@ -312,6 +312,17 @@ fn info_describes_the_model() {
     assert!(out.contains("pooling         mean"), "{out}");
     assert!(out.contains("dimension       16"), "{out}");
     assert!(out.contains("max seq length  64"), "{out}");
+    assert!(
+        out.contains("cpu paths       inference: the fused pass"),
+        "{out}"
+    );
+    let t5 = fixture("tiny-t5-st");
+    let o = sbert(&["info", "--model", t5.to_str().unwrap()], None);
+    assert!(
+        stdout(&o).contains("training: candle's autograd"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// A copy of the tiny model with one weight full of NaN (what a diverged run could save).

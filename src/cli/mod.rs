@@ -402,6 +402,7 @@ fn info(args: InfoArgs) -> Result<()> {
     if i.device == "cpu" {
         let f32 = model::cpu::packed::F32Choice::get();
         writeln!(out, "f32 kernels     {}", f32.describe())?;
+        writeln!(out, "cpu paths       {}", encoder.transformer().cpu_paths())?;
     }
     match i.precision {
         model::Precision::F32 => {}

@@ -197,6 +197,12 @@ pub trait Transformer: Send + Sync {
     ) -> candle_core::Result<Tensor> {
         candle_core::bail!("`{}` has no decoder", self.model_type())
     }
+    /// What runs on the CPU, in words (for `sbert-tui info`): the family's inference and
+    /// training paths.
+    fn cpu_paths(&self) -> &'static str {
+        "inference: the composition with its linear layers, norms and activations on the \
+         kernels; training: candle's autograd"
+    }
     /// For tests that look inside one family.
     fn as_any(&self) -> &dyn Any;
 }

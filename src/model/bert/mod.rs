@@ -689,6 +689,10 @@ impl Transformer for Bert {
         Ok(x)
     }
 
+    fn cpu_paths(&self) -> &'static str {
+        "inference: the fused pass, without padding; training: the hand-written backward pass"
+    }
+
     fn forward_recorded(
         &self,
         input: &EncoderInput,
