@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
 use super::layers::{Activation, Embedding, Linear, LinearKernels, Mode, RmsNorm, Rotary};
-use super::transformer::{EncoderInput, Transformer};
+use super::transformer::{EncoderInput, KernelSettings, Transformer};
 use super::weights::CheckedWeights;
 
 /// `config.json` of a Qwen3 model.
@@ -242,17 +242,12 @@ impl Transformer for Qwen3 {
         })
     }
 
-    fn set_precision(&mut self, precision: super::Precision) -> std::result::Result<(), String> {
-        let linears = self.layers.iter().flat_map(Layer::linears);
-        let device = self.embed.weight().device();
-        self.kernels = self.kernels.with_precision(precision, device, linears)?;
-        Ok(())
-    }
-
-    fn set_trainable(&mut self) {
-        self.kernels = self
-            .kernels
-            .trainable(self.layers.iter().flat_map(Layer::linears));
+    fn linear_kernels(&mut self) -> Option<KernelSettings<'_>> {
+        Some(KernelSettings {
+            kernels: &mut self.kernels,
+            linears: self.layers.iter().flat_map(Layer::linears).collect(),
+            device: self.embed.weight().device(),
+        })
     }
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {

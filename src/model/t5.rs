@@ -14,7 +14,7 @@ use super::error::{ModelError, Result, read_json};
 use super::layers::{
     Activation as Act, Embedding, Linear, LinearKernels, Mode, RmsNorm, relative_position_bucket,
 };
-use super::transformer::{EncoderInput, Transformer};
+use super::transformer::{EncoderInput, KernelSettings, Transformer};
 use super::weights::CheckedWeights;
 
 /// `config.json` of a T5 model (the encoder's part).
@@ -172,14 +172,14 @@ impl FeedForward {
 }
 
 impl T5Encoder {
-    /// Every linear layer, the decoder's included.
-    fn linears(&self) -> Vec<&Linear> {
+    /// Every linear layer of the encoder's `blocks` and the `decoder`'s.
+    fn linears<'a>(blocks: &'a [Block], decoder: Option<&'a Decoder>) -> Vec<&'a Linear> {
         let mut all = Vec::new();
-        for b in &self.blocks {
+        for b in blocks {
             all.extend(b.attn.linears());
             all.extend(b.ff.linears());
         }
-        for b in self.decoder.iter().flat_map(|d| &d.blocks) {
+        for b in decoder.iter().flat_map(|d| &d.blocks) {
             all.extend(b.self_attn.linears());
             all.extend(b.cross_attn.linears());
             all.extend(b.ff.linears());
@@ -440,16 +440,12 @@ impl Transformer for T5Encoder {
         })
     }
 
-    fn set_precision(&mut self, precision: super::Precision) -> std::result::Result<(), String> {
-        let device = self.embed.weight().device();
-        self.kernels = self
-            .kernels
-            .with_precision(precision, device, self.linears())?;
-        Ok(())
-    }
-
-    fn set_trainable(&mut self) {
-        self.kernels = self.kernels.trainable(self.linears());
+    fn linear_kernels(&mut self) -> Option<KernelSettings<'_>> {
+        Some(KernelSettings {
+            kernels: &mut self.kernels,
+            linears: Self::linears(&self.blocks, self.decoder.as_ref()),
+            device: self.embed.weight().device(),
+        })
     }
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {

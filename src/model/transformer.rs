@@ -5,10 +5,10 @@
 
 use std::any::Any;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
-use super::layers::{DropoutRng, Mode};
+use super::layers::{DropoutRng, Linear, LinearKernels, Mode};
 
 /// Token ids of a padded batch, ready for the encoder.
 pub struct EncoderInput {
@@ -137,6 +137,14 @@ impl RowGrad {
     }
 }
 
+/// What [`Transformer::linear_kernels`] hands out: a family's kernel settings, its linear layers
+/// (whose prepared weights a change of settings drops) and its device.
+pub struct KernelSettings<'a> {
+    pub kernels: &'a mut LinearKernels,
+    pub linears: Vec<&'a Linear>,
+    pub device: &'a Device,
+}
+
 /// A transformer family, as the sentence pipeline uses it.
 pub trait Transformer: Send + Sync {
     /// `config.json`'s `model_type`.
@@ -168,21 +176,42 @@ pub trait Transformer: Send + Sync {
     fn backward(&self, _tape: Tape, _grad_tokens: &[f32]) -> candle_core::Result<WeightGrads> {
         candle_core::bail!("{} has no hand-written backward pass", self.model_type())
     }
+    /// A family whose CPU inference runs its composition on the kernels: those settings, its
+    /// linear layers and its device, through which the default [`Transformer::set_precision`]
+    /// and [`Transformer::set_trainable`] work. `None` where the family has no such path.
+    fn linear_kernels(&mut self) -> Option<KernelSettings<'_>> {
+        None
+    }
     /// Sets the precision of inference (`--precision`); refused where the family has no such
     /// path. Training always runs in float32.
     fn set_precision(&mut self, precision: super::Precision) -> Result<(), String> {
-        match precision {
-            super::Precision::F32 => Ok(()),
-            p => Err(format!(
-                "--precision {p} is not available for {}",
-                self.model_type()
+        let name = self.model_type().to_string();
+        match self.linear_kernels() {
+            Some(KernelSettings {
+                kernels,
+                linears,
+                device,
+            }) => {
+                *kernels = kernels.with_precision(precision, device, linears)?;
+                Ok(())
+            }
+            None if precision == super::Precision::F32 => Ok(()),
+            None => Err(format!(
+                "--precision {precision} is not available for {name}"
             )),
         }
     }
     /// The weights are about to change (a training session): drop every copy made of them for
     /// inference (float32 packed, bf16, int8), make none from now on, and return to float32.
     /// Inference then runs on the live weights.
-    fn set_trainable(&mut self) {}
+    fn set_trainable(&mut self) {
+        if let Some(KernelSettings {
+            kernels, linears, ..
+        }) = self.linear_kernels()
+        {
+            *kernels = kernels.trainable(linears);
+        }
+    }
     /// True when the model has a decoder that [`Transformer::decoder_first`] runs.
     fn has_decoder(&self) -> bool {
         false
