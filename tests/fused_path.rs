@@ -163,3 +163,83 @@ fn a_trainable_model_drops_its_prepared_weights() {
         assert_ne!(before, after, "{name}: the weights moved");
     }
 }
+
+/// Training on the CPU, the families without a hand-written backward pass run their linear
+/// layers as a candle operation on the kernels and take their tables' gradients as rows
+/// (`Mode::lookups`): every weight's gradient equals candle's own composition's.
+#[test]
+fn training_on_the_kernels_has_the_compositions_gradients() {
+    use candle_core::backprop::GradStore;
+    use sbert_tui::model::Lookups;
+    for name in [
+        "tiny-t5-st",
+        "tiny-t5-encdec-st",
+        "tiny-modernbert-st",
+        "tiny-qwen3-st",
+    ] {
+        let mut enc = SentenceEncoder::load(&fixture(name), &LoadOptions::default()).unwrap();
+        enc.set_trainable();
+        let tokenized = enc.tokenize(&SENTENCES).unwrap();
+        let items: Vec<_> = tokenized.iter().collect();
+        let input = enc.batch(&items).unwrap();
+        let t = enc.transformer();
+        // A loss that weighs every output differently, so that no gradient is a plain sum.
+        let loss = |out: &Tensor| {
+            let n = out.elem_count();
+            let w: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let w = Tensor::from_vec(w, out.shape(), out.device()).unwrap();
+            (out * w).unwrap().sum_all().unwrap()
+        };
+        let lookups = Lookups::default();
+        let mode = Mode::train_without_dropout();
+        let ours = t.forward(&input, mode.with_lookups(&lookups)).unwrap();
+        let mut ours_grads: GradStore = loss(&ours).backward().unwrap();
+        let lookups = lookups.into_inner();
+        assert!(!lookups.is_empty(), "{name}: the word table was looked up");
+        let theirs = t.forward_composed(&input, mode).unwrap();
+        let theirs_grads = loss(&theirs).backward().unwrap();
+        assert_close(
+            &real_tokens(&ours, &input.lengths),
+            &real_tokens(&theirs, &input.lengths),
+            1e-5,
+            name,
+        );
+        let mut tables = Vec::new();
+        for l in &lookups {
+            let rows = l.row_grad(&mut ours_grads).unwrap().expect("rows reached");
+            tables.push((l.table.clone(), rows.to_dense(l.table.dims()[0])));
+        }
+        let vars = t.varmap().all_vars();
+        for var in &vars {
+            let var = var.as_tensor();
+            let table = tables.iter().find(|(t, _)| t.id() == var.id());
+            let Some(expected) = theirs_grads.get(var) else {
+                // A weight the encoder does not use (T5's decoder): none here either.
+                assert!(table.is_none() && ours_grads.get(var).is_none(), "{name}");
+                continue;
+            };
+            let expected: Vec<f32> = expected.flatten_all().unwrap().to_vec1().unwrap();
+            let got: Vec<f32> = match table {
+                Some((_, dense)) => dense.clone(),
+                None => ours_grads
+                    .get(var)
+                    .expect("a weight the composition differentiates")
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            };
+            let scale = expected.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let diff = got
+                .iter()
+                .zip(&expected)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff <= 1e-5 * scale,
+                "{name}: a weight's gradient differs by {diff} (scale {scale})"
+            );
+        }
+    }
+}

@@ -536,6 +536,7 @@ impl SentenceEncoder {
             dropout,
             grad: true,
             kernels: None,
+            lookups: None,
         };
         let out = self.after_transformer(leaf.as_tensor().clone(), input, mode)?;
         Ok(Some((out, leaf, tape)))
@@ -607,6 +608,7 @@ impl SentenceEncoder {
             dropout: Some(&rng),
             grad: false,
             kernels: None,
+            lookups: None,
         };
         let copies = vec![&tokenized; k];
         let input = self.batch(&copies)?;

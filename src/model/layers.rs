@@ -25,10 +25,14 @@ pub struct Mode<'a> {
     pub dropout: Option<&'a DropoutRng>,
     /// Keep the autograd graph: a backward pass will follow.
     pub grad: bool,
-    /// Run the linear layers on the CPU's product kernels at this precision, on weights
-    /// prepared once ([`Linear::forward_mode`]); set by a family's `forward` for an inference
-    /// pass on the CPU, never in training or in the reference composition.
+    /// Run the linear layers on the CPU's product kernels at this precision: set by a family's
+    /// `forward` ([`LinearKernels`]) on the CPU, never in the reference composition. In
+    /// inference on weights prepared once; in training (float32 only) as a candle operation with
+    /// its backward pass on the kernels ([`Linear::forward_mode`]).
     pub kernels: Option<Precision>,
+    /// A training pass on the CPU that collects its table lookups, so that their gradients are
+    /// taken as the rows the batch reached ([`Embedding::forward`]).
+    pub lookups: Option<&'a Lookups>,
 }
 
 impl<'a> Mode<'a> {
@@ -37,6 +41,7 @@ impl<'a> Mode<'a> {
         dropout: None,
         grad: false,
         kernels: None,
+        lookups: None,
     };
 
     /// Training with dropout on.
@@ -45,6 +50,7 @@ impl<'a> Mode<'a> {
             dropout: Some(rng),
             grad: true,
             kernels: None,
+            lookups: None,
         }
     }
 
@@ -54,15 +60,28 @@ impl<'a> Mode<'a> {
             dropout: None,
             grad: true,
             kernels: None,
+            lookups: None,
         }
     }
 
-    /// This pass with its linear layers on the CPU kernels at `precision`, where it is an
-    /// inference pass (no graph, no dropout) on `device`, the CPU, and `allowed`.
+    /// This pass with its linear layers on the CPU kernels where `device` is the CPU: a
+    /// training pass in float32; an inference pass (no graph, no dropout) at `precision` where
+    /// `allowed`.
     pub fn with_kernels(self, precision: Precision, device: &Device, allowed: bool) -> Self {
-        let fast = allowed && !self.grad && self.dropout.is_none() && device.is_cpu();
+        let kernels = if !device.is_cpu() {
+            None
+        } else if self.grad {
+            Some(Precision::F32)
+        } else {
+            (allowed && self.dropout.is_none()).then_some(precision)
+        };
+        Mode { kernels, ..self }
+    }
+
+    /// This pass collecting its table lookups into `lookups`.
+    pub fn with_lookups(self, lookups: &'a Lookups) -> Self {
         Mode {
-            kernels: fast.then_some(precision),
+            lookups: Some(lookups),
             ..self
         }
     }
@@ -239,6 +258,9 @@ impl Linear {
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         match mode.kernels {
             Some(precision) if on_kernels(x, mode) => self.forward_kernels(x, precision),
+            Some(Precision::F32) if mode.grad && is_cpu_f32(x) && is_cpu_f32(&self.weight) => {
+                self.forward_trained(x)
+            }
             _ => self.forward(x, mode.grad),
         }
     }
@@ -316,6 +338,22 @@ impl Linear {
         Tensor::from_vec(out, out_dims, x.device())
     }
 
+    /// [`Linear::forward`] of a training pass on the CPU: the product and its backward pass on
+    /// the kernels (`cpu::autograd`), the bias added by candle.
+    fn forward_trained(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (n, k) = self.weight.dims2()?;
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = super::cpu::autograd::linear(&x.reshape((rows, k))?, &self.weight)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("at least one dimension") = n;
+        y.reshape(out_dims)
+    }
+
     /// Works on any leading shape: `[..., in]` -> `[..., out]`.
     pub fn forward(&self, x: &Tensor, grad: bool) -> candle_core::Result<Tensor> {
         let (w, b) = if grad {
@@ -340,7 +378,11 @@ impl Linear {
 /// Whether `x`'s next operation runs on the CPU kernels: an inference pass that asked for them,
 /// on a float32 CPU tensor.
 fn on_kernels(x: &Tensor, mode: Mode) -> bool {
-    mode.kernels.is_some() && !mode.grad && x.device().is_cpu() && x.dtype() == DType::F32
+    mode.kernels.is_some() && !mode.grad && is_cpu_f32(x)
+}
+
+fn is_cpu_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 /// A copy of the CPU tensor `x` with `f` applied to its rows (of its last dimension), in blocks
@@ -358,8 +400,9 @@ fn map_rows(x: &Tensor, f: impl Fn(&mut [f32]) + Sync) -> candle_core::Result<Te
     Tensor::from_vec(data, x.dims(), x.device())
 }
 
-/// How a family without a fused path runs inference on the CPU: its linear layers on the
-/// product kernels at the chosen precision (the rest stays candle's composition).
+/// How a family without a fused path runs on the CPU: its linear layers on the product kernels,
+/// at the chosen precision in inference and in float32 in training (the rest stays candle's
+/// composition).
 #[derive(Debug, Clone, Copy)]
 pub struct LinearKernels {
     precision: Precision,
@@ -383,8 +426,8 @@ impl LinearKernels {
     }
 
     /// Runs `pass` (a family's forward pass, given `mode` as [`LinearKernels::mode`] makes it):
-    /// on the kernels' first pool thread where it runs there, as the BERT family's fused pass
-    /// does, so that its products and row passes need no hand-over to the pool and back.
+    /// an inference pass on the kernels on their first pool thread, as the BERT family's fused
+    /// pass does, so that its products and row passes need no hand-over to the pool and back.
     pub fn run<'a, R: Send>(
         &self,
         mode: Mode<'a>,
@@ -392,7 +435,7 @@ impl LinearKernels {
         pass: impl Fn(Mode<'a>) -> R + Sync,
     ) -> R {
         let mode = self.mode(mode, device);
-        if mode.kernels.is_none() {
+        if mode.kernels.is_none() || mode.grad {
             return pass(mode);
         }
         rayon::broadcast(|ctx| (ctx.index() == 0).then(|| pass(mode)))
@@ -647,6 +690,138 @@ pub struct Embedding {
     weight: Tensor,
 }
 
+/// The gradient of a lookup table (a word-embedding matrix) that is zero outside the rows a
+/// batch looked up: those rows' ids, ascending and distinct, and one row of values for each.
+///
+/// A batch of 32 sentences reaches a few hundred of all-MiniLM-L6-v2's 30,522 rows; the whole
+/// gradient would be 47 MB to zero, fill, and read again in the optimizer, every step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowGrad {
+    pub width: usize,
+    pub rows: Vec<u32>,
+    /// `rows.len() × width`.
+    pub values: Vec<f32>,
+}
+
+impl RowGrad {
+    /// Sums the rows of `g` (one of `width` values per entry of `ids`) into the table rows `ids`
+    /// name. Each table row adds its contributions in the order of `ids`, starting from 0, as a
+    /// dense gradient filled in that order would: the values are the same bits.
+    pub fn gather(ids: &[usize], g: &[f32], width: usize) -> Self {
+        assert_eq!(g.len(), ids.len() * width, "one gradient row per id");
+        let mut rows: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let mut values = vec![0f32; rows.len() * width];
+        for (&id, g) in ids.iter().zip(g.chunks_exact(width)) {
+            let slot = rows
+                .binary_search(&(id as u32))
+                .expect("every id has a row");
+            for (a, v) in values[slot * width..(slot + 1) * width].iter_mut().zip(g) {
+                *a += v;
+            }
+        }
+        Self {
+            width,
+            rows,
+            values,
+        }
+    }
+
+    /// The values of the `i`-th stored row (table row `self.rows[i]`).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.width..(i + 1) * self.width]
+    }
+
+    /// `self += other`: rows in both are summed, the others kept.
+    pub fn add(&mut self, other: &RowGrad) {
+        assert_eq!(self.width, other.width, "row gradients of one table");
+        let (mut rows, mut values) = (Vec::new(), Vec::new());
+        let (mut i, mut j) = (0, 0);
+        while i < self.rows.len() || j < other.rows.len() {
+            let (a, b) = (self.rows.get(i), other.rows.get(j));
+            match (a, b) {
+                (Some(&x), Some(&y)) if x == y => {
+                    rows.push(x);
+                    values.extend(self.row(i).iter().zip(other.row(j)).map(|(p, q)| p + q));
+                    i += 1;
+                    j += 1;
+                }
+                (Some(&x), Some(&y)) if x < y => {
+                    rows.push(x);
+                    values.extend_from_slice(self.row(i));
+                    i += 1;
+                }
+                (Some(&x), None) => {
+                    rows.push(x);
+                    values.extend_from_slice(self.row(i));
+                    i += 1;
+                }
+                (_, Some(&y)) => {
+                    rows.push(y);
+                    values.extend_from_slice(other.row(j));
+                    j += 1;
+                }
+                (None, None) => unreachable!("the loop runs while one has rows"),
+            }
+        }
+        self.rows = rows;
+        self.values = values;
+    }
+
+    /// The whole gradient of a table of `table_rows` rows.
+    pub fn to_dense(&self, table_rows: usize) -> Vec<f32> {
+        let mut out = vec![0f32; table_rows * self.width];
+        for (i, &r) in self.rows.iter().enumerate() {
+            out[r as usize * self.width..(r as usize + 1) * self.width]
+                .copy_from_slice(self.row(i));
+        }
+        out
+    }
+}
+
+/// The table lookups of one training pass ([`Mode::lookups`]): each looked up the rows it needed
+/// from a variable of its own, whose gradient after the backward pass is the table's gradient in
+/// those rows only ([`Lookup::row_grad`]). candle's autograd would otherwise build the whole
+/// table's gradient, three times over (zeros, the rows added, the sum): 155 MB each for
+/// ModernBERT's, every step.
+#[derive(Default)]
+pub struct Lookups(Mutex<Vec<Lookup>>);
+
+impl Lookups {
+    pub fn into_inner(self) -> Vec<Lookup> {
+        self.0.into_inner().expect("lookups lock")
+    }
+}
+
+/// One table lookup of a training pass.
+pub struct Lookup {
+    /// The table.
+    pub table: Tensor,
+    /// The rows looked up, ascending and distinct.
+    ids: Vec<u32>,
+    /// Those rows, as the variable the pass read them from.
+    rows: candle_core::Var,
+}
+
+impl Lookup {
+    /// The table's gradient in the rows looked up, taken from `grads`; `None` where the pass's
+    /// result did not depend on them.
+    pub fn row_grad(
+        &self,
+        grads: &mut candle_core::backprop::GradStore,
+    ) -> candle_core::Result<Option<RowGrad>> {
+        let Some(g) = grads.remove(self.rows.as_tensor()) else {
+            return Ok(None);
+        };
+        Ok(Some(RowGrad {
+            width: g.dim(1)?,
+            rows: self.ids.clone(),
+            values: g.flatten_all()?.to_vec1()?,
+        }))
+    }
+}
+
 impl Embedding {
     pub fn load(vb: VarBuilder, n: usize, dim: usize) -> candle_core::Result<Self> {
         Ok(Self {
@@ -654,12 +829,41 @@ impl Embedding {
         })
     }
 
-    /// `ids` of any shape -> `[..., dim]`.
+    /// `ids` of any shape -> `[..., dim]`. A training pass that collects its lookups
+    /// ([`Mode::lookups`]) reads a float32 table on the CPU through a [`Lookup`].
     pub fn forward(&self, ids: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         let w = mode.param(&self.weight);
         let mut dims = ids.dims().to_vec();
         dims.push(w.dim(1)?);
-        w.index_select(&ids.flatten_all()?, 0)?.reshape(dims)
+        let ids = ids.flatten_all()?;
+        match mode.lookups {
+            Some(lookups) if mode.grad && is_cpu_f32(&w) => {
+                let wanted = ids.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+                let mut distinct = wanted.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                let at: Vec<u32> = wanted
+                    .iter()
+                    .map(|i| distinct.binary_search(i).expect("every id is there") as u32)
+                    .collect();
+                let dev = w.device();
+                let picked = w
+                    .detach()
+                    .index_select(&Tensor::new(distinct.as_slice(), dev)?, 0)?;
+                let rows = candle_core::Var::from_tensor(&picked)?;
+                let out = rows
+                    .as_tensor()
+                    .index_select(&Tensor::new(at, dev)?, 0)?
+                    .reshape(dims)?;
+                lookups.0.lock().expect("lookups lock").push(Lookup {
+                    table: self.weight.clone(),
+                    ids: distinct,
+                    rows,
+                });
+                Ok(out)
+            }
+            _ => w.index_select(&ids, 0)?.reshape(dims),
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -730,9 +934,21 @@ mod tests {
         }
         lin.drop_prepared();
         assert!(lin.prepared.lock().unwrap().is_none());
-        // Training passes, and passes off the CPU kernels, never prepare.
+        // Training passes run in float32 on the live weights, and never prepare.
         let train = Mode::train_without_dropout().with_kernels(Precision::Int8, &dev, true);
-        assert_eq!(train.kernels, None);
+        assert_eq!(train.kernels, Some(Precision::F32));
+        let trained = lin.forward_mode(&x, train).unwrap();
+        assert!(lin.prepared.lock().unwrap().is_none());
+        let exact = lin.forward(&x, true).unwrap();
+        let worst: f32 = (trained - exact)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(worst < 1e-5, "training pass: {worst}");
         assert_eq!(
             Mode::EVAL
                 .with_kernels(Precision::Int8, &dev, false)

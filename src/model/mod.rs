@@ -30,7 +30,7 @@ pub use encoder::{
     LoadOptions, ModelInfo, Pipeline, PipelineToken, Precision, Prompt, SentenceEncoder,
 };
 pub use error::{ModelError, Result};
-pub use layers::{DropoutRng, Mode};
+pub use layers::{DropoutRng, Lookup, Lookups, Mode};
 pub use pooling::{PoolingMode, PoolingSpec};
 pub use source::{DEFAULT_MODEL, SourceOptions};
 

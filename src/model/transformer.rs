@@ -8,6 +8,7 @@ use std::any::Any;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
+pub use super::layers::RowGrad;
 use super::layers::{DropoutRng, Linear, LinearKernels, Mode};
 
 /// Token ids of a padded batch, ready for the encoder.
@@ -44,96 +45,6 @@ impl WeightGrads {
 
     pub fn push_rows(&mut self, weight: &Tensor, grad: RowGrad) {
         self.rows.push((weight.clone(), grad));
-    }
-}
-
-/// The gradient of a lookup table (a word-embedding matrix) that is zero outside the rows a
-/// batch looked up: those rows' ids, ascending and distinct, and one row of values for each.
-///
-/// A batch of 32 sentences reaches a few hundred of all-MiniLM-L6-v2's 30,522 rows; the whole
-/// gradient would be 47 MB to zero, fill, and read again in the optimizer, every step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowGrad {
-    pub width: usize,
-    pub rows: Vec<u32>,
-    /// `rows.len() × width`.
-    pub values: Vec<f32>,
-}
-
-impl RowGrad {
-    /// Sums the rows of `g` (one of `width` values per entry of `ids`) into the table rows `ids`
-    /// name. Each table row adds its contributions in the order of `ids`, starting from 0, as a
-    /// dense gradient filled in that order would: the values are the same bits.
-    pub fn gather(ids: &[usize], g: &[f32], width: usize) -> Self {
-        assert_eq!(g.len(), ids.len() * width, "one gradient row per id");
-        let mut rows: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-        rows.sort_unstable();
-        rows.dedup();
-        let mut values = vec![0f32; rows.len() * width];
-        for (&id, g) in ids.iter().zip(g.chunks_exact(width)) {
-            let slot = rows
-                .binary_search(&(id as u32))
-                .expect("every id has a row");
-            for (a, v) in values[slot * width..(slot + 1) * width].iter_mut().zip(g) {
-                *a += v;
-            }
-        }
-        Self {
-            width,
-            rows,
-            values,
-        }
-    }
-
-    /// The values of the `i`-th stored row (table row `self.rows[i]`).
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.values[i * self.width..(i + 1) * self.width]
-    }
-
-    /// `self += other`: rows in both are summed, the others kept.
-    pub fn add(&mut self, other: &RowGrad) {
-        assert_eq!(self.width, other.width, "row gradients of one table");
-        let (mut rows, mut values) = (Vec::new(), Vec::new());
-        let (mut i, mut j) = (0, 0);
-        while i < self.rows.len() || j < other.rows.len() {
-            let (a, b) = (self.rows.get(i), other.rows.get(j));
-            match (a, b) {
-                (Some(&x), Some(&y)) if x == y => {
-                    rows.push(x);
-                    values.extend(self.row(i).iter().zip(other.row(j)).map(|(p, q)| p + q));
-                    i += 1;
-                    j += 1;
-                }
-                (Some(&x), Some(&y)) if x < y => {
-                    rows.push(x);
-                    values.extend_from_slice(self.row(i));
-                    i += 1;
-                }
-                (Some(&x), None) => {
-                    rows.push(x);
-                    values.extend_from_slice(self.row(i));
-                    i += 1;
-                }
-                (_, Some(&y)) => {
-                    rows.push(y);
-                    values.extend_from_slice(other.row(j));
-                    j += 1;
-                }
-                (None, None) => unreachable!("the loop runs while one has rows"),
-            }
-        }
-        self.rows = rows;
-        self.values = values;
-    }
-
-    /// The whole gradient of a table of `table_rows` rows.
-    pub fn to_dense(&self, table_rows: usize) -> Vec<f32> {
-        let mut out = vec![0f32; table_rows * self.width];
-        for (i, &r) in self.rows.iter().enumerate() {
-            out[r as usize * self.width..(r as usize + 1) * self.width]
-                .copy_from_slice(self.row(i));
-        }
-        out
     }
 }
 
@@ -230,7 +141,8 @@ pub trait Transformer: Send + Sync {
     /// training paths.
     fn cpu_paths(&self) -> &'static str {
         "inference: the composition with its linear layers, norms and activations on the \
-         kernels; training: candle's autograd"
+         kernels; training: candle's autograd, its linear layers and their gradients on the \
+         kernels"
     }
     /// For tests that look inside one family.
     fn as_any(&self) -> &dyn Any;

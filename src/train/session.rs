@@ -12,7 +12,9 @@ use super::events::{BATCH_VIEW_ROWS, BatchView};
 use super::losses::{self, LossKind, TripletDistance};
 use super::optim::{AdamW, AdamWConfig, Grads, Param, clip_coefficient, decays, grad_norm};
 use crate::model::transformer::Tape;
-use crate::model::{DropoutRng, Mode, ModelError, Prompt, Result, SentenceEncoder};
+use crate::model::{
+    DropoutRng, Lookup, Lookups, Mode, ModelError, Prompt, Result, SentenceEncoder,
+};
 
 /// Adversarial training on the word embeddings (FGM, or PGD with several steps), as the
 /// SBERT v2 notes' `FGM` / `PGD` helpers: the clean loss's gradient with respect to the word
@@ -225,10 +227,18 @@ pub struct Session {
     pub column_prompts: Vec<Prompt>,
     /// Adversarial training on the word embeddings; `None`: off.
     pub adversarial: Option<Adversarial>,
+    /// The allocator keeps what a step frees for the next (`crate::KeepFreedMemory`).
+    _keep: crate::KeepFreedMemory,
 }
 
-/// The token vectors' leaf variable and the encoder's tape, from a recorded forward pass.
-type Recorded = (Var, Tape);
+/// What a training pass recorded for [`Session::backward`].
+enum Recorded {
+    /// The token vectors' leaf variable and the encoder's tape: its hand-written backward pass.
+    Tape(Var, Tape),
+    /// The table lookups of a pass candle's autograd differentiates, whose gradients are taken
+    /// as rows.
+    Lookups(Vec<Lookup>),
+}
 
 /// Every trainable variable of the encoder (and classifier), named as in the checkpoint files:
 /// `0.<transformer weight>`, `<module index>.<dense weight>`, `classifier.<name>`.
@@ -295,6 +305,7 @@ impl Session {
             hand_backward: true,
             column_prompts: Vec::new(),
             adversarial: None,
+            _keep: crate::KeepFreedMemory::new(),
         })
     }
 
@@ -303,8 +314,9 @@ impl Session {
         Ok(self.embed_columns_recorded(batch, false)?.0)
     }
 
-    /// [`Session::embed_columns`], through the encoder's hand-written backward pass where it
-    /// applies (`recorded`): then the token vectors' leaf and the tape come back too.
+    /// [`Session::embed_columns`] for a pass [`Session::backward`] differentiates (`recorded`):
+    /// through the encoder's hand-written backward pass where it applies and is on
+    /// (`hand_backward`), else with its table lookups collected; what it recorded comes back too.
     fn embed_columns_recorded(
         &self,
         batch: &[&Example],
@@ -346,12 +358,17 @@ impl Session {
             Some(rng) => Mode::train(rng),
             None => Mode::train_without_dropout(),
         };
-        let (emb, tape) = match recorded
+        let (emb, tape) = match (recorded && self.hand_backward)
             .then(|| self.encoder.forward_recorded(&input, self.dropout.as_ref()))
             .transpose()?
             .flatten()
         {
-            Some((emb, leaf, tape)) => (emb, Some((leaf, tape))),
+            Some((emb, leaf, tape)) => (emb, Some(Recorded::Tape(leaf, tape))),
+            None if recorded => {
+                let lookups = Lookups::default();
+                let emb = self.encoder.forward(&input, mode.with_lookups(&lookups))?;
+                (emb, Some(Recorded::Lookups(lookups.into_inner())))
+            }
             None => (self.encoder.forward(&input, mode)?, None),
         };
         let cols = (0..columns.len())
@@ -683,7 +700,7 @@ impl Session {
         if self.setup.kind == LossKind::CachedMnr && batch.len() > self.setup.mini_batch_size {
             return self.cached_gradients(batch);
         }
-        let (cols, recorded) = self.embed_columns_recorded(batch, self.hand_backward)?;
+        let (cols, recorded) = self.embed_columns_recorded(batch, true)?;
         let loss = self.loss(batch, &cols)?;
         let value = finite_value(&loss)?;
         let view = self.batch_view(batch, &cols)?;
@@ -706,7 +723,7 @@ impl Session {
         for chunk in batch.chunks(rows) {
             starts.push(self.dropout.as_ref().map(DropoutRng::position));
             // The same call as the replay below, so that the dropout masks are drawn alike.
-            let (cols, _tape) = self.embed_columns_recorded(chunk, self.hand_backward)?;
+            let (cols, _tape) = self.embed_columns_recorded(chunk, true)?;
             parts.push(cols.iter().map(Tensor::detach).collect());
         }
         let vectors = (0..parts[0].len())
@@ -734,7 +751,7 @@ impl Session {
             if let (Some(rng), Some(pos)) = (&self.dropout, starts[k]) {
                 rng.set_position(pos);
             }
-            let (cols, recorded) = self.embed_columns_recorded(chunk, self.hand_backward)?;
+            let (cols, recorded) = self.embed_columns_recorded(chunk, true)?;
             #[cfg(debug_assertions)]
             for (col, cached) in cols.iter().zip(&vectors) {
                 // The replay must see the same dropout masks as the first pass.
@@ -762,7 +779,14 @@ impl Session {
     /// Backward from `loss`, through the encoder's hand-written pass when it was recorded.
     fn backward(&self, loss: &Tensor, recorded: Option<Recorded>) -> Result<Grads> {
         let mut grads = Grads::from(loss.backward()?);
-        if let Some((leaf, tape)) = recorded {
+        if let Some(Recorded::Lookups(lookups)) = &recorded {
+            for lookup in lookups {
+                if let Some(rows) = lookup.row_grad(&mut grads.dense)? {
+                    grads.add_rows(&lookup.table, rows)?;
+                }
+            }
+        }
+        if let Some(Recorded::Tape(leaf, tape)) = recorded {
             // The encoder's part of the backward pass, from the token vectors' gradient.
             let leaf = leaf.as_tensor();
             let grad_tokens = match grads.dense.remove(leaf) {
