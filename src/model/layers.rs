@@ -688,6 +688,10 @@ pub fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance:
 #[derive(Debug, Clone)]
 pub struct Embedding {
     weight: Tensor,
+    /// The row that gets no gradient in training (`torch.nn.Embedding`'s `padding_idx`). It
+    /// matters where the padding token is also a real one: Qwen3's end-of-text token, which ends
+    /// every text and is the one last-token pooling reads.
+    padding_idx: Option<u32>,
 }
 
 /// The gradient of a lookup table (a word-embedding matrix) that is zero outside the rows a
@@ -802,6 +806,8 @@ pub struct Lookup {
     ids: Vec<u32>,
     /// Those rows, as the variable the pass read them from.
     rows: candle_core::Var,
+    /// The table's row that gets no gradient.
+    padding_idx: Option<u32>,
 }
 
 impl Lookup {
@@ -814,10 +820,18 @@ impl Lookup {
         let Some(g) = grads.remove(self.rows.as_tensor()) else {
             return Ok(None);
         };
+        let width = g.dim(1)?;
+        let mut values: Vec<f32> = g.flatten_all()?.to_vec1()?;
+        if let Some(i) = self
+            .padding_idx
+            .and_then(|p| self.ids.binary_search(&p).ok())
+        {
+            values[i * width..(i + 1) * width].fill(0.0);
+        }
         Ok(Some(RowGrad {
-            width: g.dim(1)?,
+            width,
             rows: self.ids.clone(),
-            values: g.flatten_all()?.to_vec1()?,
+            values,
         }))
     }
 }
@@ -826,7 +840,14 @@ impl Embedding {
     pub fn load(vb: VarBuilder, n: usize, dim: usize) -> candle_core::Result<Self> {
         Ok(Self {
             weight: vb.get((n, dim), "weight")?,
+            padding_idx: None,
         })
+    }
+
+    /// The row that gets no gradient in training ([`Embedding::padding_idx`]).
+    pub fn padding_idx(mut self, row: Option<usize>) -> Self {
+        self.padding_idx = row.map(|r| r as u32);
+        self
     }
 
     /// `ids` of any shape -> `[..., dim]`. A training pass that collects its lookups
@@ -859,10 +880,23 @@ impl Embedding {
                     table: self.weight.clone(),
                     ids: distinct,
                     rows,
+                    padding_idx: self.padding_idx,
                 });
                 Ok(out)
             }
-            _ => w.index_select(&ids, 0)?.reshape(dims),
+            _ => {
+                let out = w.index_select(&ids, 0)?;
+                let out = match self.padding_idx {
+                    // The padding row's lookups read the table without its gradient.
+                    Some(p) if mode.grad => ids
+                        .ne(p)?
+                        .unsqueeze(1)?
+                        .broadcast_as(out.shape())?
+                        .where_cond(&out, &out.detach())?,
+                    _ => out,
+                };
+                out.reshape(dims)
+            }
         }
     }
 

@@ -23,6 +23,10 @@ use super::weights::CheckedWeights;
 pub struct ModernBertConfig {
     pub model_type: String,
     pub vocab_size: usize,
+    /// The word table's row that gets no gradient in training (`torch.nn.Embedding`'s
+    /// `padding_idx`, which the Hugging Face model sets from this).
+    #[serde(default)]
+    pub pad_token_id: Option<usize>,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -226,7 +230,8 @@ impl ModernBert {
         let (h, inter, eps) = (c.hidden_size, c.intermediate_size, c.norm_eps);
         let norm = |vb| LayerNorm::load_with_bias(vb, h, eps, c.norm_bias);
         let emb = vb.pp("embeddings");
-        let embed = Embedding::load(emb.pp("tok_embeddings"), c.vocab_size, h)?;
+        let embed =
+            Embedding::load(emb.pp("tok_embeddings"), c.vocab_size, h)?.padding_idx(c.pad_token_id);
         let embed_norm = norm(emb.pp("norm"))?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for (i, kind) in kinds.into_iter().enumerate() {

@@ -24,6 +24,10 @@ use super::weights::CheckedWeights;
 pub struct Qwen3Config {
     pub model_type: String,
     pub vocab_size: usize,
+    /// The word table's row that gets no gradient in training (`torch.nn.Embedding`'s
+    /// `padding_idx`, which the Hugging Face model sets from this).
+    #[serde(default)]
+    pub pad_token_id: Option<usize>,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -163,7 +167,8 @@ impl Qwen3 {
         let (h, d, eps) = (c.hidden_size, c.head_dim(), c.rms_norm_eps);
         let (qd, kvd) = (c.num_attention_heads * d, c.num_key_value_heads * d);
         let bias = c.attention_bias;
-        let embed = Embedding::load(vb.pp("embed_tokens"), c.vocab_size, h)?;
+        let embed =
+            Embedding::load(vb.pp("embed_tokens"), c.vocab_size, h)?.padding_idx(c.pad_token_id);
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let l = vb.pp("layers").pp(i);

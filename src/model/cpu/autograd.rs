@@ -12,31 +12,41 @@ use super::packed;
 
 /// `x · wᵀ` (`x` is `[m, k]`, `w` is `[n, k]`, both float32 on the CPU), differentiable in both.
 pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, Product)
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Product::Forward)
 }
 
 /// The slice of a contiguous float32 CPU operand, with its two dimensions.
-fn operand<'a>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<(&'a [f32], usize, usize)> {
+fn operand<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<(&'a [f32], usize, usize)> {
     let CpuStorage::F32(v) = s else {
-        candle_core::bail!("linear on the CPU kernels: {what} is not float32");
+        candle_core::bail!("linear on the CPU kernels: an operand is not float32");
     };
     let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("linear on the CPU kernels: {what} is not contiguous");
+        candle_core::bail!("linear on the CPU kernels: an operand is not contiguous");
     };
     let (r, c) = l.shape().dims2()?;
     Ok((&v[start..end], r, c))
 }
 
-/// `y = x · wᵀ`.
-struct Product;
+/// The three products of a linear layer `y = x · wᵀ` (`x` is `[m, k]`, `w` is `[n, k]`), each a
+/// candle operation on two row-major operands.
+#[derive(Clone, Copy)]
+enum Product {
+    /// `y = x · wᵀ` from `(x, w)`; differentiable, through the other two.
+    Forward,
+    /// `dx = dy · w` from `(dy, w)`.
+    InputGrad,
+    /// `dw = dyᵀ · x` from `(dy, x)`.
+    WeightGrad,
+}
 
 impl CustomOp2 for Product {
     fn name(&self) -> &'static str {
-        "linear-kernels"
+        match self {
+            Product::Forward => "linear-kernels",
+            Product::InputGrad => "linear-kernels-input-grad",
+            Product::WeightGrad => "linear-kernels-weight-grad",
+        }
     }
 
     fn cpu_fwd(
@@ -46,13 +56,28 @@ impl CustomOp2 for Product {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, m, k) = operand(s1, l1, "the input")?;
-        let (w, n, kw) = operand(s2, l2, "the weight")?;
-        if k != kw {
-            candle_core::bail!("linear on the CPU kernels: input [{m}, {k}], weight [{n}, {kw}]");
+        let (a, m, p) = operand(s1, l1)?;
+        let (b, q, r) = operand(s2, l2)?;
+        let fits = match self {
+            Product::Forward => p == r,
+            Product::InputGrad => p == q,
+            Product::WeightGrad => m == q,
+        };
+        if !fits {
+            candle_core::bail!("{}: operands [{m}, {p}] and [{q}, {r}]", self.name());
         }
-        let y = packed::product_wt_fresh(x, m, k, w, n);
-        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+        let (out, shape) = match self {
+            Product::Forward => (packed::product_wt_fresh(a, m, p, b, q), (m, q)),
+            Product::InputGrad => (
+                packed::product(Mat::rows(a, m, p), Mat::rows(b, q, r)),
+                (m, r),
+            ),
+            Product::WeightGrad => (
+                packed::product(Mat::rows(a, m, p).t(), Mat::rows(b, q, r)),
+                (p, r),
+            ),
+        };
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 
     fn bwd(
@@ -62,60 +87,13 @@ impl CustomOp2 for Product {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if !matches!(self, Product::Forward) {
+            candle_core::bail!("{}: no second derivative", self.name());
+        }
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(w, &InputGrad)?;
-        let dw = dy.apply_op2_no_bwd(x, &WeightGrad)?;
+        let dx = dy.apply_op2_no_bwd(w, &Product::InputGrad)?;
+        let dw = dy.apply_op2_no_bwd(x, &Product::WeightGrad)?;
         Ok((Some(dx), Some(dw)))
-    }
-}
-
-/// `dx = dy · w` (`dy` is `[m, n]`, `w` is `[n, k]`).
-struct InputGrad;
-
-impl CustomOp2 for InputGrad {
-    fn name(&self) -> &'static str {
-        "linear-kernels-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (dy, m, n) = operand(s1, l1, "the output's gradient")?;
-        let (w, nw, k) = operand(s2, l2, "the weight")?;
-        if n != nw {
-            candle_core::bail!("linear gradient: dy [{m}, {n}], weight [{nw}, {k}]");
-        }
-        let dx = packed::product(Mat::rows(dy, m, n), Mat::rows(w, n, k));
-        Ok((CpuStorage::F32(dx), Shape::from((m, k))))
-    }
-}
-
-/// `dw = dyᵀ · x` (`dy` is `[m, n]`, `x` is `[m, k]`).
-struct WeightGrad;
-
-impl CustomOp2 for WeightGrad {
-    fn name(&self) -> &'static str {
-        "linear-kernels-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (dy, m, n) = operand(s1, l1, "the output's gradient")?;
-        let (x, mx, k) = operand(s2, l2, "the input")?;
-        if m != mx {
-            candle_core::bail!("linear gradient: dy [{m}, {n}], input [{mx}, {k}]");
-        }
-        let dw = packed::product(Mat::rows(dy, m, n).t(), Mat::rows(x, m, k));
-        Ok((CpuStorage::F32(dw), Shape::from((n, k))))
     }
 }
 
