@@ -909,6 +909,15 @@ impl Embedding {
     }
 }
 
+/// The largest absolute difference between two tensors of one shape (for tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes");
+    (a - b)
+        .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar())
+        .expect("a difference of two tensors")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -973,15 +982,7 @@ mod tests {
         assert_eq!(train.kernels, Some(Precision::F32));
         let trained = lin.forward_mode(&x, train).unwrap();
         assert!(lin.prepared.lock().unwrap().is_none());
-        let exact = lin.forward(&x, true).unwrap();
-        let worst: f32 = (trained - exact)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let worst = max_abs_diff(&trained, &lin.forward(&x, true).unwrap());
         assert!(worst < 1e-5, "training pass: {worst}");
         assert_eq!(
             Mode::EVAL

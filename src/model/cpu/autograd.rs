@@ -132,15 +132,7 @@ mod tests {
                 .backward()
                 .unwrap();
             let close = |a: &Tensor, b: &Tensor, what: &str| {
-                assert_eq!(a.dims(), b.dims(), "{what} shape");
-                let d: f32 = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let d = crate::model::layers::max_abs_diff(a, b);
                 assert!(d < 1e-4, "{what} ({m}x{k}x{n}) differs by {d}");
             };
             close(&ours, &theirs, "product");
