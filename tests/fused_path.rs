@@ -154,10 +154,13 @@ fn a_trainable_model_drops_its_prepared_weights() {
         let t = enc.transformer();
         let live = t.forward_composed(&input, Mode::EVAL).unwrap();
         let got = t.forward(&input, Mode::EVAL).unwrap();
-        assert_eq!(
-            real_tokens(&got, &input.lengths),
-            real_tokens(&live, &input.lengths),
-            "{name}: inference after set_trainable runs on the live weights"
+        // On the kernels in float32, packed for each pass (the weights moved by 1%, far more
+        // than this bound).
+        assert_close(
+            &real_tokens(&got, &input.lengths),
+            &real_tokens(&live, &input.lengths),
+            1e-5,
+            &format!("{name}: inference after set_trainable runs on the live weights"),
         );
         let after = enc.encode(&SENTENCES, 8, &mut |_, _| {}).unwrap();
         assert_ne!(before, after, "{name}: the weights moved");

@@ -537,6 +537,7 @@ impl SentenceEncoder {
             grad: true,
             kernels: None,
             lookups: None,
+            fresh: false,
         };
         let out = self.after_transformer(leaf.as_tensor().clone(), input, mode)?;
         Ok(Some((out, leaf, tape)))
@@ -609,6 +610,7 @@ impl SentenceEncoder {
             grad: false,
             kernels: None,
             lookups: None,
+            fresh: false,
         };
         let copies = vec![&tokenized; k];
         let input = self.batch(&copies)?;

@@ -33,6 +33,9 @@ pub struct Mode<'a> {
     /// A training pass on the CPU that collects its table lookups, so that their gradients are
     /// taken as the rows the batch reached ([`Embedding::forward`]).
     pub lookups: Option<&'a Lookups>,
+    /// The weights change between passes (a model being trained, evaluated between steps): an
+    /// inference pass on the kernels packs them for each product and keeps nothing.
+    pub fresh: bool,
 }
 
 impl<'a> Mode<'a> {
@@ -42,6 +45,7 @@ impl<'a> Mode<'a> {
         grad: false,
         kernels: None,
         lookups: None,
+        fresh: false,
     };
 
     /// Training with dropout on.
@@ -51,6 +55,7 @@ impl<'a> Mode<'a> {
             grad: true,
             kernels: None,
             lookups: None,
+            fresh: false,
         }
     }
 
@@ -61,21 +66,28 @@ impl<'a> Mode<'a> {
             grad: true,
             kernels: None,
             lookups: None,
+            fresh: false,
         }
     }
 
     /// This pass with its linear layers on the CPU kernels where `device` is the CPU: a
-    /// training pass in float32; an inference pass (no graph, no dropout) at `precision` where
-    /// `allowed`.
-    pub fn with_kernels(self, precision: Precision, device: &Device, allowed: bool) -> Self {
-        let kernels = if !device.is_cpu() {
-            None
+    /// training pass in float32; an inference pass (no graph, no dropout) at `precision` on
+    /// weights prepared once where `prepare`, else in float32 on the live weights ([`Mode::fresh`]).
+    pub fn with_kernels(self, precision: Precision, device: &Device, prepare: bool) -> Self {
+        let (kernels, fresh) = if !device.is_cpu() || (!self.grad && self.dropout.is_some()) {
+            (None, false)
         } else if self.grad {
-            Some(Precision::F32)
+            (Some(Precision::F32), false)
+        } else if prepare {
+            (Some(precision), false)
         } else {
-            (allowed && self.dropout.is_none()).then_some(precision)
+            (Some(Precision::F32), true)
         };
-        Mode { kernels, ..self }
+        Mode {
+            kernels,
+            fresh,
+            ..self
+        }
     }
 
     /// This pass collecting its table lookups into `lookups`.
@@ -257,6 +269,7 @@ impl Linear {
 
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         match mode.kernels {
+            Some(_) if mode.fresh && on_kernels(x, mode) => self.forward_fresh(x),
             Some(precision) if on_kernels(x, mode) => self.forward_kernels(x, precision),
             Some(Precision::F32) if mode.grad && is_cpu_f32(x) && is_cpu_f32(&self.weight) => {
                 self.forward_trained(x)
@@ -341,10 +354,33 @@ impl Linear {
     /// [`Linear::forward`] of a training pass on the CPU: the product and its backward pass on
     /// the kernels (`cpu::autograd`), the bias added by candle.
     fn forward_trained(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.on_rows(x, |x| super::cpu::autograd::linear(x, &self.weight))
+    }
+
+    /// [`Linear::forward`] of an inference pass on the kernels on weights that change between
+    /// passes ([`Mode::fresh`]): packed for this product only, as in training.
+    fn forward_fresh(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.on_rows(x, |x| {
+            let (rows, k) = x.dims2()?;
+            let n = self.weight.dim(0)?;
+            let y = {
+                let (x, w) = (Data::of(x)?, Data::of(&self.weight)?);
+                super::cpu::packed::product_wt_fresh(x.get(), rows, k, w.get(), n)
+            };
+            Tensor::from_vec(y, (rows, n), x.device())
+        })
+    }
+
+    /// `product` (`[rows, in]` -> `[rows, out]`) on `x`'s rows, plus the bias, in `x`'s shape.
+    fn on_rows(
+        &self,
+        x: &Tensor,
+        product: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();
         let (n, k) = self.weight.dims2()?;
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = super::cpu::autograd::linear(&x.reshape((rows, k))?, &self.weight)?;
+        let y = product(&x.reshape((rows, k))?.contiguous()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -984,12 +1020,13 @@ mod tests {
         assert!(lin.prepared.lock().unwrap().is_none());
         let worst = max_abs_diff(&trained, &lin.forward(&x, true).unwrap());
         assert!(worst < 1e-5, "training pass: {worst}");
-        assert_eq!(
-            Mode::EVAL
-                .with_kernels(Precision::Int8, &dev, false)
-                .kernels,
-            None
-        );
+        // Inference on weights that change (a model being trained): float32, nothing prepared.
+        let live = Mode::EVAL.with_kernels(Precision::Int8, &dev, false);
+        assert_eq!((live.kernels, live.fresh), (Some(Precision::F32), true));
+        let got = lin.forward_mode(&x, live).unwrap();
+        assert!(lin.prepared.lock().unwrap().is_none());
+        let worst = max_abs_diff(&got, &lin.forward(&x, false).unwrap());
+        assert!(worst < 1e-5, "inference on live weights: {worst}");
     }
 
     /// The block-parallel draw gives the values one serial pass over the stream gives, and
