@@ -41,7 +41,7 @@ while len(texts) < n:
     add(rng.choice(base) + " " + rng.choice(base))
 print("\n".join(texts[:n]))
 PY
-export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 echo "corpus: sbert-tui..." >&2
 /usr/bin/time -f "%M" -o "$OUT/rss-corpus-rust" "$BIN" --model "$MODEL" --input "$CORPUS" > "$OUT/corpus-rust.json"
 echo "corpus: sentence-transformers..." >&2

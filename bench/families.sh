@@ -47,7 +47,7 @@ for i, row in enumerate(csv.DictReader(open("sample_data/stsb/sts-train.csv", en
     print(row["sentence1"].replace("\n", " "))
 PY
 head -64 "$OUT/sentences.txt" > "$OUT/sentences-64.txt"
-export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 for f in $FAMILIES; do
   M=$OUT/families/$f
   for p in f32 bf16 int8; do

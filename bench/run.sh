@@ -52,7 +52,7 @@ for i, row in enumerate(csv.DictReader(open("sample_data/stsb/sts-train.csv", en
         break
     print(row["sentence1"].replace("\n", " "))
 PY
-export RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 # Peak RSS in KiB into $1 (GNU time, else Python's getrusage of the child).
 if [ -x /usr/bin/time ]; then
   timed() { /usr/bin/time -f "%M" -o "$1" "${@:2}"; }

@@ -29,19 +29,27 @@ rust_i18n::i18n!("locales", fallback = "en");
 /// Tunes the process for this engine's threads and allocations ([`tune_allocator`], and candle's
 /// thread pool below). Call once, early, before other threads start.
 ///
-/// candle runs its element-wise operations on a pool of its own, whose threads spin for 25,000
-/// rounds after each task before they sleep. Between candle's operations, the families that
-/// compose them (T5, ModernBERT, Qwen3) run their products on our kernels' pool; on two cores,
-/// candle's spinning thread took a core from them: Sentence-T5-base sized, 1,000 sentences,
-/// float32 101 → 112 sentences/s, int8 234 → 291 with the spinning off (`bench/families.sh`).
-/// MiniLM training ran at the same speed either way. `CANDLE_BARRIER_POOL_SPIN_LIMIT` set by
-/// the user is kept.
+/// candle runs its element-wise operations (from 65,536 values) on a pool of its own, beside the
+/// rayon pool our kernels run on. The families that compose candle's operations (T5,
+/// ModernBERT, Qwen3) alternate between the two thousands of times a pass, and each hand-over
+/// woke a sleeping thread and waited for it. With candle's pool at one thread (the calling one),
+/// on two cores, alternating runs of `cargo bench --bench train` (batch 16):
+/// ModernBERT-base sized 0.34-0.36 → 0.41-0.44 steps/s, Sentence-T5-base 0.56-0.57 → 0.61-0.64,
+/// Qwen3-0.6B 0.107 → 0.120; encoding and the BERT family (whose passes are our kernels) the
+/// same either way. Before, its threads spun for 25,000 rounds after each task and took a core
+/// from the kernels (Sentence-T5-base sized, float32 101 → 112 sentences/s with the spinning
+/// off), hence the spin limit 0 should a user give it more threads. `CANDLE_NUM_THREADS` and
+/// `CANDLE_BARRIER_POOL_SPIN_LIMIT` set by the user are kept.
 pub fn tune_runtime() {
     tune_allocator();
-    const SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-    if std::env::var_os(SPIN).is_none() {
-        // SAFETY: called once at start-up, before any other thread reads the environment.
-        unsafe { std::env::set_var(SPIN, "0") };
+    for (name, value) in [
+        ("CANDLE_NUM_THREADS", "1"),
+        ("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0"),
+    ] {
+        if std::env::var_os(name).is_none() {
+            // SAFETY: called once at start-up, before any other thread reads the environment.
+            unsafe { std::env::set_var(name, value) };
+        }
     }
 }
 
