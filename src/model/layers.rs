@@ -112,7 +112,9 @@ impl<'a> Mode<'a> {
     }
 
     pub fn softmax_last_dim(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.grad {
+        if on_trained_kernels(x, *self) {
+            super::cpu::autograd::softmax_last_dim(x)
+        } else if self.grad {
             candle_nn::ops::softmax(x, D::Minus1)
         } else {
             candle_nn::ops::softmax_last_dim(x)
@@ -417,6 +419,12 @@ fn on_kernels(x: &Tensor, mode: Mode) -> bool {
     mode.kernels.is_some() && !mode.grad && is_cpu_f32(x)
 }
 
+/// Whether `x`'s next operation runs on the CPU kernels with its backward pass there
+/// (`cpu::autograd`): a training pass that asked for them, on a float32 CPU tensor.
+fn on_trained_kernels(x: &Tensor, mode: Mode) -> bool {
+    mode.kernels.is_some() && mode.grad && is_cpu_f32(x)
+}
+
 fn is_cpu_f32(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
@@ -547,6 +555,9 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        if on_trained_kernels(x, mode) {
+            return super::cpu::autograd::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
         if !mode.grad {
             // Fused kernel; no backward pass, so only in evaluation.
             return candle_nn::ops::layer_norm(
@@ -595,6 +606,9 @@ impl RmsNorm {
                 super::cpu::kernels::rms_norm_rows(rows, gamma.get(), eps)
             });
         }
+        if on_trained_kernels(x, mode) {
+            return super::cpu::autograd::rms_norm(x, &self.weight, self.eps);
+        }
         let hidden = x.dim(D::Minus1)? as f64;
         let var = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
         let normed = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
@@ -635,6 +649,28 @@ impl Activation {
             }
         }
         self.forward(x)
+    }
+
+    /// `act(a) ⊙ g` for the two halves `a`, `g` of `x`'s last dimension (GeGLU on one product's
+    /// output): for GELU and SiLU one pass on the CPU kernels (and one backward in training)
+    /// where the pass runs its linear layers there; the same values as the composition.
+    pub fn gated_halves(self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        let fused = matches!(self, Activation::Gelu | Activation::Silu);
+        if fused && mode.kernels.is_some() && is_cpu_f32(x) {
+            return super::cpu::autograd::gated_halves(x, self == Activation::Silu);
+        }
+        let half = x.dim(D::Minus1)? / 2;
+        self.forward_mode(&x.narrow(D::Minus1, 0, half)?, mode)?
+            * x.narrow(D::Minus1, half, half)?
+    }
+
+    /// `act(a) ⊙ g` (SwiGLU, a gated T5's feed-forward block), as [`Activation::gated_halves`].
+    pub fn gated(self, a: &Tensor, g: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        let fused = matches!(self, Activation::Gelu | Activation::Silu);
+        if fused && mode.kernels.is_some() && is_cpu_f32(a) && is_cpu_f32(g) {
+            return super::cpu::autograd::gated(a, g, self == Activation::Silu);
+        }
+        self.forward_mode(a, mode)? * g
     }
 
     pub fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -691,7 +727,9 @@ impl Rotary {
         mode: Mode,
     ) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
-        if mode.grad {
+        if on_trained_kernels(&x, mode) {
+            super::cpu::autograd::rotary(&x, cos, sin)
+        } else if mode.grad {
             candle_nn::rotary_emb::rope_slow(&x, cos, sin)
         } else {
             candle_nn::rotary_emb::rope(&x, cos, sin)

@@ -387,9 +387,7 @@ impl Transformer for ModernBert {
             // GeGLU: act(input) * gate, the two halves of Wi.
             let normed = layer.mlp_norm.forward(&x, mode)?;
             let wi = layer.wi.forward_mode(&normed, mode)?;
-            let inter = c.intermediate_size;
-            let hidden = (self.act.forward_mode(&wi.narrow(2, 0, inter)?, mode)?
-                * wi.narrow(2, inter, inter)?)?;
+            let hidden = self.act.gated_halves(&wi, mode)?;
             let hidden = mode.dropout(&hidden, c.mlp_dropout)?;
             x = (x + layer.mlp_wo.forward_mode(&hidden, mode)?)?;
         }

@@ -304,10 +304,11 @@ impl Transformer for Qwen3 {
             x = (x + layer.o.forward_mode(&ctx, mode)?)?;
             // SwiGLU.
             let normed = layer.post_norm.forward(&x, mode)?;
-            let hidden = (self
-                .act
-                .forward_mode(&layer.gate.forward_mode(&normed, mode)?, mode)?
-                * layer.up.forward_mode(&normed, mode)?)?;
+            let hidden = self.act.gated(
+                &layer.gate.forward_mode(&normed, mode)?,
+                &layer.up.forward_mode(&normed, mode)?,
+                mode,
+            )?;
             x = (x + layer.down.forward_mode(&hidden, mode)?)?;
         }
         self.norm.forward(&x, mode)

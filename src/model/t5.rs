@@ -397,12 +397,11 @@ impl Attention {
 
 impl FeedForward {
     fn forward(&self, x: &Tensor, dropout: f64, mode: Mode) -> candle_core::Result<Tensor> {
-        let mut hidden = self
-            .act
-            .forward_mode(&self.wi.forward_mode(x, mode)?, mode)?;
-        if let Some(g) = &self.gate {
-            hidden = (hidden * g.forward_mode(x, mode)?)?;
-        }
+        let a = self.wi.forward_mode(x, mode)?;
+        let hidden = match &self.gate {
+            Some(g) => self.act.gated(&a, &g.forward_mode(x, mode)?, mode)?,
+            None => self.act.forward_mode(&a, mode)?,
+        };
         let hidden = mode.dropout(&hidden, dropout)?;
         self.wo.forward_mode(&hidden, mode)
     }

@@ -1,14 +1,23 @@
-//! The linear layer's product as a candle operation with its backward pass, both on the CPU
-//! kernels: how the families without a hand-written backward pass (T5, ModernBERT, Qwen3) train
-//! on the CPU. candle's own `matmul` runs on `gemm` and its backward pass goes through
-//! transposed copies; here the forward product packs the weight as the BERT family's training
-//! pass does (`packed::product_wt_fresh`), and the gradients are `dy · w` and `dyᵀ · x` on the
-//! same kernels (`packed::product`), each written once into a new buffer.
+//! candle operations with their backward passes on the CPU kernels: how the families without a
+//! hand-written backward pass (T5, ModernBERT, Qwen3) train on the CPU.
+//!
+//! - The linear layer's product ([`linear`]). candle's own `matmul` runs on `gemm` and its
+//!   backward pass goes through transposed copies; here the forward product packs the weight as
+//!   the BERT family's training pass does (`packed::product_wt_fresh`), and the gradients are
+//!   `dy · w` and `dyᵀ · x` on the same kernels (`packed::product`), each written once into a
+//!   new buffer.
+//! - Row operations: layer norm, RMS norm, softmax, the gated activations (GeGLU, SwiGLU) and
+//!   rotary positions. candle composes each from five to a dozen element-wise operations, and
+//!   its autograd walks each of them back with as many more (a ModernBERT layer norm: eleven
+//!   operations forward, about thirty backward, each a pass over the activations). Here each is
+//!   one pass forward and one backward, over blocks of rows on the kernels' threads.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
-use super::kernels::Mat;
+use super::kernels::{self, Mat};
 use super::packed;
+use super::prepared::Data;
 
 /// `x · wᵀ` (`x` is `[m, k]`, `w` is `[n, k]`, both float32 on the CPU), differentiable in both.
 pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
@@ -97,10 +106,451 @@ impl CustomOp2 for Product {
     }
 }
 
+/// The values of a contiguous float32 CPU operand.
+fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op} on the CPU kernels: an operand is not float32");
+    };
+    let Some((start, end)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op} on the CPU kernels: an operand is not contiguous");
+    };
+    Ok(&v[start..end])
+}
+
+/// Rows per task of a row operation.
+const ROWS_PER_TASK: usize = 32;
+
+/// `f(first row, rows of out)` over blocks of `width`-wide rows of `out`, on the kernels' threads
+/// where there is enough work; the blocks' results in order.
+fn row_blocks<R: Send>(
+    out: &mut [f32],
+    width: usize,
+    f: impl Fn(usize, &mut [f32]) -> R + Sync,
+) -> Vec<R> {
+    let block = ROWS_PER_TASK * width.max(1);
+    if out.len() < 2 * block || kernels::threads() < 2 {
+        return vec![f(0, out)];
+    }
+    out.par_chunks_mut(block)
+        .enumerate()
+        .map(|(i, rows)| f(i * ROWS_PER_TASK, rows))
+        .collect()
+}
+
+/// Sums per-block partial sums of one length.
+fn add_up(parts: Vec<Vec<f32>>) -> Vec<f32> {
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next().unwrap_or_default();
+    for p in parts {
+        for (s, v) in sum.iter_mut().zip(p) {
+            *s += v;
+        }
+    }
+    sum
+}
+
+fn new_tensor(v: Vec<f32>, like: &Tensor) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(v, like.shape(), like.device())
+}
+
+/// Layer norm over the last dimension (`x` float32 on the CPU), differentiable in `x`, `gamma`
+/// and `beta`.
+pub fn layer_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?
+        .apply_op3(gamma, beta, LayerNorm { eps: eps as f32 })
+}
+
+struct LayerNorm {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm-kernels"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (
+            values(s1, l1, self.name())?,
+            values(s2, l2, self.name())?,
+            values(s3, l3, self.name())?,
+        );
+        let h = gamma.len();
+        if beta.len() != h || l1.dims().last() != Some(&h) {
+            candle_core::bail!("{}: input {:?}, weight {h}", self.name(), l1.dims());
+        }
+        let mut y = x.to_vec();
+        row_blocks(&mut y, h, |_, rows| {
+            kernels::layer_norm_rows(rows, gamma, beta, self.eps)
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let h = gamma.dim(0)?;
+        let dy = dy.contiguous()?;
+        let (xs, dys, g) = (Data::of(x)?, Data::of(&dy)?, Data::of(gamma)?);
+        let (xs, dys, g) = (xs.get(), dys.get(), g.get());
+        let mut dx = vec![0f32; xs.len()];
+        let parts = row_blocks(&mut dx, h, |first, dx| {
+            let (lo, n) = (first * h, dx.len());
+            let rows = n / h;
+            let (mut xhat, mut inv, mut scratch) = (vec![0f32; n], vec![0f32; rows], vec![0f32; n]);
+            kernels::layer_norm_save(
+                &xs[lo..lo + n],
+                g,
+                &vec![0f32; h],
+                self.eps,
+                &mut scratch,
+                &mut xhat,
+                &mut inv,
+            );
+            let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
+            kernels::layer_norm_backward(&dys[lo..lo + n], &xhat, &inv, g, dx, &mut dg, &mut db);
+            (dg, db)
+        });
+        let (dg, db): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        Ok((
+            Some(new_tensor(dx, x)?),
+            Some(new_tensor(add_up(dg), gamma)?),
+            Some(new_tensor(add_up(db), gamma)?),
+        ))
+    }
+}
+
+/// RMS norm over the last dimension (`x / sqrt(mean(x²) + eps) · gamma`, `x` float32 on the
+/// CPU), differentiable in `x` and `gamma`.
+pub fn rms_norm(x: &Tensor, gamma: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(gamma, RmsNorm { eps: eps as f32 })
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm-kernels"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, gamma) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
+        let h = gamma.len();
+        if l1.dims().last() != Some(&h) {
+            candle_core::bail!("{}: input {:?}, weight {h}", self.name(), l1.dims());
+        }
+        let mut y = x.to_vec();
+        row_blocks(&mut y, h, |_, rows| {
+            kernels::rms_norm_rows(rows, gamma, self.eps)
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let h = gamma.dim(0)?;
+        let dy = dy.contiguous()?;
+        let (xs, dys, g) = (Data::of(x)?, Data::of(&dy)?, Data::of(gamma)?);
+        let (xs, dys, g) = (xs.get(), dys.get(), g.get());
+        let mut dx = vec![0f32; xs.len()];
+        let parts = row_blocks(&mut dx, h, |first, dx| {
+            let (lo, n) = (first * h, dx.len());
+            let mut dg = vec![0f32; h];
+            kernels::rms_norm_backward(&xs[lo..lo + n], &dys[lo..lo + n], g, self.eps, dx, &mut dg);
+            dg
+        });
+        Ok((
+            Some(new_tensor(dx, x)?),
+            Some(new_tensor(add_up(parts), gamma)?),
+        ))
+    }
+}
+
+/// Softmax over the last dimension (`x` float32 on the CPU), differentiable.
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax-kernels"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = values(s, l, self.name())?;
+        let w = *l.dims().last().unwrap_or(&1);
+        let mut y = x.to_vec();
+        row_blocks(&mut y, w, |_, rows| {
+            rows.chunks_exact_mut(w.max(1))
+                .for_each(kernels::softmax_row)
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let w = y.dim(D::Minus1)?;
+        let dy = dy.contiguous()?;
+        let (ys, dys) = (Data::of(y)?, Data::of(&dy)?);
+        let (ys, dys) = (ys.get(), dys.get());
+        let mut dx = vec![0f32; ys.len()];
+        row_blocks(&mut dx, w, |first, dx| {
+            let (lo, n) = (first * w, dx.len());
+            kernels::softmax_backward(&ys[lo..lo + n], &dys[lo..lo + n], dx, w)
+        });
+        Ok(Some(new_tensor(dx, y)?))
+    }
+}
+
+/// A gated activation of two halves: `act(a) ⊙ g` where `a` and `g` are the first and second
+/// halves of `x`'s last dimension (ModernBERT's GeGLU on its `Wi`), `x` float32 on the CPU;
+/// SiLU where `silu`, else the exact GELU. Differentiable.
+pub fn gated_halves(x: &Tensor, silu: bool) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(GatedHalves { silu })
+}
+
+struct GatedHalves {
+    silu: bool,
+}
+
+impl CustomOp1 for GatedHalves {
+    fn name(&self) -> &'static str {
+        "gated-halves-kernels"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = values(s, l, self.name())?;
+        let mut dims = l.dims().to_vec();
+        let w = dims.last().copied().unwrap_or(0);
+        if w % 2 != 0 {
+            candle_core::bail!("{}: an odd last dimension {w}", self.name());
+        }
+        let half = w / 2;
+        *dims.last_mut().expect("checked") = half;
+        let mut y = vec![0f32; x.len() / 2];
+        row_blocks(&mut y, half, |first, out| {
+            for (i, out) in out.chunks_exact_mut(half.max(1)).enumerate() {
+                let row = &x[(first + i) * w..(first + i + 1) * w];
+                kernels::gated(&row[..half], &row[half..], out, self.silu);
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let w = x.dim(D::Minus1)?;
+        let half = w / 2;
+        let dy = dy.contiguous()?;
+        let (xs, dys) = (Data::of(x)?, Data::of(&dy)?);
+        let (xs, dys) = (xs.get(), dys.get());
+        let mut dx = vec![0f32; xs.len()];
+        row_blocks(&mut dx, w, |first, dx| {
+            for (i, d) in dx.chunks_exact_mut(w.max(1)).enumerate() {
+                let r = first + i;
+                let row = &xs[r * w..(r + 1) * w];
+                let (da, dg) = d.split_at_mut(half);
+                let dy = &dys[r * half..(r + 1) * half];
+                kernels::gated_backward(&row[..half], &row[half..], dy, da, dg, self.silu);
+            }
+        });
+        Ok(Some(new_tensor(dx, x)?))
+    }
+}
+
+/// A gated activation `act(a) ⊙ g` of two tensors of one shape (Qwen3's SwiGLU), float32 on the
+/// CPU; SiLU where `silu`, else the exact GELU. Differentiable in both.
+pub fn gated(a: &Tensor, g: &Tensor, silu: bool) -> candle_core::Result<Tensor> {
+    a.contiguous()?.apply_op2(&g.contiguous()?, Gated { silu })
+}
+
+struct Gated {
+    silu: bool,
+}
+
+impl CustomOp2 for Gated {
+    fn name(&self) -> &'static str {
+        "gated-kernels"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, g) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
+        if l1.dims() != l2.dims() {
+            candle_core::bail!(
+                "{}: shapes {:?} and {:?}",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let w = *l1.dims().last().unwrap_or(&1);
+        let mut y = vec![0f32; a.len()];
+        row_blocks(&mut y, w, |first, out| {
+            let (lo, n) = (first * w, out.len());
+            kernels::gated(&a[lo..lo + n], &g[lo..lo + n], out, self.silu)
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        g: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let w = a.dim(D::Minus1)?;
+        let dy = dy.contiguous()?;
+        let (av, gv, dys) = (Data::of(a)?, Data::of(g)?, Data::of(&dy)?);
+        let (av, gv, dys) = (av.get(), gv.get(), dys.get());
+        let n = av.len();
+        let (mut da, mut dg) = (vec![0f32; n], vec![0f32; n]);
+        let block = ROWS_PER_TASK * w.max(1);
+        if n < 2 * block || kernels::threads() < 2 {
+            kernels::gated_backward(av, gv, dys, &mut da, &mut dg, self.silu);
+        } else {
+            da.par_chunks_mut(block)
+                .zip(dg.par_chunks_mut(block))
+                .enumerate()
+                .for_each(|(i, (da, dg))| {
+                    let (lo, m) = (i * block, da.len());
+                    let (a, g, dy) = (&av[lo..lo + m], &gv[lo..lo + m], &dys[lo..lo + m]);
+                    kernels::gated_backward(a, g, dy, da, dg, self.silu);
+                });
+        }
+        Ok((Some(new_tensor(da, a)?), Some(new_tensor(dg, g)?)))
+    }
+}
+
+/// Rotary positions (`rotate_half` layout) on `x` (`[..., seq, dim]`, float32 on the CPU) with
+/// `cos` and `sin` of `[seq, dim / 2]`: `x · cos + rotate_half(x) · sin`, as
+/// `candle_nn::rotary_emb::rope_slow` composes it. Differentiable in `x` (the backward pass is
+/// the rotation the other way).
+pub fn rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+        Rotate { inverse: false },
+    )
+}
+
+struct Rotate {
+    /// Rotates by minus the angle (the backward pass).
+    inverse: bool,
+}
+
+impl CustomOp3 for Rotate {
+    fn name(&self) -> &'static str {
+        "rotary-kernels"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, cos, sin) = (
+            values(s1, l1, self.name())?,
+            values(s2, l2, self.name())?,
+            values(s3, l3, self.name())?,
+        );
+        let dims = l1.dims();
+        let (seq, half) = l2.shape().dims2()?;
+        if dims.len() < 2
+            || dims[dims.len() - 1] != 2 * half
+            || dims[dims.len() - 2] != seq
+            || l3.dims() != l2.dims()
+        {
+            candle_core::bail!(
+                "{}: input {dims:?}, cos and sin [{seq}, {half}]",
+                self.name()
+            );
+        }
+        let d = 2 * half;
+        let sign = if self.inverse { -1.0 } else { 1.0 };
+        let mut y = vec![0f32; x.len()];
+        row_blocks(&mut y, d, |first, out| {
+            for (i, out) in out.chunks_exact_mut(d.max(1)).enumerate() {
+                let r = first + i;
+                let p = r % seq;
+                let (c, s) = (
+                    &cos[p * half..(p + 1) * half],
+                    &sin[p * half..(p + 1) * half],
+                );
+                let (x1, x2) = x[r * d..(r + 1) * d].split_at(half);
+                let (o1, o2) = out.split_at_mut(half);
+                for j in 0..half {
+                    let s = sign * s[j];
+                    o1[j] = x1[j] * c[j] - x2[j] * s;
+                    o2[j] = x2[j] * c[j] + x1[j] * s;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let inverse = Rotate {
+            inverse: !self.inverse,
+        };
+        let dx = dy.contiguous()?.apply_op3_no_bwd(cos, sin, &inverse)?;
+        Ok((Some(dx), None, None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{D, Device, Var};
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
@@ -143,6 +593,115 @@ mod tests {
                 );
                 close(a, b, "gradient");
             }
+        }
+    }
+
+    /// `ours` and `theirs` (candle's composition) on the same variables: values, and the
+    /// gradients of `Σ out ⊙ up` for each variable, within `tol` of each other.
+    fn same_op(
+        what: &str,
+        vars: &[Var],
+        ours: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+        theirs: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+        tol: f32,
+    ) {
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let (a, b) = (ours(&ts).unwrap(), theirs(&ts).unwrap());
+        let up = Tensor::from_vec(values(a.elem_count(), 9), a.shape(), a.device()).unwrap();
+        let d = crate::model::layers::max_abs_diff(&a, &b);
+        assert!(d < tol, "{what}: values differ by {d}");
+        let ga = (&a * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (&b * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        for (i, v) in vars.iter().enumerate() {
+            let (x, y) = (ga.get(v.as_tensor()), gb.get(v.as_tensor()));
+            match (x, y) {
+                (Some(x), Some(y)) => {
+                    let d = crate::model::layers::max_abs_diff(x, y);
+                    assert!(d < tol, "{what}: gradient {i} differs by {d}");
+                }
+                (x, y) => panic!(
+                    "{what}: gradient {i} present {} and {}",
+                    x.is_some(),
+                    y.is_some()
+                ),
+            }
+        }
+    }
+
+    /// Every row operation equals candle's composition, values and gradients, on 150 rows
+    /// (in blocks on the threads where there are two) and on 5 (one block).
+    #[test]
+    fn row_operations_equal_candles_compositions() {
+        let dev = Device::Cpu;
+        for rows in [5usize, 150] {
+            let (b, seq, h) = (rows / 5, 5, 24);
+            let var = |dims: &[usize], seed| {
+                let n = dims.iter().product();
+                Var::from_vec(values(n, seed), dims, &dev).unwrap()
+            };
+            let x = var(&[b, seq, h], 1);
+            let gamma = var(&[h], 2);
+            let beta = var(&[h], 3);
+            same_op(
+                "layer norm",
+                &[x.clone(), gamma.clone(), beta.clone()],
+                |t| layer_norm(&t[0], &t[1], &t[2], 1e-5),
+                |t| candle_nn::ops::layer_norm_slow(&t[0], &t[1], &t[2], 1e-5),
+                1e-4,
+            );
+            same_op(
+                "rms norm",
+                &[x.clone(), gamma.clone()],
+                |t| rms_norm(&t[0], &t[1], 1e-6),
+                |t| candle_nn::ops::rms_norm_slow(&t[0], &t[1], 1e-6),
+                1e-4,
+            );
+            same_op(
+                "softmax",
+                std::slice::from_ref(&x),
+                |t| softmax_last_dim(&t[0]),
+                |t| candle_nn::ops::softmax(&t[0], D::Minus1),
+                1e-5,
+            );
+            for silu in [false, true] {
+                let act = |t: &Tensor| if silu { t.silu() } else { t.gelu_erf() };
+                same_op(
+                    "gated halves",
+                    std::slice::from_ref(&x),
+                    |t| gated_halves(&t[0], silu),
+                    |t| act(&t[0].narrow(2, 0, h / 2)?)? * t[0].narrow(2, h / 2, h / 2)?,
+                    1e-5,
+                );
+                let g = var(&[b, seq, h], 4);
+                same_op(
+                    "gated",
+                    &[x.clone(), g],
+                    |t| gated(&t[0], &t[1], silu),
+                    |t| act(&t[0])? * &t[1],
+                    1e-5,
+                );
+            }
+            let heads = var(&[b, 2, seq, h], 5);
+            let angle = |i: usize| (i as f32 * 0.37).sin();
+            let cos = Tensor::from_vec(
+                (0..seq * h / 2).map(|i| angle(i).cos()).collect(),
+                (seq, h / 2),
+                &dev,
+            )
+            .unwrap();
+            let sin = Tensor::from_vec(
+                (0..seq * h / 2).map(|i| angle(i).sin()).collect(),
+                (seq, h / 2),
+                &dev,
+            )
+            .unwrap();
+            same_op(
+                "rotary",
+                &[heads],
+                |t| rotary(&t[0], &cos, &sin),
+                |t| candle_nn::rotary_emb::rope_slow(&t[0], &cos, &sin),
+                1e-5,
+            );
         }
     }
 }

@@ -1055,6 +1055,102 @@ fn layer_norm_backward_generic(
     }
 }
 
+/// Backward of [`rms_norm_rows_generic`] for rows of `gamma.len()` values: `dx` from `dy`
+/// (recomputing each row's scale from `x`); `dgamma` accumulates `dy ⊙ x̂`.
+#[inline(always)]
+fn rms_norm_backward_generic(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+) {
+    let h = gamma.len();
+    let n = h as f32;
+    for ((x, dy), dx) in x
+        .chunks_exact(h)
+        .zip(dy.chunks_exact(h))
+        .zip(dx.chunks_exact_mut(h))
+    {
+        let inv = 1.0 / (dot_generic(x, x) / n + eps).sqrt();
+        // dx temporarily holds dx̂ = dy ⊙ γ; the mean of dx̂ ⊙ x̂ is inv · mean(dx̂ ⊙ x).
+        for ((d, y), g) in dx.iter_mut().zip(dy).zip(gamma) {
+            *d = y * g;
+        }
+        for ((dg, y), v) in dgamma.iter_mut().zip(dy).zip(x) {
+            *dg = (y * v).mul_add(inv, *dg);
+        }
+        let mean = dot_generic(dx, x) / n * inv;
+        for (d, v) in dx.iter_mut().zip(x) {
+            *d = inv * (*d - v * inv * mean);
+        }
+    }
+}
+
+/// Backward of a softmax over rows of `width` values: `dx = y ⊙ (dy - Σ dy ⊙ y)` per row.
+#[inline(always)]
+fn softmax_backward_generic(y: &[f32], dy: &[f32], dx: &mut [f32], width: usize) {
+    for ((y, dy), dx) in y
+        .chunks_exact(width)
+        .zip(dy.chunks_exact(width))
+        .zip(dx.chunks_exact_mut(width))
+    {
+        let s = dot_generic(dy, y);
+        for ((d, g), p) in dx.iter_mut().zip(dy).zip(y) {
+            *d = p * (g - s);
+        }
+    }
+}
+
+/// SiLU and its derivative: `(x σ(x), σ(x) (1 + x (1 - σ(x))))`.
+#[inline(always)]
+pub fn silu_and_grad(x: f32) -> (f32, f32) {
+    let sig = 1.0 / (1.0 + exp(-x));
+    (x * sig, sig * (1.0 + x * (1.0 - sig)))
+}
+
+/// A gated activation `out = act(a) ⊙ g` (GeGLU, SwiGLU), elementwise; `silu` picks SiLU,
+/// else the exact GELU.
+#[inline(always)]
+fn gated_generic(a: &[f32], g: &[f32], out: &mut [f32], silu: bool) {
+    for ((o, a), g) in out.iter_mut().zip(a).zip(g) {
+        let act = if silu {
+            *a / (1.0 + exp(-*a))
+        } else {
+            gelu_erf(*a)
+        };
+        *o = act * g;
+    }
+}
+
+/// Backward of [`gated_generic`]: `da = dy ⊙ g ⊙ act'(a)`, `dg = dy ⊙ act(a)`.
+#[inline(always)]
+fn gated_backward_generic(
+    a: &[f32],
+    g: &[f32],
+    dy: &[f32],
+    da: &mut [f32],
+    dg: &mut [f32],
+    silu: bool,
+) {
+    for ((((a, g), dy), da), dg) in a
+        .iter()
+        .zip(g)
+        .zip(dy)
+        .zip(da.iter_mut())
+        .zip(dg.iter_mut())
+    {
+        let (act, grad) = if silu {
+            silu_and_grad(*a)
+        } else {
+            gelu_erf_and_grad(*a)
+        };
+        *da = dy * g * grad;
+        *dg = dy * act;
+    }
+}
+
 /// Where [`small_matmul_wt`] writes: a raw view of the output, so that threads can fill
 /// disjoint columns of the same rows.
 #[derive(Clone, Copy)]
@@ -1498,6 +1594,36 @@ dispatch!(
         dgamma: &mut [f32],
         dbeta: &mut [f32]
     ) => layer_norm_backward_generic
+);
+dispatch!(
+    /// Backward of [`rms_norm_rows`]; `dgamma` accumulates.
+    pub fn rms_norm_backward(
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        eps: f32,
+        dx: &mut [f32],
+        dgamma: &mut [f32]
+    ) => rms_norm_backward_generic
+);
+dispatch!(
+    /// Backward of a softmax over rows of `width` values.
+    pub fn softmax_backward(y: &[f32], dy: &[f32], dx: &mut [f32], width: usize) => softmax_backward_generic
+);
+dispatch!(
+    /// `out = act(a) ⊙ g`, SiLU where `silu`, else exact GELU.
+    pub fn gated(a: &[f32], g: &[f32], out: &mut [f32], silu: bool) => gated_generic
+);
+dispatch!(
+    /// Backward of [`gated`].
+    pub fn gated_backward(
+        a: &[f32],
+        g: &[f32],
+        dy: &[f32],
+        da: &mut [f32],
+        dg: &mut [f32],
+        silu: bool
+    ) => gated_backward_generic
 );
 dispatch!(
     /// `grad = gelu'(x)` and `x = gelu(x)` (exact GELU) in one pass.
