@@ -7,7 +7,7 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
-use sbert_tui::model::{LoadOptions, Mode, SentenceEncoder};
+use sbert_tui::model::{DropoutRng, LoadOptions, Mode, SentenceEncoder};
 
 const SENTENCES: [&str; 7] = [
     "short",
@@ -186,11 +186,20 @@ fn training_on_the_kernels_has_the_compositions_gradients() {
         let items: Vec<_> = tokenized.iter().collect();
         let input = enc.batch(&items).unwrap();
         let t = enc.transformer();
-        // A loss that weighs every output differently, so that no gradient is a plain sum.
+        // A loss that weighs every real token's output differently, so that no gradient is a
+        // plain sum. Padding outputs get no weight, as in every pooling: a training pass on the
+        // kernels computes the real tokens alone (`Packing`).
         let loss = |out: &Tensor| {
-            let n = out.elem_count();
-            let w: Vec<f32> = (0..n)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            let (seq, h) = (out.dim(1).unwrap(), out.dim(2).unwrap());
+            let w: Vec<f32> = (0..out.elem_count())
+                .map(|i| {
+                    let (row, pos) = (i / (seq * h), i / h % seq);
+                    if pos < input.lengths[row] {
+                        ((i * 37 % 101) as f32 - 50.0) / 50.0
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let w = Tensor::from_vec(w, out.shape(), out.device()).unwrap();
             (out * w).unwrap().sum_all().unwrap()
@@ -244,5 +253,49 @@ fn training_on_the_kernels_has_the_compositions_gradients() {
                 "{name}: a weight's gradient differs by {diff} (scale {scale})"
             );
         }
+    }
+}
+
+/// With dropout on, a training pass on the kernels (the real tokens alone, `Packing`) draws the
+/// masks the padded composition draws: the same outputs at every real token, and the generator
+/// left at the same place. Tiny T5 has dropout 0.1 at six places a block.
+#[test]
+fn training_on_the_kernels_draws_the_compositions_dropout() {
+    for name in ["tiny-t5-st", "tiny-t5-encdec-st"] {
+        let mut enc = SentenceEncoder::load(&fixture(name), &LoadOptions::default()).unwrap();
+        enc.set_trainable();
+        let tokenized = enc.tokenize(&SENTENCES).unwrap();
+        let items: Vec<_> = tokenized.iter().collect();
+        let input = enc.batch(&items).unwrap();
+        let (short, long) = (input.lengths.iter().min(), input.lengths.iter().max());
+        assert!(short < long, "{name}: the batch has padding");
+        let t = enc.transformer();
+        let (ours_rng, theirs_rng) = (DropoutRng::new(11), DropoutRng::new(11));
+        let ours = t.forward(&input, Mode::train(&ours_rng)).unwrap();
+        let theirs = t
+            .forward_composed(&input, Mode::train(&theirs_rng))
+            .unwrap();
+        assert_close(
+            &real_tokens(&ours, &input.lengths),
+            &real_tokens(&theirs, &input.lengths),
+            1e-5,
+            name,
+        );
+        assert_eq!(ours_rng.position(), theirs_rng.position(), "{name}");
+        let plain = t
+            .forward_composed(&input, Mode::train_without_dropout())
+            .unwrap();
+        assert!(
+            (&plain - &theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 1e-3,
+            "{name}: dropout changed the outputs"
+        );
     }
 }

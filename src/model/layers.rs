@@ -122,6 +122,89 @@ impl<'a> Mode<'a> {
     }
 }
 
+/// The real tokens of a right-padded batch `[b, seq]`. A training pass on the CPU kernels runs
+/// its row operations (norms, linear layers, activations, dropout) on these alone, `[tokens,
+/// width]`, and only attention on the padded layout: random batches of STS-B sentences are more
+/// than half padding, which the padded layout multiplies through every product. The real
+/// tokens get the same values and gradients either way (padding keys are masked, padding
+/// queries read by nothing), and dropout the same masks ([`Packing::dropout`]). In other passes,
+/// and for a batch without padding, the layout stays padded and every method is the identity.
+pub struct Packing {
+    /// Row `i * seq + j` (`[b * seq]` flattened) of each real token, in order; `None`: padded.
+    index: Option<Arc<Vec<u32>>>,
+    b: usize,
+    seq: usize,
+}
+
+impl Packing {
+    /// The padded layout, whatever the pass.
+    pub fn padded() -> Self {
+        Self {
+            index: None,
+            b: 0,
+            seq: 0,
+        }
+    }
+
+    /// For a pass over token `ids` (`[b, seq]`) whose rows have `lengths` real tokens.
+    pub fn new(ids: &Tensor, lengths: &[usize], mode: Mode) -> candle_core::Result<Self> {
+        let (b, seq) = ids.dims2()?;
+        let real: usize = lengths.iter().map(|&l| l.min(seq)).sum();
+        let packs = mode.grad && mode.kernels.is_some() && ids.device().is_cpu();
+        let index = (packs && real < b * seq).then(|| {
+            Arc::new(
+                lengths
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, &len)| (0..len.min(seq)).map(move |j| (i * seq + j) as u32))
+                    .collect(),
+            )
+        });
+        Ok(Self { index, b, seq })
+    }
+
+    /// `x` (`[b, seq, width]`) as the pass's rows: `[tokens, width]` where packed.
+    pub fn pack(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.index {
+            None => Ok(x.clone()),
+            Some(index) => {
+                let w = x.dim(D::Minus1)?;
+                super::cpu::autograd::gather_rows(&x.reshape((self.b * self.seq, w))?, index)
+            }
+        }
+    }
+
+    /// The pass's rows `x` as `[b, seq, width]`, zeros at the padding where packed.
+    pub fn unpack(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.index {
+            None => Ok(x.clone()),
+            Some(index) => {
+                let w = x.dim(D::Minus1)?;
+                super::cpu::autograd::scatter_rows(x, index, self.b * self.seq)?
+                    .reshape((self.b, self.seq, w))
+            }
+        }
+    }
+
+    /// [`Mode::dropout`] of the pass's rows `x`: where packed, the real tokens' rows of the mask
+    /// the padded layout draws (the same stream, the same values at every real token).
+    pub fn dropout(&self, mode: Mode, x: &Tensor, p: f64) -> candle_core::Result<Tensor> {
+        match (&self.index, mode.dropout) {
+            (Some(index), Some(rng)) if p > 0.0 => {
+                let w = x.dim(D::Minus1)?;
+                let all = rng.mask_values(self.b * self.seq * w, p)?;
+                let mut mask = Vec::with_capacity(index.len() * w);
+                for &r in index.iter() {
+                    let r = r as usize;
+                    mask.extend_from_slice(&all[r * w..(r + 1) * w]);
+                }
+                x * Tensor::from_vec(mask, x.shape(), x.device())?
+            }
+            _ => mode.dropout(x, p),
+        }
+    }
+}
+
 /// Seeded generator for dropout masks, so a run is reproducible on CPU.
 pub struct DropoutRng(Mutex<ChaCha8Rng>);
 

@@ -13,7 +13,9 @@ use candle_nn::VarMap;
 use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
-use super::layers::{Activation, Embedding, LayerNorm, Linear, LinearKernels, Mode, Rotary};
+use super::layers::{
+    Activation, Embedding, LayerNorm, Linear, LinearKernels, Mode, Packing, Rotary,
+};
 use super::transformer::{EncoderInput, KernelSettings, Transformer};
 use super::weights::CheckedWeights;
 
@@ -350,8 +352,14 @@ impl Transformer for ModernBert {
         let local = self.local_rotary.cos_sin(seq, dev)?;
         let scale = 1.0 / (d as f64).sqrt();
 
-        let x = self.embed.forward(&input.ids, mode)?;
-        let mut x = mode.dropout(&self.embed_norm.forward(&x, mode)?, c.embedding_dropout)?;
+        // The rows of the residual stream: the real tokens alone in training on the CPU.
+        let rows = Packing::new(&input.ids, &input.lengths, mode)?;
+        let x = rows.pack(&self.embed.forward(&input.ids, mode)?)?;
+        let mut x = rows.dropout(
+            mode,
+            &self.embed_norm.forward(&x, mode)?,
+            c.embedding_dropout,
+        )?;
         for layer in &self.layers {
             let (mask, (cos, sin), rotary) = match layer.kind {
                 Kind::Full => (&full_mask, &global, &self.global_rotary),
@@ -362,9 +370,8 @@ impl Transformer for ModernBert {
                 None => x.clone(),
             };
             // [b, seq, 3, heads, d] -> q, k, v as [b, heads, seq, d].
-            let qkv = layer
-                .wqkv
-                .forward_mode(&normed, mode)?
+            let qkv = rows
+                .unpack(&layer.wqkv.forward_mode(&normed, mode)?)?
                 .reshape((b, seq, 3, heads, d))?;
             let part = |i: usize| -> candle_core::Result<Tensor> {
                 qkv.narrow(2, i, 1)?
@@ -382,16 +389,16 @@ impl Transformer for ModernBert {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((b, seq, h))?;
-            let out = mode.dropout(&layer.wo.forward_mode(&ctx, mode)?, c.attention_dropout)?;
-            x = (x + out)?;
+            let out = layer.wo.forward_mode(&rows.pack(&ctx)?, mode)?;
+            x = (x + rows.dropout(mode, &out, c.attention_dropout)?)?;
             // GeGLU: act(input) * gate, the two halves of Wi.
             let normed = layer.mlp_norm.forward(&x, mode)?;
             let wi = layer.wi.forward_mode(&normed, mode)?;
             let hidden = self.act.gated_halves(&wi, mode)?;
-            let hidden = mode.dropout(&hidden, c.mlp_dropout)?;
+            let hidden = rows.dropout(mode, &hidden, c.mlp_dropout)?;
             x = (x + layer.mlp_wo.forward_mode(&hidden, mode)?)?;
         }
-        self.final_norm.forward(&x, mode)
+        rows.unpack(&self.final_norm.forward(&x, mode)?)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -15,7 +15,7 @@ use candle_nn::VarMap;
 use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
-use super::layers::{Activation, Embedding, Linear, LinearKernels, Mode, RmsNorm, Rotary};
+use super::layers::{Activation, Embedding, Linear, LinearKernels, Mode, Packing, RmsNorm, Rotary};
 use super::transformer::{EncoderInput, KernelSettings, Transformer};
 use super::weights::CheckedWeights;
 
@@ -265,17 +265,27 @@ impl Transformer for Qwen3 {
         let (cos, sin) = self.rotary.cos_sin(seq, dev)?;
         let scale = 1.0 / (d as f64).sqrt();
 
-        let mut x = self.embed.forward(&input.ids, mode)?;
+        // The rows of the residual stream: the real tokens alone in training on the CPU.
+        let rows = Packing::new(&input.ids, &input.lengths, mode)?;
+        let mut x = rows.pack(&self.embed.forward(&input.ids, mode)?)?;
         for layer in &self.layers {
             let normed = layer.input_norm.forward(&x, mode)?;
-            // [b, seq, n, d] -> per-head RMS norm -> [b, n, seq, d].
+            // [rows, n * d] -> per-head RMS norm -> [b, seq, n, d] -> [b, n, seq, d].
             let split = |lin: &Linear, n: usize, norm: Option<&RmsNorm>| {
-                let t = lin.forward_mode(&normed, mode)?.reshape((b, seq, n, d))?;
+                let t = lin.forward_mode(&normed, mode)?;
                 let t = match norm {
-                    Some(norm) => norm.forward(&t, mode)?,
+                    Some(norm) => {
+                        let dims = t.dims().to_vec();
+                        let mut heads = dims[..dims.len() - 1].to_vec();
+                        heads.extend([n, d]);
+                        norm.forward(&t.reshape(heads)?, mode)?.reshape(dims)?
+                    }
                     None => t,
                 };
-                t.transpose(1, 2)?.contiguous()
+                rows.unpack(&t)?
+                    .reshape((b, seq, n, d))?
+                    .transpose(1, 2)?
+                    .contiguous()
             };
             let q = split(&layer.q, heads, Some(&layer.q_norm))?;
             let k = split(&layer.k, kv_heads, Some(&layer.k_norm))?;
@@ -301,7 +311,7 @@ impl Transformer for Qwen3 {
                     .transpose(1, 2)?
                     .contiguous()?
                     .reshape((b, seq, heads * d))?;
-            x = (x + layer.o.forward_mode(&ctx, mode)?)?;
+            x = (x + layer.o.forward_mode(&rows.pack(&ctx)?, mode)?)?;
             // SwiGLU.
             let normed = layer.post_norm.forward(&x, mode)?;
             let hidden = self.act.gated(
@@ -311,7 +321,7 @@ impl Transformer for Qwen3 {
             )?;
             x = (x + layer.down.forward_mode(&hidden, mode)?)?;
         }
-        self.norm.forward(&x, mode)
+        rows.unpack(&self.norm.forward(&x, mode)?)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::error::{ModelError, Result, read_json};
 use super::layers::{
-    Activation as Act, Embedding, Linear, LinearKernels, Mode, RmsNorm, relative_position_bucket,
+    Activation as Act, Embedding, Linear, LinearKernels, Mode, Packing, RmsNorm,
+    relative_position_bucket,
 };
 use super::transformer::{EncoderInput, KernelSettings, Transformer};
 use super::weights::CheckedWeights;
@@ -351,19 +352,21 @@ impl T5Encoder {
 }
 
 impl Attention {
-    /// `x` `[b, seq, hidden]`; `bias` `[b or 1, heads or 1, seq, seq]`. T5 does not scale scores.
+    /// `x` `[b, seq, hidden]` (or the rows of `rows`); `bias` `[b or 1, heads or 1, seq, seq]`.
+    /// T5 does not scale scores.
     fn forward(
         &self,
         x: &Tensor,
         bias: &Tensor,
         dropout: f64,
         mode: Mode,
+        rows: &Packing,
     ) -> candle_core::Result<Tensor> {
-        self.attend(x, x, bias, dropout, mode)
+        self.attend(x, x, bias, dropout, mode, rows)
     }
 
-    /// Queries from `x` `[b, q_len, hidden]`, keys and values from `kv` `[b, kv_len, hidden]`;
-    /// `bias` broadcasts to `[b, heads, q_len, kv_len]`.
+    /// Queries from `x` `[b, q_len, hidden]`, keys and values from `kv` `[b, kv_len, hidden]`
+    /// (both as the rows of `rows`); `bias` broadcasts to `[b, heads, q_len, kv_len]`.
     fn attend(
         &self,
         x: &Tensor,
@@ -371,10 +374,11 @@ impl Attention {
         bias: &Tensor,
         dropout: f64,
         mode: Mode,
+        rows: &Packing,
     ) -> candle_core::Result<Tensor> {
-        let b = x.dim(0)?;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            let len = t.dim(1)?;
+            let t = rows.unpack(&t)?;
+            let (b, len, _) = t.dims3()?;
             t.reshape((b, len, self.heads, self.d_kv))?
                 .transpose(1, 2)?
                 .contiguous()
@@ -382,27 +386,33 @@ impl Attention {
         let q = split(self.q.forward_mode(x, mode)?)?;
         let k = split(self.k.forward_mode(kv, mode)?)?;
         let v = split(self.v.forward_mode(kv, mode)?)?;
+        let (b, _, q_len, _) = q.dims4()?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
         let probs = mode.softmax_last_dim(&scores)?;
         let probs = mode.dropout(&probs, dropout)?;
-        let q_len = x.dim(1)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
             b,
             q_len,
             self.heads * self.d_kv,
         ))?;
-        self.o.forward_mode(&ctx, mode)
+        self.o.forward_mode(&rows.pack(&ctx)?, mode)
     }
 }
 
 impl FeedForward {
-    fn forward(&self, x: &Tensor, dropout: f64, mode: Mode) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        dropout: f64,
+        mode: Mode,
+        rows: &Packing,
+    ) -> candle_core::Result<Tensor> {
         let a = self.wi.forward_mode(x, mode)?;
         let hidden = match &self.gate {
             Some(g) => self.act.gated(&a, &g.forward_mode(x, mode)?, mode)?,
             None => self.act.forward_mode(&a, mode)?,
         };
-        let hidden = mode.dropout(&hidden, dropout)?;
+        let hidden = rows.dropout(mode, &hidden, dropout)?;
         self.wo.forward_mode(&hidden, mode)
     }
 }
@@ -457,17 +467,19 @@ impl Transformer for T5Encoder {
         let bias = self
             .position_bias(seq, input.ids.device(), mode)?
             .broadcast_add(&mask)?;
-        let mut x = mode.dropout(&self.embed.forward(&input.ids, mode)?, p)?;
+        // The rows of the residual stream: the real tokens alone in training on the CPU.
+        let rows = Packing::new(&input.ids, &input.lengths, mode)?;
+        let mut x = rows.dropout(mode, &rows.pack(&self.embed.forward(&input.ids, mode)?)?, p)?;
         for block in &self.blocks {
             let h = block.attn_norm.forward(&x, mode)?;
-            let a = block.attn.forward(&h, &bias, p, mode)?;
-            x = (x + mode.dropout(&a, p)?)?;
+            let a = block.attn.forward(&h, &bias, p, mode, &rows)?;
+            x = (x + rows.dropout(mode, &a, p)?)?;
             let h = block.ff_norm.forward(&x, mode)?;
-            let f = block.ff.forward(&h, p, mode)?;
-            x = (x + mode.dropout(&f, p)?)?;
+            let f = block.ff.forward(&h, p, mode, &rows)?;
+            x = (x + rows.dropout(mode, &f, p)?)?;
         }
         let x = self.final_norm.forward(&x, mode)?;
-        mode.dropout(&x, p)
+        rows.unpack(&rows.dropout(mode, &x, p)?)
     }
 
     fn has_decoder(&self) -> bool {
@@ -497,15 +509,18 @@ impl Transformer for T5Encoder {
             .to_dtype(DType::F32)?
             .unsqueeze(1)?
             .unsqueeze(1)?;
+        let rows = Packing::padded();
         for block in &dec.blocks {
             let h = block.self_norm.forward(&x, mode)?;
-            let a = block.self_attn.forward(&h, &self_bias, p, mode)?;
+            let a = block.self_attn.forward(&h, &self_bias, p, mode, &rows)?;
             x = (x + mode.dropout(&a, p)?)?;
             let h = block.cross_norm.forward(&x, mode)?;
-            let a = block.cross_attn.attend(&h, tokens, &cross_bias, p, mode)?;
+            let a = block
+                .cross_attn
+                .attend(&h, tokens, &cross_bias, p, mode, &rows)?;
             x = (x + mode.dropout(&a, p)?)?;
             let h = block.ff_norm.forward(&x, mode)?;
-            let f = block.ff.forward(&h, p, mode)?;
+            let f = block.ff.forward(&h, p, mode, &rows)?;
             x = (x + mode.dropout(&f, p)?)?;
         }
         let x = mode.dropout(&dec.final_norm.forward(&x, mode)?, p)?;

@@ -12,6 +12,8 @@
 //!   operations forward, about thirty backward, each a pass over the activations). Here each is
 //!   one pass forward and one backward, over blocks of rows on the kernels' threads.
 
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -544,6 +546,78 @@ impl CustomOp3 for Rotate {
         };
         let dx = dy.contiguous()?.apply_op3_no_bwd(cos, sin, &inverse)?;
         Ok((Some(dx), None, None))
+    }
+}
+
+/// The rows `index` names of `x` (`[rows, width]`, float32 on the CPU), in that order:
+/// `[index.len(), width]`. Differentiable: the gradient goes back to those rows, zero elsewhere.
+pub fn gather_rows(x: &Tensor, index: &Arc<Vec<u32>>) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Rows {
+        index: index.clone(),
+        scatter: None,
+    })
+}
+
+/// The inverse of [`gather_rows`]: `[rows, width]` with row `index[i]` from row `i` of `x` and
+/// zeros elsewhere (`index` distinct). Differentiable.
+pub fn scatter_rows(x: &Tensor, index: &Arc<Vec<u32>>, rows: usize) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Rows {
+        index: index.clone(),
+        scatter: Some(rows),
+    })
+}
+
+/// [`gather_rows`] (`scatter: None`) and [`scatter_rows`] (`Some(rows)`), each the other's
+/// backward pass.
+struct Rows {
+    index: Arc<Vec<u32>>,
+    scatter: Option<usize>,
+}
+
+impl CustomOp1 for Rows {
+    fn name(&self) -> &'static str {
+        if self.scatter.is_some() {
+            "scatter-rows"
+        } else {
+            "gather-rows"
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = values(s, l, self.name())?;
+        let (n, w) = l.shape().dims2()?;
+        let out_rows = self.scatter.unwrap_or(self.index.len());
+        let (from_rows, max) = match self.scatter {
+            Some(rows) => (self.index.len(), rows),
+            None => (self.index.len(), n),
+        };
+        if self.scatter.is_some() && n != from_rows {
+            candle_core::bail!("{}: {n} rows for {from_rows} indices", self.name());
+        }
+        if let Some(&bad) = self.index.iter().find(|&&i| i as usize >= max) {
+            candle_core::bail!("{}: row {bad} of {max}", self.name());
+        }
+        let mut y = vec![0f32; out_rows * w];
+        for (i, &r) in self.index.iter().enumerate() {
+            let r = r as usize;
+            let (dst, src) = match self.scatter {
+                Some(_) => (r, i),
+                None => (i, r),
+            };
+            y[dst * w..(dst + 1) * w].copy_from_slice(&x[src * w..(src + 1) * w]);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((out_rows, w))))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let back = Rows {
+            index: self.index.clone(),
+            scatter: match self.scatter {
+                Some(_) => None,
+                None => Some(x.dim(0)?),
+            },
+        };
+        Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&back)?))
     }
 }
 
