@@ -5,7 +5,10 @@
 //! differentiable compositions are used and dropout draws masks from our own seeded generator.
 //! An inference pass on the CPU may ask for the CPU's own kernels ([`Mode::kernels`], set by
 //! [`LinearKernels`]): linear layers then run on weights prepared once for the precision chosen,
-//! and RMS norm, GELU and SiLU as vectorised passes over rows.
+//! and RMS norm, GELU and SiLU as vectorised passes over rows. A training pass on the CPU asks
+//! for them too: the linear layers, norms, softmax, gated activations and rotary positions then
+//! run as candle operations of our own with their backward passes on the kernels
+//! (`cpu::autograd`), on the batch's real tokens ([`Packing`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -27,8 +30,10 @@ pub struct Mode<'a> {
     pub grad: bool,
     /// Run the linear layers on the CPU's product kernels at this precision: set by a family's
     /// `forward` ([`LinearKernels`]) on the CPU, never in the reference composition. In
-    /// inference on weights prepared once; in training (float32 only) as a candle operation with
-    /// its backward pass on the kernels ([`Linear::forward_mode`]).
+    /// inference on weights prepared once; in training (float32 only) as candle operations with
+    /// their backward passes on the kernels ([`Linear::forward_mode`]; the norms, softmax, gated
+    /// activations and rotary positions likewise, `cpu::autograd`), on the batch's real tokens
+    /// ([`Packing`]).
     pub kernels: Option<Precision>,
     /// A training pass on the CPU that collects its table lookups, so that their gradients are
     /// taken as the rows the batch reached ([`Embedding::forward`]).

@@ -109,7 +109,7 @@ impl CustomOp2 for Product {
 }
 
 /// The values of a contiguous float32 CPU operand.
-fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+fn flat<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("{op} on the CPU kernels: an operand is not float32");
     };
@@ -186,9 +186,9 @@ impl CustomOp3 for LayerNorm {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, gamma, beta) = (
-            values(s1, l1, self.name())?,
-            values(s2, l2, self.name())?,
-            values(s3, l3, self.name())?,
+            flat(s1, l1, self.name())?,
+            flat(s2, l2, self.name())?,
+            flat(s3, l3, self.name())?,
         );
         let h = gamma.len();
         if beta.len() != h || l1.dims().last() != Some(&h) {
@@ -263,7 +263,7 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, gamma) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
+        let (x, gamma) = (flat(s1, l1, self.name())?, flat(s2, l2, self.name())?);
         let h = gamma.len();
         if l1.dims().last() != Some(&h) {
             candle_core::bail!("{}: input {:?}, weight {h}", self.name(), l1.dims());
@@ -313,7 +313,7 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(s, l, self.name())?;
+        let x = flat(s, l, self.name())?;
         let w = *l.dims().last().unwrap_or(&1);
         let mut y = x.to_vec();
         row_blocks(&mut y, w, |_, rows| {
@@ -354,7 +354,7 @@ impl CustomOp1 for GatedHalves {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(s, l, self.name())?;
+        let x = flat(s, l, self.name())?;
         let mut dims = l.dims().to_vec();
         let w = dims.last().copied().unwrap_or(0);
         if w % 2 != 0 {
@@ -414,7 +414,7 @@ impl CustomOp2 for Gated {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a, g) = (values(s1, l1, self.name())?, values(s2, l2, self.name())?);
+        let (a, g) = (flat(s1, l1, self.name())?, flat(s2, l2, self.name())?);
         if l1.dims() != l2.dims() {
             candle_core::bail!(
                 "{}: shapes {:?} and {:?}",
@@ -494,9 +494,9 @@ impl CustomOp3 for Rotate {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, cos, sin) = (
-            values(s1, l1, self.name())?,
-            values(s2, l2, self.name())?,
-            values(s3, l3, self.name())?,
+            flat(s1, l1, self.name())?,
+            flat(s2, l2, self.name())?,
+            flat(s3, l3, self.name())?,
         );
         let dims = l1.dims();
         let (seq, half) = l2.shape().dims2()?;
@@ -584,18 +584,24 @@ impl CustomOp1 for Rows {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = values(s, l, self.name())?;
+        let x = flat(s, l, self.name())?;
         let (n, w) = l.shape().dims2()?;
-        let out_rows = self.scatter.unwrap_or(self.index.len());
-        let (from_rows, max) = match self.scatter {
-            Some(rows) => (self.index.len(), rows),
+        // Gather: `index` names rows of the input; scatter: rows of the output, one per input row.
+        let (out_rows, named) = match self.scatter {
             None => (self.index.len(), n),
+            Some(rows) => {
+                if n != self.index.len() {
+                    candle_core::bail!(
+                        "{}: {n} rows for {} indices",
+                        self.name(),
+                        self.index.len()
+                    );
+                }
+                (rows, rows)
+            }
         };
-        if self.scatter.is_some() && n != from_rows {
-            candle_core::bail!("{}: {n} rows for {from_rows} indices", self.name());
-        }
-        if let Some(&bad) = self.index.iter().find(|&&i| i as usize >= max) {
-            candle_core::bail!("{}: row {bad} of {max}", self.name());
+        if let Some(&bad) = self.index.iter().find(|&&i| i as usize >= named) {
+            candle_core::bail!("{}: row {bad} of {named}", self.name());
         }
         let mut y = vec![0f32; out_rows * w];
         for (i, &r) in self.index.iter().enumerate() {
@@ -703,7 +709,8 @@ mod tests {
     }
 
     /// Every row operation equals candle's composition, values and gradients, on 150 rows
-    /// (in blocks on the threads where there are two) and on 5 (one block).
+    /// (in blocks on the threads where there are two) and on 5 (one block); gathering and
+    /// scattering rows equal `index_select` and `index_add` exactly.
     #[test]
     fn row_operations_equal_candles_compositions() {
         let dev = Device::Cpu;
@@ -769,6 +776,32 @@ mod tests {
                 &dev,
             )
             .unwrap();
+            let index = Arc::new(if rows == 5 {
+                vec![3u32, 0, 4]
+            } else {
+                vec![3, 0, 7, 8, 12, 149]
+            });
+            same_op(
+                "gather rows",
+                std::slice::from_ref(&x),
+                |t| gather_rows(&t[0].reshape((rows, h))?, &index),
+                |t| {
+                    let i = Tensor::from_vec(index.to_vec(), index.len(), &dev)?;
+                    t[0].reshape((rows, h))?.index_select(&i, 0)
+                },
+                1e-7,
+            );
+            let few = var(&[index.len(), h], 6);
+            same_op(
+                "scatter rows",
+                &[few],
+                |t| scatter_rows(&t[0], &index, rows),
+                |t| {
+                    let i = Tensor::from_vec(index.to_vec(), index.len(), &dev)?;
+                    Tensor::zeros((rows, h), candle_core::DType::F32, &dev)?.index_add(&i, &t[0], 0)
+                },
+                1e-7,
+            );
             same_op(
                 "rotary",
                 &[heads],
