@@ -319,7 +319,9 @@ fn info_describes_the_model() {
     let t5 = fixture("tiny-t5-st");
     let o = sbert(&["info", "--model", t5.to_str().unwrap()], None);
     assert!(
-        stdout(&o).contains("training: candle's autograd, its linear layers and their gradients"),
+        stdout(&o).contains(
+            "training: candle's autograd, its linear layers, norms, activations and their gradients"
+        ),
         "{}",
         stdout(&o)
     );
