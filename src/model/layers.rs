@@ -139,6 +139,9 @@ pub struct Packing {
     index: Option<Arc<Vec<u32>>>,
     b: usize,
     seq: usize,
+    /// Each sentence's tokens where the rows are sentence after sentence with no padding
+    /// between them (packed, or a batch without padding) in a training pass on the kernels.
+    lengths: Option<Arc<Vec<usize>>>,
 }
 
 impl Packing {
@@ -148,6 +151,7 @@ impl Packing {
             index: None,
             b: 0,
             seq: 0,
+            lengths: None,
         }
     }
 
@@ -165,7 +169,70 @@ impl Packing {
                     .collect(),
             )
         });
-        Ok(Self { index, b, seq })
+        let lengths = packs.then(|| Arc::new(lengths.iter().map(|&l| l.min(seq)).collect()));
+        Ok(Self {
+            index,
+            b,
+            seq,
+            lengths,
+        })
+    }
+
+    /// Self-attention of the pass's rows `qkv` (`[tokens, 3 * heads * d]`, each token's
+    /// `[q | k | v]`, q and k not yet rotated) on the CPU kernels
+    /// ([`super::cpu::autograd::packed_attention`]), where this is a training pass there;
+    /// `None` elsewhere, where the caller composes attention from candle operations. The
+    /// attention dropout mask is the one the padded layout draws (`[b, heads, seq, seq]`), at
+    /// the real tokens.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        qkv: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        heads: usize,
+        scale: f64,
+        window: Option<usize>,
+        mode: Mode,
+        dropout: f64,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let Some(lengths) = &self.lengths else {
+            return Ok(None);
+        };
+        if !on_trained_kernels(qkv, mode) {
+            return Ok(None);
+        }
+        let mask = match mode.dropout {
+            Some(rng) if dropout > 0.0 => {
+                let seq = self.seq;
+                let all = rng.mask_values(self.b * heads * seq * seq, dropout)?;
+                let mut mask = Vec::with_capacity(lengths.iter().map(|l| heads * l * l).sum());
+                for (s, &len) in lengths.iter().enumerate() {
+                    for head in 0..heads {
+                        for i in 0..len {
+                            let at = ((s * heads + head) * seq + i) * seq;
+                            mask.extend_from_slice(&all[at..at + len]);
+                        }
+                    }
+                }
+                mask
+            }
+            _ => Vec::new(),
+        };
+        let spec = super::cpu::autograd::PackedAttention {
+            lengths: lengths.clone(),
+            heads,
+            scale: scale as f32,
+            window,
+            dropout: Arc::new(mask),
+        };
+        // Without padding the rows keep the batch's shape, `[b, seq, 3h]`.
+        let mut dims = qkv.dims().to_vec();
+        let width = dims.pop().unwrap_or(0);
+        let tokens = dims.iter().product::<usize>();
+        let ctx =
+            super::cpu::autograd::packed_attention(&qkv.reshape((tokens, width))?, cos, sin, spec)?;
+        dims.push(width / 3);
+        ctx.reshape(dims).map(Some)
     }
 
     /// `x` (`[b, seq, width]`) as the pass's rows: `[tokens, width]` where packed.

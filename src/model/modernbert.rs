@@ -302,6 +302,43 @@ impl ModernBert {
     }
 }
 
+impl ModernBert {
+    /// Attention composed from candle operations over the padded batch: `qkv` `[b, seq, 3h]`
+    /// (each token's `[q | k | v]`) to the context `[b, seq, h]`.
+    fn attend(
+        &self,
+        qkv: &Tensor,
+        mask: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        rotary: &Rotary,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, seq, _) = qkv.dims3()?;
+        let (heads, h) = (c.num_attention_heads, c.hidden_size);
+        let d = h / heads;
+        let scale = 1.0 / (d as f64).sqrt();
+        // [b, seq, 3, heads, d] -> q, k, v as [b, heads, seq, d].
+        let qkv = qkv.reshape((b, seq, 3, heads, d))?;
+        let part = |i: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(2, i, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = rotary.apply(&part(0)?, cos, sin, mode)?;
+        let k = rotary.apply(&part(1)?, cos, sin, mode)?;
+        let v = part(2)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let probs = mode.dropout(&mode.softmax_last_dim(&scores)?, c.attention_dropout)?;
+        probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, seq, h))
+    }
+}
+
 impl Transformer for ModernBert {
     fn model_type(&self) -> &str {
         &self.config.model_type
@@ -343,7 +380,7 @@ impl Transformer for ModernBert {
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         let c = &self.config;
-        let (b, seq) = input.ids.dims2()?;
+        let seq = input.ids.dim(1)?;
         let (heads, h) = (c.num_attention_heads, c.hidden_size);
         let d = h / heads;
         let dev = input.ids.device();
@@ -369,27 +406,24 @@ impl Transformer for ModernBert {
                 Some(n) => n.forward(&x, mode)?,
                 None => x.clone(),
             };
-            // [b, seq, 3, heads, d] -> q, k, v as [b, heads, seq, d].
-            let qkv = rows
-                .unpack(&layer.wqkv.forward_mode(&normed, mode)?)?
-                .reshape((b, seq, 3, heads, d))?;
-            let part = |i: usize| -> candle_core::Result<Tensor> {
-                qkv.narrow(2, i, 1)?
-                    .squeeze(2)?
-                    .transpose(1, 2)?
-                    .contiguous()
+            let qkv = layer.wqkv.forward_mode(&normed, mode)?;
+            let window = (layer.kind == Kind::Sliding).then_some(c.local_attention / 2);
+            let fused = rows.attention(
+                &qkv,
+                (cos, sin),
+                heads,
+                scale,
+                window,
+                mode,
+                c.attention_dropout,
+            )?;
+            let ctx = match fused {
+                Some(ctx) => ctx,
+                None => {
+                    rows.pack(&self.attend(&rows.unpack(&qkv)?, mask, (cos, sin), rotary, mode)?)?
+                }
             };
-            let q = rotary.apply(&part(0)?, cos, sin, mode)?;
-            let k = rotary.apply(&part(1)?, cos, sin, mode)?;
-            let v = part(2)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-            let probs = mode.dropout(&mode.softmax_last_dim(&scores)?, c.attention_dropout)?;
-            let ctx = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, seq, h))?;
-            let out = layer.wo.forward_mode(&rows.pack(&ctx)?, mode)?;
+            let out = layer.wo.forward_mode(&ctx, mode)?;
             x = (x + rows.dropout(mode, &out, c.attention_dropout)?)?;
             // GeGLU: act(input) * gate, the two halves of Wi.
             let normed = layer.mlp_norm.forward(&x, mode)?;

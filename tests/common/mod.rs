@@ -72,17 +72,25 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of a fixture model folder with `config.json`'s `hidden_act` replaced (the weights stay;
-/// the numbers change, which is all a comparison between two code paths needs).
-pub fn with_activation(name: &str, act: &str) -> (tempfile::TempDir, SentenceEncoder) {
+/// A copy of a fixture model folder with `config.json` changed by `edit` (the weights stay; the
+/// numbers change, which is all a comparison between two code paths needs).
+pub fn with_config(
+    name: &str,
+    edit: impl FnOnce(&mut Value),
+) -> (tempfile::TempDir, SentenceEncoder) {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture(name), dir.path());
     let path = dir.path().join("config.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config["hidden_act"] = act.into();
+    edit(&mut config);
     std::fs::write(&path, config.to_string()).unwrap();
     let enc = SentenceEncoder::load(dir.path(), &LoadOptions::default()).unwrap();
     (dir, enc)
+}
+
+/// [`with_config`] with `hidden_act` replaced.
+pub fn with_activation(name: &str, act: &str) -> (tempfile::TempDir, SentenceEncoder) {
+    with_config(name, |config| config["hidden_act"] = act.into())
 }
 
 /// Largest absolute difference; panics with `what` if the shapes differ.

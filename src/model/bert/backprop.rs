@@ -239,6 +239,7 @@ pub(super) fn forward(
     let rel = kernels::RelBias {
         values: &rel_values,
         span,
+        window: None,
     };
     let mut layers = Vec::with_capacity(bert.layers.len());
     for layer in &bert.layers {

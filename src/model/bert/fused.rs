@@ -262,6 +262,7 @@ pub(super) fn forward(bert: &Bert, input: &EncoderInput) -> candle_core::Result<
     let rel = kernels::RelBias {
         values: &rel_values,
         span,
+        window: None,
     };
     let low = low_layers(bert)?;
     for (i, layer) in bert.layers.iter().enumerate() {

@@ -627,6 +627,239 @@ impl CustomOp1 for Rows {
     }
 }
 
+/// Self-attention of sentences packed one after another: `qkv` is `[tokens, 3 * heads * d]`
+/// (each token's row `[q | k | v]`, heads of `d` values), the sentences `spec.lengths` tokens
+/// each; the result is `[tokens, heads * d]`. Each sentence attends over its own tokens alone,
+/// so there is no padding to mask. q and k are first rotated by their position in the sentence
+/// (`cos` and `sin` `[seq, d / 2]`, as [`rotary`]). Differentiable in `qkv`.
+///
+/// One operation forward and one backward (per sentence on the kernels' threads, the BERT
+/// family's `attend_record` / `attend_backward`) where candle composes about a dozen (slices of
+/// q, k and v, transposed copies, the scaled products, the masks, softmax, the context's
+/// transposed copy) and walks each back.
+pub fn packed_attention(
+    qkv: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    spec: PackedAttention,
+) -> candle_core::Result<Tensor> {
+    qkv.contiguous()?
+        .apply_op3(&cos.contiguous()?, &sin.contiguous()?, spec)
+}
+
+/// The shape of a [`packed_attention`].
+#[derive(Clone)]
+pub struct PackedAttention {
+    /// Tokens of each sentence, in order.
+    pub lengths: Arc<Vec<usize>>,
+    pub heads: usize,
+    /// Applied to `q · k` before the softmax.
+    pub scale: f32,
+    /// Keys further than this from the query are masked (ModernBERT's sliding window).
+    pub window: Option<usize>,
+    /// Attention dropout, as `[heads, len, len]` per sentence, one after another; empty: none.
+    pub dropout: Arc<Vec<f32>>,
+}
+
+impl PackedAttention {
+    /// Each sentence's first token row, and where its `heads * len * len` attention weights
+    /// start.
+    fn offsets(&self) -> Vec<(usize, usize, usize)> {
+        let (mut row, mut weight) = (0, 0);
+        self.lengths
+            .iter()
+            .map(|&len| {
+                let at = (row, weight, len);
+                row += len;
+                weight += self.heads * len * len;
+                at
+            })
+            .collect()
+    }
+
+    /// The heads' size from the rows' width, checking the shapes.
+    fn head_size(&self, l: &Layout, half: usize) -> candle_core::Result<usize> {
+        let (tokens, width) = l.shape().dims2()?;
+        let d = 2 * half;
+        let total: usize = self.lengths.iter().sum();
+        let weights: usize = self.lengths.iter().map(|l| self.heads * l * l).sum();
+        if tokens != total || width != 3 * self.heads * d {
+            candle_core::bail!(
+                "packed attention: rows [{tokens}, {width}] for {total} tokens of {} heads of {d}",
+                self.heads
+            );
+        }
+        if !self.dropout.is_empty() && self.dropout.len() != weights {
+            candle_core::bail!("packed attention: a dropout mask of the wrong size");
+        }
+        Ok(d)
+    }
+
+    /// The `[q | k | v]` rows with q and k rotated by position (by minus the angle with
+    /// `inverse`, the backward pass of the rotation); v as it is.
+    fn rotate(&self, x: &[f32], cos: &[f32], sin: &[f32], d: usize, inverse: bool) -> Vec<f32> {
+        let (h, half) = (self.heads * d, d / 2);
+        let sign = if inverse { -1.0 } else { 1.0 };
+        let mut y = x.to_vec();
+        let positions: Vec<usize> = self.lengths.iter().flat_map(|&len| 0..len).collect();
+        row_blocks(&mut y, 3 * h, |first, out| {
+            for (i, row) in out.chunks_exact_mut(3 * h).enumerate() {
+                let p = positions[first + i];
+                let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+                for part in row[..2 * h].chunks_exact_mut(d) {
+                    let (x1, x2) = part.split_at_mut(half);
+                    for j in 0..half {
+                        let (a, b, s) = (x1[j], x2[j], sign * s[j]);
+                        x1[j] = a * c[j] - b * s;
+                        x2[j] = b * c[j] + a * s;
+                    }
+                }
+            }
+        });
+        y
+    }
+
+    /// `f(first row, its length, its weights' offset, its slice of out)` for each sentence, on
+    /// the kernels' threads; `out` has `width` values per token.
+    fn per_sentence<R: Send>(
+        &self,
+        out: &mut [f32],
+        width: usize,
+        f: impl Fn(usize, usize, usize, &mut [f32]) -> R + Sync,
+    ) -> Vec<R> {
+        let mut jobs = Vec::with_capacity(self.lengths.len());
+        let mut rest = out;
+        for (row, weight, len) in self.offsets() {
+            let (part, tail) = rest.split_at_mut(len * width);
+            rest = tail;
+            jobs.push((row, len, weight, part));
+        }
+        jobs.into_par_iter()
+            .map(|(row, len, weight, part)| f(row, len, weight, part))
+            .collect()
+    }
+
+    fn mask(&self, weight: usize, len: usize) -> &[f32] {
+        if self.dropout.is_empty() {
+            &[]
+        } else {
+            &self.dropout[weight..weight + self.heads * len * len]
+        }
+    }
+
+    fn rel(&self) -> kernels::RelBias<'static> {
+        kernels::RelBias {
+            window: self.window,
+            ..Default::default()
+        }
+    }
+}
+
+impl CustomOp3 for PackedAttention {
+    fn name(&self) -> &'static str {
+        "packed-attention-kernels"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (qkv, cos, sin) = (
+            flat(s1, l1, self.name())?,
+            flat(s2, l2, self.name())?,
+            flat(s3, l3, self.name())?,
+        );
+        let (seq, half) = l2.shape().dims2()?;
+        let d = self.head_size(l1, half)?;
+        if self.lengths.iter().any(|&l| l > seq) || l3.dims() != l2.dims() {
+            candle_core::bail!("{}: rotary tables for {seq} positions", self.name());
+        }
+        let h = self.heads * d;
+        let rot = self.rotate(qkv, cos, sin, d, false);
+        let mut ctx = vec![0f32; rot.len() / 3];
+        self.per_sentence(&mut ctx, h, |row, len, weight, ctx| {
+            let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+            kernels::attend_record(
+                &rot[row * 3 * h..(row + len) * 3 * h],
+                ctx,
+                len,
+                self.heads,
+                d,
+                self.scale,
+                self.rel(),
+                &mut [],
+                self.mask(weight, len),
+                &mut scratch,
+            );
+        });
+        Ok((CpuStorage::F32(ctx), Shape::from((l1.dims()[0], h))))
+    }
+
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _ctx: &Tensor,
+        dctx: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let half = cos.dim(1)?;
+        let d = 2 * half;
+        let h = self.heads * d;
+        let dctx = dctx.contiguous()?;
+        let (x, c, s, g) = (
+            Data::of(qkv)?,
+            Data::of(cos)?,
+            Data::of(sin)?,
+            Data::of(&dctx)?,
+        );
+        let (c, s, g) = (c.get(), s.get(), g.get());
+        let rot = self.rotate(x.get(), c, s, d, false);
+        let mut drot = vec![0f32; rot.len()];
+        self.per_sentence(&mut drot, 3 * h, |row, len, weight, drot| {
+            // The weights again (cheaper to recompute than to keep for every layer).
+            let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+            let mut probs = vec![0f32; self.heads * len * len];
+            let mut ctx = vec![0f32; len * h];
+            let rows = &rot[row * 3 * h..(row + len) * 3 * h];
+            let mask = self.mask(weight, len);
+            kernels::attend_record(
+                rows,
+                &mut ctx,
+                len,
+                self.heads,
+                d,
+                self.scale,
+                self.rel(),
+                &mut probs,
+                mask,
+                &mut scratch,
+            );
+            kernels::attend_backward(
+                rows,
+                &probs,
+                mask,
+                &g[row * h..(row + len) * h],
+                drot,
+                len,
+                self.heads,
+                d,
+                self.scale,
+                0,
+                &mut [],
+                &mut scratch,
+            );
+        });
+        let dqkv = self.rotate(&drot, c, s, d, true);
+        Ok((Some(new_tensor(dqkv, qkv)?), None, None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -730,11 +730,13 @@ fn softmax_row_generic(x: &mut [f32]) {
 
 /// A relative position bias added to attention scores (MPNet): the score of query `i` and key `j`
 /// of head `h` gets `values[h * (2 * span - 1) + (j + span - 1 - i)]`, for sentences of up to
-/// `span` tokens. Empty `values`: no bias.
+/// `span` tokens. Empty `values`: no bias. With `window`, every key further than that from the
+/// query is masked, as an additive `f32::MIN` would (ModernBERT's sliding-window layers).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RelBias<'a> {
     pub values: &'a [f32],
     pub span: usize,
+    pub window: Option<usize>,
 }
 
 impl RelBias<'_> {
@@ -904,6 +906,13 @@ fn attend_record_generic(
                     *s += b;
                 }
             }
+            if let Some(w) = rel.window {
+                for (j, s) in row.iter_mut().enumerate() {
+                    if i.abs_diff(j) > w {
+                        *s = f32::MIN;
+                    }
+                }
+            }
             softmax_row_generic(row);
             if !probs.is_empty() {
                 probs[base..base + len].copy_from_slice(row);
@@ -935,7 +944,11 @@ fn attend_backward_generic(
     drel: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let rel = RelBias { values: &[], span };
+    let rel = RelBias {
+        values: &[],
+        span,
+        window: None,
+    };
     let h = heads * d;
     let stride = 3 * h;
     let lp = len.next_multiple_of(LANES);
@@ -1750,9 +1763,16 @@ mod tests {
             RelBias {
                 values: &bias,
                 span,
+                window: None,
+            },
+            RelBias {
+                window: Some(3),
+                ..Default::default()
             },
         ] {
-            let what = if rel.values.is_empty() {
+            let what = if rel.window.is_some() {
+                "sliding window"
+            } else if rel.values.is_empty() {
                 "no bias"
             } else {
                 "relative bias"
