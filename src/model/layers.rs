@@ -178,8 +178,14 @@ impl Packing {
         })
     }
 
+    /// Whether [`Packing::attention`] runs (rather than returning `None`) for the pass's rows
+    /// `x`.
+    pub fn attends_on_kernels(&self, x: &Tensor, mode: Mode) -> bool {
+        self.lengths.is_some() && on_trained_kernels(x, mode)
+    }
+
     /// Self-attention of the pass's rows `qkv` (`[tokens, 3 * heads * d]`, each token's
-    /// `[q | k | v]`, q and k not yet rotated) on the CPU kernels
+    /// `[q | k | v]`, q and k not yet rotated where positions rotate them) on the CPU kernels
     /// ([`super::cpu::autograd::packed_attention`]), where this is a training pass there;
     /// `None` elsewhere, where the caller composes attention from candle operations. The
     /// attention dropout mask is the one the padded layout draws (`[b, heads, seq, seq]`), at
@@ -188,17 +194,17 @@ impl Packing {
     pub fn attention(
         &self,
         qkv: &Tensor,
-        (cos, sin): (&Tensor, &Tensor),
+        positions: super::cpu::autograd::Positions,
         heads: usize,
         scale: f64,
-        window: Option<usize>,
+        window: Option<(usize, usize)>,
         mode: Mode,
         dropout: f64,
     ) -> candle_core::Result<Option<Tensor>> {
         let Some(lengths) = &self.lengths else {
             return Ok(None);
         };
-        if !on_trained_kernels(qkv, mode) {
+        if !self.attends_on_kernels(qkv, mode) {
             return Ok(None);
         }
         let mask = match mode.dropout {
@@ -229,8 +235,11 @@ impl Packing {
         let mut dims = qkv.dims().to_vec();
         let width = dims.pop().unwrap_or(0);
         let tokens = dims.iter().product::<usize>();
-        let ctx =
-            super::cpu::autograd::packed_attention(&qkv.reshape((tokens, width))?, cos, sin, spec)?;
+        let ctx = super::cpu::autograd::packed_attention(
+            &qkv.reshape((tokens, width))?,
+            positions,
+            spec,
+        )?;
         dims.push(width / 3);
         ctx.reshape(dims).map(Some)
     }

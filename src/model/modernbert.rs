@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::Deserialize;
 
+use super::cpu::autograd::Positions;
 use super::error::{ModelError, Result, read_json};
 use super::layers::{
     Activation, Embedding, LayerNorm, Linear, LinearKernels, Mode, Packing, Rotary,
@@ -407,10 +408,11 @@ impl Transformer for ModernBert {
                 None => x.clone(),
             };
             let qkv = layer.wqkv.forward_mode(&normed, mode)?;
-            let window = (layer.kind == Kind::Sliding).then_some(c.local_attention / 2);
+            let half = c.local_attention / 2;
+            let window = (layer.kind == Kind::Sliding).then_some((half, half));
             let fused = rows.attention(
                 &qkv,
-                (cos, sin),
+                Positions::Rotary(cos, sin),
                 heads,
                 scale,
                 window,

@@ -14,6 +14,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::Deserialize;
 
+use super::cpu::autograd::Positions;
 use super::error::{ModelError, Result, read_json};
 use super::layers::{Activation, Embedding, Linear, LinearKernels, Mode, Packing, RmsNorm, Rotary};
 use super::transformer::{EncoderInput, KernelSettings, Transformer};
@@ -216,6 +217,51 @@ impl Qwen3 {
     }
 }
 
+impl Qwen3 {
+    /// Causal attention in one operation on the CPU kernels, where this is a training pass there
+    /// ([`Packing::attention`]): the rows `[q | k | v]` with each key-value head repeated for its
+    /// group of query heads. `None` elsewhere.
+    fn fused_attention(
+        &self,
+        rows: &Packing,
+        [q, k, v]: [&Tensor; 3],
+        rotary: (&Tensor, &Tensor),
+        mode: Mode,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let c = &self.config;
+        let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        if !rows.attends_on_kernels(q, mode) {
+            return Ok(None);
+        }
+        let groups = heads / kv_heads;
+        let repeat = |t: &Tensor| -> candle_core::Result<Tensor> {
+            if groups == 1 {
+                return Ok(t.clone());
+            }
+            let mut dims = t.dims().to_vec();
+            dims.pop();
+            let n: usize = dims.iter().product();
+            let grouped = t
+                .reshape((n, kv_heads, 1, d))?
+                .broadcast_as((n, kv_heads, groups, d))?
+                .contiguous()?;
+            dims.push(heads * d);
+            grouped.reshape(dims)
+        };
+        let qkv = Tensor::cat(&[q, &repeat(k)?, &repeat(v)?], candle_core::D::Minus1)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        rows.attention(
+            &qkv,
+            Positions::Rotary(rotary.0, rotary.1),
+            heads,
+            scale,
+            Some((usize::MAX, 0)),
+            mode,
+            c.attention_dropout,
+        )
+    }
+}
+
 impl Transformer for Qwen3 {
     fn model_type(&self) -> &str {
         &self.config.model_type
@@ -270,48 +316,58 @@ impl Transformer for Qwen3 {
         let mut x = rows.pack(&self.embed.forward(&input.ids, mode)?)?;
         for layer in &self.layers {
             let normed = layer.input_norm.forward(&x, mode)?;
-            // [rows, n * d] -> per-head RMS norm -> [b, seq, n, d] -> [b, n, seq, d].
-            let split = |lin: &Linear, n: usize, norm: Option<&RmsNorm>| {
+            // The pass's rows of q, k (each after its per-head RMS norm) and v.
+            let project = |lin: &Linear, n: usize, norm: Option<&RmsNorm>| {
                 let t = lin.forward_mode(&normed, mode)?;
-                let t = match norm {
+                match norm {
                     Some(norm) => {
                         let dims = t.dims().to_vec();
                         let mut heads = dims[..dims.len() - 1].to_vec();
                         heads.extend([n, d]);
-                        norm.forward(&t.reshape(heads)?, mode)?.reshape(dims)?
+                        norm.forward(&t.reshape(heads)?, mode)?.reshape(dims)
                     }
-                    None => t,
-                };
-                rows.unpack(&t)?
-                    .reshape((b, seq, n, d))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let q = split(&layer.q, heads, Some(&layer.q_norm))?;
-            let k = split(&layer.k, kv_heads, Some(&layer.k_norm))?;
-            let v = split(&layer.v, kv_heads, None)?;
-            let q = self.rotary.apply(&q, &cos, &sin, mode)?;
-            let k = self.rotary.apply(&k, &cos, &sin, mode)?;
-            // Grouped key-value heads: query head `i` reads key-value head `i / groups`.
-            let repeat = |t: Tensor| -> candle_core::Result<Tensor> {
-                if groups == 1 {
-                    return Ok(t);
+                    None => Ok(t),
                 }
-                t.unsqueeze(2)?
-                    .broadcast_as((b, kv_heads, groups, seq, d))?
-                    .contiguous()?
-                    .reshape((b, heads, seq, d))
             };
-            let (k, v) = (repeat(k)?, repeat(v)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let probs = mode.dropout(&mode.softmax_last_dim(&scores)?, c.attention_dropout)?;
-            let ctx =
-                probs
-                    .matmul(&v)?
-                    .transpose(1, 2)?
-                    .contiguous()?
-                    .reshape((b, seq, heads * d))?;
-            x = (x + layer.o.forward_mode(&rows.pack(&ctx)?, mode)?)?;
+            let q = project(&layer.q, heads, Some(&layer.q_norm))?;
+            let k = project(&layer.k, kv_heads, Some(&layer.k_norm))?;
+            let v = project(&layer.v, kv_heads, None)?;
+            let ctx = match self.fused_attention(&rows, [&q, &k, &v], (&cos, &sin), mode)? {
+                Some(ctx) => ctx,
+                None => {
+                    // [rows, n * d] -> [b, seq, n, d] -> [b, n, seq, d].
+                    let split = |t: &Tensor, n: usize| {
+                        rows.unpack(t)?
+                            .reshape((b, seq, n, d))?
+                            .transpose(1, 2)?
+                            .contiguous()
+                    };
+                    let q = self.rotary.apply(&split(&q, heads)?, &cos, &sin, mode)?;
+                    let k = self.rotary.apply(&split(&k, kv_heads)?, &cos, &sin, mode)?;
+                    let v = split(&v, kv_heads)?;
+                    // Grouped key-value heads: query head `i` reads key-value head `i / groups`.
+                    let repeat = |t: Tensor| -> candle_core::Result<Tensor> {
+                        if groups == 1 {
+                            return Ok(t);
+                        }
+                        t.unsqueeze(2)?
+                            .broadcast_as((b, kv_heads, groups, seq, d))?
+                            .contiguous()?
+                            .reshape((b, heads, seq, d))
+                    };
+                    let (k, v) = (repeat(k)?, repeat(v)?);
+                    let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+                    let probs =
+                        mode.dropout(&mode.softmax_last_dim(&scores)?, c.attention_dropout)?;
+                    let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
+                        b,
+                        seq,
+                        heads * d,
+                    ))?;
+                    rows.pack(&ctx)?
+                }
+            };
+            x = (x + layer.o.forward_mode(&ctx, mode)?)?;
             // SwiGLU.
             let normed = layer.post_norm.forward(&x, mode)?;
             let hidden = self.act.gated(

@@ -6,10 +6,11 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarMap;
 use serde::Deserialize;
 
+use super::cpu::autograd::Positions;
 use super::error::{ModelError, Result, read_json};
 use super::layers::{
     Activation as Act, Embedding, Linear, LinearKernels, Mode, Packing, RmsNorm,
@@ -158,6 +159,16 @@ pub struct T5Encoder {
     varmap: VarMap,
     unexpected: Vec<String>,
     kernels: LinearKernels,
+}
+
+/// The position bias of a self-attention.
+#[derive(Clone, Copy)]
+enum Bias<'a> {
+    /// Of every (query, key) pair, padding masked: broadcasts to `[b, heads, seq, seq]`.
+    Pairs(&'a Tensor),
+    /// By relative position ([`T5Encoder::relative_bias`]), in a training pass on the CPU
+    /// kernels, which attends in one operation ([`Packing::attention`]).
+    Relative(&'a Tensor),
 }
 
 impl Attention {
@@ -328,6 +339,28 @@ impl T5Encoder {
         })
     }
 
+    /// The position bias by relative position, for sentences of up to `span` tokens:
+    /// `[heads, 2 * span - 1]`, the bias of key `j` for query `i` at `j - i + span - 1` (the
+    /// layout of `kernels::RelBias`).
+    fn relative_bias(&self, span: usize, dev: &Device, mode: Mode) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let span = span.max(1) as i64;
+        let ids: Vec<u32> = (1 - span..span)
+            .map(|r| {
+                relative_position_bucket(
+                    r,
+                    c.relative_attention_num_buckets,
+                    c.relative_attention_max_distance,
+                ) as u32
+            })
+            .collect();
+        let n = ids.len();
+        self.relative
+            .forward(&Tensor::from_vec(ids, n, dev)?, mode)?
+            .t()?
+            .contiguous()
+    }
+
     /// The position bias of every (query, key) pair: `[1, heads, seq, seq]`.
     fn position_bias(&self, seq: usize, dev: &Device, mode: Mode) -> candle_core::Result<Tensor> {
         let c = &self.config;
@@ -352,17 +385,35 @@ impl T5Encoder {
 }
 
 impl Attention {
-    /// `x` `[b, seq, hidden]` (or the rows of `rows`); `bias` `[b or 1, heads or 1, seq, seq]`.
-    /// T5 does not scale scores.
+    /// Self-attention of `x` `[b, seq, hidden]` (or the rows of `rows`). T5 does not scale
+    /// scores.
     fn forward(
         &self,
         x: &Tensor,
-        bias: &Tensor,
+        bias: Bias,
         dropout: f64,
         mode: Mode,
         rows: &Packing,
     ) -> candle_core::Result<Tensor> {
-        self.attend(x, x, bias, dropout, mode, rows)
+        let relative = match bias {
+            Bias::Pairs(bias) => return self.attend(x, x, bias, dropout, mode, rows),
+            Bias::Relative(relative) => relative,
+        };
+        let qkv = Tensor::cat(
+            &[
+                self.q.forward_mode(x, mode)?,
+                self.k.forward_mode(x, mode)?,
+                self.v.forward_mode(x, mode)?,
+            ],
+            D::Minus1,
+        )?;
+        let positions = Positions::Relative(relative);
+        match rows.attention(&qkv, positions, self.heads, 1.0, None, mode, dropout)? {
+            Some(ctx) => self.o.forward_mode(&ctx, mode),
+            None => {
+                candle_core::bail!("T5: a relative bias outside a training pass on the kernels")
+            }
+        }
     }
 
     /// Queries from `x` `[b, q_len, hidden]`, keys and values from `kv` `[b, kv_len, hidden]`
@@ -459,20 +510,27 @@ impl Transformer for T5Encoder {
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         let p = self.config.dropout_rate;
-        let seq = input.ids.dim(1)?;
-        let mask = ((1.0 - &input.mask)? * f32::MIN as f64)?
-            .to_dtype(DType::F32)?
-            .unsqueeze(1)?
-            .unsqueeze(1)?;
-        let bias = self
-            .position_bias(seq, input.ids.device(), mode)?
-            .broadcast_add(&mask)?;
+        let (seq, dev) = (input.ids.dim(1)?, input.ids.device());
         // The rows of the residual stream: the real tokens alone in training on the CPU.
         let rows = Packing::new(&input.ids, &input.lengths, mode)?;
         let mut x = rows.dropout(mode, &rows.pack(&self.embed.forward(&input.ids, mode)?)?, p)?;
+        let fused = rows.attends_on_kernels(&x, mode);
+        let bias = if fused {
+            self.relative_bias(seq, dev, mode)?
+        } else {
+            let mask = ((1.0 - &input.mask)? * f32::MIN as f64)?
+                .to_dtype(DType::F32)?
+                .unsqueeze(1)?
+                .unsqueeze(1)?;
+            self.position_bias(seq, dev, mode)?.broadcast_add(&mask)?
+        };
+        let bias = match fused {
+            true => Bias::Relative(&bias),
+            false => Bias::Pairs(&bias),
+        };
         for block in &self.blocks {
             let h = block.attn_norm.forward(&x, mode)?;
-            let a = block.attn.forward(&h, &bias, p, mode, &rows)?;
+            let a = block.attn.forward(&h, bias, p, mode, &rows)?;
             x = (x + rows.dropout(mode, &a, p)?)?;
             let h = block.ff_norm.forward(&x, mode)?;
             let f = block.ff.forward(&h, p, mode, &rows)?;
@@ -512,7 +570,9 @@ impl Transformer for T5Encoder {
         let rows = Packing::padded();
         for block in &dec.blocks {
             let h = block.self_norm.forward(&x, mode)?;
-            let a = block.self_attn.forward(&h, &self_bias, p, mode, &rows)?;
+            let a = block
+                .self_attn
+                .forward(&h, Bias::Pairs(&self_bias), p, mode, &rows)?;
             x = (x + mode.dropout(&a, p)?)?;
             let h = block.cross_norm.forward(&x, mode)?;
             let a = block

@@ -630,8 +630,8 @@ impl CustomOp1 for Rows {
 /// Self-attention of sentences packed one after another: `qkv` is `[tokens, 3 * heads * d]`
 /// (each token's row `[q | k | v]`, heads of `d` values), the sentences `spec.lengths` tokens
 /// each; the result is `[tokens, heads * d]`. Each sentence attends over its own tokens alone,
-/// so there is no padding to mask. q and k are first rotated by their position in the sentence
-/// (`cos` and `sin` `[seq, d / 2]`, as [`rotary`]). Differentiable in `qkv`.
+/// so there is no padding to mask. Positions enter as [`Positions`]. Differentiable in `qkv`
+/// and in a relative position bias.
 ///
 /// One operation forward and one backward (per sentence on the kernels' threads, the BERT
 /// family's `attend_record` / `attend_backward`) where candle composes about a dozen (slices of
@@ -639,12 +639,25 @@ impl CustomOp1 for Rows {
 /// transposed copy) and walks each back.
 pub fn packed_attention(
     qkv: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
+    positions: Positions,
     spec: PackedAttention,
 ) -> candle_core::Result<Tensor> {
-    qkv.contiguous()?
-        .apply_op3(&cos.contiguous()?, &sin.contiguous()?, spec)
+    let qkv = qkv.contiguous()?;
+    match positions {
+        Positions::Rotary(cos, sin) => qkv.apply_op3(&cos.contiguous()?, &sin.contiguous()?, spec),
+        Positions::Relative(rel) => qkv.apply_op2(&rel.contiguous()?, spec),
+    }
+}
+
+/// How [`packed_attention`] knows where tokens are.
+#[derive(Clone, Copy)]
+pub enum Positions<'a> {
+    /// q and k rotated by their place in the sentence first, with `cos` and `sin` of
+    /// `[seq, d / 2]` (as [`rotary`]): ModernBERT, Qwen3.
+    Rotary(&'a Tensor, &'a Tensor),
+    /// A bias added to each score by relative position, `[heads, 2 * span - 1]` in the layout
+    /// of `kernels::RelBias` (sentences of up to `span` tokens), differentiable: T5.
+    Relative(&'a Tensor),
 }
 
 /// The shape of a [`packed_attention`].
@@ -655,11 +668,14 @@ pub struct PackedAttention {
     pub heads: usize,
     /// Applied to `q · k` before the softmax.
     pub scale: f32,
-    /// Keys further than this from the query are masked (ModernBERT's sliding window).
-    pub window: Option<usize>,
+    /// Keys outside `(before, after)` places of the query are masked (`kernels::RelBias`).
+    pub window: Option<(usize, usize)>,
     /// Attention dropout, as `[heads, len, len]` per sentence, one after another; empty: none.
     pub dropout: Arc<Vec<f32>>,
 }
+
+/// The rotary tables of a [`Positions::Rotary`] pass: `cos` and `sin`, `d / 2` per position.
+type Tables<'a> = Option<(&'a [f32], &'a [f32])>;
 
 impl PackedAttention {
     /// Each sentence's first token row, and where its `heads * len * len` attention weights
@@ -677,30 +693,36 @@ impl PackedAttention {
             .collect()
     }
 
-    /// The heads' size from the rows' width, checking the shapes.
-    fn head_size(&self, l: &Layout, half: usize) -> candle_core::Result<usize> {
+    /// The heads' size from the rows' layout, checking the shapes against the sentences, the
+    /// dropout mask, and the longest sentence the positions cover (`span`).
+    fn head_size(&self, l: &Layout, span: usize) -> candle_core::Result<usize> {
         let (tokens, width) = l.shape().dims2()?;
-        let d = 2 * half;
         let total: usize = self.lengths.iter().sum();
         let weights: usize = self.lengths.iter().map(|l| self.heads * l * l).sum();
-        if tokens != total || width != 3 * self.heads * d {
+        if tokens != total || self.heads == 0 || !width.is_multiple_of(3 * self.heads) {
             candle_core::bail!(
-                "packed attention: rows [{tokens}, {width}] for {total} tokens of {} heads of {d}",
+                "packed attention: rows [{tokens}, {width}] for {total} tokens of {} heads",
                 self.heads
             );
         }
         if !self.dropout.is_empty() && self.dropout.len() != weights {
             candle_core::bail!("packed attention: a dropout mask of the wrong size");
         }
-        Ok(d)
+        if self.lengths.iter().any(|&l| l > span) {
+            candle_core::bail!("packed attention: positions for sentences of up to {span} tokens");
+        }
+        Ok(width / (3 * self.heads))
     }
 
     /// The `[q | k | v]` rows with q and k rotated by position (by minus the angle with
-    /// `inverse`, the backward pass of the rotation); v as it is.
-    fn rotate(&self, x: &[f32], cos: &[f32], sin: &[f32], d: usize, inverse: bool) -> Vec<f32> {
+    /// `inverse`, the backward pass of the rotation); v as it is. Without tables, the rows.
+    fn rotate(&self, x: &[f32], tables: Tables, d: usize, inverse: bool) -> Vec<f32> {
+        let mut y = x.to_vec();
+        let Some((cos, sin)) = tables else {
+            return y;
+        };
         let (h, half) = (self.heads * d, d / 2);
         let sign = if inverse { -1.0 } else { 1.0 };
-        let mut y = x.to_vec();
         let positions: Vec<usize> = self.lengths.iter().flat_map(|&len| 0..len).collect();
         row_blocks(&mut y, 3 * h, |first, out| {
             for (i, row) in out.chunks_exact_mut(3 * h).enumerate() {
@@ -747,11 +769,88 @@ impl PackedAttention {
         }
     }
 
-    fn rel(&self) -> kernels::RelBias<'static> {
+    fn rel<'a>(&self, values: &'a [f32], span: usize) -> kernels::RelBias<'a> {
         kernels::RelBias {
+            values,
+            span,
             window: self.window,
-            ..Default::default()
         }
+    }
+
+    /// The context rows.
+    fn forward(&self, qkv: &[f32], tables: Tables, rel: kernels::RelBias, d: usize) -> Vec<f32> {
+        let h = self.heads * d;
+        let rot = self.rotate(qkv, tables, d, false);
+        let mut ctx = vec![0f32; rot.len() / 3];
+        self.per_sentence(&mut ctx, h, |row, len, weight, ctx| {
+            let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+            kernels::attend_record(
+                &rot[row * 3 * h..(row + len) * 3 * h],
+                ctx,
+                len,
+                self.heads,
+                d,
+                self.scale,
+                rel,
+                &mut [],
+                self.mask(weight, len),
+                &mut scratch,
+            );
+        });
+        ctx
+    }
+
+    /// The gradients of the rows and (with a bias) of the relative position bias, from the
+    /// context's.
+    fn backward(
+        &self,
+        qkv: &[f32],
+        tables: Tables,
+        rel: kernels::RelBias,
+        d: usize,
+        dctx: &[f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let h = self.heads * d;
+        let rot = self.rotate(qkv, tables, d, false);
+        let mut drot = vec![0f32; rot.len()];
+        let drel = self.per_sentence(&mut drot, 3 * h, |row, len, weight, drot| {
+            // The weights again (cheaper to recompute than to keep for every layer).
+            let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+            let mut probs = vec![0f32; self.heads * len * len];
+            let mut ctx = vec![0f32; len * h];
+            let mut drel = vec![0f32; rel.values.len()];
+            let rows = &rot[row * 3 * h..(row + len) * 3 * h];
+            let mask = self.mask(weight, len);
+            kernels::attend_record(
+                rows,
+                &mut ctx,
+                len,
+                self.heads,
+                d,
+                self.scale,
+                rel,
+                &mut probs,
+                mask,
+                &mut scratch,
+            );
+            kernels::attend_backward(
+                rows,
+                &probs,
+                mask,
+                &dctx[row * h..(row + len) * h],
+                drot,
+                len,
+                self.heads,
+                d,
+                self.scale,
+                rel.span,
+                &mut drel,
+                &mut scratch,
+            );
+            drel
+        });
+        // Summed in sentence order, so a run is the same run on any number of threads.
+        (self.rotate(&drot, tables, d, true), add_up(drel))
     }
 }
 
@@ -770,34 +869,23 @@ impl CustomOp3 for PackedAttention {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (qkv, cos, sin) = (
-            flat(s1, l1, self.name())?,
-            flat(s2, l2, self.name())?,
-            flat(s3, l3, self.name())?,
+            flat(s1, l1, <Self as CustomOp3>::name(self))?,
+            flat(s2, l2, <Self as CustomOp3>::name(self))?,
+            flat(s3, l3, <Self as CustomOp3>::name(self))?,
         );
         let (seq, half) = l2.shape().dims2()?;
-        let d = self.head_size(l1, half)?;
-        if self.lengths.iter().any(|&l| l > seq) || l3.dims() != l2.dims() {
-            candle_core::bail!("{}: rotary tables for {seq} positions", self.name());
-        }
-        let h = self.heads * d;
-        let rot = self.rotate(qkv, cos, sin, d, false);
-        let mut ctx = vec![0f32; rot.len() / 3];
-        self.per_sentence(&mut ctx, h, |row, len, weight, ctx| {
-            let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
-            kernels::attend_record(
-                &rot[row * 3 * h..(row + len) * 3 * h],
-                ctx,
-                len,
-                self.heads,
-                d,
-                self.scale,
-                self.rel(),
-                &mut [],
-                self.mask(weight, len),
-                &mut scratch,
+        let d = self.head_size(l1, seq)?;
+        if d != 2 * half || l3.dims() != l2.dims() {
+            candle_core::bail!(
+                "{}: rotary tables [{seq}, {half}] for heads of {d}",
+                <Self as CustomOp3>::name(self)
             );
-        });
-        Ok((CpuStorage::F32(ctx), Shape::from((l1.dims()[0], h))))
+        }
+        let ctx = self.forward(qkv, Some((cos, sin)), self.rel(&[], 0), d);
+        Ok((
+            CpuStorage::F32(ctx),
+            Shape::from((l1.dims()[0], self.heads * d)),
+        ))
     }
 
     fn bwd(
@@ -808,9 +896,7 @@ impl CustomOp3 for PackedAttention {
         _ctx: &Tensor,
         dctx: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let half = cos.dim(1)?;
-        let d = 2 * half;
-        let h = self.heads * d;
+        let d = 2 * cos.dim(1)?;
         let dctx = dctx.contiguous()?;
         let (x, c, s, g) = (
             Data::of(qkv)?,
@@ -818,45 +904,57 @@ impl CustomOp3 for PackedAttention {
             Data::of(sin)?,
             Data::of(&dctx)?,
         );
-        let (c, s, g) = (c.get(), s.get(), g.get());
-        let rot = self.rotate(x.get(), c, s, d, false);
-        let mut drot = vec![0f32; rot.len()];
-        self.per_sentence(&mut drot, 3 * h, |row, len, weight, drot| {
-            // The weights again (cheaper to recompute than to keep for every layer).
-            let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
-            let mut probs = vec![0f32; self.heads * len * len];
-            let mut ctx = vec![0f32; len * h];
-            let rows = &rot[row * 3 * h..(row + len) * 3 * h];
-            let mask = self.mask(weight, len);
-            kernels::attend_record(
-                rows,
-                &mut ctx,
-                len,
-                self.heads,
-                d,
-                self.scale,
-                self.rel(),
-                &mut probs,
-                mask,
-                &mut scratch,
-            );
-            kernels::attend_backward(
-                rows,
-                &probs,
-                mask,
-                &g[row * h..(row + len) * h],
-                drot,
-                len,
-                self.heads,
-                d,
-                self.scale,
-                0,
-                &mut [],
-                &mut scratch,
-            );
-        });
-        let dqkv = self.rotate(&drot, c, s, d, true);
+        let tables = Some((c.get(), s.get()));
+        let (dqkv, _) = self.backward(x.get(), tables, self.rel(&[], 0), d, g.get());
         Ok((Some(new_tensor(dqkv, qkv)?), None, None))
+    }
+}
+
+impl CustomOp2 for PackedAttention {
+    fn name(&self) -> &'static str {
+        "packed-attention-kernels-relative"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (qkv, rel) = (
+            flat(s1, l1, <Self as CustomOp2>::name(self))?,
+            flat(s2, l2, <Self as CustomOp2>::name(self))?,
+        );
+        let (heads, width) = l2.shape().dims2()?;
+        if heads != self.heads || width.is_multiple_of(2) {
+            candle_core::bail!(
+                "{}: a bias [{heads}, {width}]",
+                <Self as CustomOp2>::name(self)
+            );
+        }
+        let span = width.div_ceil(2);
+        let d = self.head_size(l1, span)?;
+        let ctx = self.forward(qkv, None, self.rel(rel, span), d);
+        Ok((
+            CpuStorage::F32(ctx),
+            Shape::from((l1.dims()[0], self.heads * d)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        rel: &Tensor,
+        _ctx: &Tensor,
+        dctx: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = qkv.dim(1)? / (3 * self.heads);
+        let span = rel.dim(1)?.div_ceil(2);
+        let dctx = dctx.contiguous()?;
+        let (x, r, g) = (Data::of(qkv)?, Data::of(rel)?, Data::of(&dctx)?);
+        let (dqkv, drel) = self.backward(x.get(), None, self.rel(r.get(), span), d, g.get());
+        Ok((Some(new_tensor(dqkv, qkv)?), Some(new_tensor(drel, rel)?)))
     }
 }
 

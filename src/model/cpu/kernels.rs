@@ -730,13 +730,14 @@ fn softmax_row_generic(x: &mut [f32]) {
 
 /// A relative position bias added to attention scores (MPNet): the score of query `i` and key `j`
 /// of head `h` gets `values[h * (2 * span - 1) + (j + span - 1 - i)]`, for sentences of up to
-/// `span` tokens. Empty `values`: no bias. With `window`, every key further than that from the
-/// query is masked, as an additive `f32::MIN` would (ModernBERT's sliding-window layers).
+/// `span` tokens. Empty `values`: no bias. With `window` `(before, after)`, every key more than
+/// `before` places before the query or `after` places after it is masked, as an additive
+/// `f32::MIN` would: ModernBERT's sliding window is `(w, w)`, causal attention `(usize::MAX, 0)`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RelBias<'a> {
     pub values: &'a [f32],
     pub span: usize,
-    pub window: Option<usize>,
+    pub window: Option<(usize, usize)>,
 }
 
 impl RelBias<'_> {
@@ -906,9 +907,10 @@ fn attend_record_generic(
                     *s += b;
                 }
             }
-            if let Some(w) = rel.window {
+            if let Some((before, after)) = rel.window {
+                let (lo, hi) = (i.saturating_sub(before), i.saturating_add(after));
                 for (j, s) in row.iter_mut().enumerate() {
-                    if i.abs_diff(j) > w {
+                    if j < lo || j > hi {
                         *s = f32::MIN;
                     }
                 }
@@ -1766,12 +1768,20 @@ mod tests {
                 window: None,
             },
             RelBias {
-                window: Some(3),
+                window: Some((3, 3)),
+                ..Default::default()
+            },
+            RelBias {
+                window: Some((usize::MAX, 0)),
                 ..Default::default()
             },
         ] {
-            let what = if rel.window.is_some() {
-                "sliding window"
+            let what = if let Some((_, after)) = rel.window {
+                if after == 0 {
+                    "causal"
+                } else {
+                    "sliding window"
+                }
             } else if rel.values.is_empty() {
                 "no bias"
             } else {
