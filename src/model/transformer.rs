@@ -141,8 +141,8 @@ pub trait Transformer: Send + Sync {
     /// training paths.
     fn cpu_paths(&self) -> &'static str {
         "inference: the composition with its linear layers, norms and activations on the \
-         kernels; training: candle's autograd, its linear layers, norms, activations and their \
-         gradients on the kernels, on the real tokens alone"
+         kernels; training: candle's autograd, its linear layers, norms, activations, attention \
+         and their gradients on the kernels, on the real tokens alone"
     }
     /// For tests that look inside one family.
     fn as_any(&self) -> &dyn Any;

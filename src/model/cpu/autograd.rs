@@ -1142,4 +1142,139 @@ mod tests {
             );
         }
     }
+
+    /// Packed attention equals candle's composition sentence by sentence (slices of q, k and v,
+    /// rotary positions or a relative bias, the window as an additive mask, softmax, dropout),
+    /// values and gradients (of the rows and of the bias), for sentences of several lengths.
+    #[test]
+    fn packed_attention_equals_candles_composition() {
+        let dev = Device::Cpu;
+        let (heads, d) = (2, 8);
+        let h = heads * d;
+        let lengths = Arc::new(vec![5usize, 1, 9, 3]);
+        let (tokens, span) = (18, 9);
+        let qkv = Var::from_vec(values(tokens * 3 * h, 1), (tokens, 3 * h), &dev).unwrap();
+        let rel = Var::from_vec(
+            values(heads * (2 * span - 1), 2),
+            (heads, 2 * span - 1),
+            &dev,
+        )
+        .unwrap();
+        let angle = |i: usize| (i as f32 * 0.37).sin();
+        let table = |f: fn(f32) -> f32| {
+            let v = (0..span * d / 2).map(|i| f(angle(i))).collect();
+            Tensor::from_vec(v, (span, d / 2), &dev).unwrap()
+        };
+        let (cos, sin) = (table(f32::cos), table(f32::sin));
+        let weights: usize = lengths.iter().map(|l| heads * l * l).sum();
+        let keep: Vec<f32> = (0..weights)
+            .map(|i| if i % 7 == 3 { 0.0 } else { 1.25 })
+            .collect();
+        // The composition of one sentence of `len` tokens from row `start`.
+        let compose = |t: &[Tensor],
+                       start: usize,
+                       len: usize,
+                       rotary: bool,
+                       window: Option<(usize, usize)>,
+                       mask: &[f32]|
+         -> candle_core::Result<Tensor> {
+            let rows = t[0].narrow(0, start, len)?;
+            let part = |i: usize| -> candle_core::Result<Tensor> {
+                rows.narrow(1, i * h, h)?
+                    .reshape((len, heads, d))?
+                    .transpose(0, 1)?
+                    .contiguous()
+            };
+            let (mut q, mut k, v) = (part(0)?, part(1)?, part(2)?);
+            if rotary {
+                let (c, s) = (cos.narrow(0, 0, len)?, sin.narrow(0, 0, len)?);
+                q = candle_nn::rotary_emb::rope_slow(&q.unsqueeze(0)?, &c, &s)?.squeeze(0)?;
+                k = candle_nn::rotary_emb::rope_slow(&k.unsqueeze(0)?, &c, &s)?.squeeze(0)?;
+            }
+            let mut scores = (q.matmul(&k.t()?)? * 0.3)?;
+            if !rotary {
+                let mut at = Vec::new();
+                for head in 0..heads {
+                    for i in 0..len {
+                        for j in 0..len {
+                            at.push((head * (2 * span - 1) + j + span - 1 - i) as u32);
+                        }
+                    }
+                }
+                let at = Tensor::from_vec(at, heads * len * len, &dev)?;
+                let bias = t[1].flatten_all()?.index_select(&at, 0)?;
+                scores = (scores + bias.reshape((heads, len, len))?)?;
+            }
+            if let Some((before, after)) = window {
+                let m: Vec<f32> = (0..len * len)
+                    .map(|x| {
+                        let (i, j) = (x / len, x % len);
+                        if j.saturating_add(before) < i || j > i.saturating_add(after) {
+                            f32::MIN
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                scores = scores.broadcast_add(&Tensor::from_vec(m, (len, len), &dev)?)?;
+            }
+            let mut probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            if !mask.is_empty() {
+                probs = (probs * Tensor::from_vec(mask.to_vec(), (heads, len, len), &dev)?)?;
+            }
+            probs
+                .matmul(&v)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((len, h))
+        };
+        for rotary in [true, false] {
+            for window in [None, Some((2, 2)), Some((usize::MAX, 0))] {
+                for dropout in [false, true] {
+                    let spec = PackedAttention {
+                        lengths: lengths.clone(),
+                        heads,
+                        scale: 0.3,
+                        window,
+                        dropout: Arc::new(if dropout { keep.clone() } else { Vec::new() }),
+                    };
+                    let vars = if rotary {
+                        vec![qkv.clone()]
+                    } else {
+                        vec![qkv.clone(), rel.clone()]
+                    };
+                    same_op(
+                        &format!(
+                            "packed attention (rotary {rotary}, {window:?}, dropout {dropout})"
+                        ),
+                        &vars,
+                        |t| {
+                            let positions = if rotary {
+                                Positions::Rotary(&cos, &sin)
+                            } else {
+                                Positions::Relative(&t[1])
+                            };
+                            packed_attention(&t[0], positions, spec.clone())
+                        },
+                        |t| {
+                            let (mut start, mut weight, mut parts) = (0, 0, Vec::new());
+                            for &len in lengths.iter() {
+                                let n = heads * len * len;
+                                let mask = if dropout {
+                                    &keep[weight..weight + n]
+                                } else {
+                                    &[][..]
+                                };
+                                parts.push(compose(t, start, len, rotary, window, mask)?);
+                                start += len;
+                                weight += n;
+                            }
+                            Tensor::cat(&parts, 0)
+                        },
+                        1e-5,
+                    );
+                }
+            }
+        }
+    }
 }
