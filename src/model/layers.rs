@@ -129,7 +129,8 @@ impl<'a> Mode<'a> {
 
 /// The real tokens of a right-padded batch `[b, seq]`. A training pass on the CPU kernels runs
 /// its row operations (norms, linear layers, activations, dropout) on these alone, `[tokens,
-/// width]`, and only attention on the padded layout: random batches of STS-B sentences are more
+/// width]`, and attention too where the family calls [`Packing::attention`] (a composed
+/// attention unpacks to the padded layout and back): random batches of STS-B sentences are more
 /// than half padding, which the padded layout multiplies through every product. The real
 /// tokens get the same values and gradients either way (padding keys are masked, padding
 /// queries read by nothing), and dropout the same masks ([`Packing::dropout`]). In other passes,
