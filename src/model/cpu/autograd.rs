@@ -474,6 +474,19 @@ pub fn rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Ten
     )
 }
 
+/// One head's vector `v` rotated in place (`rotate_half` layout): `v · cos + rotate_half(v) · sin`,
+/// or by minus the angle with `inverse` (the backward pass of the rotation).
+#[inline(always)]
+fn rotate_half(v: &mut [f32], cos: &[f32], sin: &[f32], inverse: bool) {
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let (x1, x2) = v.split_at_mut(cos.len());
+    for j in 0..cos.len() {
+        let (a, b, s) = (x1[j], x2[j], sign * sin[j]);
+        x1[j] = a * cos[j] - b * s;
+        x2[j] = b * cos[j] + a * s;
+    }
+}
+
 struct Rotate {
     /// Rotates by minus the angle (the backward pass).
     inverse: bool,
@@ -511,23 +524,16 @@ impl CustomOp3 for Rotate {
             );
         }
         let d = 2 * half;
-        let sign = if self.inverse { -1.0 } else { 1.0 };
-        let mut y = vec![0f32; x.len()];
+        let mut y = x.to_vec();
         row_blocks(&mut y, d, |first, out| {
-            for (i, out) in out.chunks_exact_mut(d.max(1)).enumerate() {
-                let r = first + i;
-                let p = r % seq;
-                let (c, s) = (
-                    &cos[p * half..(p + 1) * half],
-                    &sin[p * half..(p + 1) * half],
+            for (i, v) in out.chunks_exact_mut(d.max(1)).enumerate() {
+                let p = (first + i) % seq;
+                rotate_half(
+                    v,
+                    &cos[p * half..][..half],
+                    &sin[p * half..][..half],
+                    self.inverse,
                 );
-                let (x1, x2) = x[r * d..(r + 1) * d].split_at(half);
-                let (o1, o2) = out.split_at_mut(half);
-                for j in 0..half {
-                    let s = sign * s[j];
-                    o1[j] = x1[j] * c[j] - x2[j] * s;
-                    o2[j] = x2[j] * c[j] + x1[j] * s;
-                }
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -722,19 +728,13 @@ impl PackedAttention {
             return y;
         };
         let (h, half) = (self.heads * d, d / 2);
-        let sign = if inverse { -1.0 } else { 1.0 };
         let positions: Vec<usize> = self.lengths.iter().flat_map(|&len| 0..len).collect();
         row_blocks(&mut y, 3 * h, |first, out| {
             for (i, row) in out.chunks_exact_mut(3 * h).enumerate() {
                 let p = positions[first + i];
                 let (c, s) = (&cos[p * half..][..half], &sin[p * half..][..half]);
-                for part in row[..2 * h].chunks_exact_mut(d) {
-                    let (x1, x2) = part.split_at_mut(half);
-                    for j in 0..half {
-                        let (a, b, s) = (x1[j], x2[j], sign * s[j]);
-                        x1[j] = a * c[j] - b * s;
-                        x2[j] = b * c[j] + a * s;
-                    }
+                for v in row[..2 * h].chunks_exact_mut(d) {
+                    rotate_half(v, c, s, inverse);
                 }
             }
         });
