@@ -301,9 +301,7 @@ impl ModernBert {
             Tensor::from_vec(sliding, (b, 1, seq, seq), dev)?,
         ))
     }
-}
 
-impl ModernBert {
     /// Attention composed from candle operations over the padded batch: `qkv` `[b, seq, 3h]`
     /// (each token's `[q | k | v]`) to the context `[b, seq, h]`.
     fn attend(

@@ -215,9 +215,7 @@ impl Qwen3 {
             .collect();
         Tensor::from_vec(mask, (1, 1, seq, seq), dev)
     }
-}
 
-impl Qwen3 {
     /// Causal attention in one operation on the CPU kernels, where this is a training pass there
     /// ([`Packing::attention`]): the rows `[q | k | v]` with each key-value head repeated for its
     /// group of query heads. `None` elsewhere.
