@@ -205,7 +205,7 @@ impl Packing {
         let Some(lengths) = &self.lengths else {
             return Ok(None);
         };
-        if !self.attends_on_kernels(qkv, mode) {
+        if !on_trained_kernels(qkv, mode) {
             return Ok(None);
         }
         let mask = match mode.dropout {

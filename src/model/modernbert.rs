@@ -383,7 +383,6 @@ impl Transformer for ModernBert {
         let (heads, h) = (c.num_attention_heads, c.hidden_size);
         let d = h / heads;
         let dev = input.ids.device();
-        let (full_mask, sliding_mask) = self.masks(input)?;
         let global = self.global_rotary.cos_sin(seq, dev)?;
         let local = self.local_rotary.cos_sin(seq, dev)?;
         let scale = 1.0 / (d as f64).sqrt();
@@ -396,10 +395,16 @@ impl Transformer for ModernBert {
             &self.embed_norm.forward(&x, mode)?,
             c.embedding_dropout,
         )?;
+        // The additive masks only where attention is composed (`Packing::attention` masks
+        // nothing: each sentence attends over its own tokens, the window given as a range).
+        let masks = match rows.attends_on_kernels(&x, mode) {
+            true => None,
+            false => Some(self.masks(input)?),
+        };
         for layer in &self.layers {
-            let (mask, (cos, sin), rotary) = match layer.kind {
-                Kind::Full => (&full_mask, &global, &self.global_rotary),
-                Kind::Sliding => (&sliding_mask, &local, &self.local_rotary),
+            let ((cos, sin), rotary) = match layer.kind {
+                Kind::Full => (&global, &self.global_rotary),
+                Kind::Sliding => (&local, &self.local_rotary),
             };
             let normed = match &layer.attn_norm {
                 Some(n) => n.forward(&x, mode)?,
@@ -417,11 +422,16 @@ impl Transformer for ModernBert {
                 mode,
                 c.attention_dropout,
             )?;
-            let ctx = match fused {
-                Some(ctx) => ctx,
-                None => {
+            let ctx = match (fused, &masks) {
+                (Some(ctx), _) => ctx,
+                (None, Some((full, sliding))) => {
+                    let mask = match layer.kind {
+                        Kind::Full => full,
+                        Kind::Sliding => sliding,
+                    };
                     rows.pack(&self.attend(&rows.unpack(&qkv)?, mask, (cos, sin), rotary, mode)?)?
                 }
+                (None, None) => candle_core::bail!("ModernBERT: attention left unmasked"),
             };
             let out = layer.wo.forward_mode(&ctx, mode)?;
             x = (x + rows.dropout(mode, &out, c.attention_dropout)?)?;
