@@ -1,5 +1,5 @@
 //! Corpora: reading columns, the on-disk vector cache (reopening, resuming an interrupted
-//! embedding, keys by pooling and prompt), and the headless corpus commands (`search` with the
+//! embedding, keys by pooling, prompt and precision), and the headless corpus commands (`search` with the
 //! cache, `mine`, `cluster`, `export`) on the tiny model, with their errors.
 
 mod common;
@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use common::*;
 use sbert_tui::analysis::embeddings::Embeddings;
 use sbert_tui::corpus::embed::{EmbedOptions, embed_texts};
-use sbert_tui::model::{LoadOptions, PoolingSpec, Prompt, SentenceEncoder};
+use sbert_tui::model::{LoadOptions, PoolingSpec, Precision, Prompt, SentenceEncoder};
 
 fn texts(n: usize) -> Vec<String> {
     (0..n)
@@ -104,6 +104,38 @@ fn duplicates_are_encoded_once_and_keys_follow_pooling_and_prompt() {
     assert_eq!(pooled.cached, 0);
     let dirs = std::fs::read_dir(cache.path()).unwrap().count();
     assert_eq!(dirs, 3, "one cache folder per model, pooling and prompt");
+}
+
+#[test]
+fn each_precision_keeps_its_own_vectors() {
+    let cache = tempfile::tempdir().unwrap();
+    let texts = texts(12);
+    let f32_enc = tiny();
+    let first = embed_all(&f32_enc, &texts, &Prompt::None, cache.path());
+    assert_eq!((first.cached, first.encoded), (0, 12));
+    for precision in [Precision::Int8, Precision::Bf16] {
+        let enc = SentenceEncoder::load(
+            &fixture("tiny-bert-st"),
+            &LoadOptions {
+                precision,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // An f32 run's rows never answer another precision (nor the other way round).
+        let low = embed_all(&enc, &texts, &Prompt::None, cache.path());
+        assert_eq!(low.cached, 0, "{precision}");
+        let direct = enc.encode(&texts, 8, &mut |_, _| {}).unwrap();
+        assert_eq!(low.vectors.to_rows(), direct, "{precision}");
+        assert_ne!(low.vectors, first.vectors, "{precision}");
+        let again = embed_all(&enc, &texts, &Prompt::None, cache.path());
+        assert_eq!((again.cached, again.encoded), (12, 0), "{precision}");
+    }
+    let back = embed_all(&f32_enc, &texts, &Prompt::None, cache.path());
+    assert_eq!((back.cached, back.encoded), (12, 0));
+    assert_eq!(back.vectors, first.vectors, "f32 reads its own rows");
+    let dirs = std::fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(dirs, 3, "one cache folder per precision");
 }
 
 fn run(cmd: &str, cache: &Path, args: &[&str]) -> Output {

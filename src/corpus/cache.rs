@@ -1,6 +1,7 @@
 //! Sentence vectors kept on disk, so a corpus is embedded once.
 //!
-//! One folder per *key* (the model's content, its pooling and settings, and the prompt):
+//! One folder per *key* (the model's content, its pooling, settings and precision, and the
+//! prompt):
 //!
 //! ```text
 //! <cache>/vectors/<key>/meta.json     what the key stands for (model folder, pooling, prompt, dimension)
@@ -45,7 +46,7 @@ pub struct CacheKey {
 
 impl CacheKey {
     /// The key of `encoder` (the content of its folder's files, pooling, sequence length,
-    /// Dense / Normalize / truncation) with `prompt` (the prompt's text, `None` for none).
+    /// Dense / Normalize / truncation, inference precision) with `prompt` (the prompt's text, `None` for none).
     ///
     /// Files up to 8 MiB are hashed whole; larger ones (the weights) by their size and their
     /// first and last 4 MiB, which any training changes. Paths and times are not part of it: a
@@ -74,6 +75,13 @@ impl CacheKey {
             "dim": info.embedding_dim,
             "prompt": prompt,
         });
+        // bf16 and int8 vectors are not the f32 ones: their rows must never answer an f32 run
+        // (which stays exact), nor f32 rows a faster run. f32 adds nothing, so the keys of
+        // caches made before precisions existed still hold.
+        let mut settings = settings;
+        if info.precision != crate::model::Precision::F32 {
+            settings["precision"] = serde_json::json!(info.precision.to_string());
+        }
         h.update(settings.to_string().as_bytes());
         let id = format!("{:032x}", h.digest128());
         let mut meta = settings;
