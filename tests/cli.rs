@@ -320,7 +320,9 @@ fn info_describes_the_model() {
     let o = sbert(&["info", "--model", t5.to_str().unwrap()], None);
     assert!(
         stdout(&o).contains(
-            "training: candle's autograd, its linear layers, norms, activations, attention and their gradients"
+            "inference: the composition with its linear layers, norms, activations and attention \
+             on the kernels, on the real tokens alone; training: candle's autograd, its linear \
+             layers, norms, activations, attention and their gradients"
         ),
         "{}",
         stdout(&o)

@@ -8,7 +8,8 @@
 //! and RMS norm, GELU and SiLU as vectorised passes over rows. A training pass on the CPU asks
 //! for them too: the linear layers, norms, softmax, gated activations and rotary positions then
 //! run as candle operations of our own with their backward passes on the kernels
-//! (`cpu::autograd`), on the batch's real tokens ([`Packing`]).
+//! (`cpu::autograd`). Either pass runs on the batch's real tokens alone, attention included
+//! ([`Packing`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -127,21 +128,22 @@ impl<'a> Mode<'a> {
     }
 }
 
-/// The real tokens of a right-padded batch `[b, seq]`. A training pass on the CPU kernels runs
-/// its row operations (norms, linear layers, activations, dropout) on these alone, `[tokens,
-/// width]`, and attention too where the family calls [`Packing::attention`] (a composed
-/// attention unpacks to the padded layout and back): random batches of STS-B sentences are more
-/// than half padding, which the padded layout multiplies through every product. The real
-/// tokens get the same values and gradients either way (padding keys are masked, padding
-/// queries read by nothing), and dropout the same masks ([`Packing::dropout`]). In other passes,
-/// and for a batch without padding, the layout stays padded and every method is the identity.
+/// The real tokens of a right-padded batch `[b, seq]`. A pass on the CPU kernels (training, or
+/// inference at any precision) runs its row operations (norms, linear layers, activations,
+/// dropout) on these alone, `[tokens, width]`, and attention too where the family calls
+/// [`Packing::attention`] (a composed attention unpacks to the padded layout and back): random
+/// batches of STS-B sentences are more than half padding, which the padded layout multiplies
+/// through every product. The real tokens get the same values and gradients either way (padding
+/// keys are masked, padding queries read by nothing), and dropout the same masks
+/// ([`Packing::dropout`]). In other passes (the reference composition, GPUs), and for a batch
+/// without padding, the layout stays padded and every method is the identity.
 pub struct Packing {
     /// Row `i * seq + j` (`[b * seq]` flattened) of each real token, in order; `None`: padded.
     index: Option<Arc<Vec<u32>>>,
     b: usize,
     seq: usize,
     /// Each sentence's tokens where the rows are sentence after sentence with no padding
-    /// between them (packed, or a batch without padding) in a training pass on the kernels.
+    /// between them (packed, or a batch without padding) in a pass on the kernels.
     lengths: Option<Arc<Vec<usize>>>,
 }
 
@@ -160,7 +162,7 @@ impl Packing {
     pub fn new(ids: &Tensor, lengths: &[usize], mode: Mode) -> candle_core::Result<Self> {
         let (b, seq) = ids.dims2()?;
         let real: usize = lengths.iter().map(|&l| l.min(seq)).sum();
-        let packs = mode.grad && mode.kernels.is_some() && ids.device().is_cpu();
+        let packs = mode.kernels.is_some() && ids.device().is_cpu();
         let index = (packs && real < b * seq).then(|| {
             Arc::new(
                 lengths
@@ -182,13 +184,13 @@ impl Packing {
     /// Whether [`Packing::attention`] runs (rather than returning `None`) for the pass's rows
     /// `x`.
     pub fn attends_on_kernels(&self, x: &Tensor, mode: Mode) -> bool {
-        self.lengths.is_some() && on_trained_kernels(x, mode)
+        self.lengths.is_some() && mode.kernels.is_some() && is_cpu_f32(x)
     }
 
     /// Self-attention of the pass's rows `qkv` (`[tokens, 3 * heads * d]`, each token's
     /// `[q | k | v]`, q and k not yet rotated where positions rotate them) on the CPU kernels
-    /// ([`super::cpu::autograd::packed_attention`]), where this is a training pass there;
-    /// `None` elsewhere, where the caller composes attention from candle operations. The
+    /// ([`super::cpu::autograd::packed_attention`]), where this pass runs there (training or
+    /// inference); `None` elsewhere, where the caller composes attention from candle operations. The
     /// attention dropout mask is the one the padded layout draws (`[b, heads, seq, seq]`), at
     /// the real tokens.
     #[allow(clippy::too_many_arguments)]
@@ -205,7 +207,7 @@ impl Packing {
         let Some(lengths) = &self.lengths else {
             return Ok(None);
         };
-        if !on_trained_kernels(qkv, mode) {
+        if !self.attends_on_kernels(qkv, mode) {
             return Ok(None);
         }
         let mask = match mode.dropout {
@@ -1161,6 +1163,55 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 mod tests {
     use super::*;
     use candle_core::DType;
+
+    /// Passes on the CPU kernels, inference at every precision as well as training, run on the
+    /// real tokens alone and give the padded layout back (zeros at the padding); the reference
+    /// composition keeps the padded layout.
+    #[test]
+    fn passes_on_the_kernels_run_on_the_real_tokens() {
+        let dev = Device::Cpu;
+        let ids = Tensor::zeros((2, 4), DType::U32, &dev).unwrap();
+        let lengths = [4, 2];
+        let x = Tensor::arange(0f32, 24.0, &dev)
+            .unwrap()
+            .reshape((2, 4, 3))
+            .unwrap();
+        let rng = DropoutRng::new(1);
+        let mut kernel_modes: Vec<Mode> = [Precision::F32, Precision::Bf16, Precision::Int8]
+            .into_iter()
+            .map(|p| Mode::EVAL.with_kernels(p, &dev, true))
+            .collect();
+        kernel_modes.push(Mode::EVAL.with_kernels(Precision::F32, &dev, false));
+        kernel_modes.push(Mode::train(&rng).with_kernels(Precision::F32, &dev, true));
+        for mode in kernel_modes {
+            let rows = Packing::new(&ids, &lengths, mode).unwrap();
+            let packed = rows.pack(&x).unwrap();
+            assert_eq!(packed.dims(), [6, 3]);
+            assert!(rows.attends_on_kernels(&packed, mode));
+            let back: Vec<f32> = rows
+                .unpack(&packed)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let want: Vec<f32> = (0..24)
+                .map(|i| {
+                    if i % 12 >= 6 && i >= 12 {
+                        0.0
+                    } else {
+                        i as f32
+                    }
+                })
+                .collect();
+            assert_eq!(back, want);
+        }
+        for mode in [Mode::EVAL, Mode::train(&rng)] {
+            let rows = Packing::new(&ids, &lengths, mode).unwrap();
+            assert_eq!(rows.pack(&x).unwrap().dims(), [2, 4, 3]);
+            assert!(!rows.attends_on_kernels(&x, mode));
+        }
+    }
 
     /// A linear layer on the CPU kernels gives candle's product (float32: to rounding; bf16 and
     /// int8 near it), keeps one prepared weight per precision, and drops it on request.

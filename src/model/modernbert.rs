@@ -387,7 +387,7 @@ impl Transformer for ModernBert {
         let local = self.local_rotary.cos_sin(seq, dev)?;
         let scale = 1.0 / (d as f64).sqrt();
 
-        // The rows of the residual stream: the real tokens alone in training on the CPU.
+        // The rows of the residual stream: the real tokens alone on the CPU kernels.
         let rows = Packing::new(&input.ids, &input.lengths, mode)?;
         let x = rows.pack(&self.embed.forward(&input.ids, mode)?)?;
         let mut x = rows.dropout(

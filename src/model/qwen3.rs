@@ -216,7 +216,7 @@ impl Qwen3 {
         Tensor::from_vec(mask, (1, 1, seq, seq), dev)
     }
 
-    /// Causal attention in one operation on the CPU kernels, where this is a training pass there
+    /// Causal attention in one operation on the CPU kernels, where this pass runs there
     /// ([`Packing::attention`]): the rows `[q | k | v]` with each key-value head repeated for its
     /// group of query heads. `None` elsewhere.
     fn fused_attention(
@@ -309,7 +309,7 @@ impl Transformer for Qwen3 {
         let (cos, sin) = self.rotary.cos_sin(seq, dev)?;
         let scale = 1.0 / (d as f64).sqrt();
 
-        // The rows of the residual stream: the real tokens alone in training on the CPU.
+        // The rows of the residual stream: the real tokens alone on the CPU kernels.
         let rows = Packing::new(&input.ids, &input.lengths, mode)?;
         let mut x = rows.pack(&self.embed.forward(&input.ids, mode)?)?;
         for layer in &self.layers {

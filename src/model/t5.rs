@@ -166,8 +166,8 @@ pub struct T5Encoder {
 enum Bias<'a> {
     /// Of every (query, key) pair, padding masked: broadcasts to `[b, heads, seq, seq]`.
     Pairs(&'a Tensor),
-    /// By relative position ([`T5Encoder::relative_bias`]), in a training pass on the CPU
-    /// kernels, which attends in one operation ([`Packing::attention`]).
+    /// By relative position ([`T5Encoder::relative_bias`]), in a pass on the CPU kernels,
+    /// which attends in one operation ([`Packing::attention`]).
     Relative(&'a Tensor),
 }
 
@@ -411,7 +411,7 @@ impl Attention {
         match rows.attention(&qkv, positions, self.heads, 1.0, None, mode, dropout)? {
             Some(ctx) => self.o.forward_mode(&ctx, mode),
             None => {
-                candle_core::bail!("T5: a relative bias outside a training pass on the kernels")
+                candle_core::bail!("T5: a relative bias outside a pass on the kernels")
             }
         }
     }
@@ -511,7 +511,7 @@ impl Transformer for T5Encoder {
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         let p = self.config.dropout_rate;
         let (seq, dev) = (input.ids.dim(1)?, input.ids.device());
-        // The rows of the residual stream: the real tokens alone in training on the CPU.
+        // The rows of the residual stream: the real tokens alone on the CPU kernels.
         let rows = Packing::new(&input.ids, &input.lengths, mode)?;
         let mut x = rows.dropout(mode, &rows.pack(&self.embed.forward(&input.ids, mode)?)?, p)?;
         let fused = rows.attends_on_kernels(&x, mode);

@@ -140,9 +140,10 @@ pub trait Transformer: Send + Sync {
     /// What runs on the CPU, in words (for `sbert-tui info`): the family's inference and
     /// training paths.
     fn cpu_paths(&self) -> &'static str {
-        "inference: the composition with its linear layers, norms and activations on the \
-         kernels; training: candle's autograd, its linear layers, norms, activations, attention \
-         and their gradients on the kernels, on the real tokens alone"
+        "inference: the composition with its linear layers, norms, activations and attention \
+         on the kernels, on the real tokens alone; training: candle's autograd, its linear \
+         layers, norms, activations, attention and their gradients on the kernels, on the real \
+         tokens alone"
     }
     /// For tests that look inside one family.
     fn as_any(&self) -> &dyn Any;
