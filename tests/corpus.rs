@@ -1,6 +1,6 @@
 //! Corpora: reading columns, the on-disk vector cache (reopening, resuming an interrupted
-//! embedding, keys by pooling, prompt and precision), and the headless corpus commands (`search` with the
-//! cache, `mine`, `cluster`, `export`) on the tiny model, with their errors.
+//! embedding, keys by pooling, prompt and precision), and the headless corpus commands
+//! (`search` with the cache, `mine`, `cluster`, `export`) on the tiny model, with their errors.
 
 mod common;
 

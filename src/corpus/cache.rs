@@ -46,7 +46,8 @@ pub struct CacheKey {
 
 impl CacheKey {
     /// The key of `encoder` (the content of its folder's files, pooling, sequence length,
-    /// Dense / Normalize / truncation, inference precision) with `prompt` (the prompt's text, `None` for none).
+    /// Dense / Normalize / truncation, inference precision) with `prompt` (the prompt's text,
+    /// `None` for none).
     ///
     /// Files up to 8 MiB are hashed whole; larger ones (the weights) by their size and their
     /// first and last 4 MiB, which any training changes. Paths and times are not part of it: a

@@ -190,9 +190,9 @@ impl Packing {
     /// Self-attention of the pass's rows `qkv` (`[tokens, 3 * heads * d]`, each token's
     /// `[q | k | v]`, q and k not yet rotated where positions rotate them) on the CPU kernels
     /// ([`super::cpu::autograd::packed_attention`]), where this pass runs there (training or
-    /// inference); `None` elsewhere, where the caller composes attention from candle operations. The
-    /// attention dropout mask is the one the padded layout draws (`[b, heads, seq, seq]`), at
-    /// the real tokens.
+    /// inference); `None` elsewhere, where the caller composes attention from candle
+    /// operations. The attention dropout mask is the one the padded layout draws (`[b, heads,
+    /// seq, seq]`), at the real tokens.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
