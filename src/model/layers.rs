@@ -184,7 +184,7 @@ impl Packing {
     /// Whether [`Packing::attention`] runs (rather than returning `None`) for the pass's rows
     /// `x`.
     pub fn attends_on_kernels(&self, x: &Tensor, mode: Mode) -> bool {
-        self.lengths.is_some() && mode.kernels.is_some() && is_cpu_f32(x)
+        self.lengths.is_some() && on_cpu_kernels(x, mode)
     }
 
     /// Self-attention of the pass's rows `qkv` (`[tokens, 3 * heads * d]`, each token's
@@ -207,7 +207,7 @@ impl Packing {
         let Some(lengths) = &self.lengths else {
             return Ok(None);
         };
-        if !self.attends_on_kernels(qkv, mode) {
+        if !on_cpu_kernels(qkv, mode) {
             return Ok(None);
         }
         let mask = match mode.dropout {
@@ -580,16 +580,21 @@ impl Linear {
     }
 }
 
-/// Whether `x`'s next operation runs on the CPU kernels: an inference pass that asked for them,
-/// on a float32 CPU tensor.
-fn on_kernels(x: &Tensor, mode: Mode) -> bool {
-    mode.kernels.is_some() && !mode.grad && is_cpu_f32(x)
+/// Whether `x`'s next operation runs on the CPU kernels, in a pass of either kind that asked
+/// for them, on a float32 CPU tensor.
+fn on_cpu_kernels(x: &Tensor, mode: Mode) -> bool {
+    mode.kernels.is_some() && is_cpu_f32(x)
 }
 
-/// Whether `x`'s next operation runs on the CPU kernels with its backward pass there
-/// (`cpu::autograd`): a training pass that asked for them, on a float32 CPU tensor.
+/// [`on_cpu_kernels`] in an inference pass.
+fn on_kernels(x: &Tensor, mode: Mode) -> bool {
+    !mode.grad && on_cpu_kernels(x, mode)
+}
+
+/// [`on_cpu_kernels`] in a training pass: the operation has its backward pass there
+/// (`cpu::autograd`).
 fn on_trained_kernels(x: &Tensor, mode: Mode) -> bool {
-    mode.kernels.is_some() && mode.grad && is_cpu_f32(x)
+    mode.grad && on_cpu_kernels(x, mode)
 }
 
 fn is_cpu_f32(x: &Tensor) -> bool {
