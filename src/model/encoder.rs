@@ -135,6 +135,19 @@ enum LoadedStage {
 }
 
 impl LoadedStage {
+    /// A module after pooling, on the sentence vectors `x`.
+    fn on_vectors(&self, x: Tensor, mode: Mode) -> Result<Tensor> {
+        Ok(match self {
+            LoadedStage::Dense(d) => d.forward(&x, mode.grad)?,
+            LoadedStage::Normalize => normalize(&x)?,
+            LoadedStage::Pooling(spec) => {
+                return Err(ModelError::Invalid(format!(
+                    "a second pooling module ({spec}) after the first"
+                )));
+            }
+        })
+    }
+
     fn as_ref(&self) -> StageRef<'_> {
         match self {
             LoadedStage::Pooling(p) => StageRef::Pooling(p),
@@ -515,8 +528,47 @@ impl SentenceEncoder {
     /// Sentence vectors `[b, dim]`: transformer, then every module after it. Differentiable when
     /// `mode.grad` is set.
     pub fn forward(&self, input: &EncoderInput, mode: Mode) -> Result<Tensor> {
+        if let Some(at) = self.pooled_token(input)
+            && let Some(pooled) = self.transformer.forward_at(input, mode, &at)?
+        {
+            // Pooling read one token, which the transformer gave alone.
+            return self.stages[1..]
+                .iter()
+                .try_fold(pooled, |x, stage| stage.on_vectors(x, mode));
+        }
         let tokens = self.token_embeddings(input, mode)?;
         self.after_transformer(tokens, input, mode)
+    }
+
+    /// Where the model pools one token of each sentence (`cls` or `lasttoken` alone, its only
+    /// pooling module): that token's place in each sentence of `input`, as pooling picks it (the
+    /// first token, or the first after the prompt without `include_prompt`; the last token).
+    /// `None` otherwise, or where a sentence has no token to pool.
+    fn pooled_token(&self, input: &EncoderInput) -> Option<Vec<usize>> {
+        let (LoadedStage::Pooling(spec), rest) = self.stages.split_first()? else {
+            return None;
+        };
+        let mode = match spec.modes() {
+            [m @ (PoolingMode::Cls | PoolingMode::LastToken)] => *m,
+            _ => return None,
+        };
+        if rest.iter().any(|s| matches!(s, LoadedStage::Pooling(_))) {
+            return None;
+        }
+        let skip_prompt = !self.info.include_prompt;
+        input
+            .lengths
+            .iter()
+            .zip(&input.prompt_lens)
+            .map(|(&len, &prompt)| {
+                let first = if skip_prompt { prompt.min(len) } else { 0 };
+                (first < len).then_some(if mode == PoolingMode::Cls {
+                    first
+                } else {
+                    len - 1
+                })
+            })
+            .collect()
     }
 
     /// Training-mode sentence vectors with the encoder's backward pass written by hand (CPU):
@@ -586,8 +638,7 @@ impl SentenceEncoder {
                         self.transformer.decoder_first(tokens, input, mode)
                     })?
                 }
-                LoadedStage::Dense(d) => d.forward(&x, mode.grad)?,
-                LoadedStage::Normalize => normalize(&x)?,
+                vectors => vectors.on_vectors(x, mode)?,
             };
             observe(stage.as_ref(), &x)?;
         }

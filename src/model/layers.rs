@@ -233,18 +233,73 @@ impl Packing {
             scale: scale as f32,
             window,
             dropout: Arc::new(mask),
+            queries: Arc::new(Vec::new()),
         };
         // Without padding the rows keep the batch's shape, `[b, seq, 3h]`.
         let mut dims = qkv.dims().to_vec();
         let width = dims.pop().unwrap_or(0);
-        let tokens = dims.iter().product::<usize>();
-        let ctx = super::cpu::autograd::packed_attention(
-            &qkv.reshape((tokens, width))?,
-            positions,
-            spec,
-        )?;
+        let ctx = super::cpu::autograd::packed_attention(&rows(qkv)?, positions, spec)?;
         dims.push(width / 3);
         ctx.reshape(dims).map(Some)
+    }
+
+    /// Whether this pass can run a last layer for one token of each sentence alone
+    /// ([`Packing::attention_at`], [`Packing::pick`]): a pass on the kernels (`x` its rows, or a
+    /// tensor of their dtype and device) that draws no dropout mask (inference, or a model whose every dropout probability, `dropout`
+    /// the largest, is 0: a mask drawn for fewer rows would move the stream the padded layout
+    /// draws from).
+    pub fn picks(&self, x: &Tensor, mode: Mode, dropout: f64) -> bool {
+        self.attends_on_kernels(x, mode) && (mode.dropout.is_none() || dropout <= 0.0)
+    }
+
+    /// [`Packing::attention`] of the query `at[r]` of each sentence `r` alone (over all its
+    /// keys), without attention dropout: `[b, heads * d]`, those tokens' rows of the whole
+    /// attention, differentiable. Only in a pass that [`Packing::picks`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_at(
+        &self,
+        qkv: &Tensor,
+        positions: super::cpu::autograd::Positions,
+        heads: usize,
+        scale: f64,
+        window: Option<(usize, usize)>,
+        mode: Mode,
+        at: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        let Some(lengths) = self.lengths.as_ref().filter(|_| self.picks(qkv, mode, 0.0)) else {
+            candle_core::bail!("attention of picked queries outside a pass on the kernels");
+        };
+        let spec = super::cpu::autograd::PackedAttention {
+            lengths: lengths.clone(),
+            heads,
+            scale: scale as f32,
+            window,
+            dropout: Arc::new(Vec::new()),
+            queries: Arc::new(at.to_vec()),
+        };
+        super::cpu::autograd::packed_attention(&rows(qkv)?, positions, spec)
+    }
+
+    /// Row `at[r]` of each sentence `r` among the pass's rows `x`, `[b, width]`. Only where the
+    /// rows are sentence after sentence ([`Packing::picks`]).
+    pub fn pick(&self, x: &Tensor, at: &[usize]) -> candle_core::Result<Tensor> {
+        let Some(lengths) = &self.lengths else {
+            candle_core::bail!("rows picked from a padded pass");
+        };
+        if at.len() != lengths.len() {
+            candle_core::bail!("{} tokens picked for {} sentences", at.len(), lengths.len());
+        }
+        let mut first = 0;
+        let mut index = Vec::with_capacity(at.len());
+        for (&len, &i) in lengths.iter().zip(at) {
+            if i >= len {
+                candle_core::bail!("token {i} picked from a sentence of {len} tokens");
+            }
+            index.push((first + i) as u32);
+            first += len;
+        }
+        let index = Tensor::from_vec(index, at.len(), x.device())?;
+        rows(x)?.index_select(&index, 0)
     }
 
     /// `x` (`[b, seq, width]`) as the pass's rows: `[tokens, width]` where packed.
@@ -578,6 +633,12 @@ impl Linear {
         *out_dims.last_mut().expect("at least one dimension") = w.dim(0)?;
         y.reshape(out_dims)
     }
+}
+
+/// Rows `x` (`[tokens, width]`, or `[b, seq, width]` without padding) as `[tokens, width]`.
+fn rows(x: &Tensor) -> candle_core::Result<Tensor> {
+    let width = x.dim(D::Minus1)?;
+    x.reshape((x.elem_count() / width.max(1), width))
 }
 
 /// Whether `x`'s next operation runs on the CPU kernels, in a pass of either kind that asked

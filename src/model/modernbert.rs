@@ -215,6 +215,113 @@ impl Layer {
 }
 
 impl ModernBert {
+    /// The pass: every token's vectors `[b, seq, hidden]`, or with `at` the token `at[r]` of
+    /// each sentence's, `[b, hidden]`, its last layer run past the keys and values for those
+    /// tokens alone; `None` where this pass cannot pick ([`Packing::picks`]).
+    fn pass(
+        &self,
+        input: &EncoderInput,
+        mode: Mode,
+        at: Option<&[usize]>,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let c = &self.config;
+        let seq = input.ids.dim(1)?;
+        let (heads, h) = (c.num_attention_heads, c.hidden_size);
+        let d = h / heads;
+        let dev = input.ids.device();
+        let global = self.global_rotary.cos_sin(seq, dev)?;
+        let local = self.local_rotary.cos_sin(seq, dev)?;
+        let scale = 1.0 / (d as f64).sqrt();
+
+        // The rows of the residual stream: the real tokens alone on the CPU kernels.
+        let rows = Packing::new(&input.ids, &input.lengths, mode)?;
+        // Decided before anything is looked up or drawn (the table's dtype and device are the
+        // rows').
+        let dropout = [c.embedding_dropout, c.attention_dropout, c.mlp_dropout];
+        let p = dropout.into_iter().fold(0.0, f64::max);
+        if at.is_some() && !rows.picks(self.embed.weight(), mode, p) {
+            return Ok(None);
+        }
+        let x = rows.pack(&self.embed.forward(&input.ids, mode)?)?;
+        let mut x = rows.dropout(
+            mode,
+            &self.embed_norm.forward(&x, mode)?,
+            c.embedding_dropout,
+        )?;
+        // The additive masks only where attention is composed (`Packing::attention` masks
+        // nothing: each sentence attends over its own tokens, the window given as a range).
+        let masks = match rows.attends_on_kernels(&x, mode) {
+            true => None,
+            false => Some(self.masks(input)?),
+        };
+        let last = self.layers.len().wrapping_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let ((cos, sin), rotary) = match layer.kind {
+                Kind::Full => (&global, &self.global_rotary),
+                Kind::Sliding => (&local, &self.local_rotary),
+            };
+            let normed = match &layer.attn_norm {
+                Some(n) => n.forward(&x, mode)?,
+                None => x.clone(),
+            };
+            let qkv = layer.wqkv.forward_mode(&normed, mode)?;
+            let half = c.local_attention / 2;
+            let window = (layer.kind == Kind::Sliding).then_some((half, half));
+            if let Some(at) = at.filter(|_| i == last) {
+                // The last layer for the picked tokens alone: their queries over every key.
+                let positions = Positions::Rotary(cos, sin);
+                let ctx = rows.attention_at(&qkv, positions, heads, scale, window, mode, at)?;
+                let x = (rows.pick(&x, at)? + layer.wo.forward_mode(&ctx, mode)?)?;
+                let x = self.feed_forward(layer, x, &rows, mode)?;
+                return Ok(Some(self.final_norm.forward(&x, mode)?));
+            }
+            let fused = rows.attention(
+                &qkv,
+                Positions::Rotary(cos, sin),
+                heads,
+                scale,
+                window,
+                mode,
+                c.attention_dropout,
+            )?;
+            let ctx = match (fused, &masks) {
+                (Some(ctx), _) => ctx,
+                (None, Some((full, sliding))) => {
+                    let mask = match layer.kind {
+                        Kind::Full => full,
+                        Kind::Sliding => sliding,
+                    };
+                    rows.pack(&self.attend(&rows.unpack(&qkv)?, mask, (cos, sin), rotary, mode)?)?
+                }
+                (None, None) => candle_core::bail!("ModernBERT: attention left unmasked"),
+            };
+            let out = layer.wo.forward_mode(&ctx, mode)?;
+            x = (x + rows.dropout(mode, &out, c.attention_dropout)?)?;
+            x = self.feed_forward(layer, x, &rows, mode)?;
+        }
+        let x = self.final_norm.forward(&x, mode)?;
+        match at {
+            // No layers: the picked tokens' embeddings.
+            Some(at) => rows.pick(&x, at).map(Some),
+            None => rows.unpack(&x).map(Some),
+        }
+    }
+
+    /// `x` plus the layer's GeGLU block of it: act(input) * gate, the two halves of Wi.
+    fn feed_forward(
+        &self,
+        layer: &Layer,
+        x: Tensor,
+        rows: &Packing,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let normed = layer.mlp_norm.forward(&x, mode)?;
+        let wi = layer.wi.forward_mode(&normed, mode)?;
+        let hidden = self.act.gated_halves(&wi, mode)?;
+        let hidden = rows.dropout(mode, &hidden, self.config.mlp_dropout)?;
+        x + layer.mlp_wo.forward_mode(&hidden, mode)?
+    }
+
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let path = dir.join("config.json");
         let c = ModernBertConfig::read(&path)?;
@@ -377,72 +484,21 @@ impl Transformer for ModernBert {
         })
     }
 
-    fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        let c = &self.config;
-        let seq = input.ids.dim(1)?;
-        let (heads, h) = (c.num_attention_heads, c.hidden_size);
-        let d = h / heads;
-        let dev = input.ids.device();
-        let global = self.global_rotary.cos_sin(seq, dev)?;
-        let local = self.local_rotary.cos_sin(seq, dev)?;
-        let scale = 1.0 / (d as f64).sqrt();
+    fn forward_at(
+        &self,
+        input: &EncoderInput,
+        mode: Mode,
+        at: &[usize],
+    ) -> candle_core::Result<Option<Tensor>> {
+        self.kernels.run(mode, input.ids.device(), |mode| {
+            self.pass(input, mode, Some(at))
+        })
+    }
 
-        // The rows of the residual stream: the real tokens alone on the CPU kernels.
-        let rows = Packing::new(&input.ids, &input.lengths, mode)?;
-        let x = rows.pack(&self.embed.forward(&input.ids, mode)?)?;
-        let mut x = rows.dropout(
-            mode,
-            &self.embed_norm.forward(&x, mode)?,
-            c.embedding_dropout,
-        )?;
-        // The additive masks only where attention is composed (`Packing::attention` masks
-        // nothing: each sentence attends over its own tokens, the window given as a range).
-        let masks = match rows.attends_on_kernels(&x, mode) {
-            true => None,
-            false => Some(self.masks(input)?),
-        };
-        for layer in &self.layers {
-            let ((cos, sin), rotary) = match layer.kind {
-                Kind::Full => (&global, &self.global_rotary),
-                Kind::Sliding => (&local, &self.local_rotary),
-            };
-            let normed = match &layer.attn_norm {
-                Some(n) => n.forward(&x, mode)?,
-                None => x.clone(),
-            };
-            let qkv = layer.wqkv.forward_mode(&normed, mode)?;
-            let half = c.local_attention / 2;
-            let window = (layer.kind == Kind::Sliding).then_some((half, half));
-            let fused = rows.attention(
-                &qkv,
-                Positions::Rotary(cos, sin),
-                heads,
-                scale,
-                window,
-                mode,
-                c.attention_dropout,
-            )?;
-            let ctx = match (fused, &masks) {
-                (Some(ctx), _) => ctx,
-                (None, Some((full, sliding))) => {
-                    let mask = match layer.kind {
-                        Kind::Full => full,
-                        Kind::Sliding => sliding,
-                    };
-                    rows.pack(&self.attend(&rows.unpack(&qkv)?, mask, (cos, sin), rotary, mode)?)?
-                }
-                (None, None) => candle_core::bail!("ModernBERT: attention left unmasked"),
-            };
-            let out = layer.wo.forward_mode(&ctx, mode)?;
-            x = (x + rows.dropout(mode, &out, c.attention_dropout)?)?;
-            // GeGLU: act(input) * gate, the two halves of Wi.
-            let normed = layer.mlp_norm.forward(&x, mode)?;
-            let wi = layer.wi.forward_mode(&normed, mode)?;
-            let hidden = self.act.gated_halves(&wi, mode)?;
-            let hidden = rows.dropout(mode, &hidden, c.mlp_dropout)?;
-            x = (x + layer.mlp_wo.forward_mode(&hidden, mode)?)?;
-        }
-        rows.unpack(&self.final_norm.forward(&x, mode)?)
+    fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
+        Ok(self
+            .pass(input, mode, None)?
+            .expect("a pass of every token gives them all"))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -222,15 +222,53 @@ impl Qwen3 {
     fn fused_attention(
         &self,
         rows: &Packing,
-        [q, k, v]: [&Tensor; 3],
+        qkv: [&Tensor; 3],
         rotary: (&Tensor, &Tensor),
         mode: Mode,
     ) -> candle_core::Result<Option<Tensor>> {
         let c = &self.config;
-        let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
-        if !rows.attends_on_kernels(q, mode) {
+        if !rows.attends_on_kernels(qkv[0], mode) {
             return Ok(None);
         }
+        let d = c.head_dim();
+        rows.attention(
+            &self.grouped(qkv)?,
+            Positions::Rotary(rotary.0, rotary.1),
+            c.num_attention_heads,
+            1.0 / (d as f64).sqrt(),
+            Some((usize::MAX, 0)),
+            mode,
+            c.attention_dropout,
+        )
+    }
+
+    /// [`Qwen3::fused_attention`] of the token `at[r]` of each sentence alone, `[b, heads * d]`
+    /// ([`Packing::attention_at`]).
+    fn attention_at(
+        &self,
+        rows: &Packing,
+        qkv: [&Tensor; 3],
+        rotary: (&Tensor, &Tensor),
+        mode: Mode,
+        at: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let d = c.head_dim();
+        rows.attention_at(
+            &self.grouped(qkv)?,
+            Positions::Rotary(rotary.0, rotary.1),
+            c.num_attention_heads,
+            1.0 / (d as f64).sqrt(),
+            Some((usize::MAX, 0)),
+            mode,
+            at,
+        )
+    }
+
+    /// The rows `[q | k | v]` with each key-value head repeated for its group of query heads.
+    fn grouped(&self, [q, k, v]: [&Tensor; 3]) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let groups = heads / kv_heads;
         let repeat = |t: &Tensor| -> candle_core::Result<Tensor> {
             if groups == 1 {
@@ -246,17 +284,7 @@ impl Qwen3 {
             dims.push(heads * d);
             grouped.reshape(dims)
         };
-        let qkv = Tensor::cat(&[q, &repeat(k)?, &repeat(v)?], candle_core::D::Minus1)?;
-        let scale = 1.0 / (d as f64).sqrt();
-        rows.attention(
-            &qkv,
-            Positions::Rotary(rotary.0, rotary.1),
-            heads,
-            scale,
-            Some((usize::MAX, 0)),
-            mode,
-            c.attention_dropout,
-        )
+        Tensor::cat(&[q, &repeat(k)?, &repeat(v)?], candle_core::D::Minus1)
     }
 }
 
@@ -299,7 +327,38 @@ impl Transformer for Qwen3 {
         })
     }
 
+    fn forward_at(
+        &self,
+        input: &EncoderInput,
+        mode: Mode,
+        at: &[usize],
+    ) -> candle_core::Result<Option<Tensor>> {
+        self.kernels.run(mode, input.ids.device(), |mode| {
+            self.pass(input, mode, Some(at))
+        })
+    }
+
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
+        Ok(self
+            .pass(input, mode, None)?
+            .expect("a pass of every token gives them all"))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Qwen3 {
+    /// The pass: every token's vectors `[b, seq, hidden]`, or with `at` the token `at[r]` of
+    /// each sentence's, `[b, hidden]`, its last layer run past the keys and values for those
+    /// tokens alone; `None` where this pass cannot pick ([`Packing::picks`]).
+    fn pass(
+        &self,
+        input: &EncoderInput,
+        mode: Mode,
+        at: Option<&[usize]>,
+    ) -> candle_core::Result<Option<Tensor>> {
         let c = &self.config;
         let (b, seq) = input.ids.dims2()?;
         let (heads, kv_heads, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
@@ -311,8 +370,13 @@ impl Transformer for Qwen3 {
 
         // The rows of the residual stream: the real tokens alone on the CPU kernels.
         let rows = Packing::new(&input.ids, &input.lengths, mode)?;
+        // Decided before anything is looked up (the table's dtype and device are the rows').
+        if at.is_some() && !rows.picks(self.embed.weight(), mode, c.attention_dropout) {
+            return Ok(None);
+        }
         let mut x = rows.pack(&self.embed.forward(&input.ids, mode)?)?;
-        for layer in &self.layers {
+        let last = self.layers.len().wrapping_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
             let normed = layer.input_norm.forward(&x, mode)?;
             // The pass's rows of q, k (each after its per-head RMS norm) and v.
             let project = |lin: &Linear, n: usize, norm: Option<&RmsNorm>| {
@@ -330,6 +394,13 @@ impl Transformer for Qwen3 {
             let q = project(&layer.q, heads, Some(&layer.q_norm))?;
             let k = project(&layer.k, kv_heads, Some(&layer.k_norm))?;
             let v = project(&layer.v, kv_heads, None)?;
+            if let Some(at) = at.filter(|_| i == last) {
+                // The last layer for the picked tokens alone: their queries over every key.
+                let ctx = self.attention_at(&rows, [&q, &k, &v], (&cos, &sin), mode, at)?;
+                x = rows.pick(&x, at)?;
+                x = self.feed_forward(layer, (x + layer.o.forward_mode(&ctx, mode)?)?, mode)?;
+                return Ok(Some(self.norm.forward(&x, mode)?));
+            }
             let ctx = match self.fused_attention(&rows, [&q, &k, &v], (&cos, &sin), mode)? {
                 Some(ctx) => ctx,
                 None => {
@@ -365,20 +436,24 @@ impl Transformer for Qwen3 {
                     rows.pack(&ctx)?
                 }
             };
-            x = (x + layer.o.forward_mode(&ctx, mode)?)?;
-            // SwiGLU.
-            let normed = layer.post_norm.forward(&x, mode)?;
-            let hidden = self.act.gated(
-                &layer.gate.forward_mode(&normed, mode)?,
-                &layer.up.forward_mode(&normed, mode)?,
-                mode,
-            )?;
-            x = (x + layer.down.forward_mode(&hidden, mode)?)?;
+            x = self.feed_forward(layer, (x + layer.o.forward_mode(&ctx, mode)?)?, mode)?;
         }
-        rows.unpack(&self.norm.forward(&x, mode)?)
+        let x = self.norm.forward(&x, mode)?;
+        match at {
+            // No layers: the picked tokens' embeddings.
+            Some(at) => rows.pick(&x, at).map(Some),
+            None => rows.unpack(&x).map(Some),
+        }
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    /// `x` plus the layer's SwiGLU block of it.
+    fn feed_forward(&self, layer: &Layer, x: Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        let normed = layer.post_norm.forward(&x, mode)?;
+        let hidden = self.act.gated(
+            &layer.gate.forward_mode(&normed, mode)?,
+            &layer.up.forward_mode(&normed, mode)?,
+            mode,
+        )?;
+        x + layer.down.forward_mode(&hidden, mode)?
     }
 }

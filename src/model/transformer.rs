@@ -71,6 +71,18 @@ pub trait Transformer: Send + Sync {
     /// `[b, seq]` ids -> `[b, seq, hidden]` token vectors; the family's fast path where it has
     /// one for this mode and device.
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor>;
+    /// `[b, hidden]`: the vector of token `at[r]` of each sentence `r` (below its length), for
+    /// pooling that reads one token (CLS, last token). Where this pass can, the last layer runs
+    /// past its keys and values for those tokens alone; `None` where it cannot (the caller
+    /// runs [`Transformer::forward`] and picks).
+    fn forward_at(
+        &self,
+        _input: &EncoderInput,
+        _mode: Mode,
+        _at: &[usize],
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(None)
+    }
     /// The forward pass as a composition of candle operations (differentiable; any device): the
     /// reference every fast path is tested against.
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor>;

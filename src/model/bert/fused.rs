@@ -239,6 +239,27 @@ impl Packed {
 
 /// `[b, seq]` ids -> `[b, seq, hidden]` token vectors (padding rows are 0).
 pub(super) fn forward(bert: &Bert, input: &EncoderInput) -> candle_core::Result<Tensor> {
+    let (packed, x) = run(bert, input, None)?;
+    packed.unpack(&x, bert.config.hidden_size, input.ids.device())
+}
+
+/// `[b, hidden]`: the vector of token `at[r]` of each sentence `r`, the last layer run for
+/// those tokens alone past its keys and values (CLS and last-token pooling read no other).
+pub(super) fn forward_at(
+    bert: &Bert,
+    input: &EncoderInput,
+    at: &[usize],
+) -> candle_core::Result<Tensor> {
+    let (packed, x) = run(bert, input, Some(at))?;
+    Tensor::from_vec(x, (packed.b, bert.config.hidden_size), input.ids.device())
+}
+
+/// The pass: every token's rows, or with `at` one row per sentence (that token's).
+fn run(
+    bert: &Bert,
+    input: &EncoderInput,
+    at: Option<&[usize]>,
+) -> candle_core::Result<(Packed, Vec<f32>)> {
     let c = &bert.config;
     let h = c.hidden_size;
     let packed = Packed::new(bert, input)?;
@@ -265,12 +286,63 @@ pub(super) fn forward(bert: &Bert, input: &EncoderInput) -> candle_core::Result<
         window: None,
     };
     let low = low_layers(bert)?;
-    for (i, layer) in bert.layers.iter().enumerate() {
+    let rows = at.map(|at| picked_rows(&packed.offsets, at)).transpose()?;
+    let every = bert.layers.len() - usize::from(rows.is_some() && !bert.layers.is_empty());
+    for (i, layer) in bert.layers.iter().enumerate().take(every) {
         let q = low.map(|l| &l[i]);
         layer_forward(layer, q, bert, &packed.offsets, rel, &mut x, &mut scratch)?;
     }
+    if let Some(rows) = rows {
+        let mut picked = pick(&x, h, &rows);
+        if let Some((i, layer)) = bert.layers.iter().enumerate().nth(every) {
+            let q = low.map(|l| &l[i]);
+            let at = at.expect("rows come from `at`");
+            let offsets = &packed.offsets;
+            last_layer_at(
+                layer,
+                q,
+                bert,
+                offsets,
+                at,
+                rel,
+                &x,
+                &mut picked,
+                &mut scratch,
+            )?;
+        }
+        x = picked;
+    }
     scratch.give_back();
-    packed.unpack(&x, h, input.ids.device())
+    Ok((packed, x))
+}
+
+/// Each sentence's row `at[r]` among the packed rows, checked against its length.
+fn picked_rows(offsets: &[usize], at: &[usize]) -> candle_core::Result<Vec<usize>> {
+    if at.len() + 1 != offsets.len() {
+        candle_core::bail!(
+            "{} tokens picked for {} sentences",
+            at.len(),
+            offsets.len() - 1
+        );
+    }
+    offsets
+        .windows(2)
+        .zip(at)
+        .map(|(w, &i)| {
+            if w[0] + i >= w[1] {
+                candle_core::bail!("token {i} picked from a sentence of {} tokens", w[1] - w[0]);
+            }
+            Ok(w[0] + i)
+        })
+        .collect()
+}
+
+/// The rows `rows` of `x` (`h` values each), one after another.
+fn pick(x: &[f32], h: usize, rows: &[usize]) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&r| &x[r * h..(r + 1) * h])
+        .copied()
+        .collect()
 }
 
 /// Buffers reused by every layer of one forward pass.
@@ -328,17 +400,15 @@ pub(super) fn longest(offsets: &[usize]) -> usize {
     offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
 }
 
-fn layer_forward(
+/// Q, K and V of every row of `x` into `s.qkv`, biases added.
+fn queries_keys_values(
     layer: &Layer,
     low: Option<&LowLayer>,
     bert: &Bert,
-    offsets: &[usize],
-    rel: kernels::RelBias,
-    x: &mut [f32],
+    x: &[f32],
     s: &mut Scratch,
 ) -> candle_core::Result<()> {
-    let c = &bert.config;
-    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let h = bert.config.hidden_size;
     let t = x.len() / h;
     let a = &layer.attention;
 
@@ -361,19 +431,68 @@ fn layer_forward(
         }
     }
     let qkv_bias = &s.qkv_bias;
-    for_rows(&mut s.qkv, 3 * h, |rows, _| {
+    for_rows(&mut s.qkv[..t * 3 * h], 3 * h, |rows, _| {
         kernels::add_bias(rows, qkv_bias)
     });
+    Ok(())
+}
 
+fn layer_forward(
+    layer: &Layer,
+    low: Option<&LowLayer>,
+    bert: &Bert,
+    offsets: &[usize],
+    rel: kernels::RelBias,
+    x: &mut [f32],
+    s: &mut Scratch,
+) -> candle_core::Result<()> {
+    let (h, a) = (bert.config.hidden_size, &layer.attention);
+    queries_keys_values(layer, low, bert, x, s)?;
     attention(&s.qkv, &mut s.ctx, offsets, h, a.heads, a.head_dim, rel);
+    after_attention(layer, low, bert, x, s)
+}
 
+/// The last layer for the tokens `at[r]` of each sentence alone: the keys and values of every
+/// token of `x`, then attention, its output and the feed-forward block for `picked` (those
+/// tokens' rows of `x`, one per sentence), which become their output rows.
+#[allow(clippy::too_many_arguments)]
+fn last_layer_at(
+    layer: &Layer,
+    low: Option<&LowLayer>,
+    bert: &Bert,
+    offsets: &[usize],
+    at: &[usize],
+    rel: kernels::RelBias,
+    x: &[f32],
+    picked: &mut [f32],
+    s: &mut Scratch,
+) -> candle_core::Result<()> {
+    let (h, a) = (bert.config.hidden_size, &layer.attention);
+    queries_keys_values(layer, low, bert, x, s)?;
+    attention_at(&s.qkv, &mut s.ctx, offsets, at, h, a.heads, a.head_dim, rel);
+    after_attention(layer, low, bert, picked, s)
+}
+
+/// Attention output, residual and layer norm, then the feed-forward block, for the rows of `x`
+/// (their context rows first in `s.ctx`).
+fn after_attention(
+    layer: &Layer,
+    low: Option<&LowLayer>,
+    bert: &Bert,
+    x: &mut [f32],
+    s: &mut Scratch,
+) -> candle_core::Result<()> {
+    let c = &bert.config;
+    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let t = x.len() / h;
+    let a = &layer.attention;
     // Attention output, residual, layer norm.
     let q = |f: fn(&LowLayer) -> &PreparedWeight| low.map(f);
     dense_residual_norm(
         &a.output,
         q(|l| &l.attention_output),
         &a.norm,
-        &s.ctx,
+        &s.ctx[..t * h],
         h,
         &mut s.tmp,
         x,
@@ -381,15 +500,16 @@ fn layer_forward(
 
     // Feed-forward: intermediate + activation, output + residual + layer norm.
     let w = q(|l| &l.intermediate);
-    product(&mut s.inter, inter, x, t, h, &layer.intermediate, inter, w)?;
+    let hidden = &mut s.inter[..t * inter];
+    product(hidden, inter, x, t, h, &layer.intermediate, inter, w)?;
     let bias = bias_or_zeros(layer.intermediate.bias(), inter)?;
     let act = layer.act;
-    for_rows(&mut s.inter, inter, |rows, _| activate(act, rows, &bias));
+    for_rows(hidden, inter, |rows, _| activate(act, rows, &bias));
     dense_residual_norm(
         &layer.output,
         q(|l| &l.output),
         &layer.norm,
-        &s.inter,
+        hidden,
         inter,
         &mut s.tmp,
         x,
@@ -427,6 +547,35 @@ fn dense_residual_norm(
         kernels::bias_residual_layer_norm(y, &bias, rows, gamma, beta, eps)
     });
     Ok(())
+}
+
+/// [`attention`] for the query `at[r]` of each sentence `r` alone: `ctx` row `r` gets its
+/// context.
+#[allow(clippy::too_many_arguments)]
+fn attention_at(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    offsets: &[usize],
+    at: &[usize],
+    h: usize,
+    heads: usize,
+    d: usize,
+    rel: kernels::RelBias,
+) {
+    let scale = 1.0 / (d as f32).sqrt();
+    let run = |((w, &i), out): ((&[usize], &usize), &mut [f32])| {
+        let len = w[1] - w[0];
+        let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+        let rows = &qkv[w[0] * 3 * h..w[1] * 3 * h];
+        kernels::attend_queries(rows, out, len, heads, d, scale, rel, i, 1, &mut scratch);
+    };
+    let jobs = offsets.windows(2).zip(at).zip(ctx.chunks_exact_mut(h));
+    let tokens = offsets.last().copied().unwrap_or(0);
+    if at.len() > 1 && tokens >= 2 * ROWS_PER_TASK && threads() > 1 {
+        jobs.collect::<Vec<_>>().into_par_iter().for_each(run);
+    } else {
+        jobs.for_each(run);
+    }
 }
 
 /// Multi-head attention of each sentence over its own tokens: `ctx` rows get

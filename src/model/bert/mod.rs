@@ -654,19 +654,21 @@ impl Transformer for Bert {
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
         if !mode.grad && mode.dropout.is_none() && fused::applies(self, input) {
-            // On a thread of the pool: the pass is some sixty short parallel steps, and from
-            // outside the pool each one hands its work over and sleeps until it is done (a
-            // wake-up each way). Single-sentence latency fell by a third (int8 1.5 -> 0.9-1.1 ms).
-            // Always the pool's first thread, so that one allocator arena holds the pass's
-            // buffers, whichever thread asks and however many threads there are (the others
-            // return at once and help with its parallel steps).
-            let mut runs =
-                rayon::broadcast(|ctx| (ctx.index() == 0).then(|| fused::forward(self, input)));
-            return runs
-                .swap_remove(0)
-                .expect("the pool's first thread runs the pass");
+            return on_first_thread(|| fused::forward(self, input));
         }
         self.forward_composed(input, mode)
+    }
+
+    fn forward_at(
+        &self,
+        input: &EncoderInput,
+        mode: Mode,
+        at: &[usize],
+    ) -> candle_core::Result<Option<Tensor>> {
+        if !mode.grad && mode.dropout.is_none() && fused::applies(self, input) {
+            return on_first_thread(|| fused::forward_at(self, input, at)).map(Some);
+        }
+        Ok(None)
     }
 
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
@@ -713,6 +715,18 @@ impl Transformer for Bert {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// Runs a fused pass on a thread of the pool: the pass is some sixty short parallel steps, and
+/// from outside the pool each one hands its work over and sleeps until it is done (a wake-up
+/// each way). Single-sentence latency fell by a third (int8 1.5 -> 0.9-1.1 ms). Always the
+/// pool's first thread, so that one allocator arena holds the pass's buffers, whichever thread
+/// asks and however many threads there are (the others return at once and help with its
+/// parallel steps).
+fn on_first_thread<T: Send>(pass: impl Fn() -> T + Sync) -> T {
+    let mut runs = rayon::broadcast(|ctx| (ctx.index() == 0).then(&pass));
+    runs.swap_remove(0)
+        .expect("the pool's first thread runs the pass")
 }
 
 #[cfg(test)]

@@ -678,6 +678,9 @@ pub struct PackedAttention {
     pub window: Option<(usize, usize)>,
     /// Attention dropout, as `[heads, len, len]` per sentence, one after another; empty: none.
     pub dropout: Arc<Vec<f32>>,
+    /// The one query of each sentence whose context is wanted (its place in the sentence), the
+    /// result then `[sentences, heads * d]`; empty: every query. Not with dropout.
+    pub queries: Arc<Vec<usize>>,
 }
 
 /// The rotary tables of a [`Positions::Rotary`] pass: `cos` and `sin`, `d / 2` per position.
@@ -716,6 +719,15 @@ impl PackedAttention {
         }
         if self.lengths.iter().any(|&l| l > span) {
             candle_core::bail!("packed attention: positions for sentences of up to {span} tokens");
+        }
+        let picked = self.queries.iter().zip(self.lengths.iter());
+        if !self.queries.is_empty()
+            && (self.queries.len() != self.lengths.len() || picked.clone().any(|(q, l)| q >= l))
+        {
+            candle_core::bail!("packed attention: a query picked outside its sentence");
+        }
+        if !self.queries.is_empty() && !self.dropout.is_empty() {
+            candle_core::bail!("packed attention: picked queries with a dropout mask");
         }
         Ok(width / (3 * self.heads))
     }
@@ -761,6 +773,26 @@ impl PackedAttention {
             .collect()
     }
 
+    /// The gradient of every token's context from `dctx`: itself, or where queries were
+    /// picked, their rows of it with zeros elsewhere (the other queries reached nothing, so
+    /// the whole attention's backward pass gives the picked ones' gradients).
+    fn every_row<'a>(&self, dctx: &'a [f32], h: usize) -> std::borrow::Cow<'a, [f32]> {
+        if self.queries.is_empty() {
+            return dctx.into();
+        }
+        let tokens: usize = self.lengths.iter().sum();
+        let mut all = vec![0f32; tokens * h];
+        for (((row, _, _), &q), g) in self
+            .offsets()
+            .into_iter()
+            .zip(self.queries.iter())
+            .zip(dctx.chunks_exact(h))
+        {
+            all[(row + q) * h..(row + q + 1) * h].copy_from_slice(g);
+        }
+        all.into()
+    }
+
     fn mask(&self, weight: usize, len: usize) -> &[f32] {
         if self.dropout.is_empty() {
             &[]
@@ -777,10 +809,37 @@ impl PackedAttention {
         }
     }
 
-    /// The context rows.
+    /// The context rows: every token's, or with [`PackedAttention::queries`] each sentence's
+    /// one.
     fn forward(&self, qkv: &[f32], tables: Tables, rel: kernels::RelBias, d: usize) -> Vec<f32> {
         let h = self.heads * d;
         let rot = self.rotate(qkv, tables, d, false);
+        if !self.queries.is_empty() {
+            let mut ctx = vec![0f32; self.queries.len() * h];
+            let jobs: Vec<_> = self
+                .offsets()
+                .into_iter()
+                .zip(self.queries.iter())
+                .zip(ctx.chunks_exact_mut(h))
+                .collect();
+            jobs.into_par_iter()
+                .for_each(|(((row, _, len), &query), ctx)| {
+                    let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+                    kernels::attend_queries(
+                        &rot[row * 3 * h..(row + len) * 3 * h],
+                        ctx,
+                        len,
+                        self.heads,
+                        d,
+                        self.scale,
+                        rel,
+                        query,
+                        1,
+                        &mut scratch,
+                    );
+                });
+            return ctx;
+        }
         let mut ctx = vec![0f32; rot.len() / 3];
         self.per_sentence(&mut ctx, h, |row, len, weight, ctx| {
             let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
@@ -811,6 +870,7 @@ impl PackedAttention {
         dctx: &[f32],
     ) -> (Vec<f32>, Vec<f32>) {
         let h = self.heads * d;
+        let dctx = &*self.every_row(dctx, h);
         let rot = self.rotate(qkv, tables, d, false);
         let mut drot = vec![0f32; rot.len()];
         let drel = self.per_sentence(&mut drot, 3 * h, |row, len, weight, drot| {
@@ -882,10 +942,8 @@ impl CustomOp3 for PackedAttention {
             );
         }
         let ctx = self.forward(qkv, Some((cos, sin)), self.rel(&[], 0), d);
-        Ok((
-            CpuStorage::F32(ctx),
-            Shape::from((l1.dims()[0], self.heads * d)),
-        ))
+        let rows = ctx.len() / (self.heads * d);
+        Ok((CpuStorage::F32(ctx), Shape::from((rows, self.heads * d))))
     }
 
     fn bwd(
@@ -936,10 +994,8 @@ impl CustomOp2 for PackedAttention {
         let span = width.div_ceil(2);
         let d = self.head_size(l1, span)?;
         let ctx = self.forward(qkv, None, self.rel(rel, span), d);
-        Ok((
-            CpuStorage::F32(ctx),
-            Shape::from((l1.dims()[0], self.heads * d)),
-        ))
+        let rows = ctx.len() / (self.heads * d);
+        Ok((CpuStorage::F32(ctx), Shape::from((rows, self.heads * d))))
     }
 
     fn bwd(
@@ -1237,6 +1293,7 @@ mod tests {
                         scale: 0.3,
                         window,
                         dropout: Arc::new(if dropout { keep.clone() } else { Vec::new() }),
+                        queries: Arc::new(Vec::new()),
                     };
                     let vars = if rotary {
                         vec![qkv.clone()]
@@ -1273,6 +1330,39 @@ mod tests {
                         },
                         1e-5,
                     );
+                    if dropout {
+                        continue;
+                    }
+                    // One query per sentence (the first, the last, one between): the rows of
+                    // the whole attention at those tokens, bit for bit.
+                    let picked: Vec<usize> = lengths
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &len)| [0, len - 1, len / 2][i % 3])
+                        .collect();
+                    let positions = match rotary {
+                        true => Positions::Rotary(&cos, &sin),
+                        false => Positions::Relative(&rel),
+                    };
+                    let full = packed_attention(qkv.as_tensor(), positions, spec.clone())
+                        .unwrap()
+                        .to_vec2::<f32>()
+                        .unwrap();
+                    let some = PackedAttention {
+                        queries: Arc::new(picked.clone()),
+                        ..spec.clone()
+                    };
+                    let rows = packed_attention(qkv.as_tensor(), positions, some)
+                        .unwrap()
+                        .to_vec2::<f32>()
+                        .unwrap();
+                    let mut first = 0;
+                    for ((&len, &q), row) in lengths.iter().zip(&picked).zip(&rows) {
+                        let want = &full[first + q];
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(row), bits(want), "query {q} of {len}, {window:?}");
+                        first += len;
+                    }
                 }
             }
         }

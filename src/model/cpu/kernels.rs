@@ -871,6 +871,37 @@ fn attend_generic(
     attend_record_generic(qkv, ctx, len, heads, d, scale, rel, &mut [], &[], scratch)
 }
 
+/// [`attend_generic`] for the queries `first..first + count` alone (every key still counts):
+/// `ctx` holds their `count` rows. The rows it gives are the bits [`attend_generic`] gives them.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_queries_generic(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    len: usize,
+    heads: usize,
+    d: usize,
+    scale: f32,
+    rel: RelBias,
+    first: usize,
+    count: usize,
+    scratch: &mut [f32],
+) {
+    attend_range_generic(
+        qkv,
+        ctx,
+        len,
+        heads,
+        d,
+        scale,
+        rel,
+        first..first + count,
+        &mut [],
+        &[],
+        scratch,
+    )
+}
+
 /// [`attend_generic`] for training: also stores the softmax weights of every head
 /// (`probs[head * len * len + i * len + j]`; nothing is stored when `probs` is empty) and applies
 /// an attention-dropout mask of the same layout when `mask` is not empty.
@@ -888,6 +919,39 @@ fn attend_record_generic(
     mask: &[f32],
     scratch: &mut [f32],
 ) {
+    attend_range_generic(
+        qkv,
+        ctx,
+        len,
+        heads,
+        d,
+        scale,
+        rel,
+        0..len,
+        probs,
+        mask,
+        scratch,
+    )
+}
+
+/// The body of [`attend_record_generic`] and [`attend_queries_generic`]: the queries in
+/// `queries`, `ctx` holding their rows from `queries.start` (`probs` and `mask` keep the
+/// whole sentence's layout).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_range_generic(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    len: usize,
+    heads: usize,
+    d: usize,
+    scale: f32,
+    rel: RelBias,
+    queries: std::ops::Range<usize>,
+    probs: &mut [f32],
+    mask: &[f32],
+    scratch: &mut [f32],
+) {
     let h = heads * d;
     let stride = 3 * h;
     let lp = len.next_multiple_of(LANES);
@@ -896,7 +960,7 @@ fn attend_record_generic(
     kt.fill(0.0);
     for head in 0..heads {
         transpose_head(qkv, len, stride, h + head * d, d, lp, kt);
-        for i in 0..len {
+        for i in queries.clone() {
             let base = head * len * len + i * len;
             let q = &qkv[i * stride + head * d..][..d];
             scores_row(q, kt, lp, scale, tmp);
@@ -919,7 +983,7 @@ fn attend_record_generic(
             if !probs.is_empty() {
                 probs[base..base + len].copy_from_slice(row);
             }
-            let out = &mut ctx[i * h + head * d..][..d];
+            let out = &mut ctx[(i - queries.start) * h + head * d..][..d];
             let mask = (!mask.is_empty()).then(|| &mask[base..base + len]);
             weighted_rows(out, row, mask, &qkv[2 * h + head * d..], stride);
         }
@@ -1555,6 +1619,22 @@ dispatch!(
     ) => attend_generic
 );
 dispatch!(
+    /// Attention of some of one sentence's queries over all its keys (see
+    /// `attend_queries_generic`).
+    pub fn attend_queries(
+        qkv: &[f32],
+        ctx: &mut [f32],
+        len: usize,
+        heads: usize,
+        d: usize,
+        scale: f32,
+        rel: RelBias<'_>,
+        first: usize,
+        count: usize,
+        scratch: &mut [f32]
+    ) => attend_queries_generic
+);
+dispatch!(
     /// Attention of one sentence, keeping the softmax weights (see `attend_record_generic`).
     pub fn attend_record(
         qkv: &[f32],
@@ -1652,10 +1732,13 @@ dispatch!(
 mod tests {
     use super::*;
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     /// The grouped attention sums give the bits of one key (or one output) at a time.
     #[test]
     fn attention_sums_keep_their_order_whatever_the_grouping() {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for d in [16, 32, 48, 64] {
             for lp in [8, 16, 24, 32, 40, 56, 72] {
                 let q = random_values(d, 3 + d as u64);
@@ -1809,6 +1892,28 @@ mod tests {
                 &mut vec![0.0; scratch_len],
             );
             close(&ca, &cb, &format!("attend, {what}"));
+            // Some queries alone: their rows of the whole sentence's attention, bit for bit.
+            for (first, count) in [(0, 1), (len - 1, 1), (3, 4), (0, len)] {
+                let mut some = vec![0f32; count * h];
+                attend_queries(
+                    &qkv,
+                    &mut some,
+                    len,
+                    heads,
+                    d,
+                    0.3,
+                    rel,
+                    first,
+                    count,
+                    &mut vec![0.0; scratch_len],
+                );
+                assert_eq!(
+                    bits(&some),
+                    bits(&cb[first * h..(first + count) * h]),
+                    "queries {first}..{} alone, {what}",
+                    first + count
+                );
+            }
 
             let mask: Vec<f32> = (0..heads * len * len)
                 .map(|i| if i % 7 == 0 { 0.0 } else { 1.1 })
