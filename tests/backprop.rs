@@ -165,6 +165,37 @@ fn hand_backward_matches_autograd_tiny_mpnet() {
     );
 }
 
+/// CLS and last-token pooling: the recorded pass gives the pooled token's vector alone, its
+/// last layer past attention run for that token (the dropout masks drawn whole, as the
+/// composition draws them); the composition runs every token. Same outputs, same gradients.
+#[test]
+fn hand_backward_of_the_pooled_token_alone_matches_autograd() {
+    use sbert_tui::model::{PoolingMode, PoolingSpec};
+    for name in ["tiny-bert-st", "tiny-distilbert-st", "tiny-mpnet-st"] {
+        for mode in [PoolingMode::Cls, PoolingMode::LastToken] {
+            let options = LoadOptions {
+                pooling: Some(PoolingSpec::single(mode)),
+                ..LoadOptions::default()
+            };
+            let enc = SentenceEncoder::load(&fixture(name), &options).unwrap();
+            let tokenized = enc.tokenize(&SENTENCES).unwrap();
+            let items: Vec<_> = tokenized.iter().collect();
+            let input = enc.batch(&items).unwrap();
+            let (_, leaf, _) = enc
+                .forward_recorded(&input, None)
+                .unwrap()
+                .expect("the hand-written path applies");
+            assert_eq!(
+                leaf.as_tensor().dims(),
+                [SENTENCES.len(), enc.info().hidden_size],
+                "{name}, {mode}: the pooled tokens alone"
+            );
+            compare(&enc, None, &format!("{name}, {mode}, no dropout"));
+            compare(&enc, Some(17), &format!("{name}, {mode}, dropout"));
+        }
+    }
+}
+
 #[test]
 fn a_training_step_is_the_same_step_either_way() {
     let examples: Vec<Example> = SENTENCES

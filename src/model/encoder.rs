@@ -436,8 +436,8 @@ impl SentenceEncoder {
         self.transformer.as_any().downcast_ref::<T>()
     }
 
-    /// The encoder's part of a hand-written backward pass: from the gradient of the token
-    /// vectors of [`SentenceEncoder::forward_recorded`] to the gradient of every weight.
+    /// The encoder's part of a hand-written backward pass: from the gradient of the leaf of
+    /// [`SentenceEncoder::forward_recorded`] to the gradient of every weight.
     pub fn backward(&self, tape: Tape, grad_tokens: &[f32]) -> Result<WeightGrads> {
         Ok(self.transformer.backward(tape, grad_tokens)?)
     }
@@ -532,12 +532,17 @@ impl SentenceEncoder {
             && let Some(pooled) = self.transformer.forward_at(input, mode, &at)?
         {
             // Pooling read one token, which the transformer gave alone.
-            return self.stages[1..]
-                .iter()
-                .try_fold(pooled, |x, stage| stage.on_vectors(x, mode));
+            return self.after_pooling(pooled, mode);
         }
         let tokens = self.token_embeddings(input, mode)?;
         self.after_transformer(tokens, input, mode)
+    }
+
+    /// The modules after pooling (the first), on its output `pooled`.
+    fn after_pooling(&self, pooled: Tensor, mode: Mode) -> Result<Tensor> {
+        self.stages[1..]
+            .iter()
+            .try_fold(pooled, |x, stage| stage.on_vectors(x, mode))
     }
 
     /// Where the model pools one token of each sentence (`cls` or `lasttoken` alone, its only
@@ -572,18 +577,15 @@ impl SentenceEncoder {
     }
 
     /// Training-mode sentence vectors with the encoder's backward pass written by hand (CPU):
-    /// the token vectors become a leaf variable, pooling / Dense / Normalize stay differentiable
-    /// candle operations on it. After `loss.backward()`, pass the leaf's gradient to
+    /// the token vectors become a leaf variable (where pooling reads one token, that token's
+    /// vectors alone, `[b, hidden]`), pooling / Dense / Normalize stay differentiable candle
+    /// operations on it. After `loss.backward()`, pass the leaf's gradient to
     /// [`SentenceEncoder::backward`]. `None` where the hand-written path does not apply.
     pub fn forward_recorded(
         &self,
         input: &EncoderInput,
         dropout: Option<&DropoutRng>,
     ) -> Result<Option<(Tensor, Var, Tape)>> {
-        let Some((tokens, tape)) = self.transformer.forward_recorded(input, dropout)? else {
-            return Ok(None);
-        };
-        let leaf = Var::from_tensor(&tokens)?;
         let mode = Mode {
             dropout,
             grad: true,
@@ -591,6 +593,19 @@ impl SentenceEncoder {
             lookups: None,
             fresh: false,
         };
+        if let Some(at) = self.pooled_token(input)
+            && let Some((pooled, tape)) =
+                self.transformer.forward_recorded_at(input, dropout, &at)?
+        {
+            // Pooling read one token, which the transformer gave alone: the leaf is its vector.
+            let leaf = Var::from_tensor(&pooled)?;
+            let out = self.after_pooling(leaf.as_tensor().clone(), mode)?;
+            return Ok(Some((out, leaf, tape)));
+        }
+        let Some((tokens, tape)) = self.transformer.forward_recorded(input, dropout)? else {
+            return Ok(None);
+        };
+        let leaf = Var::from_tensor(&tokens)?;
         let out = self.after_transformer(leaf.as_tensor().clone(), input, mode)?;
         Ok(Some((out, leaf, tape)))
     }

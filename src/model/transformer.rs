@@ -95,6 +95,17 @@ pub trait Transformer: Send + Sync {
     ) -> candle_core::Result<Option<(Tensor, Tape)>> {
         Ok(None)
     }
+    /// [`Transformer::forward_recorded`] giving the vector of token `at[r]` of each sentence
+    /// alone, `[b, hidden]` (as [`Transformer::forward_at`]); [`Transformer::backward`] then
+    /// takes that vector's gradient. `None` where the family has no such pass.
+    fn forward_recorded_at(
+        &self,
+        _input: &EncoderInput,
+        _dropout: Option<&DropoutRng>,
+        _at: &[usize],
+    ) -> candle_core::Result<Option<(Tensor, Tape)>> {
+        Ok(None)
+    }
     /// From the gradient of the token vectors of a recorded pass to the gradient of every weight.
     fn backward(&self, _tape: Tape, _grad_tokens: &[f32]) -> candle_core::Result<WeightGrads> {
         candle_core::bail!("{} has no hand-written backward pass", self.model_type())

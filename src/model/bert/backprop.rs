@@ -32,6 +32,9 @@ pub struct BertTape {
     emb_norm: NormSaved,
     emb_mask: Vec<f32>,
     layers: Vec<LayerSaved>,
+    /// The packed row of each sentence's one token whose vector the pass gave, where it gave
+    /// those alone ([`forward`]'s `at`): the last layer past its attention holds those rows.
+    picked: Option<Vec<usize>>,
 }
 
 struct NormSaved {
@@ -210,10 +213,15 @@ fn norm_save(norm: &LayerNorm, r: &[f32], y: &mut [f32]) -> candle_core::Result<
 
 /// Runs the encoder in training mode, recording the [`Tape`]. Returns the token vectors
 /// `[b, seq, hidden]` (padding rows 0), as the composition would (up to rounding).
+/// The recorded forward pass: every token's vectors `[b, seq, hidden]`, or with `at` the
+/// vector of token `at[r]` of each sentence `r`, `[b, hidden]`, the last layer past its
+/// attention run for those tokens alone (its dropout masks drawn whole, as the composition
+/// draws them, and those tokens' rows kept).
 pub(super) fn forward(
     bert: &Bert,
     input: &EncoderInput,
     rng: Option<&DropoutRng>,
+    at: Option<&[usize]>,
 ) -> candle_core::Result<(Tensor, BertTape)> {
     let c = &bert.config;
     let (h, inter, heads) = (c.hidden_size, c.intermediate_size, c.num_attention_heads);
@@ -222,6 +230,10 @@ pub(super) fn forward(
     let packed = Packed::new(bert, input)?;
     let (b, seq, t) = (packed.b, packed.seq, packed.tokens());
     let offsets = packed.offsets.clone();
+    // With no layer to run for them alone, the picked rows are the embeddings'.
+    let picked = at
+        .map(|at| super::fused::picked_rows(&offsets, at))
+        .transpose()?;
 
     // Embeddings: sum, layer norm, dropout.
     let sum = packed.embedding_sums(bert)?;
@@ -242,8 +254,11 @@ pub(super) fn forward(
         window: None,
     };
     let mut layers = Vec::with_capacity(bert.layers.len());
-    for layer in &bert.layers {
+    for (i, layer) in bert.layers.iter().enumerate() {
         let a = &layer.attention;
+        // The last layer past its attention for the picked rows alone.
+        let only = picked.as_deref().filter(|_| i + 1 == bert.layers.len());
+        let rows_out = only.map_or(t, <[usize]>::len);
         let x0 = x;
         // Q, K, V.
         let mut qkv = zeros(t * 3 * h);
@@ -268,49 +283,71 @@ pub(super) fn forward(
             heads,
         );
         let mut probs = zeros(*prob_off.last().unwrap_or(&0));
-        let mut ctx = zeros(t * h);
+        let mut ctx = zeros(rows_out * h);
         {
             let scale = 1.0 / (d as f32).sqrt();
             let mut jobs = Vec::new();
             let (mut ctx_rest, mut probs_rest) = (&mut ctx[..], &mut probs[..]);
             for (r, w) in offsets.windows(2).enumerate() {
                 let len = w[1] - w[0];
-                let (c, cr) = ctx_rest.split_at_mut(len * h);
+                // Every query, or the picked one (its row, and its weights in the sentence's
+                // layout: the others stay 0, which the backward pass reads as no gradient).
+                let queries = match only {
+                    Some(rows) => rows[r] - w[0]..rows[r] - w[0] + 1,
+                    None => 0..len,
+                };
+                let (c, cr) = ctx_rest.split_at_mut(queries.len() * h);
                 let (p, pr) = probs_rest.split_at_mut(heads * len * len);
                 ctx_rest = cr;
                 probs_rest = pr;
-                jobs.push((w[0], len, prob_off[r], c, p));
+                jobs.push((w[0], len, prob_off[r], queries, c, p));
             }
             let qkv = &qkv;
             let probs_mask = &probs_mask;
-            jobs.into_par_iter().for_each(|(start, len, po, c, p)| {
-                let m = if probs_mask.is_empty() {
-                    &[][..]
-                } else {
-                    &probs_mask[po..po + heads * len * len]
-                };
-                let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
-                kernels::attend_record(
-                    &qkv[start * 3 * h..(start + len) * 3 * h],
-                    c,
-                    len,
-                    heads,
-                    d,
-                    scale,
-                    rel,
-                    p,
-                    m,
-                    &mut scratch,
-                );
-            });
+            jobs.into_par_iter()
+                .for_each(|(start, len, po, queries, c, p)| {
+                    let m = if probs_mask.is_empty() {
+                        &[][..]
+                    } else {
+                        &probs_mask[po..po + heads * len * len]
+                    };
+                    let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+                    kernels::attend_queries(
+                        &qkv[start * 3 * h..(start + len) * 3 * h],
+                        c,
+                        len,
+                        heads,
+                        d,
+                        scale,
+                        rel,
+                        queries.start,
+                        queries.len(),
+                        p,
+                        m,
+                        &mut scratch,
+                    );
+                });
         }
+        // The picked rows of the layer's input, for the residual.
+        let x0_rows = match only {
+            Some(rows) => super::fused::pick(&x0, h, rows),
+            None => Vec::new(),
+        };
+        let residual0: &[f32] = if only.is_some() { &x0_rows } else { &x0 };
+        // A mask drawn whole, as the composition draws it, cut to the rows computed.
+        let rows_of = |mask: Vec<f32>| match only {
+            Some(rows) if !mask.is_empty() => super::fused::pick(&mask, h, rows),
+            _ => mask,
+        };
+        let t = rows_out;
         // Output projection, dropout, residual, layer norm.
         let w = Data::of(a.output.weight())?;
         let mut r1 = packed::product_wt_fresh(&ctx, t, h, w.get(), h);
         drop(w);
         add_bias(&mut r1, &bias_of(&a.output, h)?);
         let mask1 = pack_rows(draw(rng, &[b, seq, h], a.hidden_dropout)?, &offsets, seq, h);
-        apply_mask(&mut r1, &mask1, h, Some(&x0));
+        let mask1 = rows_of(mask1);
+        apply_mask(&mut r1, &mask1, h, Some(residual0));
         let mut x1 = zeros(t * h);
         let norm1 = norm_save(&a.norm, &r1, &mut x1)?;
         // Feed-forward.
@@ -336,7 +373,12 @@ pub(super) fn forward(
         let mut r2 = packed::product_wt_fresh(&g, t, inter, w.get(), h);
         drop(w);
         add_bias(&mut r2, &bias_of(&layer.output, h)?);
-        let mask2 = pack_rows(draw(rng, &[b, seq, h], layer.dropout)?, &offsets, seq, h);
+        let mask2 = rows_of(pack_rows(
+            draw(rng, &[b, seq, h], layer.dropout)?,
+            &offsets,
+            seq,
+            h,
+        ));
         apply_mask(&mut r2, &mask2, h, Some(&x1));
         let mut x2 = zeros(t * h);
         let norm2 = norm_save(&layer.norm, &r2, &mut x2)?;
@@ -357,7 +399,15 @@ pub(super) fn forward(
         x = x2;
     }
 
-    let tokens = packed.unpack(&x, h, input.ids.device())?;
+    let tokens = match &picked {
+        Some(rows) => {
+            if bert.layers.is_empty() {
+                x = super::fused::pick(&x, h, rows);
+            }
+            Tensor::from_vec(x, (b, h), input.ids.device())?
+        }
+        None => packed.unpack(&x, h, input.ids.device())?,
+    };
     Ok((
         tokens,
         BertTape {
@@ -370,8 +420,18 @@ pub(super) fn forward(
             emb_norm,
             emb_mask,
             layers,
+            picked,
         },
     ))
+}
+
+/// `x`'s rows (`h` values each) at the places `rows` among `t` rows of zeros.
+fn scatter(x: &[f32], h: usize, rows: &[usize], t: usize) -> Vec<f32> {
+    let mut out = zeros(t * h);
+    for (&r, v) in rows.iter().zip(x.chunks_exact(h)) {
+        out[r * h..(r + 1) * h].copy_from_slice(v);
+    }
+    out
 }
 
 /// The gradients of a linear layer's weight and bias.
@@ -457,7 +517,8 @@ impl BertTape {
     /// to the gradient of every encoder weight.
     pub fn backward(&self, bert: &Bert, grad_tokens: &[f32]) -> candle_core::Result<WeightGrads> {
         let (h, seq) = (self.h, self.seq);
-        if grad_tokens.len() != self.b * seq * h {
+        let rows = if self.picked.is_some() { 1 } else { seq };
+        if grad_tokens.len() != self.b * rows * h {
             candle_core::bail!("token gradient has {} values", grad_tokens.len());
         }
         let c = &bert.config;
@@ -465,11 +526,19 @@ impl BertTape {
         let d = h / heads;
         let t = *self.offsets.last().unwrap_or(&0);
         let mut grads = WeightGrads::default();
-        // Gradient of the last layer's output, packed.
+        // Gradient of the last layer's output, packed (or the picked rows').
         let mut dx = Vec::with_capacity(t * h);
-        for (r, w) in self.offsets.windows(2).enumerate() {
-            let len = w[1] - w[0];
-            dx.extend_from_slice(&grad_tokens[r * seq * h..(r * seq + len) * h]);
+        match &self.picked {
+            Some(_) => dx.extend_from_slice(grad_tokens),
+            None => {
+                for (r, w) in self.offsets.windows(2).enumerate() {
+                    let len = w[1] - w[0];
+                    dx.extend_from_slice(&grad_tokens[r * seq * h..(r * seq + len) * h]);
+                }
+            }
+        }
+        if let (Some(rows), true) = (&self.picked, bert.layers.is_empty()) {
+            dx = scatter(&dx, h, rows, t);
         }
         let prob_off = prob_offsets(&self.offsets, heads);
         // MPNet: the gradient of the relative position bias, shared by every layer.
@@ -479,11 +548,14 @@ impl BertTape {
             None => Vec::new(),
         };
 
-        for (layer, saved) in bert.layers.iter().zip(&self.layers).rev() {
+        let last = bert.layers.len().wrapping_sub(1);
+        for (i, (layer, saved)) in bert.layers.iter().zip(&self.layers).enumerate().rev() {
+            let only = self.picked.as_deref().filter(|_| i == last);
             dx = self.layer_backward(
                 layer,
                 saved,
                 dx,
+                only,
                 &prob_off,
                 (h, inter, heads, d),
                 &mut drel,
@@ -538,11 +610,13 @@ impl BertTape {
         layer: &Layer,
         s: &LayerSaved,
         dx2: Vec<f32>,
+        only: Option<&[usize]>,
         prob_off: &[usize],
         (h, inter, heads, d): (usize, usize, usize, usize),
         drel: &mut [f32],
         grads: &mut WeightGrads,
     ) -> candle_core::Result<Vec<f32>> {
+        // The rows past attention: every token's, or (`only`) the picked ones'.
         let t = dx2.len() / h;
         let a = &layer.attention;
         // Output layer norm; the residual carries its input gradient to x1.
@@ -571,7 +645,7 @@ impl BertTape {
         // Attention layer norm; the residual carries its input gradient to x0.
         let mut dr1 = zeros(t * h);
         norm_backward(&a.norm, &s.norm1, &dx1, &mut dr1, grads)?;
-        let mut dx0 = dr1.clone();
+        let dx0 = dr1.clone();
         apply_mask(&mut dr1, &s.mask1, h, None);
         let dctx = linear_backward(
             &a.output,
@@ -581,6 +655,14 @@ impl BertTape {
             grads,
         )?
         .expect("a new gradient");
+        // The picked rows' gradients at their places among every token's (the others' context
+        // reached nothing: zero).
+        let all = *self.offsets.last().unwrap_or(&0);
+        let (mut dx0, dctx) = match only {
+            Some(rows) => (scatter(&dx0, h, rows, all), scatter(&dctx, h, rows, all)),
+            None => (dx0, dctx),
+        };
+        let t = all;
         // Attention itself, per sentence.
         let mut dqkv = zeros(t * 3 * h);
         {

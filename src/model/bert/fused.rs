@@ -317,7 +317,7 @@ fn run(
 }
 
 /// Each sentence's row `at[r]` among the packed rows, checked against its length.
-fn picked_rows(offsets: &[usize], at: &[usize]) -> candle_core::Result<Vec<usize>> {
+pub(super) fn picked_rows(offsets: &[usize], at: &[usize]) -> candle_core::Result<Vec<usize>> {
     if at.len() + 1 != offsets.len() {
         candle_core::bail!(
             "{} tokens picked for {} sentences",
@@ -338,7 +338,7 @@ fn picked_rows(offsets: &[usize], at: &[usize]) -> candle_core::Result<Vec<usize
 }
 
 /// The rows `rows` of `x` (`h` values each), one after another.
-fn pick(x: &[f32], h: usize, rows: &[usize]) -> Vec<f32> {
+pub(super) fn pick(x: &[f32], h: usize, rows: &[usize]) -> Vec<f32> {
     rows.iter()
         .flat_map(|&r| &x[r * h..(r + 1) * h])
         .copied()
@@ -567,7 +567,21 @@ fn attention_at(
         let len = w[1] - w[0];
         let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
         let rows = &qkv[w[0] * 3 * h..w[1] * 3 * h];
-        kernels::attend_queries(rows, out, len, heads, d, scale, rel, i, 1, &mut scratch);
+        let (none, scratch) = (&mut [][..], &mut scratch);
+        kernels::attend_queries(
+            rows,
+            out,
+            len,
+            heads,
+            d,
+            scale,
+            rel,
+            i,
+            1,
+            none,
+            &[],
+            scratch,
+        );
     };
     let jobs = offsets.windows(2).zip(at).zip(ctx.chunks_exact_mut(h));
     let tokens = offsets.last().copied().unwrap_or(0);

@@ -595,15 +595,18 @@ impl Bert {
     /// backward pass (`None` where that path does not apply: devices other than the CPU, weights
     /// that are not contiguous float32). The returned token vectors are not part of any candle
     /// graph.
+    /// The hand-written training path's recorded pass (see [`Transformer::forward_recorded`]
+    /// and, with `at`, [`Transformer::forward_recorded_at`]).
     pub fn forward_recorded_bert(
         &self,
         input: &EncoderInput,
         dropout: Option<&DropoutRng>,
+        at: Option<&[usize]>,
     ) -> candle_core::Result<Option<(Tensor, BertTape)>> {
         if !backprop::applies(self, input) {
             return Ok(None);
         }
-        backprop::forward(self, input, dropout).map(Some)
+        backprop::forward(self, input, dropout, at).map(Some)
     }
 }
 
@@ -701,7 +704,18 @@ impl Transformer for Bert {
         dropout: Option<&DropoutRng>,
     ) -> candle_core::Result<Option<(Tensor, Tape)>> {
         Ok(self
-            .forward_recorded_bert(input, dropout)?
+            .forward_recorded_bert(input, dropout, None)?
+            .map(|(t, tape)| (t, Tape(Box::new(tape)))))
+    }
+
+    fn forward_recorded_at(
+        &self,
+        input: &EncoderInput,
+        dropout: Option<&DropoutRng>,
+        at: &[usize],
+    ) -> candle_core::Result<Option<(Tensor, Tape)>> {
+        Ok(self
+            .forward_recorded_bert(input, dropout, Some(at))?
             .map(|(t, tape)| (t, Tape(Box::new(tape)))))
     }
 

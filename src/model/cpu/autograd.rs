@@ -835,6 +835,8 @@ impl PackedAttention {
                         rel,
                         query,
                         1,
+                        &mut [],
+                        &[],
                         &mut scratch,
                     );
                 });

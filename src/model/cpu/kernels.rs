@@ -871,8 +871,10 @@ fn attend_generic(
     attend_record_generic(qkv, ctx, len, heads, d, scale, rel, &mut [], &[], scratch)
 }
 
-/// [`attend_generic`] for the queries `first..first + count` alone (every key still counts):
-/// `ctx` holds their `count` rows. The rows it gives are the bits [`attend_generic`] gives them.
+/// [`attend_record_generic`] for the queries `first..first + count` alone (every key still
+/// counts): `ctx` holds their `count` rows; `probs` and `mask` (each empty, or the whole
+/// sentence's layout) only those queries' weights. The rows it gives are the bits
+/// [`attend_generic`] gives them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_queries_generic(
@@ -885,20 +887,13 @@ fn attend_queries_generic(
     rel: RelBias,
     first: usize,
     count: usize,
+    probs: &mut [f32],
+    mask: &[f32],
     scratch: &mut [f32],
 ) {
+    let queries = first..first + count;
     attend_range_generic(
-        qkv,
-        ctx,
-        len,
-        heads,
-        d,
-        scale,
-        rel,
-        first..first + count,
-        &mut [],
-        &[],
-        scratch,
+        qkv, ctx, len, heads, d, scale, rel, queries, probs, mask, scratch,
     )
 }
 
@@ -1631,6 +1626,8 @@ dispatch!(
         rel: RelBias<'_>,
         first: usize,
         count: usize,
+        probs: &mut [f32],
+        mask: &[f32],
         scratch: &mut [f32]
     ) => attend_queries_generic
 );
@@ -1905,6 +1902,8 @@ mod tests {
                     rel,
                     first,
                     count,
+                    &mut [],
+                    &[],
                     &mut vec![0.0; scratch_len],
                 );
                 assert_eq!(
@@ -1945,6 +1944,42 @@ mod tests {
             );
             close(&pa, &pb, &format!("attend_record probs, {what}"));
             close(&ca, &cb, &format!("attend_record ctx, {what}"));
+            // One query with the dropout mask: its row and its weights of the whole pass, bit
+            // for bit, and no other query's weights.
+            let q = len / 2;
+            let (mut one, mut probs) = (vec![0f32; h], vec![0f32; heads * len * len]);
+            attend_queries(
+                &qkv,
+                &mut one,
+                len,
+                heads,
+                d,
+                0.3,
+                rel,
+                q,
+                1,
+                &mut probs,
+                &mask,
+                &mut vec![0.0; scratch_len],
+            );
+            assert_eq!(
+                bits(&one),
+                bits(&cb[q * h..(q + 1) * h]),
+                "{what}: query {q}"
+            );
+            for (i, (got, want)) in probs.chunks(len).zip(pb.chunks(len)).enumerate() {
+                let want = if i % len == q {
+                    want
+                } else {
+                    &vec![0f32; len][..]
+                };
+                assert_eq!(
+                    bits(got),
+                    bits(want),
+                    "{what}: weights of query {}",
+                    i % len
+                );
+            }
 
             let dctx = data(len * h, 4.0);
             let (mut da, mut db) = (vec![0f32; len * 3 * h], vec![0f32; len * 3 * h]);
