@@ -316,7 +316,31 @@ fn info_describes_the_model() {
         out.contains("cpu paths       inference: the fused pass"),
         "{out}"
     );
+    assert!(
+        !out.contains("last layer"),
+        "mean pooling reads every token: {out}"
+    );
+    let qwen3 = fixture("tiny-qwen3-st");
+    let o = sbert(&["info", "--model", qwen3.to_str().unwrap()], None);
+    assert!(
+        stdout(&o).contains(
+            "last layer      for the pooled token alone past its keys and values (lasttoken \
+             pooling)"
+        ),
+        "{}",
+        stdout(&o)
+    );
     let t5 = fixture("tiny-t5-st");
+    let o = sbert(
+        &["info", "--model", t5.to_str().unwrap(), "--pooling", "cls"],
+        None,
+    );
+    assert!(
+        stdout(&o)
+            .contains("last layer      for every token (cls pooling; t5 has no shorter pass)"),
+        "{}",
+        stdout(&o)
+    );
     let o = sbert(&["info", "--model", t5.to_str().unwrap()], None);
     assert!(
         stdout(&o).contains(

@@ -403,6 +403,17 @@ fn info(args: InfoArgs) -> Result<()> {
         let f32 = model::cpu::packed::F32Choice::get();
         writeln!(out, "f32 kernels     {}", f32.describe())?;
         writeln!(out, "cpu paths       {}", encoder.transformer().cpu_paths())?;
+        if let Some((mode, alone)) = encoder.pools_one_token() {
+            let last = if alone {
+                format!("for the pooled token alone past its keys and values ({mode} pooling)")
+            } else {
+                format!(
+                    "for every token ({mode} pooling; {} has no shorter pass)",
+                    i.model_type
+                )
+            };
+            writeln!(out, "last layer      {last}")?;
+        }
     }
     match i.precision {
         model::Precision::F32 => {}

@@ -545,11 +545,10 @@ impl SentenceEncoder {
             .try_fold(pooled, |x, stage| stage.on_vectors(x, mode))
     }
 
-    /// Where the model pools one token of each sentence (`cls` or `lasttoken` alone, its only
-    /// pooling module): that token's place in each sentence of `input`, as pooling picks it (the
-    /// first token, or the first after the prompt without `include_prompt`; the last token).
-    /// `None` otherwise, or where a sentence has no token to pool.
-    fn pooled_token(&self, input: &EncoderInput) -> Option<Vec<usize>> {
+    /// The pooling mode when the model pools one token of each sentence (`cls` or `lasttoken`
+    /// alone, its only pooling module), and whether its transformer then runs the last layer
+    /// for that token alone on the CPU.
+    pub fn pools_one_token(&self) -> Option<(PoolingMode, bool)> {
         let (LoadedStage::Pooling(spec), rest) = self.stages.split_first()? else {
             return None;
         };
@@ -560,6 +559,15 @@ impl SentenceEncoder {
         if rest.iter().any(|s| matches!(s, LoadedStage::Pooling(_))) {
             return None;
         }
+        Some((mode, self.transformer.picks_pooled_token()))
+    }
+
+    /// Where the model pools one token of each sentence (`cls` or `lasttoken` alone, its only
+    /// pooling module): that token's place in each sentence of `input`, as pooling picks it (the
+    /// first token, or the first after the prompt without `include_prompt`; the last token).
+    /// `None` otherwise, or where a sentence has no token to pool.
+    fn pooled_token(&self, input: &EncoderInput) -> Option<Vec<usize>> {
+        let (mode, _) = self.pools_one_token()?;
         let skip_prompt = !self.info.include_prompt;
         input
             .lengths

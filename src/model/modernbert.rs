@@ -484,6 +484,10 @@ impl Transformer for ModernBert {
         })
     }
 
+    fn picks_pooled_token(&self) -> bool {
+        true
+    }
+
     fn forward_at(
         &self,
         input: &EncoderInput,

@@ -327,6 +327,10 @@ impl Transformer for Qwen3 {
         })
     }
 
+    fn picks_pooled_token(&self) -> bool {
+        true
+    }
+
     fn forward_at(
         &self,
         input: &EncoderInput,

@@ -83,6 +83,11 @@ pub trait Transformer: Send + Sync {
     ) -> candle_core::Result<Option<Tensor>> {
         Ok(None)
     }
+    /// Whether [`Transformer::forward_at`] runs the last layer for the picked tokens alone on
+    /// the CPU (for `info`).
+    fn picks_pooled_token(&self) -> bool {
+        false
+    }
     /// The forward pass as a composition of candle operations (differentiable; any device): the
     /// reference every fast path is tested against.
     fn forward_composed(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor>;

@@ -662,6 +662,10 @@ impl Transformer for Bert {
         self.forward_composed(input, mode)
     }
 
+    fn picks_pooled_token(&self) -> bool {
+        true
+    }
+
     fn forward_at(
         &self,
         input: &EncoderInput,
