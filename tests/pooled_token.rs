@@ -118,13 +118,7 @@ fn the_real_model_picks_its_cls_token() {
 fn a_prompt_left_out_of_pooling_moves_the_picked_token() {
     // The tiny BERT model with CLS pooling and `include_prompt: false`: pooling reads the first
     // token after the prompt, and so must the pruned last layer.
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture("tiny-bert-st"), dir.path());
-    let pooling = dir.path().join("1_Pooling/config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&pooling).unwrap()).unwrap();
-    config["include_prompt"] = false.into();
-    std::fs::write(&pooling, config.to_string()).unwrap();
+    let dir = with_pooling_config("tiny-bert-st", |c| c["include_prompt"] = false.into());
     let prompt = Prompt::Text("query: ".into());
     for mode in [PoolingMode::Cls, PoolingMode::LastToken] {
         let enc = load(dir.path(), mode, Precision::F32);

@@ -119,13 +119,7 @@ fn a_default_prompt_that_is_not_a_prompt_is_refused_at_load() {
 fn include_prompt_false_leaves_the_prompt_out_of_pooling() {
     // The tiny model (mean pooling, then Dense and Normalize) with include_prompt off: its vector
     // of "q: " + text is the Dense/Normalize of the mean of the token vectors after the prompt.
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture("tiny-bert-st"), dir.path());
-    let pooling = dir.path().join("1_Pooling/config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&pooling).unwrap()).unwrap();
-    config["include_prompt"] = false.into();
-    std::fs::write(&pooling, config.to_string()).unwrap();
+    let dir = with_pooling_config("tiny-bert-st", |c| c["include_prompt"] = false.into());
     let with = load(dir.path());
     let text = "a cat sits";
     let prompt = Prompt::Text("q: ".into());

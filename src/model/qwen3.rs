@@ -217,52 +217,37 @@ impl Qwen3 {
     }
 
     /// Causal attention in one operation on the CPU kernels, where this pass runs there
-    /// ([`Packing::attention`]): the rows `[q | k | v]` with each key-value head repeated for its
-    /// group of query heads. `None` elsewhere.
+    /// ([`Packing::attention`]; with `at`, of the token `at[r]` of each sentence alone,
+    /// `[b, heads * d]`: [`Packing::attention_at`]). `None` elsewhere.
     fn fused_attention(
         &self,
         rows: &Packing,
         qkv: [&Tensor; 3],
         rotary: (&Tensor, &Tensor),
         mode: Mode,
+        at: Option<&[usize]>,
     ) -> candle_core::Result<Option<Tensor>> {
         let c = &self.config;
         if !rows.attends_on_kernels(qkv[0], mode) {
             return Ok(None);
         }
-        let d = c.head_dim();
-        rows.attention(
-            &self.grouped(qkv)?,
-            Positions::Rotary(rotary.0, rotary.1),
-            c.num_attention_heads,
-            1.0 / (d as f64).sqrt(),
-            Some((usize::MAX, 0)),
-            mode,
-            c.attention_dropout,
-        )
-    }
-
-    /// [`Qwen3::fused_attention`] of the token `at[r]` of each sentence alone, `[b, heads * d]`
-    /// ([`Packing::attention_at`]).
-    fn attention_at(
-        &self,
-        rows: &Packing,
-        qkv: [&Tensor; 3],
-        rotary: (&Tensor, &Tensor),
-        mode: Mode,
-        at: &[usize],
-    ) -> candle_core::Result<Tensor> {
-        let c = &self.config;
-        let d = c.head_dim();
-        rows.attention_at(
-            &self.grouped(qkv)?,
-            Positions::Rotary(rotary.0, rotary.1),
-            c.num_attention_heads,
-            1.0 / (d as f64).sqrt(),
-            Some((usize::MAX, 0)),
-            mode,
-            at,
-        )
+        let (qkv, heads) = (self.grouped(qkv)?, c.num_attention_heads);
+        let positions = Positions::Rotary(rotary.0, rotary.1);
+        let (scale, causal) = (1.0 / (c.head_dim() as f64).sqrt(), Some((usize::MAX, 0)));
+        match at {
+            Some(at) => rows
+                .attention_at(&qkv, positions, heads, scale, causal, mode, at)
+                .map(Some),
+            None => rows.attention(
+                &qkv,
+                positions,
+                heads,
+                scale,
+                causal,
+                mode,
+                c.attention_dropout,
+            ),
+        }
     }
 
     /// The rows `[q | k | v]` with each key-value head repeated for its group of query heads.
@@ -400,12 +385,14 @@ impl Qwen3 {
             let v = project(&layer.v, kv_heads, None)?;
             if let Some(at) = at.filter(|_| i == last) {
                 // The last layer for the picked tokens alone: their queries over every key.
-                let ctx = self.attention_at(&rows, [&q, &k, &v], (&cos, &sin), mode, at)?;
+                let ctx = self
+                    .fused_attention(&rows, [&q, &k, &v], (&cos, &sin), mode, Some(at))?
+                    .expect("a pass that picks attends on the kernels");
                 x = rows.pick(&x, at)?;
                 x = self.feed_forward(layer, (x + layer.o.forward_mode(&ctx, mode)?)?, mode)?;
                 return Ok(Some(self.norm.forward(&x, mode)?));
             }
-            let ctx = match self.fused_attention(&rows, [&q, &k, &v], (&cos, &sin), mode)? {
+            let ctx = match self.fused_attention(&rows, [&q, &k, &v], (&cos, &sin), mode, None)? {
                 Some(ctx) => ctx,
                 None => {
                     // [rows, n * d] -> [b, seq, n, d] -> [b, n, seq, d].

@@ -88,6 +88,17 @@ pub fn with_config(
     (dir, enc)
 }
 
+/// A copy of a fixture model folder with its `1_Pooling/config.json` changed by `edit`.
+pub fn with_pooling_config(name: &str, edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(name), dir.path());
+    let path = dir.path().join("1_Pooling/config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+    dir
+}
+
 /// [`with_config`] with `hidden_act` replaced.
 pub fn with_activation(name: &str, act: &str) -> (tempfile::TempDir, SentenceEncoder) {
     with_config(name, |config| config["hidden_act"] = act.into())
