@@ -9,6 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use sbert_tui::model::transformer::EncoderInput;
 use sbert_tui::model::{LoadOptions, Mode, PoolingMode, Precision, Prompt, SentenceEncoder};
 
 const SENTENCES: [&str; 6] = [
@@ -29,6 +30,18 @@ fn load(dir: &Path, pooling: PoolingMode, precision: Precision) -> SentenceEncod
     SentenceEncoder::load(dir, &options).expect("the model loads")
 }
 
+/// [`SENTENCES`] as one padded batch, and the token `pooling` reads in each (no prompt).
+fn batch_and_picks(enc: &SentenceEncoder, pooling: PoolingMode) -> (EncoderInput, Vec<usize>) {
+    let tokenized = enc.tokenize(&SENTENCES).unwrap();
+    let items: Vec<_> = tokenized.iter().collect();
+    let input = enc.batch(&items).unwrap();
+    let at = match pooling {
+        PoolingMode::Cls => vec![0; SENTENCES.len()],
+        _ => input.lengths.iter().map(|&l| l - 1).collect(),
+    };
+    (input, at)
+}
+
 /// `forward_at` against the whole pass picked at the same tokens, and the pipeline's vectors
 /// (`encode`, batches of 4) against the workshop view's (the whole pass, one sentence at a
 /// time). `picks`: whether the family runs the pruned last layer (else `forward_at` is `None`).
@@ -37,13 +50,7 @@ fn check(dir: &Path, what: &str, picks: bool, precisions: &[Precision]) {
         for &precision in precisions {
             let what = format!("{what}, {pooling}, {precision}");
             let enc = load(dir, pooling, precision);
-            let tokenized = enc.tokenize(&SENTENCES).unwrap();
-            let items: Vec<_> = tokenized.iter().collect();
-            let input = enc.batch(&items).unwrap();
-            let at: Vec<usize> = match pooling {
-                PoolingMode::Cls => vec![0; SENTENCES.len()],
-                _ => input.lengths.iter().map(|&l| l - 1).collect(),
-            };
+            let (input, at) = batch_and_picks(&enc, pooling);
             let transformer = enc.transformer();
             let whole: Vec<Vec<Vec<f32>>> = transformer
                 .forward(&input, Mode::EVAL)
@@ -162,13 +169,7 @@ fn training_through_the_picked_tokens_gives_the_whole_passs_gradients() {
         let what = format!("{name}, {pooling}");
         let mut enc = load(&fixture(name), pooling, Precision::F32);
         enc.set_trainable();
-        let tokenized = enc.tokenize(&SENTENCES).unwrap();
-        let items: Vec<_> = tokenized.iter().collect();
-        let input = enc.batch(&items).unwrap();
-        let at: Vec<usize> = match pooling {
-            PoolingMode::Cls => vec![0; SENTENCES.len()],
-            _ => input.lengths.iter().map(|&l| l - 1).collect(),
-        };
+        let (input, at) = batch_and_picks(&enc, pooling);
         let t = enc.transformer();
         let mode = Mode::train_without_dropout();
         let loss = |v: &Tensor| {

@@ -656,7 +656,7 @@ impl Transformer for Bert {
     }
 
     fn forward(&self, input: &EncoderInput, mode: Mode) -> candle_core::Result<Tensor> {
-        if !mode.grad && mode.dropout.is_none() && fused::applies(self, input) {
+        if self.infers_fused(input, mode) {
             return on_first_thread(|| fused::forward(self, input));
         }
         self.forward_composed(input, mode)
@@ -672,7 +672,7 @@ impl Transformer for Bert {
         mode: Mode,
         at: &[usize],
     ) -> candle_core::Result<Option<Tensor>> {
-        if !mode.grad && mode.dropout.is_none() && fused::applies(self, input) {
+        if self.infers_fused(input, mode) {
             return on_first_thread(|| fused::forward_at(self, input, at)).map(Some);
         }
         Ok(None)
@@ -732,6 +732,13 @@ impl Transformer for Bert {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+impl Bert {
+    /// Whether this pass takes the fused inference path (evaluation on the CPU).
+    fn infers_fused(&self, input: &EncoderInput, mode: Mode) -> bool {
+        !mode.grad && mode.dropout.is_none() && fused::applies(self, input)
     }
 }
 
