@@ -153,14 +153,25 @@ pub fn check_product(dst: &[f32], dst_rs: usize, x: &[f32], m: usize, k: usize, 
     true
 }
 
-/// Runs `tile(rows, cols)` over the `m × n` output of a product summing `k` terms: on the
-/// calling thread when the product is small (or [`threads`] is 1), else in parallel tasks of 64
-/// columns (a multiple of 16, so every task starts on a SIMD group), split by rows too when
-/// there are fewer column tasks than four per thread.
+/// Runs `tile(rows, cols)` over the `m × n` output of a product summing `k` terms, in tiles of
+/// 64 columns (a multiple of 16, so every tile starts on a SIMD group): one after another on the
+/// calling thread when the product is small (or [`threads`] is 1), else as parallel tasks, split
+/// by rows too when there are fewer column tasks than four per thread.
+///
+/// Each tile runs all its rows over its 64 columns' weights, so those stay in cache while the
+/// rows go by. On one thread, a single tile of every column made each register block of rows
+/// stream the whole weight from memory instead: on an Intel Xeon (Emerald Rapids) the float32
+/// kernel summing 1,536 or 3,072 steps in one pass ran at 28-42 G multiply-adds/s on one thread
+/// that way, 52-61 with the sum in passes of 256 steps, and 2 threads ran it at 92-106 in
+/// 64-column tiles, where passes of 64-256 steps ran at 73-93 (`examples`-style timing,
+/// interleaved, best of 20).
 pub fn tiles(m: usize, n: usize, k: usize, tile: impl Fn((usize, usize), (usize, usize)) + Sync) {
     let t = threads();
     if t < 2 || m * n * k < PARALLEL_MACS {
-        return tile((0, m), (0, n));
+        for j0 in (0..n).step_by(TILE_COLS) {
+            tile((0, m), (j0, (j0 + TILE_COLS).min(n)));
+        }
+        return;
     }
     let col_tasks = n.div_ceil(TILE_COLS);
     let row_tasks = (4 * t).div_ceil(col_tasks).clamp(1, m.div_ceil(48));
@@ -200,32 +211,55 @@ pub fn timing_data(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
     (x, w)
 }
 
-/// The quickest of `kernels` at `run` (one untimed call, which also makes any packed layout;
-/// then the best of three timed calls each). A single kernel is returned untimed.
+/// The quickest of `kernels` at `run`: one untimed call each (which also makes any packed
+/// layout), then [`TIMING_ROUNDS`] rounds that time each kernel once, the best of each kernel's
+/// kept. A single kernel is returned untimed.
+///
+/// Rounds, not each kernel's calls in a row: on a shared machine the speed of a core changes
+/// from one moment to the next (on a 2-core Intel Xeon VM, a loop of FMAs ran at 36-73 G/s from
+/// one run to the next), and a slow spell then falls on every kernel of a round alike instead
+/// of on whichever kernel ran through it.
 ///
 /// Everything runs on the calling thread (see [`threads`]): the kernels, not the pool, are
 /// compared, and the choice, made inside a `OnceLock` that pool tasks may be waiting on, never
 /// needs the pool (nor lets this thread pick up a pool task that would ask for it again).
-pub fn fastest<K: Copy>(kernels: &[K], mut run: impl FnMut(K)) -> K {
+pub fn fastest<K: Copy>(kernels: &[K], run: impl FnMut(K)) -> K {
+    fastest_or_first(kernels, 0.0, run)
+}
+
+/// [`fastest`], but the first of `kernels` (the default) is kept unless another is faster by
+/// more than `margin` (a fraction of its time): for choices whose candidates differ by a few
+/// percent, where a shared machine's noise would otherwise flip the choice from run to run.
+pub fn fastest_or_first<K: Copy>(kernels: &[K], margin: f64, mut run: impl FnMut(K)) -> K {
     assert!(!kernels.is_empty(), "no kernel to choose from");
     if kernels.len() == 1 {
         return kernels[0];
     }
     serial(|| {
-        let mut time = |k: K| {
+        for &k in kernels {
             run(k);
-            (0..3)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    run(k);
-                    t.elapsed()
-                })
-                .min()
-                .unwrap_or_default()
-        };
-        *kernels.iter().min_by_key(|&&k| time(k)).expect("not empty")
+        }
+        let mut best = vec![std::time::Duration::MAX; kernels.len()];
+        for _ in 0..TIMING_ROUNDS {
+            for (&k, best) in kernels.iter().zip(&mut best) {
+                let t = std::time::Instant::now();
+                run(k);
+                *best = (*best).min(t.elapsed());
+            }
+        }
+        let at = (0..kernels.len())
+            .min_by_key(|&i| best[i])
+            .expect("not empty");
+        if best[at].as_secs_f64() < best[0].as_secs_f64() * (1.0 - margin) {
+            kernels[at]
+        } else {
+            kernels[0]
+        }
     })
 }
+
+/// Timed calls of each kernel in [`fastest`].
+const TIMING_ROUNDS: usize = 5;
 
 /// Runs `f` with every operation of this thread on this thread alone ([`threads`] is 1): for
 /// work inside a `OnceLock` that pool tasks may be waiting on.

@@ -165,6 +165,19 @@ impl F32Kernel {
 /// the tile's rows go by.
 pub const KC_CANDIDATES: [usize; 4] = [usize::MAX, 64, 128, 256];
 
+/// [`KC_CANDIDATES`] for the training products, 256 steps a pass first (kept unless another is
+/// timed faster by [`KC_MARGIN`]): the small weight gradient timed at load does not show what
+/// all-mpnet-base-v2's larger ones do on an Intel Xeon, where its training ran at 0.53-0.54
+/// steps/s with whole sums and 0.62-0.65 with 256 steps a pass (alternating runs of
+/// `cargo bench --bench train`).
+pub const STRIDED_KC_CANDIDATES: [usize; 4] = [256, usize::MAX, 64, 128];
+
+/// How much faster (a fraction of the time) shorter passes must be timed than one pass to be
+/// chosen: on an Intel Xeon VM the candidates' timings at load differed by 3-8% on the inference
+/// shape, within the machine's noise, and the choice flipped between runs, while 2 threads ran
+/// the real products 5-15% faster in one pass.
+const KC_MARGIN: f64 = 0.1;
+
 /// The float32 kernels, chosen once per process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct F32Choice {
@@ -182,6 +195,12 @@ pub struct F32Choice {
     /// sum in one pass). Where two FMA units drain a panel from L2 faster than L2 refills L1,
     /// shorter passes keep the panel in L1; where one does, one pass saves the stores between.
     pub kc: usize,
+    /// The same for the training products ([`matmul`]), whose `b` is read where it lies, not
+    /// packed: timed apart, as they may want shorter passes where the inference products want
+    /// one (on an Intel Xeon, all-mpnet-base-v2's training ran at 0.54-0.62 steps/s with whole
+    /// sums, 0.68-0.76 with 128 or 256 steps a pass, while its encoding was 5-15% faster with
+    /// whole sums).
+    pub strided_kc: usize,
 }
 
 impl F32Choice {
@@ -198,20 +217,35 @@ impl F32Choice {
 
     fn choose() -> Self {
         let available = F32Kernel::available();
-        let kc = match std::env::var("SBERT_TUI_F32_KC").map(|v| v.parse::<usize>()) {
-            Ok(Ok(0)) => usize::MAX,
-            Ok(Ok(kc)) => kc,
-            _ if !F32Kernel::Avx512.supported() => usize::MAX,
-            _ => {
-                let (m, k, n) = (64, 1536, 384);
-                let (x, w) = kernels::timing_data(m, k, n);
-                let packed = PackedWeight::new(&w, n, k);
-                let mut dst = vec![0f32; m * n];
-                kernels::fastest(&KC_CANDIDATES, |kc| {
-                    matmul_kc(F32Kernel::Avx512, kc, &mut dst, n, &x, m, &packed)
-                })
-            }
+        let forced = match std::env::var("SBERT_TUI_F32_KC").map(|v| v.parse::<usize>()) {
+            Ok(Ok(0)) => Some(usize::MAX),
+            Ok(Ok(kc)) => Some(kc),
+            _ if !F32Kernel::Avx512.supported() => Some(usize::MAX),
+            _ => None,
         };
+        // A feed-forward output's shape: 64 rows summing 1,536 steps into 384 columns.
+        let (m, k, n) = (64, 1536, 384);
+        let kc = forced.unwrap_or_else(|| {
+            let (x, w) = kernels::timing_data(m, k, n);
+            let packed = PackedWeight::new(&w, n, k);
+            let mut dst = vec![0f32; m * n];
+            kernels::fastest_or_first(&KC_CANDIDATES, KC_MARGIN, |kc| {
+                matmul_kc(F32Kernel::Avx512, kc, &mut dst, n, &x, m, &packed)
+            })
+        });
+        // A weight gradient `dyᵀ · x` summing 512 tokens (16 pairs of 16), 192 outputs by 384
+        // inputs: each step of the sum reads a row of `dy` and of `x` where they lie.
+        let strided_kc = forced.unwrap_or_else(|| {
+            let ((dy, _), (x, _)) = (
+                kernels::timing_data(512, 192, 0),
+                kernels::timing_data(512, 384, 0),
+            );
+            let (dy, x) = (Mat::rows(&dy, 512, 192), Mat::rows(&x, 512, 384));
+            let mut dw = vec![0f32; 192 * 384];
+            kernels::fastest_or_first(&STRIDED_KC_CANDIDATES, KC_MARGIN, |kc| {
+                strided_with(kc, &mut dw, 384, dy.t(), x, false)
+            })
+        });
         if let Some(k) = kernels::chosen_by_env("SBERT_TUI_F32_KERNEL", &available, |k| k.id()) {
             return F32Choice {
                 small: k,
@@ -219,6 +253,7 @@ impl F32Choice {
                 fresh: k,
                 strided: k,
                 kc,
+                strided_kc,
             };
         }
         let (_, k, n) = kernels::TIMING_SHAPE;
@@ -244,7 +279,7 @@ impl F32Choice {
             let (dy, x) = (Mat::rows(&dy, 256, 384), Mat::rows(&x, 256, 384));
             kernels::fastest(&available, |kernel| match kernel {
                 F32Kernel::Gemm => kernels::matmul(&mut dw, 384, dy.t(), x, false),
-                _ => strided_with(kc, &mut dw, 384, dy.t(), x, false),
+                _ => strided_with(strided_kc, &mut dw, 384, dy.t(), x, false),
             })
         };
         F32Choice {
@@ -254,6 +289,7 @@ impl F32Choice {
             fresh: time(512, true),
             strided,
             kc,
+            strided_kc,
         }
     }
 
@@ -274,13 +310,14 @@ impl F32Choice {
 
     /// The choice in words (for `sbert-tui info` and the benchmarks).
     pub fn describe(self) -> String {
-        let kc = match self.kc {
+        let passes = |kc: usize| match kc {
             usize::MAX => "whole sums".to_string(),
             kc => format!("{kc} steps a pass"),
         };
+        let (kc, strided_kc) = (passes(self.kc), passes(self.strided_kc));
         format!(
             "{} (up to {} rows), {} (more rows), {} (training forward), {} (training gradients); \
-             avx512 {kc}",
+             avx512 {kc}, training gradients {strided_kc}",
             self.small.name(),
             kernels::SMALL_M,
             self.large.name(),
@@ -460,7 +497,7 @@ fn with_fresh<R>(parts: &[(&[f32], usize)], k: usize, f: impl FnOnce(&PackedWeig
 /// ([`F32Choice`]), else through `kernels::matmul` (`gemm`). The training products come here.
 pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     if runs_strided(&b) {
-        strided_with(F32Choice::get().kc, dst, dst_rs, a, b, accumulate)
+        strided_with(F32Choice::get().strided_kc, dst, dst_rs, a, b, accumulate)
     } else {
         kernels::matmul(dst, dst_rs, a, b, accumulate)
     }
@@ -481,7 +518,7 @@ pub fn product(a: Mat, b: Mat) -> Vec<f32> {
     // they are initialised.
     unsafe {
         strided_into(
-            F32Choice::get().kc,
+            F32Choice::get().strided_kc,
             Out::spare(&mut dst, m * n),
             n,
             a,
