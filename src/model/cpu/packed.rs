@@ -204,10 +204,11 @@ pub struct F32Choice {
 }
 
 impl F32Choice {
-    /// Timed once per process (20-30 ms on the Zen 4, on the calling thread): the AVX-512 kernel's
-    /// steps per pass on a feed-forward output (64 rows summing 1,536 steps); then each kernel on
-    /// 16 and on 256 rows of a 384 × 384 product, packing included for the training forward,
-    /// and on a weight gradient of the same size.
+    /// Timed once per process (about 0.1 s on a 2-core Intel Xeon VM, on the calling thread):
+    /// the AVX-512 kernel's steps per pass on a feed-forward output (64 rows summing 1,536
+    /// steps) and on a weight gradient (summing 512 tokens); then each kernel on 16 and on 256
+    /// rows of a 384 × 384 product, packing included for the training forward, and on a weight
+    /// gradient of the same size.
     /// `SBERT_TUI_F32_KERNEL=gemm|avx512` sets the four kernels instead, and `SBERT_TUI_F32_KC`
     /// the steps per pass (0: all).
     pub fn get() -> Self {
