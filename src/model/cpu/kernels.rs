@@ -1763,6 +1763,29 @@ dispatch!(
 mod tests {
     use super::*;
 
+    #[test]
+    fn small_products_run_in_64_column_tiles_on_the_calling_thread() {
+        // 5 × 150 summing 4: far below the size that goes parallel.
+        let calls = std::sync::Mutex::new(Vec::new());
+        tiles(5, 150, 4, |rows, cols| {
+            calls.lock().unwrap().push((rows, cols))
+        });
+        assert_eq!(
+            calls.into_inner().unwrap(),
+            [((0, 5), (0, 64)), ((0, 5), (64, 128)), ((0, 5), (128, 150))]
+        );
+    }
+
+    #[test]
+    fn fastest_or_first_keeps_the_first_unless_another_wins_by_the_margin() {
+        // Kernel 1 takes half kernel 0's time (sleeps: far apart on any machine).
+        let run = |k: usize| std::thread::sleep(std::time::Duration::from_millis([4, 2][k]));
+        assert_eq!(fastest_or_first(&[0, 1], 0.1, run), 1);
+        assert_eq!(fastest_or_first(&[0, 1], 0.9, run), 0);
+        assert_eq!(fastest(&[0, 1], run), 1);
+        assert_eq!(fastest(&[1, 0], run), 1);
+    }
+
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
     }

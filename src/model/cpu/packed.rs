@@ -196,10 +196,8 @@ pub struct F32Choice {
     /// shorter passes keep the panel in L1; where one does, one pass saves the stores between.
     pub kc: usize,
     /// The same for the training products ([`matmul`]), whose `b` is read where it lies, not
-    /// packed: timed apart, as they may want shorter passes where the inference products want
-    /// one (on an Intel Xeon, all-mpnet-base-v2's training ran at 0.54-0.62 steps/s with whole
-    /// sums, 0.68-0.76 with 128 or 256 steps a pass, while its encoding was 5-15% faster with
-    /// whole sums).
+    /// packed: chosen apart ([`STRIDED_KC_CANDIDATES`]), as they may want shorter passes where
+    /// the inference products want one.
     pub strided_kc: usize,
 }
 
