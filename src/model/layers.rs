@@ -245,9 +245,9 @@ impl Packing {
 
     /// Whether this pass can run a last layer for one token of each sentence alone
     /// ([`Packing::attention_at`], [`Packing::pick`]): a pass on the kernels (`x` its rows, or a
-    /// tensor of their dtype and device) that draws no dropout mask (inference, or a model whose every dropout probability, `dropout`
-    /// the largest, is 0: a mask drawn for fewer rows would move the stream the padded layout
-    /// draws from).
+    /// tensor of their dtype and device) that draws no dropout mask (inference, or a model
+    /// whose every dropout probability, `dropout` the largest, is 0: a mask drawn for fewer rows
+    /// would move the stream the padded layout draws from).
     pub fn picks(&self, x: &Tensor, mode: Mode, dropout: f64) -> bool {
         self.attends_on_kernels(x, mode) && (mode.dropout.is_none() || dropout <= 0.0)
     }
