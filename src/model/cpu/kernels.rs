@@ -19,7 +19,7 @@ const LANES: usize = 8;
 /// Up to this many rows of `x`, [`matmul_wt`] uses the unpacked kernel ([`small_matmul_wt`]).
 pub const SMALL_M: usize = 48;
 /// Below this many multiply-adds a matrix product runs on the calling thread.
-const PARALLEL_MACS: usize = 1 << 20;
+pub(crate) const PARALLEL_MACS: usize = 1 << 20;
 
 thread_local! {
     /// Set while [`fastest`] times kernels: every operation on this thread runs on it alone.

@@ -165,13 +165,6 @@ impl F32Kernel {
 /// the tile's rows go by.
 pub const KC_CANDIDATES: [usize; 4] = [usize::MAX, 64, 128, 256];
 
-/// [`KC_CANDIDATES`] for the training products, 256 steps a pass first (kept unless another is
-/// timed faster by [`KC_MARGIN`]): the small weight gradient timed at load does not show what
-/// all-mpnet-base-v2's larger ones do on an Intel Xeon, where its training ran at 0.53-0.54
-/// steps/s with whole sums and 0.62-0.65 with 256 steps a pass (alternating runs of
-/// `cargo bench --bench train`).
-pub const STRIDED_KC_CANDIDATES: [usize; 4] = [256, usize::MAX, 64, 128];
-
 /// How much faster (a fraction of the time) shorter passes must be timed than one pass to be
 /// chosen: on an Intel Xeon VM the candidates' timings at load differed by 3-8% on the inference
 /// shape, within the machine's noise, and the choice flipped between runs, while 2 threads ran
@@ -192,19 +185,17 @@ pub struct F32Choice {
     /// `dyᵀ · x` and the input gradient `dy · W`.
     pub strided: F32Kernel,
     /// Steps of the sum the AVX-512 kernel takes per pass over a tile (`usize::MAX`: the whole
-    /// sum in one pass). Where two FMA units drain a panel from L2 faster than L2 refills L1,
-    /// shorter passes keep the panel in L1; where one does, one pass saves the stores between.
+    /// sum in one pass), for the inference and the training products alike (the latter's
+    /// operands are copied into the same layout). Where two FMA units drain a panel from L2
+    /// faster than L2 refills L1, shorter passes keep the panel in L1; where one does, one pass
+    /// saves the stores between.
     pub kc: usize,
-    /// The same for the training products ([`matmul`]), whose `b` is read where it lies, not
-    /// packed: chosen apart ([`STRIDED_KC_CANDIDATES`]), as they may want shorter passes where
-    /// the inference products want one.
-    pub strided_kc: usize,
 }
 
 impl F32Choice {
     /// Timed once per process (about 0.1 s on a 2-core Intel Xeon VM, on the calling thread):
     /// the AVX-512 kernel's steps per pass on a feed-forward output (64 rows summing 1,536
-    /// steps) and on a weight gradient (summing 512 tokens); then each kernel on 16 and on 256
+    /// steps); then each kernel on 16 and on 256
     /// rows of a 384 × 384 product, packing included for the training forward, and on a weight
     /// gradient of the same size.
     /// `SBERT_TUI_F32_KERNEL=gemm|avx512` sets the four kernels instead, and `SBERT_TUI_F32_KC`
@@ -232,19 +223,6 @@ impl F32Choice {
                 matmul_kc(F32Kernel::Avx512, kc, &mut dst, n, &x, m, &packed)
             })
         });
-        // A weight gradient `dyᵀ · x` summing 512 tokens (16 pairs of 16), 192 outputs by 384
-        // inputs: each step of the sum reads a row of `dy` and of `x` where they lie.
-        let strided_kc = forced.unwrap_or_else(|| {
-            let ((dy, _), (x, _)) = (
-                kernels::timing_data(512, 192, 0),
-                kernels::timing_data(512, 384, 0),
-            );
-            let (dy, x) = (Mat::rows(&dy, 512, 192), Mat::rows(&x, 512, 384));
-            let mut dw = vec![0f32; 192 * 384];
-            kernels::fastest_or_first(&STRIDED_KC_CANDIDATES, KC_MARGIN, |kc| {
-                strided_with(kc, &mut dw, 384, dy.t(), x, false)
-            })
-        });
         if let Some(k) = kernels::chosen_by_env("SBERT_TUI_F32_KERNEL", &available, |k| k.id()) {
             return F32Choice {
                 small: k,
@@ -252,7 +230,6 @@ impl F32Choice {
                 fresh: k,
                 strided: k,
                 kc,
-                strided_kc,
             };
         }
         let (_, k, n) = kernels::TIMING_SHAPE;
@@ -278,7 +255,7 @@ impl F32Choice {
             let (dy, x) = (Mat::rows(&dy, 256, 384), Mat::rows(&x, 256, 384));
             kernels::fastest(&available, |kernel| match kernel {
                 F32Kernel::Gemm => kernels::matmul(&mut dw, 384, dy.t(), x, false),
-                _ => strided_with(strided_kc, &mut dw, 384, dy.t(), x, false),
+                _ => strided_with(kc, &mut dw, 384, dy.t(), x, false),
             })
         };
         F32Choice {
@@ -288,7 +265,6 @@ impl F32Choice {
             fresh: time(512, true),
             strided,
             kc,
-            strided_kc,
         }
     }
 
@@ -313,10 +289,10 @@ impl F32Choice {
             usize::MAX => "whole sums".to_string(),
             kc => format!("{kc} steps a pass"),
         };
-        let (kc, strided_kc) = (passes(self.kc), passes(self.strided_kc));
+        let kc = passes(self.kc);
         format!(
             "{} (up to {} rows), {} (more rows), {} (training forward), {} (training gradients); \
-             avx512 {kc}, training gradients {strided_kc}",
+             avx512 {kc}",
             self.small.name(),
             kernels::SMALL_M,
             self.large.name(),
@@ -496,7 +472,7 @@ fn with_fresh<R>(parts: &[(&[f32], usize)], k: usize, f: impl FnOnce(&PackedWeig
 /// ([`F32Choice`]), else through `kernels::matmul` (`gemm`). The training products come here.
 pub fn matmul(dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     if runs_strided(&b) {
-        strided_with(F32Choice::get().strided_kc, dst, dst_rs, a, b, accumulate)
+        strided_with(F32Choice::get().kc, dst, dst_rs, a, b, accumulate)
     } else {
         kernels::matmul(dst, dst_rs, a, b, accumulate)
     }
@@ -517,7 +493,7 @@ pub fn product(a: Mat, b: Mat) -> Vec<f32> {
     // they are initialised.
     unsafe {
         strided_into(
-            F32Choice::get().strided_kc,
+            F32Choice::get().kc,
             Out::spare(&mut dst, m * n),
             n,
             a,
@@ -549,7 +525,17 @@ fn strided_with(kc: usize, dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accum
     unsafe { strided_into(kc, Out::new(dst), dst_rs, a, b, accumulate) }
 }
 
-/// The body of [`strided_with`], into `out`.
+/// The body of [`strided_with`], into `out`: `b` copied into 64-column panels (as a weight is
+/// packed at load) and `a`, where its rows are not contiguous (the weight gradient's `dyᵀ`),
+/// transposed into rows, both into this thread's [`STRIDED`] storage; then the inference
+/// kernel's tiles on them.
+///
+/// Read where they lay, `dyᵀ`'s six rows of a register block were a step of the sum apart by a
+/// whole row of `dy` (12 KiB at 3,072 columns), and `b`'s 64 columns a row of `b` apart: a new
+/// page at nearly every step, which the prefetchers do not follow. all-mpnet-base-v2's
+/// gradients for 310 tokens on an Intel Xeon (Emerald Rapids), 2 threads, G multiply-adds/s:
+/// `dyᵀ · x` 51-66 → 74-98, `dy · W` 62-85 → 75-86; the copies are `k · (m + n)` elements
+/// against the product's `m · k · n` multiply-adds.
 ///
 /// # Safety
 /// The CPU runs AVX-512 F, `b.cs == 1`, `a.cols == b.rows`, the product is not empty, `out` holds
@@ -558,24 +544,105 @@ unsafe fn strided_into(kc: usize, out: Out, dst_rs: usize, a: Mat, b: Mat, accum
     let (m, k, n) = (a.rows, a.cols, b.cols);
     a.check();
     b.check();
-    let geo = Geometry {
-        ars: a.rs,
-        acs: a.cs,
-        bjs: PANEL,
-        bps: b.rs,
-        k,
-        kc,
-        accumulate,
+    let run = |a_rows: &[f32], ars: usize, panels: &[f32]| {
+        let geo = Geometry {
+            ars,
+            acs: 1,
+            bjs: PANEL * k,
+            bps: PANEL,
+            k,
+            kc,
+            accumulate,
+        };
+        kernels::tiles(m, n, k, |rows, cols| {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU runs AVX-512 F; `a_rows` holds `m` rows of `k`, `ars` apart;
+            // `panels` holds `b` in panels of `64 · k`; `out` holds the product; each task writes
+            // only its own tile, which starts at a multiple of 64 columns.
+            unsafe {
+                avx512::tile(out, dst_rs, a_rows, panels, geo, rows, cols)
+            }
+        });
     };
-    kernels::tiles(m, n, k, |rows, cols| {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU runs AVX-512 F; every element of `a` and `b` at these strides exists
-        // (checked); `out` holds the product; each task writes only its own tile, which starts
-        // at a multiple of 16 columns.
-        unsafe {
-            avx512::tile(out, dst_rs, a.data, b.data, geo, rows, cols)
+    let parallel = kernels::threads() >= 2 && m * n * k >= kernels::PARALLEL_MACS;
+    let mut own = StridedStorage::default();
+    STRIDED.with(|cell| {
+        let mut kept = cell.try_borrow_mut();
+        let store = match kept.as_deref_mut() {
+            Ok(store) => store,
+            // A pool thread waiting on one product may run another's task.
+            Err(_) => &mut own,
+        };
+        copy_panels(b, parallel, &mut store.panels);
+        if a.cs == 1 {
+            run(a.data, a.rs, &store.panels);
+        } else {
+            transpose_rows(a, parallel, &mut store.rows);
+            run(&store.rows, k, &store.panels);
         }
-    });
+    })
+}
+
+/// The storage [`strided_into`] copies its operands into, kept from product to product.
+#[derive(Default)]
+struct StridedStorage {
+    panels: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+thread_local! {
+    static STRIDED: std::cell::RefCell<StridedStorage> =
+        std::cell::RefCell::new(StridedStorage::default());
+}
+
+/// `b` (`k × n`, contiguous rows) into `out` as panels of 64 columns, each `k` steps of 64
+/// (the layout [`PackedWeight`] holds; past `n` zeros): row pieces copied, not transposed.
+fn copy_panels(b: Mat, parallel: bool, out: &mut Vec<f32>) {
+    assert_eq!(b.cs, 1);
+    let (k, n) = (b.rows, b.cols);
+    out.clear();
+    out.resize(n.div_ceil(PANEL) * PANEL * k, 0.0);
+    let fill = |(q, panel): (usize, &mut [f32])| {
+        let c0 = q * PANEL;
+        let w = (n - c0).min(PANEL);
+        for (p, step) in panel.chunks_exact_mut(PANEL).enumerate() {
+            step[..w].copy_from_slice(&b.data[p * b.rs + c0..][..w]);
+        }
+    };
+    if parallel {
+        out.par_chunks_mut(PANEL * k).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(PANEL * k).enumerate().for_each(fill);
+    }
+}
+
+/// `a` (`m × k`, any strides) into `out` as contiguous rows of `k`: 16 × 16 blocks transposed in
+/// AVX-512 registers where `a`'s columns are contiguous (`dyᵀ`), element by element otherwise.
+fn transpose_rows(a: Mat, parallel: bool, out: &mut Vec<f32>) {
+    let (m, k) = (a.rows, a.cols);
+    out.clear();
+    out.resize(m * k, 0.0);
+    if k == 0 {
+        return;
+    }
+    let fill = |(c, rows): (usize, &mut [f32])| {
+        let i0 = c * LANES;
+        #[cfg(target_arch = "x86_64")]
+        if a.rs == 1 {
+            // SAFETY: the CPU runs AVX-512 F (the strided path's contract); `a` was checked.
+            return unsafe { avx512::transpose_block_rows(a, i0, rows) };
+        }
+        for (r, row) in rows.chunks_exact_mut(k).enumerate() {
+            for (p, v) in row.iter_mut().enumerate() {
+                *v = a.data[(i0 + r) * a.rs + p * a.cs];
+            }
+        }
+    };
+    if parallel {
+        out.par_chunks_mut(LANES * k).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(LANES * k).enumerate().for_each(fill);
+    }
 }
 
 /// Where the kernel finds its operands: `A(i, p)` at `a[i · ars + p · acs]`; the 64 columns of
@@ -667,6 +734,39 @@ mod avx512 {
                         _mm512_storeu_ps(out.as_mut_ptr().add((s0 + t) * PANEL + g * LANES), *v)
                     };
                 }
+            }
+        }
+    }
+
+    /// Rows `i0..` of `a` (`a.rs == 1`: element `(i, p)` at `a.data[i + p · a.cs]`) into `out`,
+    /// whole rows of `a.cols` (as many as `out` holds, up to 16): 16 steps of 16 rows loaded,
+    /// transposed in registers, stored as 16 steps of each row.
+    ///
+    /// # Safety
+    /// The CPU must run AVX-512 F; `a` holds every element its shape addresses (`Mat::check`).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose_block_rows(a: super::Mat, i0: usize, out: &mut [f32]) {
+        let k = a.cols;
+        assert!(a.rs == 1 && k > 0 && out.len().is_multiple_of(k));
+        let rows = out.len() / k;
+        assert!(rows <= LANES && i0 + rows <= a.rows);
+        let m = mask(rows);
+        for p0 in (0..k).step_by(LANES) {
+            let steps = (k - p0).min(LANES);
+            // SAFETY: step `p0 + c` of rows `i0..i0 + rows` (the mask) lies in `a` (checked by
+            // the caller), the lanes past `rows` are not read.
+            let mut r: [__m512; LANES] = std::array::from_fn(|c| {
+                if c < steps {
+                    unsafe { _mm512_maskz_loadu_ps(m, a.data.as_ptr().add(i0 + (p0 + c) * a.cs)) }
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            transpose(&mut r);
+            let sm = mask(steps);
+            for (t, v) in r.iter().take(rows).enumerate() {
+                // SAFETY: row `t < rows` of `out`, steps `p0..p0 + steps <= k` (the mask).
+                unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(t * k + p0), sm, *v) };
             }
         }
     }
@@ -842,9 +942,19 @@ mod tests {
         for (m, k, n) in [(1, 1, 1), (7, 13, 19), (37, 101, 70), (384, 256, 130)] {
             let dy = data(k * m, 1.0); // [k, m], read transposed
             let x = data(k * n, 2.0); // [k, n]
+            // Neither rows nor columns contiguous (copied element by element into rows).
+            let spread = data(2 * m * (2 * k + 1), 3.0);
+            let odd = Mat {
+                data: &spread,
+                rows: m,
+                cols: k,
+                rs: 2,
+                cs: 2 * m + 1,
+            };
             for (a, b) in [
                 (Mat::rows(&dy, k, m).t(), Mat::rows(&x, k, n)),
                 (Mat::rows(&dy, m, k), Mat::rows(&x, k, n)),
+                (odd, Mat::rows(&x, k, n)),
             ] {
                 for (accumulate, kc) in [false, true]
                     .into_iter()
