@@ -5,9 +5,9 @@
 //! number of rows, so [`F32Choice::get`] times them once per process, for a few rows (the
 //! latency path) and for a batch, and keeps the faster of each.
 //!
-//! The same kernel, reading its operands where they lie (any row and column strides for `A`,
-//! contiguous rows of `B`), runs the training gradients `dyᵀ · x` and `dy · W` ([`matmul`])
-//! where it was timed faster than `gemm` on one.
+//! The same kernel runs the training gradients `dyᵀ · x` and `dy · W` ([`matmul`]) where it was
+//! timed faster than `gemm` on one, on `B` (contiguous rows) copied into the packed layout at
+//! every product and `A` read in rows (transposed first where its rows are not contiguous).
 //!
 //! Sums run in another order than `gemm`'s, so results differ from it by float32 rounding only
 //! (the parity tests hold every path to the Python library at their tolerance).
@@ -119,8 +119,9 @@ pub enum F32Kernel {
     /// `kernels::matmul_wt`: the unpacked AVX2/FMA kernel up to `kernels::SMALL_M` rows, `gemm`
     /// (packing at every call) above.
     Gemm,
-    /// This module's AVX-512 kernel: on weights packed at load (inference), on the operands'
-    /// own storage (training gradients).
+    /// This module's AVX-512 kernel: on weights packed at load (inference), at every step (the
+    /// training forward) or, copied into the same layout, at every product (training
+    /// gradients).
     Avx512,
 }
 
@@ -195,9 +196,9 @@ pub struct F32Choice {
 impl F32Choice {
     /// Timed once per process (about 0.1 s on a 2-core Intel Xeon VM, on the calling thread):
     /// the AVX-512 kernel's steps per pass on a feed-forward output (64 rows summing 1,536
-    /// steps); then each kernel on 16 and on 256
-    /// rows of a 384 × 384 product, packing included for the training forward, and on a weight
-    /// gradient of the same size.
+    /// steps); then each kernel on 16 and on 256 rows of a 384 × 384 product, packing included
+    /// for the training forward, and on a weight gradient of the same size (its copies
+    /// included).
     /// `SBERT_TUI_F32_KERNEL=gemm|avx512` sets the four kernels instead, and `SBERT_TUI_F32_KC`
     /// the steps per pass (0: all).
     pub fn get() -> Self {
