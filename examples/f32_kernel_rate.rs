@@ -1,13 +1,18 @@
 //! The float32 AVX-512 kernel's rate (G multiply-adds/s) on the weight packed once, at the
 //! shapes of all-MiniLM-L6-v2 and all-mpnet-base-v2, for each number of steps per pass, the
 //! candidates interleaved (each once per round, 20 rounds of 3 calls, the best kept) so that a
-//! shared machine's slow spells fall on all alike. `bench/linear_torch.py` times
-//! `torch.nn.functional.linear` on the same shapes, for the comparison in the README.
+//! shared machine's slow spells fall on all alike; then the three products of a training step
+//! at all-mpnet-base-v2's shapes for 310 tokens (a batch of 16 STS-B pairs), as the trainer runs
+//! them with the kernels chosen at load: the forward `x · wᵀ` (the weight packed each call), the
+//! input gradient `dy · W` and the weight gradient `dyᵀ · x`. `bench/linear_torch.py` times
+//! torch's `linear`, `dy @ w` and `dy.t() @ x` on the same shapes, for the comparison in the
+//! README.
 //!
 //!   cargo run --release --example f32_kernel_rate            # RAYON_NUM_THREADS= to change
 use std::time::Instant;
 
-use sbert_tui::model::cpu::{kernels, packed};
+use sbert_tui::model::cpu::kernels::{self, Mat};
+use sbert_tui::model::cpu::packed;
 
 fn main() {
     if !packed::F32Kernel::Avx512.supported() {
@@ -48,5 +53,40 @@ fn main() {
                 .collect();
             println!("{k} → {n}, {m}: {}", rates.join(" | "));
         }
+    }
+    training();
+}
+
+/// The training step's products at all-mpnet-base-v2's shapes, `t` tokens, interleaved rounds.
+fn training() {
+    let t = 310;
+    println!("\ntraining, {t} tokens, in → out: forward | dy · W | dyᵀ · x");
+    for (i, o) in [(768, 3072), (3072, 768), (768, 768), (768, 2304)] {
+        let (x, w) = kernels::timing_data(t, i, o);
+        let (dy, _) = kernels::timing_data(t, o, 0);
+        let (mut y, mut dx) = (vec![0f32; t * o], vec![0f32; t * i]);
+        let mut best = [f64::MAX; 3];
+        for _ in 0..20 {
+            for (v, best) in best.iter_mut().enumerate() {
+                let start = Instant::now();
+                match v {
+                    0 => packed::matmul_wt_fresh(&mut y, o, &x, t, i, &[(&w, o)]),
+                    1 => {
+                        let (dy, w) = (Mat::rows(&dy, t, o), Mat::rows(&w, o, i));
+                        packed::matmul(&mut dx, i, dy, w, false)
+                    }
+                    _ => {
+                        let (dy, x) = (Mat::rows(&dy, t, o), Mat::rows(&x, t, i));
+                        std::hint::black_box(packed::product(dy.t(), x));
+                    }
+                }
+                *best = best.min(start.elapsed().as_secs_f64());
+            }
+        }
+        let rates: Vec<String> = best
+            .iter()
+            .map(|b| format!("{:.1}", (t * i * o) as f64 / b / 1e9))
+            .collect();
+        println!("{i} → {o}: {}", rates.join(" | "));
     }
 }

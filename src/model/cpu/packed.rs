@@ -941,8 +941,10 @@ mod tests {
             (0..n).map(|i| ((i as f32 + s) * 0.37).sin()).collect()
         };
         // (m, k, n): a weight gradient `dyᵀ · x` and an input gradient `dy · W`, odd sizes, and
-        // one large enough to split into row and column tasks.
-        for (m, k, n) in [(1, 1, 1), (7, 13, 19), (37, 101, 70), (384, 256, 130)] {
+        // one large enough to split into row and column tasks; growing, then shrinking again
+        // (the copies go into storage kept from product to product).
+        let sizes = [(1, 1, 1), (7, 13, 19), (37, 101, 70), (384, 256, 130)];
+        for (m, k, n) in sizes.into_iter().chain(sizes.into_iter().rev()) {
             let dy = data(k * m, 1.0); // [k, m], read transposed
             let x = data(k * n, 2.0); // [k, n]
             // Neither rows nor columns contiguous (copied element by element into rows).
