@@ -356,9 +356,6 @@ unsafe fn packed_into(
     );
     let geo = Geometry {
         ars: k,
-        acs: 1,
-        bjs: PANEL * k,
-        bps: PANEL,
         k,
         kc,
         accumulate: false,
@@ -548,9 +545,6 @@ unsafe fn strided_into(kc: usize, out: Out, dst_rs: usize, a: Mat, b: Mat, accum
     let run = |a_rows: &[f32], ars: usize, panels: &[f32]| {
         let geo = Geometry {
             ars,
-            acs: 1,
-            bjs: PANEL * k,
-            bps: PANEL,
             k,
             kc,
             accumulate,
@@ -648,15 +642,12 @@ fn transpose_rows(a: Mat, parallel: bool, out: &mut Vec<f32>) {
     }
 }
 
-/// Where the kernel finds its operands: `A(i, p)` at `a[i · ars + p · acs]`; the 64 columns of
-/// panel `q` (columns `64q..64q + 64`) at step `p` of `B` at `b[q · bjs + p · bps ..][..64]`
-/// (contiguous).
+/// Where the kernel finds its operands: `A(i, p)` at `a[i · ars + p]` (rows of `k`, `ars`
+/// apart); `B` packed (`PackedWeight`'s layout), the 64 columns of panel `q` (columns
+/// `64q..64q + 64`) at step `p` at `b[q · 64k + 64p ..][..64]`.
 #[derive(Clone, Copy)]
 struct Geometry {
     ars: usize,
-    acs: usize,
-    bjs: usize,
-    bps: usize,
     /// Steps of the sum.
     k: usize,
     /// Steps per pass over a tile: each register block sums `kc` steps, then the next pass adds
@@ -848,10 +839,10 @@ mod avx512 {
         // `i..i + R` and columns `j..j_end`, which exist per `tile`'s contract; masked loads
         // touch only those.
         let mut ap: [*const f32; R] =
-            std::array::from_fn(|r| a.as_ptr().wrapping_add((i + r) * geo.ars + p0 * geo.acs));
+            std::array::from_fn(|r| a.as_ptr().wrapping_add((i + r) * geo.ars + p0));
         let mut bp = b
             .as_ptr()
-            .wrapping_add((j / PANEL) * geo.bjs + p0 * geo.bps);
+            .wrapping_add((j / PANEL) * PANEL * geo.k + p0 * PANEL);
         for _ in p0..p1 {
             let wv: [__m512; G] = std::array::from_fn(|g| unsafe {
                 _mm512_maskz_loadu_ps(masks[g], bp.wrapping_add(g * LANES))
@@ -862,9 +853,9 @@ mod avx512 {
                 for g in 0..G {
                     acc[r][g] = _mm512_fmadd_ps(xv, wv[g], acc[r][g]);
                 }
-                ap[r] = ap[r].wrapping_add(geo.acs);
+                ap[r] = ap[r].wrapping_add(1);
             }
-            bp = bp.wrapping_add(geo.bps);
+            bp = bp.wrapping_add(PANEL);
         }
         for g in 0..G {
             let j = j + g * LANES;
