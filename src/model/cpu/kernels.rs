@@ -19,7 +19,7 @@ const LANES: usize = 8;
 /// Up to this many rows of `x`, [`matmul_wt`] uses the unpacked kernel ([`small_matmul_wt`]).
 pub const SMALL_M: usize = 48;
 /// Below this many multiply-adds a matrix product runs on the calling thread.
-pub(crate) const PARALLEL_MACS: usize = 1 << 20;
+const PARALLEL_MACS: usize = 1 << 20;
 
 thread_local! {
     /// Set while [`fastest`] times kernels: every operation on this thread runs on it alone.
@@ -153,6 +153,12 @@ pub fn check_product(dst: &[f32], dst_rs: usize, x: &[f32], m: usize, k: usize, 
     true
 }
 
+/// Whether [`tiles`] runs a product of `m × n` outputs summing `k` terms as parallel tasks
+/// (more than one thread, and at least [`PARALLEL_MACS`] multiply-adds).
+pub fn in_parallel(m: usize, n: usize, k: usize) -> bool {
+    threads() >= 2 && m * n * k >= PARALLEL_MACS
+}
+
 /// Runs `tile(rows, cols)` over the `m × n` output of a product summing `k` terms, in tiles of
 /// 64 columns (a multiple of 16, so every tile starts on a SIMD group): one after another on the
 /// calling thread when the product is small (or [`threads`] is 1), else as parallel tasks, split
@@ -166,15 +172,14 @@ pub fn check_product(dst: &[f32], dst_rs: usize, x: &[f32], m: usize, k: usize, 
 /// 64-column tiles, where passes of 64-256 steps ran at 73-93 (`examples`-style timing,
 /// interleaved, best of 20).
 pub fn tiles(m: usize, n: usize, k: usize, tile: impl Fn((usize, usize), (usize, usize)) + Sync) {
-    let t = threads();
-    if t < 2 || m * n * k < PARALLEL_MACS {
+    if !in_parallel(m, n, k) {
         for j0 in (0..n).step_by(TILE_COLS) {
             tile((0, m), (j0, (j0 + TILE_COLS).min(n)));
         }
         return;
     }
     let col_tasks = n.div_ceil(TILE_COLS);
-    let row_tasks = (4 * t).div_ceil(col_tasks).clamp(1, m.div_ceil(48));
+    let row_tasks = (4 * threads()).div_ceil(col_tasks).clamp(1, m.div_ceil(48));
     let rows_per = m.div_ceil(row_tasks);
     (0..row_tasks * col_tasks).into_par_iter().for_each(|task| {
         let (r, c) = (task / col_tasks, task % col_tasks);
@@ -379,9 +384,8 @@ pub fn product(a: Mat, b: Mat) -> Vec<f32> {
 /// operands every element their strides address (`Mat::check`).
 unsafe fn gemm_into(dst: *mut f32, dst_rs: usize, a: Mat, b: Mat, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let t = threads();
-    let parallelism = if t > 1 && m * n * k >= PARALLEL_MACS {
-        Parallelism::Rayon(t)
+    let parallelism = if in_parallel(m, n, k) {
+        Parallelism::Rayon(threads())
     } else {
         Parallelism::None
     };
@@ -428,11 +432,11 @@ pub fn small_matmul_wt_par(
     // SAFETY: `dst` is borrowed mutably for this whole call; each task below writes only its own
     // columns `j0..j1`.
     let out = unsafe { Out::new(dst) };
-    let t = threads();
-    if t < 2 || m * n * k < PARALLEL_MACS {
+    if !in_parallel(m, n, k) {
         small_matmul_wt(out, dst_rs, 0, x, m, k, w, n);
         return;
     }
+    let t = threads();
     let per = n.div_ceil(t).next_multiple_of(4);
     (0..n.div_ceil(per)).into_par_iter().for_each(|part| {
         let j0 = part * per;

@@ -208,22 +208,21 @@ impl F32Choice {
 
     fn choose() -> Self {
         let available = F32Kernel::available();
-        let forced = match std::env::var("SBERT_TUI_F32_KC").map(|v| v.parse::<usize>()) {
-            Ok(Ok(0)) => Some(usize::MAX),
-            Ok(Ok(kc)) => Some(kc),
-            _ if !F32Kernel::Avx512.supported() => Some(usize::MAX),
-            _ => None,
+        let kc = match std::env::var("SBERT_TUI_F32_KC").map(|v| v.parse::<usize>()) {
+            Ok(Ok(0)) => usize::MAX,
+            Ok(Ok(kc)) => kc,
+            _ if !F32Kernel::Avx512.supported() => usize::MAX,
+            _ => {
+                // A feed-forward output's shape: 64 rows summing 1,536 steps into 384 columns.
+                let (m, k, n) = (64, 1536, 384);
+                let (x, w) = kernels::timing_data(m, k, n);
+                let packed = PackedWeight::new(&w, n, k);
+                let mut dst = vec![0f32; m * n];
+                kernels::fastest_or_first(&KC_CANDIDATES, KC_MARGIN, |kc| {
+                    matmul_kc(F32Kernel::Avx512, kc, &mut dst, n, &x, m, &packed)
+                })
+            }
         };
-        // A feed-forward output's shape: 64 rows summing 1,536 steps into 384 columns.
-        let (m, k, n) = (64, 1536, 384);
-        let kc = forced.unwrap_or_else(|| {
-            let (x, w) = kernels::timing_data(m, k, n);
-            let packed = PackedWeight::new(&w, n, k);
-            let mut dst = vec![0f32; m * n];
-            kernels::fastest_or_first(&KC_CANDIDATES, KC_MARGIN, |kc| {
-                matmul_kc(F32Kernel::Avx512, kc, &mut dst, n, &x, m, &packed)
-            })
-        });
         if let Some(k) = kernels::chosen_by_env("SBERT_TUI_F32_KERNEL", &available, |k| k.id()) {
             return F32Choice {
                 small: k,
@@ -286,11 +285,10 @@ impl F32Choice {
 
     /// The choice in words (for `sbert-tui info` and the benchmarks).
     pub fn describe(self) -> String {
-        let passes = |kc: usize| match kc {
+        let kc = match self.kc {
             usize::MAX => "whole sums".to_string(),
             kc => format!("{kc} steps a pass"),
         };
-        let kc = passes(self.kc);
         format!(
             "{} (up to {} rows), {} (more rows), {} (training forward), {} (training gradients); \
              avx512 {kc}",
@@ -559,7 +557,8 @@ unsafe fn strided_into(kc: usize, out: Out, dst_rs: usize, a: Mat, b: Mat, accum
             }
         });
     };
-    let parallel = kernels::threads() >= 2 && m * n * k >= kernels::PARALLEL_MACS;
+    // The copies on all threads where the product's tiles run on them.
+    let parallel = kernels::in_parallel(m, n, k);
     let mut own = StridedStorage::default();
     STRIDED.with(|cell| {
         let mut kept = cell.try_borrow_mut();
