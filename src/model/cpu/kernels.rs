@@ -140,7 +140,7 @@ macro_rules! blocks_6x4 {
 pub(crate) use blocks_6x4;
 
 /// Output columns per parallel task of [`tiles`].
-const TILE_COLS: usize = 64;
+pub(crate) const TILE_COLS: usize = 64;
 
 /// Checks the operands of `dst (m × n, rows dst_rs apart) = x (m × k) · wᵀ`; false when the
 /// product is empty (nothing to do).

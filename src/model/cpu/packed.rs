@@ -52,13 +52,7 @@ impl PackedWeight {
     /// [`PackedWeight::restack`], transposing in AVX-512 registers (`simd`, which the CPU
     /// must run) or not.
     fn restack_with(&mut self, parts: &[(&[f32], usize)], k: usize, simd: bool) {
-        for (w, rows) in parts {
-            assert!(w.len() >= rows * k, "weight too short");
-        }
-        let rows: Vec<&[f32]> = parts
-            .iter()
-            .flat_map(|&(w, rows)| (0..rows).map(move |r| &w[r * k..(r + 1) * k]))
-            .collect();
+        let rows = stacked_rows(parts, k);
         let len = rows.len().next_multiple_of(PANEL) * k;
         if self.packed.len() < len {
             self.packed.resize(len, 0.0);
@@ -67,6 +61,17 @@ impl PackedWeight {
         (self.n, self.k) = (rows.len(), k);
         pack_into(&rows, k, simd, &mut self.packed);
     }
+}
+
+/// The rows of `parts` (weights of `k` columns, each with its number of rows) one after another.
+fn stacked_rows<'a>(parts: &[(&'a [f32], usize)], k: usize) -> Vec<&'a [f32]> {
+    for (w, rows) in parts {
+        assert!(w.len() >= rows * k, "weight too short");
+    }
+    parts
+        .iter()
+        .flat_map(|&(w, rows)| (0..rows).map(move |r| &w[r * k..(r + 1) * k]))
+        .collect()
 }
 
 /// Columns per group (one 512-bit register of `f32`).
@@ -352,21 +357,99 @@ unsafe fn packed_into(
         "the {} kernel does not run on packed weights here",
         kernel.name()
     );
+    // SAFETY: as this function's contract; `w.packed` holds every panel of the weight.
+    unsafe {
+        run_tiles(
+            out,
+            dst_rs,
+            (x, k),
+            (m, k, n),
+            kc,
+            false,
+            Panels::Packed(&w.packed),
+        )
+    }
+}
+
+/// Where the tiles of a product find `B`'s 64-column panels (`PackedWeight`'s layout).
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    /// All of them, made before (a weight packed at load).
+    Packed(&'a [f32]),
+    /// Made by each task for its own tile: `make(q, out)` writes panel `q` (`k · 64` values)
+    /// into `out`, storage the thread keeps, where the panel stays in L2 while the tile's rows
+    /// go by. Made whole before the product, a 768 × 3,072 weight's packed copy (9 MiB) went to
+    /// memory and came back.
+    PerTask(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+}
+
+/// `out (m × n, rows dst_rs apart) = A · B` (or `+=` where `accumulate`) on the AVX-512 kernel's
+/// tiles, `A` in rows of `k` `ars` apart, `B` from `panels`, `kc` steps of the sum per pass.
+///
+/// # Safety
+/// The CPU runs AVX-512 F; `a` holds `m` rows of `k`, `ars` apart; `panels` holds (or makes)
+/// every panel of `B` (zeros past `n`); `out` holds the product (initialised where
+/// `accumulate`) under [`Out::new`]'s contract.
+unsafe fn run_tiles(
+    out: Out,
+    dst_rs: usize,
+    (a, ars): (&[f32], usize),
+    (m, k, n): (usize, usize, usize),
+    kc: usize,
+    accumulate: bool,
+    panels: Panels,
+) {
     let geo = Geometry {
-        ars: k,
+        ars,
+        panel0: 0,
         k,
         kc,
-        accumulate: false,
+        accumulate,
     };
-    kernels::tiles(m, n, k, |rows, cols| {
+    kernels::tiles(m, n, k, |rows, cols| match panels {
+        // SAFETY (both arms): the CPU runs AVX-512 F; `a` holds the tile's rows; `b` holds the
+        // panels of the tile's columns from `panel0`; `out` holds the product; tiles start at
+        // multiples of 64 columns and each task writes only its own.
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU runs AVX-512 F (checked above); `x` holds `m` rows of `k`;
-        // `w.packed` is `pack` of the weight (panels of `64 · k`, zeros past `n`); `out` holds
-        // the product; tiles start at multiples of 64 columns and each task writes only its own.
-        unsafe {
-            avx512::tile(out, dst_rs, x, &w.packed, geo, rows, cols)
+        Panels::Packed(b) => unsafe { avx512::tile(out, dst_rs, a, b, geo, rows, cols) },
+        #[cfg(target_arch = "x86_64")]
+        Panels::PerTask(make) => {
+            // One tile is one panel wide (`kernels::TILE_COLS`).
+            debug_assert!(cols.0.is_multiple_of(PANEL) && cols.1 - cols.0 <= PANEL);
+            let q = cols.0 / PANEL;
+            with_panel_storage(k * PANEL, |panel| {
+                make(q, panel);
+                let geo = Geometry { panel0: q, ..geo };
+                unsafe { avx512::tile(out, dst_rs, a, panel, geo, rows, cols) }
+            })
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("the AVX-512 kernel runs on x86-64 only"),
     });
+}
+
+const _: () = assert!(kernels::TILE_COLS == PANEL);
+
+thread_local! {
+    /// The panel a thread's task makes for its tile ([`Panels::PerTask`]), kept from task to
+    /// task.
+    static PANEL_STORE: std::cell::RefCell<Vec<f32>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+/// Runs `f` on `len` values of this thread's [`PANEL_STORE`] (kept values, not zeroed), or of
+/// new storage where the thread is already inside `f`.
+fn with_panel_storage<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    PANEL_STORE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => {
+            if kept.len() < len {
+                kept.resize(len, 0.0);
+            }
+            f(&mut kept[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// `dst = x · wᵀ` for weights that change between calls (the training forward), the weights
@@ -398,7 +481,12 @@ fn fresh_with(
     parts: &[(&[f32], usize)],
 ) {
     if m > kernels::SMALL_M && kernel != F32Kernel::Gemm {
-        return with_fresh(parts, k, |w| matmul_kc(kernel, kc, dst, dst_rs, x, m, w));
+        let rows = stacked_rows(parts, k);
+        if !kernels::check_product(dst, dst_rs, x, m, k, rows.len()) {
+            return;
+        }
+        // SAFETY: `dst` is borrowed mutably for this whole call and holds the product (checked).
+        return unsafe { fresh_into(kernel, kc, Out::new(dst), dst_rs, (x, m, k), &rows) };
     }
     let mut col = 0;
     for &(w, n) in parts {
@@ -427,39 +515,57 @@ fn fresh_product_with(
         return kernels::product_wt(x, m, k, w, n);
     }
     assert!(x.len() >= m * k, "lhs too short");
+    let rows = stacked_rows(&[(w, n)], k);
     let mut dst = Vec::with_capacity(m * n);
-    with_fresh(&[(w, n)], k, |w| {
-        // SAFETY: the buffer holds `m · n` elements, rows `n` apart, and nothing else sees it;
-        // the kernel stores every element of the product once and reads none; then they are
-        // initialised.
-        unsafe {
-            packed_into(kernel, kc, Out::spare(&mut dst, m * n), n, x, m, w);
-            dst.set_len(m * n);
-        }
-    });
+    // SAFETY: the buffer holds `m · n` elements, rows `n` apart, and nothing else sees it; the
+    // kernel stores every element of the product once and reads none; then they are
+    // initialised.
+    unsafe {
+        fresh_into(kernel, kc, Out::spare(&mut dst, m * n), n, (x, m, k), &rows);
+        dst.set_len(m * n);
+    }
     dst
 }
 
-thread_local! {
-    /// The storage a thread packs training weights into, kept from product to product (as
-    /// large as the largest weight): a new buffer each time cost page faults and a zero fill
-    /// (a third of the product, measured on a 1,536 × 384 weight).
-    static FRESH: std::cell::RefCell<PackedWeight> = const {
-        std::cell::RefCell::new(PackedWeight { n: 0, k: 0, packed: Vec::new() })
-    };
-}
-
-/// Runs `f` on `parts` stacked and packed into this thread's [`FRESH`] storage (or into a new
-/// one where this thread is already inside `f`: a pool thread waiting on one product may run
-/// another's task).
-fn with_fresh<R>(parts: &[(&[f32], usize)], k: usize, f: impl FnOnce(&PackedWeight) -> R) -> R {
-    FRESH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut w) => {
-            w.restack(parts, k);
-            f(&w)
+/// `out = x · wᵀ`, `w` given by its rows (of `k`), each tile's panel packed by its task
+/// ([`Panels::PerTask`]).
+///
+/// # Safety
+/// `x` holds `m` rows of `k`, `rows` the weight's rows of `k`; the product is not empty; `out`
+/// holds it at rows `dst_rs` apart under [`Out::new`]'s contract.
+unsafe fn fresh_into(
+    kernel: F32Kernel,
+    kc: usize,
+    out: Out,
+    dst_rs: usize,
+    (x, m, k): (&[f32], usize, usize),
+    rows: &[&[f32]],
+) {
+    assert!(
+        kernel == F32Kernel::Avx512 && kernel.supported(),
+        "the {} kernel does not pack weights here",
+        kernel.name()
+    );
+    let make = |q: usize, panel: &mut [f32]| {
+        let here = &rows[q * PANEL..rows.len().min((q + 1) * PANEL)];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU runs AVX-512 F (checked above).
+        unsafe {
+            avx512::pack_panel(here, k, panel)
         }
-        Err(_) => f(&PackedWeight::stack(parts, k)),
-    })
+    };
+    // SAFETY: as this function's contract; `make` packs each panel of `w`.
+    unsafe {
+        run_tiles(
+            out,
+            dst_rs,
+            (x, k),
+            (m, k, rows.len()),
+            kc,
+            false,
+            Panels::PerTask(&make),
+        )
+    }
 }
 
 /// `dst = a · b` (or `dst += a · b` with `accumulate`), `dst` row-major with rows `dst_rs`
@@ -521,10 +627,10 @@ fn strided_with(kc: usize, dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accum
     unsafe { strided_into(kc, Out::new(dst), dst_rs, a, b, accumulate) }
 }
 
-/// The body of [`strided_with`], into `out`: `b` copied into 64-column panels (as a weight is
-/// packed at load) and `a`, where its rows are not contiguous (the weight gradient's `dyᵀ`),
-/// transposed into rows, both into this thread's [`STRIDED`] storage; then the inference
-/// kernel's tiles on them.
+/// The body of [`strided_with`], into `out`: `a`, where its rows are not contiguous (the weight
+/// gradient's `dyᵀ`), transposed into rows (this thread's [`ROWS`] storage); then the inference
+/// kernel's tiles, each task copying the 64-column panel of `b` its tile reads (as a weight is
+/// packed at load, [`Panels::PerTask`]).
 ///
 /// Read where they lay, `dyᵀ`'s six rows of a register block were a step of the sum apart by a
 /// whole row of `dy` (12 KiB at 3,072 columns), and `b`'s 64 columns a row of `b` apart: a new
@@ -540,75 +646,56 @@ unsafe fn strided_into(kc: usize, out: Out, dst_rs: usize, a: Mat, b: Mat, accum
     let (m, k, n) = (a.rows, a.cols, b.cols);
     a.check();
     b.check();
-    let run = |a_rows: &[f32], ars: usize, panels: &[f32]| {
-        let geo = Geometry {
-            ars,
-            k,
-            kc,
-            accumulate,
-        };
-        kernels::tiles(m, n, k, |rows, cols| {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU runs AVX-512 F; `a_rows` holds `m` rows of `k`, `ars` apart;
-            // `panels` holds `b` in panels of `64 · k`; `out` holds the product; each task writes
-            // only its own tile, which starts at a multiple of 64 columns.
-            unsafe {
-                avx512::tile(out, dst_rs, a_rows, panels, geo, rows, cols)
-            }
-        });
+    let make = |q: usize, panel: &mut [f32]| copy_panel(b, q, panel);
+    let run = |a_rows: &[f32], ars: usize| {
+        // SAFETY: as this function's contract; `a_rows` holds `m` rows of `k`, `ars` apart;
+        // `make` copies each panel of `b`.
+        unsafe {
+            run_tiles(
+                out,
+                dst_rs,
+                (a_rows, ars),
+                (m, k, n),
+                kc,
+                accumulate,
+                Panels::PerTask(&make),
+            )
+        }
     };
-    // The copies on all threads where the product's tiles run on them.
+    if a.cs == 1 {
+        return run(a.data, a.rs);
+    }
+    // On all threads where the product's tiles run on them.
     let parallel = kernels::in_parallel(m, n, k);
-    let mut own = StridedStorage::default();
-    STRIDED.with(|cell| {
-        let mut kept = cell.try_borrow_mut();
-        let store = match kept.as_deref_mut() {
-            Ok(store) => store,
-            // A pool thread waiting on one product may run another's task.
-            Err(_) => &mut own,
-        };
-        copy_panels(b, parallel, &mut store.panels);
-        if a.cs == 1 {
-            run(a.data, a.rs, &store.panels);
-        } else {
-            transpose_rows(a, parallel, &mut store.rows);
-            run(&store.rows, k, &store.panels);
+    ROWS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => {
+            transpose_rows(a, parallel, &mut kept);
+            run(&kept, k)
+        }
+        // A pool thread waiting on one product may run another's task.
+        Err(_) => {
+            let mut own = Vec::new();
+            transpose_rows(a, parallel, &mut own);
+            run(&own, k)
         }
     })
 }
 
-/// The storage [`strided_into`] copies its operands into, kept from product to product.
-#[derive(Default)]
-struct StridedStorage {
-    panels: Vec<f32>,
-    rows: Vec<f32>,
-}
-
 thread_local! {
-    static STRIDED: std::cell::RefCell<StridedStorage> =
-        std::cell::RefCell::new(StridedStorage::default());
+    /// The rows [`strided_into`] transposes `a` into, kept from product to product.
+    static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `b` (`k × n`, contiguous rows) into `out` as panels of 64 columns, each `k` steps of 64
-/// (the layout [`PackedWeight`] holds; past `n` zeros): row pieces copied, not transposed.
-fn copy_panels(b: Mat, parallel: bool, out: &mut Vec<f32>) {
+/// Columns `64q..64q + 64` of `b` (`k × n`, contiguous rows) into `out` as `k` steps of 64 (the
+/// layout of a [`PackedWeight`]'s panel; past `n` zeros): row pieces copied, not transposed.
+fn copy_panel(b: Mat, q: usize, out: &mut [f32]) {
     assert_eq!(b.cs, 1);
     let (k, n) = (b.rows, b.cols);
-    // Kept values are overwritten, not zeroed first (a fill of the whole buffer cost half as
-    // much as the copy).
-    out.resize(n.div_ceil(PANEL) * PANEL * k, 0.0);
-    let fill = |(q, panel): (usize, &mut [f32])| {
-        let c0 = q * PANEL;
-        let w = (n - c0).min(PANEL);
-        for (p, step) in panel.chunks_exact_mut(PANEL).enumerate() {
-            step[..w].copy_from_slice(&b.data[p * b.rs + c0..][..w]);
-            step[w..].fill(0.0);
-        }
-    };
-    if parallel {
-        out.par_chunks_mut(PANEL * k).enumerate().for_each(fill);
-    } else {
-        out.chunks_mut(PANEL * k).enumerate().for_each(fill);
+    let c0 = q * PANEL;
+    let w = (n - c0).min(PANEL);
+    for (p, step) in out.chunks_exact_mut(PANEL).take(k).enumerate() {
+        step[..w].copy_from_slice(&b.data[p * b.rs + c0..][..w]);
+        step[w..].fill(0.0);
     }
 }
 
@@ -647,6 +734,9 @@ fn transpose_rows(a: Mat, parallel: bool, out: &mut Vec<f32>) {
 #[derive(Clone, Copy)]
 struct Geometry {
     ars: usize,
+    /// The panel `b` starts at: `b` holds panels `panel0..` (all of them where a weight was
+    /// packed at load; the one a task made for its own tile otherwise).
+    panel0: usize,
     /// Steps of the sum.
     k: usize,
     /// Steps per pass over a tile: each register block sums `kc` steps, then the next pass adds
@@ -841,7 +931,7 @@ mod avx512 {
             std::array::from_fn(|r| a.as_ptr().wrapping_add((i + r) * geo.ars + p0));
         let mut bp = b
             .as_ptr()
-            .wrapping_add((j / PANEL) * PANEL * geo.k + p0 * PANEL);
+            .wrapping_add((j / PANEL - geo.panel0) * PANEL * geo.k + p0 * PANEL);
         for _ in p0..p1 {
             let wv: [__m512; G] = std::array::from_fn(|g| unsafe {
                 _mm512_maskz_loadu_ps(masks[g], bp.wrapping_add(g * LANES))
