@@ -6,10 +6,13 @@
 //! them with the kernels chosen at load: the forward `x · wᵀ` (the weight packed each call), the
 //! input gradient `dy · W` and the weight gradient `dyᵀ · x`. `bench/linear_torch.py` times
 //! torch's `linear`, `dy @ w` and `dy.t() @ x` on the same shapes, for the comparison in the
-//! README.
+//! README. Before and after the tables, the machine's ceiling: a loop of independent 512-bit FMAs
+//! on every thread of the pool (G multiply-adds/s), which no product kernel can pass.
 //!
 //!   cargo run --release --example f32_kernel_rate            # RAYON_NUM_THREADS= to change
 use std::time::Instant;
+
+use rayon::prelude::*;
 
 use sbert_tui::model::cpu::kernels::{self, Mat};
 use sbert_tui::model::cpu::packed;
@@ -19,6 +22,7 @@ fn main() {
         eprintln!("this CPU has no AVX-512 F: the kernel does not run here");
         return;
     }
+    println!("FMA ceiling: {:.1} G multiply-adds/s", fma_ceiling());
     let kcs = packed::KC_CANDIDATES;
     let name = |kc: usize| match kc {
         usize::MAX => "one pass".to_string(),
@@ -55,6 +59,50 @@ fn main() {
         }
     }
     training();
+    println!("\nFMA ceiling: {:.1} G multiply-adds/s", fma_ceiling());
+}
+
+/// Multiply-adds per second of independent 512-bit FMAs on every thread of the pool: 12 chains
+/// per thread (more than the FMA units' latency × throughput), the best of 40 rounds.
+#[cfg(target_arch = "x86_64")]
+fn fma_ceiling() -> f64 {
+    const STEPS: usize = 200_000;
+    let threads = rayon::current_num_threads();
+    let mut best = f64::MAX;
+    for _ in 0..40 {
+        let start = Instant::now();
+        let sums: f32 = (0..threads)
+            .into_par_iter()
+            // SAFETY: the CPU runs AVX-512 F (checked in `main`).
+            .map(|t| unsafe { fma_chains(STEPS, t as f32) })
+            .sum();
+        std::hint::black_box(sums);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    (threads * STEPS * 12 * 16) as f64 / best / 1e9
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_ceiling() -> f64 {
+    f64::NAN
+}
+
+/// `steps` rounds of 12 independent FMAs on 16 lanes each.
+///
+/// # Safety
+/// The CPU must run AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains(steps: usize, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3));
+    let mut acc = [_mm512_set1_ps(seed); 12];
+    for _ in 0..steps {
+        for v in &mut acc {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
 }
 
 /// Rounds of the training table: more than the first table's, as each call is shorter than a

@@ -883,6 +883,9 @@ mod avx512 {
         }
     }
 
+    /// How many steps of the sum ahead a register block asks for its panel.
+    const PREFETCH_STEPS: usize = 16;
+
     /// The lanes of a group with `valid` columns left.
     fn mask(valid: usize) -> __mmask16 {
         if valid >= LANES { !0 } else { (1 << valid) - 1 }
@@ -933,6 +936,12 @@ mod avx512 {
             .as_ptr()
             .wrapping_add((j / PANEL - geo.panel0) * PANEL * geo.k + p0 * PANEL);
         for _ in p0..p1 {
+            for g in 0..G {
+                // A hint, which never faults: the panel `PREFETCH_STEPS` steps on.
+                _mm_prefetch::<_MM_HINT_T0>(
+                    bp.wrapping_add(PREFETCH_STEPS * PANEL + g * LANES).cast(),
+                );
+            }
             let wv: [__m512; G] = std::array::from_fn(|g| unsafe {
                 _mm512_maskz_loadu_ps(masks[g], bp.wrapping_add(g * LANES))
             });
