@@ -5,9 +5,10 @@
 //! number of rows, so [`F32Choice::get`] times them once per process, for a few rows (the
 //! latency path) and for a batch, and keeps the faster of each.
 //!
-//! The same kernel runs the training gradients `dyᵀ · x` and `dy · W` ([`matmul`]) where it was
-//! timed faster than `gemm` on one, on `B` (contiguous rows) copied into the packed layout at
-//! every product and `A` read in rows (transposed first where its rows are not contiguous).
+//! The same kernel runs the training forward (the weight packed at every product) and the
+//! gradients `dyᵀ · x` and `dy · W` ([`matmul`]) where it was timed faster than `gemm` on one:
+//! each tile's task packs or copies the one panel of `B` its tile reads, and `A` is read in rows
+//! (transposed first where its rows are not contiguous).
 //!
 //! Sums run in another order than `gemm`'s, so results differ from it by float32 rounding only
 //! (the parity tests hold every path to the Python library at their tolerance).
@@ -378,8 +379,8 @@ enum Panels<'a> {
     Packed(&'a [f32]),
     /// Made by each task for its own tile: `make(q, out)` writes panel `q` (`k · 64` values)
     /// into `out`, storage the thread keeps, where the panel stays in L2 while the tile's rows
-    /// go by. Made whole before the product, a 768 × 3,072 weight's packed copy (9 MiB) went to
-    /// memory and came back.
+    /// go by (a tile split by rows makes its panel once per part). Made whole before the
+    /// product, a 768 × 3,072 weight's packed copy (9 MiB) went to memory and came back.
     PerTask(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
 }
 
@@ -420,6 +421,7 @@ unsafe fn run_tiles(
             with_panel_storage(k * PANEL, |panel| {
                 make(q, panel);
                 let geo = Geometry { panel0: q, ..geo };
+                // SAFETY: as above; `panel` holds panel `q`, the tile's columns.
                 unsafe { avx512::tile(out, dst_rs, a, panel, geo, rows, cols) }
             })
         }
@@ -1095,45 +1097,49 @@ mod tests {
     #[test]
     fn fresh_products_match_the_unpacked_kernels_part_by_part() {
         // Q, K and V stacked as in the training forward, more rows than `SMALL_M` (so the
-        // chosen kernel runs) and fewer (the unpacked kernel).
-        let k = 40;
-        let parts: Vec<Vec<f32>> = (0..3)
-            .map(|p| kernels::random_values(k * (17 + p), 10 + p as u64))
-            .collect();
-        let stacked: Vec<(&[f32], usize)> = parts
-            .iter()
-            .enumerate()
-            .map(|(p, w)| (&w[..], 17 + p))
-            .collect();
-        let n: usize = stacked.iter().map(|p| p.1).sum();
-        for (m, kernel) in [3, 100]
-            .into_iter()
-            .flat_map(|m| F32Kernel::available().into_iter().map(move |k| (m, k)))
-        {
-            let x = kernels::random_values(m * k, 3);
-            let mut got = vec![f32::NAN; m * (n + 2)];
-            fresh_with(kernel, 16, &mut got, n + 2, &x, m, k, &stacked);
-            let mut col = 0;
-            for &(w, rows) in &stacked {
-                let want = kernels::product_wt(&x, m, k, w, rows);
-                let one = fresh_product_with(kernel, 16, &x, m, k, w, rows);
-                for i in 0..m {
-                    for j in 0..rows {
-                        let (g, o, e) = (
-                            got[i * (n + 2) + col + j],
-                            one[i * rows + j],
-                            want[i * rows + j],
-                        );
-                        assert!(
-                            (g - e).abs() <= 1e-5 && (o - e).abs() <= 1e-5,
-                            "{} {m} rows [{i},{j}]: {g} {o} vs {e}",
-                            kernel.name()
-                        );
+        // chosen kernel runs) and fewer (the unpacked kernel): one panel (run on the calling
+        // thread), and three, the last partial, in parallel tasks that split the rows (each
+        // packing its panel).
+        for (k, first_rows, step, big_m) in [(40, 17, 1, 100), (96, 40, 13, 300)] {
+            let parts: Vec<Vec<f32>> = (0..3)
+                .map(|p| kernels::random_values(k * (first_rows + step * p), 10 + p as u64))
+                .collect();
+            let stacked: Vec<(&[f32], usize)> = parts
+                .iter()
+                .enumerate()
+                .map(|(p, w)| (&w[..], first_rows + step * p))
+                .collect();
+            let n: usize = stacked.iter().map(|p| p.1).sum();
+            for (m, kernel) in [3, big_m]
+                .into_iter()
+                .flat_map(|m| F32Kernel::available().into_iter().map(move |k| (m, k)))
+            {
+                let x = kernels::random_values(m * k, 3);
+                let mut got = vec![f32::NAN; m * (n + 2)];
+                fresh_with(kernel, 16, &mut got, n + 2, &x, m, k, &stacked);
+                let mut col = 0;
+                for &(w, rows) in &stacked {
+                    let want = kernels::product_wt(&x, m, k, w, rows);
+                    let one = fresh_product_with(kernel, 16, &x, m, k, w, rows);
+                    for i in 0..m {
+                        for j in 0..rows {
+                            let (g, o, e) = (
+                                got[i * (n + 2) + col + j],
+                                one[i * rows + j],
+                                want[i * rows + j],
+                            );
+                            let tol = 1e-5 * (1.0 + e.abs());
+                            assert!(
+                                (g - e).abs() <= tol && (o - e).abs() <= tol,
+                                "{} {m} x {k} x {n} [{i},{j}]: {g} {o} vs {e}",
+                                kernel.name()
+                            );
+                        }
                     }
+                    col += rows;
                 }
-                col += rows;
+                assert!(got.chunks(n + 2).all(|r| r[n..].iter().all(|v| v.is_nan())));
             }
-            assert!(got.chunks(n + 2).all(|r| r[n..].iter().all(|v| v.is_nan())));
         }
     }
 
