@@ -36,31 +36,20 @@ impl PackedWeight {
     /// Several weights of the same input width stacked (Q, K and V as one `[3h, h]` product):
     /// each part's rows follow the previous part's.
     pub fn stack(parts: &[(&[f32], usize)], k: usize) -> Self {
-        let mut w = Self {
-            n: 0,
-            k,
-            packed: Vec::new(),
-        };
-        w.restack(parts, k);
-        w
+        Self::stack_with(parts, k, F32Kernel::Avx512.supported())
     }
 
-    /// [`PackedWeight::stack`] into this weight's storage (grown where it is too small).
-    fn restack(&mut self, parts: &[(&[f32], usize)], k: usize) {
-        self.restack_with(parts, k, F32Kernel::Avx512.supported())
-    }
-
-    /// [`PackedWeight::restack`], transposing in AVX-512 registers (`simd`, which the CPU
-    /// must run) or not.
-    fn restack_with(&mut self, parts: &[(&[f32], usize)], k: usize, simd: bool) {
+    /// [`PackedWeight::stack`], transposing in AVX-512 registers (`simd`, which the CPU must
+    /// run) or not.
+    fn stack_with(parts: &[(&[f32], usize)], k: usize, simd: bool) -> Self {
         let rows = stacked_rows(parts, k);
-        let len = rows.len().next_multiple_of(PANEL) * k;
-        if self.packed.len() < len {
-            self.packed.resize(len, 0.0);
+        let mut packed = vec![0.0; rows.len().next_multiple_of(PANEL) * k];
+        pack_into(&rows, k, simd, &mut packed);
+        Self {
+            n: rows.len(),
+            k,
+            packed,
         }
-        self.packed.truncate(len);
-        (self.n, self.k) = (rows.len(), k);
-        pack_into(&rows, k, simd, &mut self.packed);
     }
 }
 
@@ -440,17 +429,26 @@ thread_local! {
     };
 }
 
-/// Runs `f` on `len` values of this thread's [`PANEL_STORE`] (kept values, not zeroed), or of
-/// new storage where the thread is already inside `f`.
+/// Runs `f` on `len` values of this thread's [`PANEL_STORE`] (kept values, not zeroed).
 fn with_panel_storage<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    PANEL_STORE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut kept) => {
-            if kept.len() < len {
-                kept.resize(len, 0.0);
-            }
-            f(&mut kept[..len])
+    with_kept(&PANEL_STORE, |kept| {
+        if kept.len() < len {
+            kept.resize(len, 0.0);
         }
-        Err(_) => f(&mut vec![0.0; len]),
+        f(&mut kept[..len])
+    })
+}
+
+/// Runs `f` on storage this thread keeps from call to call in `key`, or on new storage where
+/// the thread is already inside `f` on it (a pool thread waiting on one product may run
+/// another's task).
+fn with_kept<R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
+    f: impl FnOnce(&mut Vec<f32>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => f(&mut kept),
+        Err(_) => f(&mut Vec::new()),
     })
 }
 
@@ -669,17 +667,9 @@ unsafe fn strided_into(kc: usize, out: Out, dst_rs: usize, a: Mat, b: Mat, accum
     }
     // On all threads where the product's tiles run on them.
     let parallel = kernels::in_parallel(m, n, k);
-    ROWS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut kept) => {
-            transpose_rows(a, parallel, &mut kept);
-            run(&kept, k)
-        }
-        // A pool thread waiting on one product may run another's task.
-        Err(_) => {
-            let mut own = Vec::new();
-            transpose_rows(a, parallel, &mut own);
-            run(&own, k)
-        }
+    with_kept(&ROWS, |rows| {
+        transpose_rows(a, parallel, rows);
+        run(rows, k)
     })
 }
 
@@ -1155,9 +1145,7 @@ mod tests {
             .flat_map(|shape| simd.clone().map(move |s| (shape, s)))
         {
             let w = kernels::random_values(n * k, 7);
-            // Into storage that held something else (a larger weight) first.
-            let mut p = PackedWeight::stack(&[(&vec![f32::NAN; 200 * 40], 200)], 40);
-            p.restack_with(&[(&w, n)], k, simd);
+            let p = PackedWeight::stack_with(&[(&w, n)], k, simd);
             let packed = &p.packed;
             assert_eq!(packed.len(), n.next_multiple_of(PANEL) * k);
             for j in 0..n.next_multiple_of(PANEL) {
