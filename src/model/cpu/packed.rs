@@ -927,25 +927,38 @@ mod avx512 {
         let mut bp = b
             .as_ptr()
             .wrapping_add((j / PANEL - geo.panel0) * PANEL * geo.k + p0 * PANEL);
-        for _ in p0..p1 {
-            for g in 0..G {
-                // A hint, which never faults: the panel `PREFETCH_STEPS` steps on.
-                _mm_prefetch::<_MM_HINT_T0>(
-                    bp.wrapping_add(PREFETCH_STEPS * PANEL + g * LANES).cast(),
-                );
-            }
-            let wv: [__m512; G] = std::array::from_fn(|g| unsafe {
-                _mm512_maskz_loadu_ps(masks[g], bp.wrapping_add(g * LANES))
-            });
-            for r in 0..R {
-                // SAFETY: as above.
-                let xv = _mm512_set1_ps(unsafe { *ap[r] });
-                for g in 0..G {
-                    acc[r][g] = _mm512_fmadd_ps(xv, wv[g], acc[r][g]);
+        // The steps of the sum, `$load(g)` reading the panel's group `g` at `bp`.
+        macro_rules! steps {
+            ($load:expr) => {
+                for _ in p0..p1 {
+                    for g in 0..G {
+                        // A hint, which never faults: the panel `PREFETCH_STEPS` steps on.
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            bp.wrapping_add(PREFETCH_STEPS * PANEL + g * LANES).cast(),
+                        );
+                    }
+                    let wv: [__m512; G] = std::array::from_fn($load);
+                    for r in 0..R {
+                        // SAFETY: as above.
+                        let xv = _mm512_set1_ps(unsafe { *ap[r] });
+                        for g in 0..G {
+                            acc[r][g] = _mm512_fmadd_ps(xv, wv[g], acc[r][g]);
+                        }
+                        ap[r] = ap[r].wrapping_add(1);
+                    }
+                    bp = bp.wrapping_add(PANEL);
                 }
-                ap[r] = ap[r].wrapping_add(1);
-            }
-            bp = bp.wrapping_add(PANEL);
+            };
+        }
+        if j + G * LANES <= j_end {
+            // Every column of the block exists: plain loads (on an Intel Xeon VM the kernel ran
+            // 3-10% faster with them than with masked loads of every lane, in interleaved
+            // rounds of all-MiniLM-L6-v2's products).
+            // SAFETY: as above; the groups lie before `j_end`.
+            steps!(|g| unsafe { _mm512_loadu_ps(bp.wrapping_add(g * LANES)) })
+        } else {
+            // SAFETY: as above; the masks load only the columns before `j_end`.
+            steps!(|g| unsafe { _mm512_maskz_loadu_ps(masks[g], bp.wrapping_add(g * LANES)) })
         }
         for g in 0..G {
             let j = j + g * LANES;
