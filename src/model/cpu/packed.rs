@@ -993,6 +993,8 @@ mod tests {
             (5, 33, 3),
             (13, 384, 37),
             (70, 101, 130),
+            // A last panel of two whole groups (plain loads in a block narrower than 64).
+            (9, 50, 96),
             (33, 384, 1152),
         ] {
             let (x, w) = (data(m * k, 1.0), data(n * k, 2.0));
