@@ -5,8 +5,9 @@
 
 use std::any::Any;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, TensorId};
 use candle_nn::VarMap;
+use std::collections::HashMap;
 
 pub use super::layers::RowGrad;
 use super::layers::{DropoutRng, Linear, LinearKernels, Mode};
@@ -36,11 +37,19 @@ pub struct WeightGrads {
     pub dense: Vec<(Tensor, Vec<f32>)>,
     /// Gradients of lookup tables that only the batch's rows received.
     pub rows: Vec<(Tensor, RowGrad)>,
+    /// The sums of squares of those `dense` gradients whose product summed them (by weight).
+    pub squares: HashMap<TensorId, f64>,
 }
 
 impl WeightGrads {
     pub fn push(&mut self, weight: &Tensor, grad: Vec<f32>) {
         self.dense.push((weight.clone(), grad));
+    }
+
+    /// [`WeightGrads::push`] of a gradient whose sum of squares is known.
+    pub fn push_with_squares(&mut self, weight: &Tensor, grad: Vec<f32>, squares: f64) {
+        self.squares.insert(weight.id(), squares);
+        self.push(weight, grad);
     }
 
     pub fn push_rows(&mut self, weight: &Tensor, grad: RowGrad) {

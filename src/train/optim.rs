@@ -24,6 +24,10 @@ type R<T> = candle_core::Result<T>;
 pub struct Grads {
     pub dense: GradStore,
     pub rows: HashMap<TensorId, RowGrad>,
+    /// The sums of squares of dense gradients known from where they were made, by weight, with
+    /// the gradient tensor each belongs to ([`Grads::known_squares`]): a gradient replaced since
+    /// (by a sum or a scaling) is another tensor, and its sum is computed again.
+    pub squares: HashMap<TensorId, (TensorId, f64)>,
 }
 
 impl From<GradStore> for Grads {
@@ -31,11 +35,27 @@ impl From<GradStore> for Grads {
         Self {
             dense,
             rows: HashMap::new(),
+            squares: HashMap::new(),
         }
     }
 }
 
 impl Grads {
+    /// Sets `var`'s dense gradient to `grad`, whose sum of squares is `squares`.
+    pub fn insert_with_squares(&mut self, var: &Tensor, grad: Tensor, squares: f64) {
+        self.squares.insert(var.id(), (grad.id(), squares));
+        self.dense.insert(var, grad);
+    }
+
+    /// The sum of squares recorded with `grad`, `var`'s dense gradient, if it is still the
+    /// gradient it was recorded with.
+    fn known_squares(&self, var: &Tensor, grad: &Tensor) -> Option<f64> {
+        self.squares
+            .get(&var.id())
+            .filter(|(id, _)| *id == grad.id())
+            .map(|&(_, s)| s)
+    }
+
     /// The gradient of `var` laid out as `var` (a row gradient made whole).
     pub fn whole(&self, var: &Tensor) -> R<Option<Tensor>> {
         if let Some(g) = self.dense.get(var) {
@@ -494,17 +514,10 @@ fn sum_of_squares(g: &Tensor) -> R<f64> {
         if let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
             (&*storage, layout.contiguous_offsets())
         {
-            return Ok(host_sum_of_squares(&data[a..b]));
+            return Ok(crate::model::cpu::kernels::sum_of_squares(&data[a..b]));
         }
     }
     g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
-}
-
-/// Sum of squares of `f32` values, in chunks summed in `f64`.
-fn host_sum_of_squares(data: &[f32]) -> f64 {
-    data.par_chunks(1 << 12)
-        .map(|c| crate::model::cpu::kernels::dot(c, c) as f64)
-        .sum()
 }
 
 /// The global L2 norm of all parameters' gradients.
@@ -513,9 +526,12 @@ pub fn grad_norm(grads: &Grads, params: &[Param]) -> R<f64> {
     for p in params {
         let var = p.var.as_tensor();
         if let Some(r) = grads.rows.get(&var.id()) {
-            total += host_sum_of_squares(&r.values);
+            total += crate::model::cpu::kernels::sum_of_squares(&r.values);
         } else if let Some(g) = grads.dense.get(var) {
-            total += sum_of_squares(g)?;
+            total += match grads.known_squares(var, g) {
+                Some(s) => s,
+                None => sum_of_squares(g)?,
+            };
         }
     }
     Ok(total.sqrt())
@@ -646,6 +662,27 @@ mod tests {
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(worst < 1e-6, "{worst}");
         assert!(a.iter().zip(&init).any(|(x, y)| x != y), "parameters moved");
+    }
+
+    #[test]
+    fn a_known_sum_of_squares_serves_only_its_own_gradient() {
+        let var = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let params = [Param {
+            name: "x".into(),
+            var: var.clone(),
+            decay: true,
+        }];
+        let loss = var.as_tensor().sqr().unwrap().sum_all().unwrap();
+        let mut grads: Grads = loss.backward().unwrap().into();
+        // The gradient is [2, 4]: its squares sum to 20.
+        assert!((grad_norm(&grads, &params).unwrap() - 20f64.sqrt()).abs() < 1e-12);
+        let g = grads.dense.get(var.as_tensor()).unwrap().clone();
+        // A sum recorded with this very gradient is taken as it is (7 here, to tell it apart).
+        grads.insert_with_squares(var.as_tensor(), g.clone(), 7.0);
+        assert!((grad_norm(&grads, &params).unwrap() - 7f64.sqrt()).abs() < 1e-12);
+        // A gradient replaced since is summed again.
+        grads.dense.insert(var.as_tensor(), (g * 1.0).unwrap());
+        assert!((grad_norm(&grads, &params).unwrap() - 20f64.sqrt()).abs() < 1e-12);
     }
 
     #[test]

@@ -796,7 +796,10 @@ impl Session {
             let weights = self.encoder.backward(tape, &grad_tokens)?;
             for (weight, grad) in weights.dense {
                 let g = Tensor::from_vec(grad, weight.shape(), weight.device())?;
-                grads.dense.insert(&weight, g);
+                match weights.squares.get(&weight.id()) {
+                    Some(&s) => grads.insert_with_squares(&weight, g, s),
+                    None => _ = grads.dense.insert(&weight, g),
+                }
             }
             for (weight, grad) in weights.rows {
                 grads.add_rows(&weight, grad)?;

@@ -435,8 +435,13 @@ fn scatter(x: &[f32], h: usize, rows: &[usize], t: usize) -> Vec<f32> {
 }
 
 /// The gradients of a linear layer's weight and bias.
-fn push_linear(grads: &mut WeightGrads, lin: &Linear, dw: Vec<f32>, db: Vec<f32>) {
-    grads.push(lin.weight(), dw);
+fn push_linear(
+    grads: &mut WeightGrads,
+    lin: &Linear,
+    (dw, squares): (Vec<f32>, f64),
+    db: Vec<f32>,
+) {
+    grads.push_with_squares(lin.weight(), dw, squares);
     if let Some(b) = lin.bias() {
         grads.push(b, db);
     }
@@ -464,7 +469,7 @@ fn linear_backward(
     grads: &mut WeightGrads,
 ) -> candle_core::Result<Option<Vec<f32>>> {
     let (n, k) = (dy.cols, x.cols);
-    let dw = packed::product(dy.t(), x);
+    let dw = packed::product_and_squares(dy.t(), x);
     let db = column_sums(dy);
     let w = Data::of(lin.weight())?;
     let w = Mat::rows(w.get(), n, k);

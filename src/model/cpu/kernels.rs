@@ -172,6 +172,18 @@ pub fn in_parallel(m: usize, n: usize, k: usize) -> bool {
 /// 64-column tiles, where passes of 64-256 steps ran at 73-93 (`examples`-style timing,
 /// interleaved, best of 20).
 pub fn tiles(m: usize, n: usize, k: usize, tile: impl Fn((usize, usize), (usize, usize)) + Sync) {
+    tiles_aligned(m, n, k, 1, tile)
+}
+
+/// [`tiles`], every tile's first row a multiple of `align` (for operands laid out in groups of
+/// rows).
+pub fn tiles_aligned(
+    m: usize,
+    n: usize,
+    k: usize,
+    align: usize,
+    tile: impl Fn((usize, usize), (usize, usize)) + Sync,
+) {
     if !in_parallel(m, n, k) {
         for j0 in (0..n).step_by(TILE_COLS) {
             tile((0, m), (j0, (j0 + TILE_COLS).min(n)));
@@ -180,7 +192,7 @@ pub fn tiles(m: usize, n: usize, k: usize, tile: impl Fn((usize, usize), (usize,
     }
     let col_tasks = n.div_ceil(TILE_COLS);
     let row_tasks = (4 * threads()).div_ceil(col_tasks).clamp(1, m.div_ceil(48));
-    let rows_per = m.div_ceil(row_tasks);
+    let rows_per = m.div_ceil(row_tasks).next_multiple_of(align);
     (0..row_tasks * col_tasks).into_par_iter().for_each(|task| {
         let (r, c) = (task / col_tasks, task % col_tasks);
         let rows = (r * rows_per, ((r + 1) * rows_per).min(m));
@@ -1595,6 +1607,12 @@ dispatch!(
     /// Dot product (eight partial sums).
     pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_generic
 );
+
+/// Sum of the squares of `data`: [`dot`] over chunks of 4,096 values, the chunks' sums added in
+/// `f64`.
+pub fn sum_of_squares(data: &[f32]) -> f64 {
+    data.par_chunks(1 << 12).map(|c| dot(c, c) as f64).sum()
+}
 dispatch!(
     /// `y += a * x`.
     pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) => axpy_generic
