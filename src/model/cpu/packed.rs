@@ -786,7 +786,16 @@ fn group_rows(a: Mat, parallel: bool, out: &mut Vec<f32>) {
             if a.rs == 1 {
                 let src = &a.data[i0 + p * a.cs..][..rows];
                 for (g, vals) in src.chunks(GROUP).enumerate() {
-                    part[g * GROUP * k + GROUP * p..][..vals.len()].copy_from_slice(vals);
+                    let at = g * GROUP * k + GROUP * p;
+                    match <&[f32; GROUP]>::try_from(vals) {
+                        // Six values as one move, not a call to `memmove` for 24 bytes.
+                        Ok(six) => {
+                            let dst: &mut [f32; GROUP] =
+                                (&mut part[at..at + GROUP]).try_into().expect("six values");
+                            *dst = *six;
+                        }
+                        Err(_) => part[at..][..vals.len()].copy_from_slice(vals),
+                    }
                 }
             } else {
                 for r in 0..rows {
