@@ -1613,6 +1613,7 @@ dispatch!(
 pub fn sum_of_squares(data: &[f32]) -> f64 {
     data.par_chunks(1 << 12).map(|c| dot(c, c) as f64).sum()
 }
+
 dispatch!(
     /// `y += a * x`.
     pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) => axpy_generic

@@ -375,10 +375,13 @@ enum Panels<'a> {
 }
 
 /// `out (m × n, rows dst_rs apart) = A · B` (or `+=` where `accumulate`) on the AVX-512 kernel's
-/// tiles, `A` in rows of `k` `ars` apart, `B` from `panels`, `kc` steps of the sum per pass.
+/// tiles, `A` in rows of `k` `ars` apart (or in groups of six rows, [`group_rows`]), `B` from
+/// `panels`, `kc` steps of the sum per pass; each tile's sum of squares into `squares` where
+/// given.
 ///
 /// # Safety
-/// The CPU runs AVX-512 F; `a` holds `m` rows of `k`, `ars` apart; `panels` holds (or makes)
+/// The CPU runs AVX-512 F; `a` holds `m` rows of `k`, `ars` apart (where `grouped`, the
+/// layout [`group_rows`] makes, `ars == k`); `panels` holds (or makes)
 /// every panel of `B` (zeros past `n`); `out` holds the product (initialised where
 /// `accumulate`) under [`Out::new`]'s contract.
 #[allow(clippy::too_many_arguments)]
@@ -686,9 +689,8 @@ fn strided_with(kc: usize, dst: &mut [f32], dst_rs: usize, a: Mat, b: Mat, accum
 
 /// The body of [`strided_with`], into `out`: `a`, where its rows are not contiguous (the weight
 /// gradient's `dyᵀ`), laid out in groups of rows ([`group_rows`], into this thread's [`ROWS`]
-/// storage); then the inference
-/// kernel's tiles, each task copying the 64-column panel of `b` its tile reads (as a weight is
-/// packed at load, [`Panels::PerTask`]).
+/// storage); then the inference kernel's tiles, each task copying the 64-column panel of `b` its
+/// tile reads (as a weight is packed at load, [`Panels::PerTask`]).
 ///
 /// Read where they lay, `dyᵀ`'s six rows of a register block were a step of the sum apart by a
 /// whole row of `dy` (12 KiB at 3,072 columns), and `b`'s 64 columns a row of `b` apart: a new
@@ -814,8 +816,8 @@ fn group_rows(a: Mat, parallel: bool, out: &mut Vec<f32>) {
 }
 
 /// Where the kernel finds its operands: `A(i, p)` at `a[i · ars + p]` (rows of `k`, `ars`
-/// apart), or in groups of rows (`grouped`); `B` packed (`PackedWeight`'s layout), the 64 columns of panel `q` (columns
-/// `64q..64q + 64`) at step `p` at `b[q · 64k + 64p ..][..64]`.
+/// apart), or in groups of rows (`grouped`); `B` packed (`PackedWeight`'s layout), the 64
+/// columns of panel `q` (columns `64q..64q + 64`) at step `p` at `b[q · 64k + 64p ..][..64]`.
 #[derive(Clone, Copy)]
 struct Geometry {
     ars: usize,
@@ -877,31 +879,26 @@ mod avx512 {
         loop {
             let p1 = (p0 + geo.kc.max(1)).min(geo.k);
             let steps = (p0, p1);
+            macro_rules! blocks {
+                ($block:ident) => {
+                    crate::model::cpu::kernels::blocks_6x4!(
+                        $block,
+                        (i0, i1),
+                        (j0, j1),
+                        dst,
+                        dst_rs,
+                        a,
+                        b,
+                        geo,
+                        steps
+                    )
+                };
+            }
             if geo.grouped {
                 debug_assert!(i0.is_multiple_of(super::GROUP));
-                crate::model::cpu::kernels::blocks_6x4!(
-                    grouped_block,
-                    (i0, i1),
-                    (j0, j1),
-                    dst,
-                    dst_rs,
-                    a,
-                    b,
-                    geo,
-                    steps
-                );
+                blocks!(grouped_block);
             } else {
-                crate::model::cpu::kernels::blocks_6x4!(
-                    rows_block,
-                    (i0, i1),
-                    (j0, j1),
-                    dst,
-                    dst_rs,
-                    a,
-                    b,
-                    geo,
-                    steps
-                );
+                blocks!(rows_block);
             }
             if p1 >= geo.k {
                 break;
@@ -1021,47 +1018,45 @@ mod avx512 {
         if valid >= LANES { !0 } else { (1 << valid) - 1 }
     }
 
+    /// The register blocks `blocks_6x4!` runs: [`block`] with `A` in rows or in groups.
+    macro_rules! block_of_layout {
+        ($(#[$doc:meta])* $name:ident, $grouped:literal) => {
+            $(#[$doc])*
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $name<const R: usize, const G: usize>(
+                dst: Out,
+                dst_rs: usize,
+                a: &[f32],
+                b: &[f32],
+                geo: Geometry,
+                steps: (usize, usize),
+                i: usize,
+                j: usize,
+                j_end: usize,
+            ) {
+                // SAFETY: as `block`'s contract.
+                unsafe { block::<R, G, $grouped>(dst, dst_rs, a, b, geo, steps, i, j, j_end) }
+            }
+        };
+    }
+    block_of_layout!(
+        /// [`block`] with `A` in rows.
+        rows_block,
+        false
+    );
+    block_of_layout!(
+        /// [`block`] with `A` in groups of six rows (`i` a multiple of 6).
+        grouped_block,
+        true
+    );
+
     /// `R` rows from `i` × `G` groups of 16 columns from `j` (a multiple of 64), over steps
     /// `p0..p1` of the sum; columns past `j_end` are neither loaded nor stored. The first pass
     /// sums from zero (then adds `dst` where accumulating); later passes go on from the sums
     /// the previous one stored, so that without accumulation every element is summed in the
-    /// same order, to the same bits, whatever the steps per pass.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn rows_block<const R: usize, const G: usize>(
-        dst: Out,
-        dst_rs: usize,
-        a: &[f32],
-        b: &[f32],
-        geo: Geometry,
-        steps: (usize, usize),
-        i: usize,
-        j: usize,
-        j_end: usize,
-    ) {
-        // SAFETY: as `block`'s contract.
-        unsafe { block::<R, G, false>(dst, dst_rs, a, b, geo, steps, i, j, j_end) }
-    }
-
-    /// [`block`] with `A` in groups of rows (`i` a multiple of 6).
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn grouped_block<const R: usize, const G: usize>(
-        dst: Out,
-        dst_rs: usize,
-        a: &[f32],
-        b: &[f32],
-        geo: Geometry,
-        steps: (usize, usize),
-        i: usize,
-        j: usize,
-        j_end: usize,
-    ) {
-        // SAFETY: as `block`'s contract.
-        unsafe { block::<R, G, true>(dst, dst_rs, a, b, geo, steps, i, j, j_end) }
-    }
-
-    /// One register block (see [`rows_block`]), `A` in groups of rows where `GROUPED`.
+    /// same order, to the same bits, whatever the steps per pass. `A` in groups of rows where
+    /// `GROUPED` ([`Geometry::grouped`]).
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
