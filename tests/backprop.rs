@@ -66,7 +66,8 @@ fn both_ways(enc: &SentenceEncoder, seed: Option<u64>) -> (ByName, ByName, f32) 
         .rows
         .into_iter()
         .map(|(w, r)| (w.clone(), r.to_dense(w.dims()[0])));
-    for (w, g) in hand.dense.into_iter().chain(rows) {
+    let dense = hand.dense.into_iter().map(|(w, g, _squares)| (w, g));
+    for (w, g) in dense.chain(rows) {
         let g = Tensor::from_vec(g, w.shape(), w.device()).unwrap();
         grads_b.insert(&w, g);
     }

@@ -5,9 +5,8 @@
 
 use std::any::Any;
 
-use candle_core::{Device, Tensor, TensorId};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use std::collections::HashMap;
 
 pub use super::layers::RowGrad;
 use super::layers::{DropoutRng, Linear, LinearKernels, Mode};
@@ -33,23 +32,21 @@ pub struct Tape(pub Box<dyn Any + Send>);
 /// Gradients of a transformer's weights, each with the weight it belongs to.
 #[derive(Default)]
 pub struct WeightGrads {
-    /// Whole gradients, laid out as their weights.
-    pub dense: Vec<(Tensor, Vec<f32>)>,
+    /// Whole gradients, laid out as their weights, each with the sum of its squares where the
+    /// product that made it summed them.
+    pub dense: Vec<(Tensor, Vec<f32>, Option<f64>)>,
     /// Gradients of lookup tables that only the batch's rows received.
     pub rows: Vec<(Tensor, RowGrad)>,
-    /// The sums of squares of those `dense` gradients whose product summed them (by weight).
-    pub squares: HashMap<TensorId, f64>,
 }
 
 impl WeightGrads {
     pub fn push(&mut self, weight: &Tensor, grad: Vec<f32>) {
-        self.dense.push((weight.clone(), grad));
+        self.dense.push((weight.clone(), grad, None));
     }
 
     /// [`WeightGrads::push`] of a gradient whose sum of squares is known.
     pub fn push_with_squares(&mut self, weight: &Tensor, grad: Vec<f32>, squares: f64) {
-        self.squares.insert(weight.id(), squares);
-        self.push(weight, grad);
+        self.dense.push((weight.clone(), grad, Some(squares)));
     }
 
     pub fn push_rows(&mut self, weight: &Tensor, grad: RowGrad) {

@@ -14,6 +14,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use crate::model::cpu::kernels;
+
 pub use crate::model::transformer::RowGrad;
 
 type R<T> = candle_core::Result<T>;
@@ -514,7 +516,7 @@ fn sum_of_squares(g: &Tensor) -> R<f64> {
         if let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
             (&*storage, layout.contiguous_offsets())
         {
-            return Ok(crate::model::cpu::kernels::sum_of_squares(&data[a..b]));
+            return Ok(kernels::sum_of_squares(&data[a..b]));
         }
     }
     g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()
@@ -526,7 +528,7 @@ pub fn grad_norm(grads: &Grads, params: &[Param]) -> R<f64> {
     for p in params {
         let var = p.var.as_tensor();
         if let Some(r) = grads.rows.get(&var.id()) {
-            total += crate::model::cpu::kernels::sum_of_squares(&r.values);
+            total += kernels::sum_of_squares(&r.values);
         } else if let Some(g) = grads.dense.get(var) {
             total += match grads.known_squares(var, g) {
                 Some(s) => s,

@@ -794,10 +794,10 @@ impl Session {
                 None => vec![0.0; leaf.elem_count()],
             };
             let weights = self.encoder.backward(tape, &grad_tokens)?;
-            for (weight, grad) in weights.dense {
+            for (weight, grad, squares) in weights.dense {
                 let g = Tensor::from_vec(grad, weight.shape(), weight.device())?;
-                match weights.squares.get(&weight.id()) {
-                    Some(&s) => grads.insert_with_squares(&weight, g, s),
+                match squares {
+                    Some(s) => grads.insert_with_squares(&weight, g, s),
                     None => _ = grads.dense.insert(&weight, g),
                 }
             }
