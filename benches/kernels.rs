@@ -97,20 +97,22 @@ fn elementwise(c: &mut Criterion) {
             kernels::bias_residual_layer_norm(&y, &gamma[..384], &mut out, &gamma, &beta, 1e-12)
         })
     });
-    for len in [16, 64, 256] {
-        let qkv = data(len * 3 * 384, 9.0);
-        let mut ctx = vec![0f32; len * 384];
-        let mut scratch = vec![0f32; kernels::attend_scratch(len, 32)];
-        group.throughput(Throughput::Elements((12 * len * len * 32 * 2) as u64));
-        group.bench_function(format!("attend_{len}_tokens"), |b| {
+    // STS sentences average about 12 tokens; heads of 32 (MiniLM) and of 64 (MPNet, ModernBERT).
+    for (len, d) in [(12, 32), (16, 32), (64, 32), (256, 32), (12, 64), (64, 64)] {
+        let h = 12 * d;
+        let qkv = data(len * 3 * h, 9.0);
+        let mut ctx = vec![0f32; len * h];
+        let mut scratch = vec![0f32; kernels::attend_scratch(len, d)];
+        group.throughput(Throughput::Elements((12 * len * len * d * 2) as u64));
+        group.bench_function(format!("attend_{len}_tokens_d{d}"), |b| {
             b.iter(|| {
                 kernels::attend(
                     &qkv,
                     &mut ctx,
                     len,
                     12,
-                    32,
-                    0.176,
+                    d,
+                    1.0 / (d as f32).sqrt(),
                     Default::default(),
                     &mut scratch,
                 )

@@ -545,8 +545,10 @@ pub fn exp(x: f32) -> f32 {
     y = y.mul_add(r, 0.5);
     let y = y.mul_add(r * r, r) + 1.0;
     // 2^n through the exponent bits; n is in [-126, 128] after the clamp. For n = 128 (only at
-    // the very top of the range) split the scale in two so it does not overflow early.
-    let n = n as i32;
+    // the very top of the range) split the scale in two so it does not overflow early. The
+    // integer is read from the bits of n + 1.5 · 2^23 (exact for such n): `n as i32` would be
+    // a saturating conversion with a NaN check, several instructions a lane.
+    let n = (n + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
     let half = n >> 1;
     let s1 = f32::from_bits(((half + 127) as u32) << 23);
     let s2 = f32::from_bits(((n - half + 127) as u32) << 23);
@@ -778,6 +780,34 @@ fn softmax_row_generic(x: &mut [f32]) {
     }
 }
 
+/// [`softmax_row_generic`] of `row[..len]` in place, to the same bits, for a row padded to a
+/// multiple of `LANES` (the padding's values are overwritten): the maximum in lanes (not one
+/// comparison waiting on the last), the exponentials over whole chunks.
+#[inline(always)]
+fn softmax_padded(row: &mut [f32], len: usize) {
+    debug_assert!(row.len().is_multiple_of(LANES) && len <= row.len());
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let chunks = row[..len].chunks_exact(LANES);
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        m[l] = if v > m[l] { v } else { m[l] };
+    }
+    for c in chunks {
+        for l in 0..LANES {
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+        }
+    }
+    let max = m
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let inv = 1.0 / sum_generic(&row[..len]);
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
 /// A relative position bias added to attention scores (MPNet): the score of query `i` and key `j`
 /// of head `h` gets `values[h * (2 * span - 1) + (j + span - 1 - i)]`, for sentences of up to
 /// `span` tokens. Empty `values`: no bias. With `window` `(before, after)`, every key more than
@@ -802,7 +832,7 @@ impl RelBias<'_> {
 /// of `len` tokens and heads of `d` values.
 pub fn attend_scratch(len: usize, d: usize) -> usize {
     let lp = len.next_multiple_of(LANES);
-    d * lp + 2 * lp
+    d * lp + QUERY_BLOCK.max(2) * lp
 }
 
 /// Copies one head's `len` vectors (at `offset` in each `stride`-long row of `qkv`) transposed
@@ -825,81 +855,146 @@ fn transpose_head(
     }
 }
 
-/// `row[j] = (q · k_j) * scale` for `j < lp`, with the keys transposed in `kt` (see
-/// [`transpose_head`]): eight keys at a time in one register, no horizontal sums, up to four
-/// registers at once (independent sums, so the FMAs overlap instead of waiting on each other).
-/// Each key's sum runs over `q` in order from 0, whatever the grouping.
+/// Queries a block of attention takes at once: independent sums for the FMAs to overlap (each
+/// query's own sums one after another would wait on each other).
+const QUERY_BLOCK: usize = 4;
+
+/// `rows[r * lp + j] = (q_r · k_j) * scale` for `Q` queries (`q_r` the `d` values at
+/// `q[r * stride..]`) and `j < lp`, with the keys transposed in `kt` (see [`transpose_head`]):
+/// 16 keys of `Q` queries at a time in registers (32 of one query). Each key's sum runs over `q`
+/// in order from 0, whatever the grouping.
 #[inline(always)]
-fn scores_row(q: &[f32], kt: &[f32], lp: usize, scale: f32, row: &mut [f32]) {
+fn scores_rows<const Q: usize>(
+    q: &[f32],
+    stride: usize,
+    d: usize,
+    kt: &[f32],
+    lp: usize,
+    scale: f32,
+    rows: &mut [f32],
+) {
+    let qs: [&[f32]; Q] = std::array::from_fn(|r| &q[r * stride..][..d]);
     let mut jb = 0;
-    while jb + 4 * LANES <= lp {
-        scores_block::<4>(q, kt, lp, jb, scale, row);
-        jb += 4 * LANES;
+    if Q == 1 {
+        // One query (the backward pass's rows): four registers of keys at once instead.
+        while jb + 4 * LANES <= lp {
+            scores_block::<Q, 4>(&qs, kt, lp, jb, scale, rows);
+            jb += 4 * LANES;
+        }
     }
-    if jb + 2 * LANES <= lp {
-        scores_block::<2>(q, kt, lp, jb, scale, row);
+    while jb + 2 * LANES <= lp {
+        scores_block::<Q, 2>(&qs, kt, lp, jb, scale, rows);
         jb += 2 * LANES;
     }
     if jb < lp {
-        scores_block::<1>(q, kt, lp, jb, scale, row);
+        scores_block::<Q, 1>(&qs, kt, lp, jb, scale, rows);
     }
 }
 
-/// [`scores_row`] for keys `jb..jb + B * LANES`.
+/// `row[j] = (q · k_j) * scale` for `j < lp`: [`scores_rows`] for one query.
 #[inline(always)]
-fn scores_block<const B: usize>(
-    q: &[f32],
+fn scores_row(q: &[f32], kt: &[f32], lp: usize, scale: f32, row: &mut [f32]) {
+    scores_rows::<1>(q, 0, q.len(), kt, lp, scale, row)
+}
+
+/// [`scores_rows`] for keys `jb..jb + B * LANES`.
+#[inline(always)]
+fn scores_block<const Q: usize, const B: usize>(
+    qs: &[&[f32]; Q],
     kt: &[f32],
     lp: usize,
     jb: usize,
     scale: f32,
-    row: &mut [f32],
+    rows: &mut [f32],
 ) {
-    let mut acc = [[0f32; LANES]; B];
-    for (c, qc) in q.iter().enumerate() {
+    let mut acc = [[[0f32; LANES]; B]; Q];
+    let d = qs[0].len();
+    for c in 0..d {
         let k = &kt[c * lp + jb..][..B * LANES];
-        for (b, acc) in acc.iter_mut().enumerate() {
-            for l in 0..LANES {
-                acc[l] = qc.mul_add(k[b * LANES + l], acc[l]);
+        for r in 0..Q {
+            let qc = qs[r][c];
+            for b in 0..B {
+                for l in 0..LANES {
+                    acc[r][b][l] = qc.mul_add(k[b * LANES + l], acc[r][b][l]);
+                }
             }
         }
     }
-    for (b, acc) in acc.iter().enumerate() {
-        for l in 0..LANES {
-            row[jb + b * LANES + l] = acc[l] * scale;
+    for r in 0..Q {
+        let row = &mut rows[r * lp + jb..][..B * LANES];
+        for b in 0..B {
+            for l in 0..LANES {
+                row[b * LANES + l] = acc[r][b][l] * scale;
+            }
         }
     }
 }
 
-/// `out = Σ_j w[j] · v_j` (summed in `j` order from 0, as repeated [`axpy_generic`] would), with
-/// `v_j` the `out.len()` values at `v[j * stride..]`: 32 outputs at a time held in registers
-/// across all `j` (not loaded and stored again for every `j`).
+/// `out[r * out_rs..][..d] = Σ_j w[r * lp + j] · v_j` for `Q` rows of weights (`j < len`), with
+/// `v_j` the `d` values at `v[j * stride..]`: 16 columns of `Q` rows at a time held in
+/// registers across all `j`. Each output is summed in `j` order from 0, as repeated
+/// [`axpy_generic`] from zero would.
 #[inline(always)]
-fn weighted_rows(out: &mut [f32], w: &[f32], mask: Option<&[f32]>, v: &[f32], stride: usize) {
-    const W: usize = 4 * LANES;
-    let d = out.len();
-    let weight = |j: usize| match mask {
-        Some(m) => w[j] * m[j],
-        None => w[j],
-    };
+#[allow(clippy::too_many_arguments)]
+fn weighted_rows<const Q: usize>(
+    out: &mut [f32],
+    out_rs: usize,
+    d: usize,
+    w: &[f32],
+    lp: usize,
+    len: usize,
+    v: &[f32],
+    stride: usize,
+) {
     let mut c0 = 0;
-    while c0 + W <= d {
-        let mut acc = [0f32; W];
-        for j in 0..w.len() {
-            let p = weight(j);
-            let x = &v[j * stride + c0..][..W];
-            for l in 0..W {
-                acc[l] = p.mul_add(x[l], acc[l]);
-            }
-        }
-        out[c0..c0 + W].copy_from_slice(&acc);
-        c0 += W;
+    while c0 + 2 * LANES <= d {
+        weighted_block::<Q, 2>(out, out_rs, c0, w, lp, len, v, stride);
+        c0 += 2 * LANES;
+    }
+    if c0 + LANES <= d {
+        weighted_block::<Q, 1>(out, out_rs, c0, w, lp, len, v, stride);
+        c0 += LANES;
     }
     if c0 < d {
-        let out = &mut out[c0..];
-        out.fill(0.0);
-        for j in 0..w.len() {
-            axpy_generic(out, weight(j), &v[j * stride + c0..][..d - c0]);
+        for r in 0..Q {
+            let out = &mut out[r * out_rs + c0..r * out_rs + d];
+            out.fill(0.0);
+            for j in 0..len {
+                axpy_generic(out, w[r * lp + j], &v[j * stride + c0..][..d - c0]);
+            }
+        }
+    }
+}
+
+/// [`weighted_rows`] for columns `c0..c0 + C * LANES`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weighted_block<const Q: usize, const C: usize>(
+    out: &mut [f32],
+    out_rs: usize,
+    c0: usize,
+    w: &[f32],
+    lp: usize,
+    len: usize,
+    v: &[f32],
+    stride: usize,
+) {
+    let mut acc = [[[0f32; LANES]; C]; Q];
+    for j in 0..len {
+        let x = &v[j * stride + c0..][..C * LANES];
+        for r in 0..Q {
+            let p = w[r * lp + j];
+            for c in 0..C {
+                for l in 0..LANES {
+                    acc[r][c][l] = p.mul_add(x[c * LANES + l], acc[r][c][l]);
+                }
+            }
+        }
+    }
+    for r in 0..Q {
+        let out = &mut out[r * out_rs + c0..][..C * LANES];
+        for c in 0..C {
+            out[c * LANES..][..LANES].copy_from_slice(&acc[r][c]);
         }
     }
 }
@@ -1001,36 +1096,58 @@ fn attend_range_generic(
     let stride = 3 * h;
     let lp = len.next_multiple_of(LANES);
     let (kt, rest) = scratch.split_at_mut(d * lp);
-    let tmp = &mut rest[..lp];
+    let rows = &mut rest[..QUERY_BLOCK * lp];
     kt.fill(0.0);
     for head in 0..heads {
         transpose_head(qkv, len, stride, h + head * d, d, lp, kt);
-        for i in queries.clone() {
-            let base = head * len * len + i * len;
-            let q = &qkv[i * stride + head * d..][..d];
-            scores_row(q, kt, lp, scale, tmp);
-            let row = &mut tmp[..len];
-            if !rel.values.is_empty() {
-                let at = rel.at(head, i, 0);
-                for (s, b) in row.iter_mut().zip(&rel.values[at..at + len]) {
-                    *s += b;
-                }
+        let mut i = queries.start;
+        while i < queries.end {
+            let n = (queries.end - i).min(QUERY_BLOCK);
+            let q = &qkv[i * stride + head * d..];
+            match n {
+                4 => scores_rows::<4>(q, stride, d, kt, lp, scale, rows),
+                3 => scores_rows::<3>(q, stride, d, kt, lp, scale, rows),
+                2 => scores_rows::<2>(q, stride, d, kt, lp, scale, rows),
+                _ => scores_rows::<1>(q, stride, d, kt, lp, scale, rows),
             }
-            if let Some((before, after)) = rel.window {
-                let (lo, hi) = (i.saturating_sub(before), i.saturating_add(after));
-                for (j, s) in row.iter_mut().enumerate() {
-                    if j < lo || j > hi {
-                        *s = f32::MIN;
+            for (r, padded) in rows.chunks_exact_mut(lp).take(n).enumerate() {
+                let i = i + r;
+                let base = head * len * len + i * len;
+                let row = &mut padded[..len];
+                if !rel.values.is_empty() {
+                    let at = rel.at(head, i, 0);
+                    for (s, b) in row.iter_mut().zip(&rel.values[at..at + len]) {
+                        *s += b;
+                    }
+                }
+                if let Some((before, after)) = rel.window {
+                    let (lo, hi) = (i.saturating_sub(before), i.saturating_add(after));
+                    for (j, s) in row.iter_mut().enumerate() {
+                        if j < lo || j > hi {
+                            *s = f32::MIN;
+                        }
+                    }
+                }
+                softmax_padded(padded, len);
+                let row = &mut padded[..len];
+                if !probs.is_empty() {
+                    probs[base..base + len].copy_from_slice(row);
+                }
+                if !mask.is_empty() {
+                    for (p, m) in row.iter_mut().zip(&mask[base..base + len]) {
+                        *p *= m;
                     }
                 }
             }
-            softmax_row_generic(row);
-            if !probs.is_empty() {
-                probs[base..base + len].copy_from_slice(row);
+            let out = &mut ctx[(i - queries.start) * h + head * d..];
+            let v = &qkv[2 * h + head * d..];
+            match n {
+                4 => weighted_rows::<4>(out, h, d, rows, lp, len, v, stride),
+                3 => weighted_rows::<3>(out, h, d, rows, lp, len, v, stride),
+                2 => weighted_rows::<2>(out, h, d, rows, lp, len, v, stride),
+                _ => weighted_rows::<1>(out, h, d, rows, lp, len, v, stride),
             }
-            let out = &mut ctx[(i - queries.start) * h + head * d..][..d];
-            let mask = (!mask.is_empty()).then(|| &mask[base..base + len]);
-            weighted_rows(out, row, mask, &qkv[2 * h + head * d..], stride);
+            i += n;
         }
     }
 }
@@ -1813,38 +1930,75 @@ mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    /// The grouped attention sums give the bits of one key (or one output) at a time.
+    /// The grouped attention sums give the bits of one key (or one output) at a time, for
+    /// every number of queries a block takes.
     #[test]
     fn attention_sums_keep_their_order_whatever_the_grouping() {
-        for d in [16, 32, 48, 64] {
-            for lp in [8, 16, 24, 32, 40, 56, 72] {
-                let q = random_values(d, 3 + d as u64);
-                let kt = random_values(d * lp, 5 + lp as u64);
-                let mut got = vec![0f32; lp];
-                scores_row(&q, &kt, lp, 0.125, &mut got);
+        fn check<const Q: usize>(d: usize, lp: usize) {
+            let stride = 3 * d + 5;
+            let q = random_values(Q * stride, 3 + d as u64);
+            let kt = random_values(d * lp, 5 + lp as u64);
+            let mut got = vec![f32::NAN; Q * lp];
+            scores_rows::<Q>(&q, stride, d, &kt, lp, 0.125, &mut got);
+            for r in 0..Q {
                 let want: Vec<f32> = (0..lp)
                     .map(|j| {
-                        let acc = (0..d).fold(0f32, |a, c| q[c].mul_add(kt[c * lp + j], a));
+                        let acc =
+                            (0..d).fold(0f32, |a, c| q[r * stride + c].mul_add(kt[c * lp + j], a));
                         acc * 0.125
                     })
                     .collect();
-                assert_eq!(bits(&got), bits(&want), "scores d {d} lp {lp}");
-
-                let (len, stride) = (lp - 3, 3 * d + 5);
-                let w = random_values(len, 7);
-                let m = random_values(len, 11);
-                let v = random_values(len * stride, 13);
-                for mask in [None, Some(&m[..])] {
-                    let mut got = vec![f32::NAN; d];
-                    weighted_rows(&mut got, &w, mask, &v, stride);
-                    let mut want = vec![0f32; d];
-                    for j in 0..len {
-                        let p = mask.map_or(w[j], |m| w[j] * m[j]);
-                        axpy_generic(&mut want, p, &v[j * stride..][..d]);
-                    }
-                    assert_eq!(bits(&got), bits(&want), "weighted rows d {d} len {len}");
-                }
+                assert_eq!(
+                    bits(&got[r * lp..][..lp]),
+                    bits(&want),
+                    "scores Q {Q} d {d} lp {lp}"
+                );
             }
+
+            let len = lp - 3;
+            let w = random_values(Q * lp, 7);
+            let v = random_values(len * stride, 13);
+            let out_rs = d + 9;
+            let mut got = vec![f32::NAN; Q * out_rs];
+            weighted_rows::<Q>(&mut got, out_rs, d, &w, lp, len, &v, stride);
+            for r in 0..Q {
+                let mut want = vec![0f32; d];
+                for j in 0..len {
+                    axpy_generic(&mut want, w[r * lp + j], &v[j * stride..][..d]);
+                }
+                assert_eq!(
+                    bits(&got[r * out_rs..][..d]),
+                    bits(&want),
+                    "weighted rows Q {Q} d {d} len {len}"
+                );
+            }
+        }
+        for d in [4, 16, 20, 32, 48, 64] {
+            for lp in [8, 16, 24, 32, 40, 56, 72] {
+                check::<1>(d, lp);
+                check::<2>(d, lp);
+                check::<3>(d, lp);
+                check::<4>(d, lp);
+            }
+        }
+    }
+
+    /// The padded softmax gives the bits of the plain one, whatever lies in the padding.
+    #[test]
+    fn padded_softmax_keeps_the_plain_ones_bits() {
+        for len in [1usize, 3, 7, 8, 9, 12, 16, 17, 31, 64] {
+            let lp = len.next_multiple_of(LANES);
+            let mut plain = random_values(len, len as u64);
+            // Large and masked scores too (ModernBERT's window writes f32::MIN).
+            plain[0] *= 40.0;
+            if len > 2 {
+                plain[len - 1] = f32::MIN;
+            }
+            let mut padded = plain.clone();
+            padded.resize(lp, 1e30);
+            softmax_row_generic(&mut plain);
+            softmax_padded(&mut padded, len);
+            assert_eq!(bits(&padded[..len]), bits(&plain), "len {len}");
         }
     }
 
@@ -2262,6 +2416,15 @@ mod tests {
         assert_eq!(exp(-100.0), 0.0);
         assert_eq!(exp(f32::MIN), 0.0);
         assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+        // The exponent read from the float's bits is the integer `as` gives, over the whole
+        // clamped range and at every rounding of it.
+        for n in -126..=128 {
+            for x in [n as f32, n as f32 - 0.5, n as f32 + 0.49] {
+                let r = x.round_ties_even();
+                assert_eq!((r + 12_582_912.0).to_bits() as i32 - 0x4B40_0000, r as i32);
+            }
+        }
     }
 
     #[test]
