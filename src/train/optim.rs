@@ -26,10 +26,10 @@ type R<T> = candle_core::Result<T>;
 pub struct Grads {
     pub dense: GradStore,
     pub rows: HashMap<TensorId, RowGrad>,
-    /// The sums of squares of dense gradients known from where they were made, by weight, with
-    /// the gradient tensor each belongs to ([`Grads::known_squares`]): a gradient replaced since
-    /// (by a sum or a scaling) is another tensor, and its sum is computed again.
-    pub squares: HashMap<TensorId, (TensorId, f64)>,
+    /// The sums of squares of dense gradients known from where they were made, by gradient
+    /// tensor ([`Grads::known_squares`]): a gradient replaced since (by a sum or a scaling) is
+    /// another tensor, and its sum is computed again.
+    pub squares: HashMap<TensorId, f64>,
 }
 
 impl From<GradStore> for Grads {
@@ -45,17 +45,19 @@ impl From<GradStore> for Grads {
 impl Grads {
     /// Sets `var`'s dense gradient to `grad`, whose sum of squares is `squares`.
     pub fn insert_with_squares(&mut self, var: &Tensor, grad: Tensor, squares: f64) {
-        self.squares.insert(var.id(), (grad.id(), squares));
+        self.squares.insert(grad.id(), squares);
         self.dense.insert(var, grad);
     }
 
-    /// The sum of squares recorded with `grad`, `var`'s dense gradient, if it is still the
-    /// gradient it was recorded with.
-    fn known_squares(&self, var: &Tensor, grad: &Tensor) -> Option<f64> {
-        self.squares
-            .get(&var.id())
-            .filter(|(id, _)| *id == grad.id())
-            .map(|&(_, s)| s)
+    /// Notes sums of squares of gradient tensors, known from where they were made (as
+    /// `autograd::take_weight_grad_squares` gives them).
+    pub fn note_squares(&mut self, known: impl IntoIterator<Item = (TensorId, f64)>) {
+        self.squares.extend(known);
+    }
+
+    /// The sum of squares recorded with the very tensor `grad`, if any.
+    fn known_squares(&self, grad: &Tensor) -> Option<f64> {
+        self.squares.get(&grad.id()).copied()
     }
 
     /// The gradient of `var` laid out as `var` (a row gradient made whole).
@@ -530,7 +532,7 @@ pub fn grad_norm(grads: &Grads, params: &[Param]) -> R<f64> {
         if let Some(r) = grads.rows.get(&var.id()) {
             total += kernels::sum_of_squares(&r.values);
         } else if let Some(g) = grads.dense.get(var) {
-            total += match grads.known_squares(var, g) {
+            total += match grads.known_squares(g) {
                 Some(s) => s,
                 None => sum_of_squares(g)?,
             };

@@ -11,6 +11,7 @@ use super::data::Example;
 use super::events::{BATCH_VIEW_ROWS, BatchView};
 use super::losses::{self, LossKind, TripletDistance};
 use super::optim::{AdamW, AdamWConfig, Grads, Param, clip_coefficient, decays, grad_norm};
+use crate::model::cpu::autograd;
 use crate::model::transformer::Tape;
 use crate::model::{
     DropoutRng, Lookup, Lookups, Mode, ModelError, Prompt, Result, SentenceEncoder,
@@ -778,7 +779,10 @@ impl Session {
 
     /// Backward from `loss`, through the encoder's hand-written pass when it was recorded.
     fn backward(&self, loss: &Tensor, recorded: Option<Recorded>) -> Result<Grads> {
+        // Sums of squares left over from a backward pass that was not this session's.
+        autograd::take_weight_grad_squares();
         let mut grads = Grads::from(loss.backward()?);
+        grads.note_squares(autograd::take_weight_grad_squares());
         if let Some(Recorded::Lookups(lookups)) = &recorded {
             for lookup in lookups {
                 if let Some(rows) = lookup.row_grad(&mut grads.dense)? {

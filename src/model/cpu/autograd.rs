@@ -13,8 +13,11 @@
 //!   one pass forward and one backward, over blocks of rows on the kernels' threads.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Shape, Tensor, TensorId,
+};
 use rayon::prelude::*;
 
 use super::kernels::{self, Mat};
@@ -39,16 +42,64 @@ fn operand<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<(&'a [f32],
     Ok((&v[start..end], r, c))
 }
 
-/// The three products of a linear layer `y = x · wᵀ` (`x` is `[m, k]`, `w` is `[n, k]`), each a
-/// candle operation on two row-major operands.
+/// Two of the three products of a linear layer `y = x · wᵀ` (`x` is `[m, k]`, `w` is `[n, k]`),
+/// each a candle operation on two row-major operands; the third is [`WeightGrad`].
 #[derive(Clone, Copy)]
 enum Product {
-    /// `y = x · wᵀ` from `(x, w)`; differentiable, through the other two.
+    /// `y = x · wᵀ` from `(x, w)`; differentiable, through `InputGrad` and [`WeightGrad`].
     Forward,
     /// `dx = dy · w` from `(dy, w)`.
     InputGrad,
-    /// `dw = dyᵀ · x` from `(dy, x)`.
-    WeightGrad,
+}
+
+thread_local! {
+    /// The sums of squares of the weight gradients [`linear`]'s backward pass made on this
+    /// thread and not yet taken ([`take_weight_grad_squares`]), by gradient tensor.
+    static WEIGHT_GRAD_SQUARES: std::cell::RefCell<Vec<(TensorId, f64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many sums are kept untaken (a backward pass nobody takes them from, as in tests
+/// of the operations, starts the list again rather than growing it).
+const KEPT_SQUARES: usize = 1 << 14;
+
+/// The sums of squares of the weight gradients made by [`linear`]'s backward passes on this
+/// thread since the last call, each with the gradient tensor it belongs to. Gradient clipping
+/// takes them (`Grads::note_squares`) instead of summing those gradients again: each was summed
+/// by the product's tiles while they were in L1 (`packed::product_and_squares`).
+pub fn take_weight_grad_squares() -> Vec<(TensorId, f64)> {
+    WEIGHT_GRAD_SQUARES.with(|s| std::mem::take(&mut *s.borrow_mut()))
+}
+
+/// `dw = dyᵀ · x` from `(dy, x)`, keeping the sum of its squares for the backward pass to note.
+#[derive(Default)]
+struct WeightGrad {
+    /// The sum of squares of the last product, as `f64` bits.
+    squares: AtomicU64,
+}
+
+impl CustomOp2 for WeightGrad {
+    fn name(&self) -> &'static str {
+        "linear-kernels-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, m, p) = operand(s1, l1)?;
+        let (b, q, r) = operand(s2, l2)?;
+        if m != q {
+            candle_core::bail!("{}: operands [{m}, {p}] and [{q}, {r}]", self.name());
+        }
+        let (out, squares) =
+            packed::product_and_squares(Mat::rows(a, m, p).t(), Mat::rows(b, q, r));
+        self.squares.store(squares.to_bits(), Ordering::Relaxed);
+        Ok((CpuStorage::F32(out), Shape::from((p, r))))
+    }
 }
 
 impl CustomOp2 for Product {
@@ -56,7 +107,6 @@ impl CustomOp2 for Product {
         match self {
             Product::Forward => "linear-kernels",
             Product::InputGrad => "linear-kernels-input-grad",
-            Product::WeightGrad => "linear-kernels-weight-grad",
         }
     }
 
@@ -72,7 +122,6 @@ impl CustomOp2 for Product {
         let fits = match self {
             Product::Forward => p == r,
             Product::InputGrad => p == q,
-            Product::WeightGrad => m == q,
         };
         if !fits {
             candle_core::bail!("{}: operands [{m}, {p}] and [{q}, {r}]", self.name());
@@ -82,10 +131,6 @@ impl CustomOp2 for Product {
             Product::InputGrad => (
                 packed::product(Mat::rows(a, m, p), Mat::rows(b, q, r)),
                 (m, r),
-            ),
-            Product::WeightGrad => (
-                packed::product(Mat::rows(a, m, p).t(), Mat::rows(b, q, r)),
-                (p, r),
             ),
         };
         Ok((CpuStorage::F32(out), Shape::from(shape)))
@@ -103,7 +148,16 @@ impl CustomOp2 for Product {
         }
         let dy = dy.contiguous()?;
         let dx = dy.apply_op2_no_bwd(w, &Product::InputGrad)?;
-        let dw = dy.apply_op2_no_bwd(x, &Product::WeightGrad)?;
+        let op = WeightGrad::default();
+        let dw = dy.apply_op2_no_bwd(x, &op)?;
+        let squares = f64::from_bits(op.squares.load(Ordering::Relaxed));
+        WEIGHT_GRAD_SQUARES.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() >= KEPT_SQUARES {
+                s.clear();
+            }
+            s.push((dw.id(), squares));
+        });
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -1062,6 +1116,24 @@ mod tests {
                 );
                 close(a, b, "gradient");
             }
+            // The weight gradient's sum of squares was noted with the very tensor the store
+            // holds, and is its sum of squares.
+            let dw = g_ours.get(w.as_tensor()).unwrap();
+            let known = take_weight_grad_squares();
+            assert_eq!(known.len(), 1, "one weight gradient ({m}x{k}x{n})");
+            assert_eq!(known[0].0, dw.id());
+            let want = dw
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            assert!(
+                (known[0].1 - want).abs() <= 1e-5 * want,
+                "sum of squares {} against {want} ({m}x{k}x{n})",
+                known[0].1
+            );
         }
     }
 
