@@ -42,14 +42,16 @@ fn operand<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<(&'a [f32],
     Ok((&v[start..end], r, c))
 }
 
-/// Two of the three products of a linear layer `y = x · wᵀ` (`x` is `[m, k]`, `w` is `[n, k]`),
-/// each a candle operation on two row-major operands; the third is [`WeightGrad`].
-#[derive(Clone, Copy)]
+/// The three products of a linear layer `y = x · wᵀ` (`x` is `[m, k]`, `w` is `[n, k]`), each a
+/// candle operation on two row-major operands.
 enum Product {
-    /// `y = x · wᵀ` from `(x, w)`; differentiable, through `InputGrad` and [`WeightGrad`].
+    /// `y = x · wᵀ` from `(x, w)`; differentiable, through the other two.
     Forward,
     /// `dx = dy · w` from `(dy, w)`.
     InputGrad,
+    /// `dw = dyᵀ · x` from `(dy, x)`, keeping the sum of its squares (as `f64` bits) for the
+    /// backward pass to note.
+    WeightGrad(AtomicU64),
 }
 
 thread_local! {
@@ -71,42 +73,12 @@ pub fn take_weight_grad_squares() -> Vec<(TensorId, f64)> {
     WEIGHT_GRAD_SQUARES.with(|s| std::mem::take(&mut *s.borrow_mut()))
 }
 
-/// `dw = dyᵀ · x` from `(dy, x)`, keeping the sum of its squares for the backward pass to note.
-#[derive(Default)]
-struct WeightGrad {
-    /// The sum of squares of the last product, as `f64` bits.
-    squares: AtomicU64,
-}
-
-impl CustomOp2 for WeightGrad {
-    fn name(&self) -> &'static str {
-        "linear-kernels-weight-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (a, m, p) = operand(s1, l1)?;
-        let (b, q, r) = operand(s2, l2)?;
-        if m != q {
-            candle_core::bail!("{}: operands [{m}, {p}] and [{q}, {r}]", self.name());
-        }
-        let (out, squares) =
-            packed::product_and_squares(Mat::rows(a, m, p).t(), Mat::rows(b, q, r));
-        self.squares.store(squares.to_bits(), Ordering::Relaxed);
-        Ok((CpuStorage::F32(out), Shape::from((p, r))))
-    }
-}
-
 impl CustomOp2 for Product {
     fn name(&self) -> &'static str {
         match self {
             Product::Forward => "linear-kernels",
             Product::InputGrad => "linear-kernels-input-grad",
+            Product::WeightGrad(_) => "linear-kernels-weight-grad",
         }
     }
 
@@ -122,6 +94,7 @@ impl CustomOp2 for Product {
         let fits = match self {
             Product::Forward => p == r,
             Product::InputGrad => p == q,
+            Product::WeightGrad(_) => m == q,
         };
         if !fits {
             candle_core::bail!("{}: operands [{m}, {p}] and [{q}, {r}]", self.name());
@@ -132,6 +105,12 @@ impl CustomOp2 for Product {
                 packed::product(Mat::rows(a, m, p), Mat::rows(b, q, r)),
                 (m, r),
             ),
+            Product::WeightGrad(squares) => {
+                let (out, sum) =
+                    packed::product_and_squares(Mat::rows(a, m, p).t(), Mat::rows(b, q, r));
+                squares.store(sum.to_bits(), Ordering::Relaxed);
+                (out, (p, r))
+            }
         };
         Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
@@ -148,9 +127,12 @@ impl CustomOp2 for Product {
         }
         let dy = dy.contiguous()?;
         let dx = dy.apply_op2_no_bwd(w, &Product::InputGrad)?;
-        let op = WeightGrad::default();
+        let op = Product::WeightGrad(AtomicU64::new(0));
         let dw = dy.apply_op2_no_bwd(x, &op)?;
-        let squares = f64::from_bits(op.squares.load(Ordering::Relaxed));
+        let Product::WeightGrad(squares) = &op else {
+            unreachable!("made as a weight-gradient product above")
+        };
+        let squares = f64::from_bits(squares.load(Ordering::Relaxed));
         WEIGHT_GRAD_SQUARES.with(|s| {
             let mut s = s.borrow_mut();
             if s.len() >= KEPT_SQUARES {

@@ -894,7 +894,7 @@ impl RelBias<'_> {
 /// of `len` tokens and heads of `d` values.
 pub fn attend_scratch(len: usize, d: usize) -> usize {
     let lp = len.next_multiple_of(LANES);
-    d * lp + QUERY_BLOCK.max(2) * lp
+    d * lp + QUERY_BLOCK * lp
 }
 
 /// Copies one head's `len` vectors (at `offset` in each `stride`-long row of `qkv`) transposed
